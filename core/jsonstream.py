@@ -1,0 +1,242 @@
+"""Stream the records of a JSON array or a JSON Lines file, and write them back.
+
+A 1 GB LLaVA file is one JSON array on a single line, so reading it with
+``json.load`` costs gigabytes. Here the bytes are decoded in chunks and each
+record is parsed with the C scanner behind ``json.JSONDecoder.raw_decode``:
+memory stays at a chunk plus one record, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import RecordError
+
+CHUNK_CHARS = 1 << 20
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+_LINE_EXTENSIONS = (".jsonl", ".ndjson")
+UTF8_BOM = codecs.BOM_UTF8
+
+ProgressCallback = Callable[[int], None]
+
+
+def dumps(value) -> str:
+    """One record as compact-ish JSON text, non-ASCII kept as is."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def detect_layout(path: Path) -> str:
+    """``"array"`` for a JSON array, ``"lines"`` for JSON Lines; by extension, then content."""
+    path = Path(path)
+    if path.suffix.lower() in _LINE_EXTENSIONS:
+        return "lines"
+    head = read_head(path)
+    stripped = head.lstrip()
+    if not stripped:
+        raise RecordError(path, "the file is empty: expected a JSON array of records or JSON Lines")
+    if stripped[0] == "[":
+        return "array"
+    if stripped[0] == "{":
+        first_line = stripped.split("\n", 1)[0]
+        try:
+            value = json.loads(first_line)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            return "lines"
+        raise RecordError(path, "the top level is a single JSON object: expected a list of records "
+                                "(a JSON array) or one record per line (JSON Lines)", line=1)
+    raise RecordError(path, f"the top level is not a list of records (it starts with {stripped[:20]!r})",
+                      line=1)
+
+
+def read_head(path: Path, size: int = 65536) -> str:
+    """The first characters of a file, for sniffing (BOM dropped, bad bytes replaced)."""
+    with open(path, "rb") as f:
+        data = f.read(size)
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
+    return data.decode("utf-8", errors="replace")
+
+
+def iter_records(path: Path, progress: ProgressCallback | None = None) -> Iterator[tuple[int, object]]:
+    """Yield ``(index, value)`` for every record, whichever the layout.
+
+    In JSON Lines a line that is not valid JSON is yielded as a :class:`RecordError`
+    value (the reader decides whether to stop or skip it). In an array, broken JSON
+    makes the rest unreadable, so it raises.
+    """
+    path = Path(path)
+    if detect_layout(path) == "lines":
+        return iter_json_lines(path, progress)
+    return iter_json_array(path, progress)
+
+
+class _CharStream:
+    """UTF-8 text in chunks from a binary file, with byte offsets for error messages."""
+
+    def __init__(self, path: Path, progress: ProgressCallback | None):
+        self.path = path
+        self.file = open(path, "rb")
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.bytes_done = 0
+        self.progress = progress
+        self.eof = False
+        self.first = True
+
+    def read(self, size: int) -> str:
+        data = self.file.read(size)
+        if not data:
+            self.eof = True
+        if self.first:
+            self.first = False
+            if data.startswith(UTF8_BOM):
+                data = data[len(UTF8_BOM):]
+                self.bytes_done += len(UTF8_BOM)
+        try:
+            text = self.decoder.decode(data, final=self.eof)
+        except UnicodeDecodeError as e:
+            raise RecordError(self.path, f"invalid UTF-8 at byte {self.bytes_done + e.start}: "
+                                         "the file must be UTF-8 text") from None
+        self.bytes_done += len(data)
+        if self.progress is not None and data:
+            self.progress(len(data))
+        return text
+
+    def close(self):
+        self.file.close()
+
+
+def _needs_more(error: json.JSONDecodeError, buffer_length: int) -> bool:
+    """True when a parse error may only mean the record continues in the next chunk."""
+    return error.msg.startswith("Unterminated string") or error.pos >= buffer_length - 32
+
+
+def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Iterator[tuple[int, object]]:
+    stream = _CharStream(path, progress)
+    buf = ""
+    base = 0       # offset in the file of buf[0], in characters
+    pos = 0
+    index = 0
+
+    def fail(reason: str, at: int, record_index=None):
+        line, column = line_and_column(path, base + at)
+        raise RecordError(path, reason, index=record_index, line=line, column=column)
+
+    def compact():
+        """Drop the characters already parsed."""
+        nonlocal buf, base, pos
+        buf = buf[pos:]
+        base += pos
+        pos = 0
+
+    def refill(size: int = CHUNK_CHARS) -> bool:
+        nonlocal buf
+        if stream.eof:
+            return False
+        compact()
+        buf += stream.read(size)
+        return True
+
+    def skip_whitespace() -> bool:
+        """Move pos to the next non-blank character; False at the end of the file."""
+        nonlocal pos
+        while True:
+            pos = _WHITESPACE.match(buf, pos).end()
+            if pos < len(buf):
+                return True
+            if not refill():
+                return False
+
+    try:
+        if not skip_whitespace() or buf[pos] != "[":
+            fail("the top level is not a JSON array of records", pos)
+        pos += 1
+        expecting_value = False
+        while True:
+            if not skip_whitespace():
+                fail("the JSON ends before the array is closed (truncated file?)", pos, index)
+            if buf[pos] == "]":
+                if expecting_value:
+                    fail("invalid JSON: a comma before ']' (trailing comma)", pos, index)
+                pos += 1
+                break
+            size = CHUNK_CHARS
+            while True:
+                try:
+                    value, end = _DECODER.raw_decode(buf, pos)
+                except json.JSONDecodeError as e:
+                    if _needs_more(e, len(buf)) and refill(size):
+                        size *= 2
+                        continue
+                    if e.msg.startswith("Unterminated string") or e.pos >= len(buf.rstrip()):
+                        fail("the JSON ends inside a record (truncated file?)", e.pos, index)
+                    fail(f"invalid JSON: {e.msg}", e.pos, index)
+                if end == len(buf) and refill(size):
+                    continue  # a number or literal may go on in the next chunk: parse again
+                break
+            yield index, value
+            index += 1
+            pos = end
+            if pos > CHUNK_CHARS:
+                compact()
+            if not skip_whitespace():
+                fail("the JSON ends before the array is closed (truncated file?)", pos, index)
+            if buf[pos] == ",":
+                pos += 1
+                expecting_value = True
+            elif buf[pos] == "]":
+                pos += 1
+                break
+            else:
+                fail(f"invalid JSON after record {index - 1}: expected ',' or ']'", pos)
+        if skip_whitespace():
+            fail("unexpected data after the end of the JSON array (trailing garbage)", pos)
+    finally:
+        stream.close()
+
+
+def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Iterator[tuple[int, object]]:
+    index = 0
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            if progress is not None:
+                progress(len(raw))
+            if line_number == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM):]
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+                value = json.loads(text)
+            except UnicodeDecodeError as e:
+                value = RecordError(path, f"invalid UTF-8 at byte {e.start} of the line",
+                                    index=index, line=line_number)
+            except json.JSONDecodeError as e:
+                value = RecordError(path, f"invalid JSON: {e.msg}", index=index,
+                                    line=line_number, column=e.colno)
+            yield index, value
+            index += 1
+
+
+def line_and_column(path: Path, char_offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset (only computed for error messages)."""
+    line, column, seen = 1, 1, 0
+    with open(path, "r", encoding="utf-8-sig", errors="replace", newline="") as f:
+        while seen < char_offset:
+            chunk = f.read(min(CHUNK_CHARS, char_offset - seen))
+            if not chunk:
+                break
+            newlines = chunk.count("\n")
+            if newlines:
+                line += newlines
+                column = len(chunk) - chunk.rfind("\n")
+            else:
+                column += len(chunk)
+            seen += len(chunk)
+    return line, column

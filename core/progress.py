@@ -1,0 +1,78 @@
+"""Rich progress bars on stderr that cost nothing on the hot path and stay silent when piped."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
+
+stderr_console = Console(stderr=True)
+_UPDATE_EVERY = 2048
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, from the ``items`` field (the bar itself may count bytes)."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        elapsed = task.elapsed or 0.0
+        items = task.fields.get("items", 0)
+        rate = items / elapsed if elapsed > 0 else 0.0
+        return Text(f"{items:,} {self.unit} ({rate:,.0f}/s)", style="cyan")
+
+
+class ProgressBar:
+    """A bar over a known total (bytes, images) with an item count and rate beside it."""
+
+    def __init__(self, description: str, total: float | None, unit: str = "records",
+                 enabled: bool = True):
+        self.enabled = enabled and stderr_console.is_terminal
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+            _RateColumn(unit), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=stderr_console, disable=not self.enabled, transient=False)
+        self.task = self.progress.add_task(description, total=total, items=0)
+        self.items = 0
+        self._last = 0.0
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.update(self.task, items=self.items, refresh=True)
+        self.progress.stop()
+
+    def advance(self, amount: float) -> None:
+        """Advance the bar (bytes read, for instance)."""
+        if self.enabled:
+            self.progress.advance(self.task, amount)
+
+    def count(self, items: Iterable) -> Iterator:
+        """Pass items through, counting them for the rate column."""
+        if not self.enabled:
+            for item in items:
+                self.items += 1
+                yield item
+            return
+        update_every = _UPDATE_EVERY
+        for item in items:
+            self.items += 1
+            if self.items % update_every == 0:
+                now = time.monotonic()
+                if now - self._last > 0.1:
+                    self._last = now
+                    self.progress.update(self.task, items=self.items)
+            yield item
+
+    def set_items(self, items: int) -> None:
+        self.items = items
+        if self.enabled:
+            self.progress.update(self.task, items=items)

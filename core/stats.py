@@ -1,0 +1,52 @@
+"""Per-source summary of a dataset, for ``curate inspect``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+from .sample import Sample
+
+PLACEMENTS = ("prefix", "suffix", "middle", "none")
+
+
+@dataclass
+class SourceStats:
+    source: str
+    samples: int = 0
+    unique_images: int = 0
+    text_only: int = 0
+    turns: int = 0
+    placement: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PLACEMENTS, 0))
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def summarise(samples: Iterable[Sample]) -> list[SourceStats]:
+    """One row per source dataset, largest first, then a total row."""
+    rows: dict[str, SourceStats] = {}
+    images: dict[str, set] = defaultdict(set)
+    total = SourceStats("total")
+    all_images = set()
+    for sample in samples:
+        source = sample.source
+        row = rows.get(source)
+        if row is None:
+            row = rows[source] = SourceStats(source)
+        placement = sample.image_placement
+        for r in (row, total):
+            r.samples += 1
+            r.turns += len(sample.conversations)
+            r.placement[placement] += 1
+        if sample.image is None:
+            row.text_only += 1
+            total.text_only += 1
+        else:
+            images[source].update(sample.images)
+            all_images.update(sample.images)
+    for source, row in rows.items():
+        row.unique_images = len(images[source])
+    total.unique_images = len(all_images)
+    return sorted(rows.values(), key=lambda r: (-r.samples, r.source)) + [total]

@@ -1,0 +1,149 @@
+"""LLaVA-1.5 records: ``{"id", "image", "conversations": [{"from", "value"}]}``.
+
+One JSON array (the 665K mix, on a single line) or JSON Lines with the same records.
+Every key this module does not model is kept in ``Sample.extra`` / ``Turn.extra`` so
+that a round trip gives JSON-equal output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
+
+import curate
+from curate.errors import RecordError
+from curate.formats import Options, Reader, Writer, head_has_keys
+from curate.jsonstream import dumps, iter_records
+from curate.sample import ROLES, Sample, Turn
+
+_RECORD_KEYS = ("id", "image", "conversations")
+_TURN_KEYS = ("from", "value")
+
+
+def record_to_sample(record, path: Path, index: int) -> Sample:
+    """Validate one LLaVA record and build its Sample; RecordError names what is wrong."""
+    if not isinstance(record, dict):
+        raise RecordError(path, f"the record is a JSON {_json_type(record)}, not an object", index=index)
+    record_id = record.get("id")
+
+    def bad(field, reason):
+        return RecordError(path, reason, index=index, record_id=record_id, field=field)
+
+    if "id" not in record:
+        raise bad("id", "the record has no id")
+    if isinstance(record_id, bool) or not isinstance(record_id, (str, int)):
+        raise bad("id", f"the id must be a string or an integer, not a JSON {_json_type(record_id)}")
+    image = record.get("image")
+    if image is not None and not _is_image_value(image):
+        raise bad("image", "the image must be a path string or a list of path strings")
+    conversations = record.get("conversations")
+    if not isinstance(conversations, list):
+        raise bad("conversations", "missing" if conversations is None
+                  else f"must be a list of turns, not a JSON {_json_type(conversations)}")
+    if not conversations:
+        raise bad("conversations", "the conversation is empty")
+    turns = []
+    for position, turn in enumerate(conversations):
+        field = f"conversations[{position}]"
+        if not isinstance(turn, dict):
+            raise bad(field, f"a turn must be an object, not a JSON {_json_type(turn)}")
+        role, text = turn.get("from"), turn.get("value")
+        if role not in ROLES:
+            raise bad(field + ".from", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(text, str):
+            raise bad(field + ".value", f"the text must be a string, not a JSON {_json_type(text)}")
+        extra = {k: v for k, v in turn.items() if k not in _TURN_KEYS} if len(turn) > 2 else None
+        turns.append(Turn(role, text, extra))
+    known = 3 if "image" in record else 2
+    extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS} if len(record) > known else {}
+    if "image" in record and image is None:
+        extra["image"] = None  # an explicit null survives the round trip
+    return Sample(record_id, image, turns, extra)
+
+
+def sample_to_record(sample: Sample) -> dict:
+    record = {"id": sample.id}
+    if sample.image is not None:
+        record["image"] = sample.image
+    record["conversations"] = [_turn_to_dict(t) for t in sample.conversations]
+    for key, value in sample.extra.items():
+        record.setdefault(key, value)
+    return record
+
+
+def _turn_to_dict(turn: Turn) -> dict:
+    out = {"from": turn.role, "value": turn.text}
+    if turn.extra:
+        out.update(turn.extra)
+    return out
+
+
+def _is_image_value(image) -> bool:
+    if isinstance(image, str):
+        return bool(image)
+    return isinstance(image, list) and bool(image) and all(isinstance(i, str) and i for i in image)
+
+
+def _json_type(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
+            int: "number", float: "number"}.get(type(value), type(value).__name__)
+
+
+def write_records(records: Iterable[dict], stream: TextIO, path: Path | None) -> int:
+    """Write dicts as JSON Lines (``.jsonl``/``.ndjson``) or as a JSON array (anything else)."""
+    count = 0
+    if path is not None and path.suffix.lower() in (".jsonl", ".ndjson"):
+        for record in records:
+            stream.write(dumps(record))
+            stream.write("\n")
+            count += 1
+        return count
+    stream.write("[")
+    for record in records:
+        stream.write(",\n" if count else "\n")
+        stream.write(dumps(record))
+        count += 1
+    stream.write("\n]\n" if count else "]\n")
+    return count
+
+
+class LlavaReader(Reader):
+    name = "llava"
+    description = "LLaVA-1.5 conversations (JSON array or JSON Lines)"
+    image_roots: tuple[str, ...] = ()
+
+    def sniff(self, path: Path, head: str) -> int:
+        if not head_has_keys(head, "conversations", "from", "value"):
+            return 0
+        return 10 + sum(f'"{root}' in head for root in self.image_roots)
+
+    def read(self, path: Path, options: Options) -> Iterator[Sample]:
+        path = Path(path)
+        for index, record in iter_records(path, options.progress):
+            if isinstance(record, RecordError):
+                options.reject(record, None)
+                continue
+            try:
+                sample = record_to_sample(record, path, index)
+            except RecordError as error:
+                options.reject(error, record)
+                continue
+            yield sample
+
+
+class LlavaWriter(Writer):
+    name = "llava"
+    description = "LLaVA-1.5 conversations (.json array, or .jsonl lines)"
+
+    def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
+        return write_records(map(sample_to_record, samples), stream, options.path)
+
+
+@curate.hookimpl
+def register_readers(register):
+    register(LlavaReader)
+
+
+@curate.hookimpl
+def register_writers(register):
+    register(LlavaWriter)
