@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,16 @@ class CurateGroup(click.Group):
             sys.exit(130)
         except BrokenPipeError:
             sys.exit(1)
+        except OSError as e:  # disk full, permission denied, ...
+            where = f"{e.filename}: " if e.filename else ""
+            fail(f"{where}{e.strerror or e}")
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as e:
+            if os.environ.get("CURATE_DEBUG"):
+                raise
+            fail(f"internal error: {type(e).__name__}: {e} (run with CURATE_DEBUG=1 for a traceback, "
+                 f"and please report it)")
 
 
 def parse_options(values) -> dict[str, str]:
