@@ -26,7 +26,10 @@ demo: setup
 	$(VENV)/bin/curate inspect fixtures/llava_small.json fixtures/sharegpt4v_small.json
 	$(VENV)/bin/curate convert auto llava fixtures/llava_small.json fixtures/sharegpt4v_small.json \
 		-o $(DEMO_OUT)/mix.jsonl
-	@echo "demo output: $(DEMO_OUT)/mix.jsonl"
+	$(VENV)/bin/curate dedup fixtures/dedup_demo.json -o $(DEMO_OUT)/dedup.json --image-root fixtures/images \
+		--embedder timm-pool -t 0.85 -t 0.7 --cache $(DEMO_OUT)/cache --report $(DEMO_OUT)/report
+	@echo "demo: converted $(DEMO_OUT)/mix.jsonl; deduplicated $(DEMO_OUT)/dedup.json;" \
+		"report at $(DEMO_OUT)/report/report.html"
 
 # Build the wheel, install it with its dependencies in a fresh venv, and run it from there.
 wheel-check: setup
@@ -35,7 +38,8 @@ wheel-check: setup
 	$(PYTHON) -m venv $(VENV)-wheel
 	$(VENV)-wheel/bin/python -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(VENV)-wheel/bin/python -m pip install --quiet --disable-pip-version-check dist/curate-*.whl
-	cd /tmp && $(CURDIR)/$(VENV)-wheel/bin/curate plugins | tee /dev/stderr | grep -q "llava .*curate"
+	cd /tmp && $(CURDIR)/$(VENV)-wheel/bin/curate plugins > $(CURDIR)/dist/plugins.txt
+	cat dist/plugins.txt && grep -q "llava .*curate" dist/plugins.txt
 	cd /tmp && $(CURDIR)/$(VENV)-wheel/bin/curate convert llava llava $(CURDIR)/fixtures/llava_small.json \
 		-o $(CURDIR)/dist/wheel-check.json --overwrite -q
 	@echo "wheel-check: ok"

@@ -120,6 +120,10 @@ class RejectSink:
     def __call__(self, error: RecordError, raw=None) -> None:
         if self.on_error == "fail":
             raise error
+        self.set_aside(error, raw)
+
+    def set_aside(self, error: RecordError, raw=None) -> None:
+        """Record a reject whatever ``on_error`` says (the user asked for it, e.g. --drop-unreadable)."""
         self.count += 1
         if self.path is None:
             return

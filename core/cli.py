@@ -22,7 +22,8 @@ stdout_console = Console()
 
 def fail(message: str) -> None:
     """One line on stderr, exit code 1: the contract for every user-facing failure."""
-    click.echo(f"error: {message}", err=True)
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()] or ["failed"]
+    click.echo(f"error: {lines[0]}" + (" [...]" if len(lines) > 1 else ""), err=True)
     sys.exit(1)
 
 
@@ -164,6 +165,163 @@ def inspect(inputs, from_format, on_error, as_json):
         table.add_row(row.source, f"{row.samples:,}", f"{row.unique_images:,}", f"{row.text_only:,}",
                       f"{row.turns:,}", *[f"{row.placement[p]:,}" for p in PLACEMENTS], style=style)
     stdout_console.print(table)
+
+
+def embedding_options(function):
+    """Options shared by `dedup` and `embed` (one code path for embedding)."""
+    options = [
+        click.option("--image-root", required=True, type=click.Path(path_type=Path, file_okay=False),
+                     help="Folder that the records' image paths are relative to."),
+        click.option("--embedder", default="vit-cls", show_default=True,
+                     help="Image embedder: vit-cls (a ViT's class token, as in the LLaVA-665K study) or "
+                          "timm-pool (pooled features; offline default EfficientNet-Lite0). See `curate plugins`."),
+        click.option("--model", default=None,
+                     help="timm model name [default: vit_large_patch14_clip_336.openai for vit-cls, "
+                          "efficientnet_lite0 for timm-pool]."),
+        click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Model weights (.safetensors or PyTorch checkpoint) instead of timm's pretrained ones."),
+        click.option("--cache", "cache_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+                     help="Embedding cache folder; a re-run embeds only new or changed images "
+                          "[default: $XDG_CACHE_HOME/curate/embeddings]."),
+        click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache."),
+        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+                     help="Images per model call."),
+        click.option("--workers", type=click.IntRange(1), default=min(4, os.cpu_count() or 1), show_default=True,
+                     help="Threads that decode and resize images while the model runs."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where the model runs (auto: CUDA when available, in bf16)."),
+        click.option("--from", "from_format", default="auto", show_default=True,
+                     help="Format of the inputs (auto: recognise by content)."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _cache(cache_dir, no_cache):
+    from .dedup import default_cache_dir
+    return None if no_cache else (cache_dir or default_cache_dir())
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The filtered dataset (kept and text-only samples, in input order).")
+@click.option("--to", "to_format", default=None, help="Format to write [default: the input's format].")
+@embedding_options
+@click.option("--index", default="hnsw", show_default=True,
+              help="Similarity index: hnsw (hnswlib, approximate) or exact (blocked matrix products).")
+@click.option("--hnsw-m", type=click.IntRange(2), default=32, show_default=True, help="HNSW graph degree M.")
+@click.option("--hnsw-ef-construction", type=click.IntRange(1), default=200, show_default=True,
+              help="HNSW ef_construction (build-time search width).")
+@click.option("--hnsw-ef", type=click.IntRange(1), default=128, show_default=True,
+              help="HNSW ef (query-time search width).")
+@click.option("-t", "--threshold", "thresholds", type=float, multiple=True,
+              help="Cosine similarity at which two images are duplicates; repeat for several (one "
+                   "embedding pass, every threshold reported, output filtered at the first) [default: 0.9].")
+@click.option("--scope", type=click.Choice(["source", "global"]), default="source", show_default=True,
+              help="source: compare images within each source dataset (as in the study). global: across all.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for report.json, report.md, report.html and removed.jsonl "
+                   "[default: OUTPUT.report beside the output].")
+@click.option("--sample-every", type=click.IntRange(1), default=500, show_default=True,
+              help="The report lists every N-th removed image with its kept twin.")
+@click.option("--drop-unreadable", is_flag=True,
+              help="Set samples with a missing or unreadable image aside as rejects (default: keep them).")
+@click.option("--on-error", type=click.Choice(api.ON_ERROR), default="fail", show_default=True,
+              help="Bad records: fail (stop, write nothing) or skip (to the rejects file, with reasons).")
+@click.option("--rejects", type=click.Path(path_type=Path), default=None,
+              help="Where rejected records go [default: OUTPUT.rejects.jsonl].")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never an input).")
+def dedup(inputs, output, to_format, image_root, embedder, model, weights, cache_dir, no_cache, batch_size,
+          workers, device, from_format, quiet, index, hnsw_m, hnsw_ef_construction, hnsw_ef, thresholds, scope,
+          report_dir, sample_every, drop_unreadable, on_error, rejects, overwrite):
+    """Remove near-duplicate images from datasets, and report what was removed.
+
+    Each unique image is embedded once; within each scope group, images are walked in
+    order of first appearance and an image is removed when an already kept image has
+    similarity >= THRESHOLD with it. Samples of removed images go to removed.jsonl with
+    the image they duplicate; text-only samples and samples of kept images are written.
+
+    \b
+    Example:
+      curate dedup llava_v1_5_mix665k.json -o dedup.json --image-root data/ \\
+          -t 0.9 -t 0.8 -t 0.7 --report report/
+    """
+    from .dedup import dedup as run_dedup
+    _warn_plugin_problems()
+    run = run_dedup(inputs, output, image_root=image_root, from_=from_format, to=to_format, embedder=embedder,
+                    model=model, weights=weights, index=index,
+                    index_options={"m": hnsw_m, "ef_construction": hnsw_ef_construction, "ef": hnsw_ef}
+                    if index == "hnsw" else {},
+                    thresholds=thresholds or (0.9,), scope=scope, report_dir=report_dir,
+                    cache_dir=_cache(cache_dir, no_cache), batch_size=batch_size, workers=workers,
+                    device=device, drop_unreadable=drop_unreadable, sample_every=sample_every,
+                    overwrite=overwrite, on_error=on_error, rejects=rejects, show_progress=not quiet)
+    if not quiet:
+        print_dedup_summary(run)
+
+
+def print_dedup_summary(run) -> None:
+    from .report import build_report
+    data = build_report(run)
+    for block in data["thresholds"]:
+        table = Table(title=f"threshold {block['threshold']}")
+        for name in ("source", "samples", "unique images", "similar", "kept", "samples removed"):
+            table.add_column(name, justify="left" if name == "source" else "right", no_wrap=True)
+        for row in block["table"]:
+            table.add_row(row["source"], f"{row['samples']:,}", f"{row['unique_images']:,}", f"{row['similar']:,}",
+                          f"{row['kept']:,}", f"{row['samples_removed']:,}",
+                          style="bold" if row["source"] == "total" else None)
+        stderr_console.print(table)
+    emb = data["embedding"]
+    stderr_console.print(f"images: {emb['unique_images']:,} unique, {emb['embedded']:,} embedded "
+                         f"({emb['images_per_second'] or 0:,.1f}/s), {emb['cached']:,} from cache, "
+                         f"{emb['unreadable']:,} unreadable", highlight=False)
+    print_report(run.report)
+    stderr_console.print(f"report: {Path(data['removed_file']).parent / 'report.html'}", highlight=False)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also save the vectors as .npy (rows in order of first appearance; OUTPUT.json lists "
+                   "the images and any failures).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@embedding_options
+def embed(inputs, output, overwrite, image_root, embedder, model, weights, cache_dir, no_cache, batch_size,
+          workers, device, from_format, quiet):
+    """Embed the unique images of datasets into the cache (and optionally a .npy), without
+    deduplicating. A later `curate dedup` with the same model and cache embeds nothing again."""
+    from .atomic import atomic_output, check_output
+    from .dedup import ImageTable, embed_images, load_embedder
+    from .images import check_image_root
+    import numpy as np
+    _warn_plugin_problems()
+    image_root = check_image_root(image_root)
+    if output is not None:
+        check_output(output, inputs=inputs, overwrite=overwrite)
+    cache_dir = _cache(cache_dir, no_cache)
+    if output is None and cache_dir is None:
+        raise CurateError("nothing to keep the embeddings in: give -o OUTPUT.npy or drop --no-cache")
+    model_ready = load_embedder(embedder, model, weights, device)
+    images = ImageTable()
+    for path in inputs:
+        for sample in api.read(path, from_format):
+            images.add_sample(sample)
+    result = embed_images(images, image_root, model_ready, cache_dir=cache_dir, batch_size=batch_size,
+                          workers=workers, show_progress=not quiet)
+    if output is not None:
+        with atomic_output(output, mode="wb") as f:
+            np.save(f, result.vectors)
+        with atomic_output(output.with_name(output.name + ".json")) as f:
+            json.dump([{"image": p, "ok": bool(result.ok[i]), "reason": result.failures.get(i)}
+                       for i, p in enumerate(images.paths)], f, indent=0)
+    if not quiet:
+        stderr_console.print(f"{len(images.paths):,} images: {result.embedded:,} embedded, {result.cached:,} from "
+                             f"cache, {len(result.failures):,} unreadable, in {result.seconds:.1f} s"
+                             + (f"; cache {cache_dir}" if cache_dir else ""), highlight=False)
 
 
 @cli.command()

@@ -1,0 +1,134 @@
+"""Turn images into L2-normalised vectors: decode in worker threads while the model runs.
+
+Pillow decodes and resizes with the GIL released and torch runs its kernels without it,
+so a thread pool that prepares the next batches keeps the model busy with no pickling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .cache import EmbeddingCache, image_key
+from .images import UnreadableImage, load_rgb
+
+
+class Embedder:
+    """Base class for embedder plugins: ``load`` returns a ready :class:`LoadedEmbedder`."""
+
+    name: str = ""
+    description: str = ""
+    default_model: str = ""
+
+    def load(self, model: str | None, weights: str | None, device: str) -> "LoadedEmbedder":
+        raise NotImplementedError
+
+
+class LoadedEmbedder:
+    """A model ready to embed. ``preprocess`` runs in worker threads, ``embed`` in the main one."""
+
+    embedder: str = ""
+    model_name: str = ""
+    weights_digest: str = ""
+    dim: int = 0
+    short_side: int | None = None    # decode JPEGs at no less than this (draft mode)
+    device: str = "cpu"
+
+    def preprocess(self, image):
+        raise NotImplementedError
+
+    def embed(self, batch) -> np.ndarray:
+        """A batch from ``preprocess`` to an (n, dim) float32 array of unit vectors."""
+        raise NotImplementedError
+
+
+@dataclass
+class EmbedResult:
+    vectors: np.ndarray                                   # (n, dim); rows of failed images are zero
+    ok: np.ndarray                                        # (n,) bool
+    failures: dict[int, str] = field(default_factory=dict)  # position -> reason
+    embedded: int = 0                                     # computed in this run
+    cached: int = 0                                       # taken from the cache
+    seconds: float = 0.0
+
+
+def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: EmbeddingCache | None = None,
+                batch_size: int = 32, workers: int = 2, progress: Callable[[int], None] | None = None,
+                errors: dict[int, str] | None = None) -> EmbedResult:
+    """Embed every file; ``None`` entries (or those in ``errors``) are failures given up front."""
+    started = time.monotonic()
+    n = len(paths)
+    vectors = np.zeros((n, model.dim), np.float32)
+    ok = np.zeros(n, bool)
+    failures = dict(errors or {})
+    keys: dict[int, tuple] = {}
+    for i, path in enumerate(paths):
+        if i in failures or path is None:
+            failures.setdefault(i, "no path")
+            continue
+        try:
+            keys[i] = image_key(path)
+        except FileNotFoundError:
+            failures[i] = "missing file"
+        except OSError as e:
+            failures[i] = f"cannot read ({e.strerror})"
+    result = EmbedResult(vectors, ok, failures)
+    if progress and failures:
+        progress(len(failures))
+
+    todo = list(keys)
+    if cache is not None and todo:
+        positions = todo
+        found = cache.lookup([keys[i] for i in positions])
+        if found:
+            hit_positions = [positions[j] for j in found]
+            vectors[hit_positions] = cache.read_rows(list(found.values()))
+            ok[hit_positions] = True
+            result.cached = len(found)
+            if progress:
+                progress(len(found))
+        todo = [i for j, i in enumerate(positions) if j not in found]
+
+    def prepare(i):
+        try:
+            return i, model.preprocess(load_rgb(paths[i], model.short_side)), None
+        except UnreadableImage as e:
+            return i, None, str(e)
+        except Exception as e:  # a broken file must not stop a million-image run
+            return i, None, f"cannot decode ({type(e).__name__}: {e})"
+
+    def run_batch(futures):
+        done = [f.result() for f in futures]
+        good = [(i, x) for i, x, _ in done if x is not None]
+        for i, _, reason in done:
+            if reason is not None:
+                failures[i] = reason
+        if good:
+            import torch
+            batch = torch.stack([x for _, x in good])
+            out = model.embed(batch)
+            index = [i for i, _ in good]
+            vectors[index] = out
+            ok[index] = True
+            result.embedded += len(index)
+            if cache is not None:
+                cache.append([keys[i] for i in index], out)
+        if progress:
+            progress(len(done))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque = deque()
+        for start in range(0, len(todo), batch_size):
+            pending.append([pool.submit(prepare, i) for i in todo[start:start + batch_size]])
+            if len(pending) > 2:       # two batches decode ahead while the model runs
+                run_batch(pending.popleft())
+        while pending:
+            run_batch(pending.popleft())
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,100 @@
+"""Open dataset images safely: paths stay inside the image root, headers are read lazily,
+pixels are decoded at reduced size where the format allows it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from .errors import CurateError
+
+# Pillow refuses images over twice this many pixels; we refuse anything over it, before decoding.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970
+
+
+class UnreadableImage(Exception):
+    """An image that cannot be used; the message is the reason shown in reports."""
+
+
+def resolve_image(root: Path, relative: str) -> Path:
+    """``root/relative``, refusing absolute paths and paths that climb out with ``..``.
+
+    The check is on the path as written, so an image root made of symbolic links works.
+    """
+    if not relative or os.path.isabs(relative) or relative.startswith("~"):
+        raise UnreadableImage(f"the image path {relative!r} is absolute; it must be relative to the image root")
+    normal = os.path.normpath(relative)
+    if normal == ".." or normal.startswith(".." + os.sep) or normal.startswith("/"):
+        raise UnreadableImage(f"the image path {relative!r} climbs out of the image root")
+    return Path(root) / normal
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Width and height from the header only (Pillow does not decode pixels here), EXIF-rotated."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise UnreadableImage("missing file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(f"not a readable image ({e})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def load_rgb(path: Path, short_side: int | None = None) -> Image.Image:
+    """Decode an image as upright RGB, at reduced size when ``short_side`` allows (JPEG draft).
+
+    Handles what real datasets hold: CMYK and 16-bit images, palettes with transparency,
+    EXIF-rotated photos, PNGs named .jpg. Raises UnreadableImage with a reason otherwise.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise UnreadableImage("empty file (0 bytes)")
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise UnreadableImage(f"{width}x{height} pixels is over the {MAX_PIXELS:,} limit "
+                                      "(decompression bomb?)")
+            if short_side and image.format == "JPEG":
+                scale = short_side / min(width, height)
+                if scale < 1:
+                    image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+            image.load()
+            return _upright_rgb(image)
+    except UnreadableImage:
+        raise
+    except FileNotFoundError:
+        raise UnreadableImage("missing file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(f"cannot decode ({type(e).__name__}: {e})") from None
+
+
+def _upright_rgb(image: Image.Image) -> Image.Image:
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits rather than clip
+        import numpy as np
+        array = np.asarray(image, dtype=np.float32)
+        top = float(array.max()) or 1.0
+        return Image.fromarray((array * (255.0 / top)).clip(0, 255).astype("uint8")).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def check_image_root(root) -> Path:
+    if root is None:
+        raise CurateError("--image-root is required: the folder that image paths are relative to")
+    root = Path(root)
+    if not root.is_dir():
+        raise CurateError(f"{root}: the image root is not a folder")
+    return root
