@@ -190,6 +190,10 @@ def embedding_options(function):
                      help="Threads that decode and resize images while the model runs."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where the model runs (auto: CUDA when available, in bf16)."),
+        click.option("--decode", type=click.Choice(["auto", "threads", "processes"]), default="auto",
+                     show_default=True,
+                     help="How workers decode images: threads (best on a few cores) or forked processes "
+                          "(scale on many cores); auto: processes when the model runs on CUDA."),
         click.option("--from", "from_format", default="auto", show_default=True,
                      help="Format of the inputs (auto: recognise by content)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary."),
@@ -235,7 +239,7 @@ def _cache(cache_dir, no_cache):
               help="Where rejected records go [default: OUTPUT.rejects.jsonl].")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never an input).")
 def dedup(inputs, output, to_format, image_root, embedder, model, weights, cache_dir, no_cache, batch_size,
-          workers, device, from_format, quiet, index, hnsw_m, hnsw_ef_construction, hnsw_ef, thresholds, scope,
+          workers, device, decode, from_format, quiet, index, hnsw_m, hnsw_ef_construction, hnsw_ef, thresholds, scope,
           report_dir, sample_every, drop_unreadable, on_error, rejects, overwrite):
     """Remove near-duplicate images from datasets, and report what was removed.
 
@@ -257,7 +261,7 @@ def dedup(inputs, output, to_format, image_root, embedder, model, weights, cache
                     if index == "hnsw" else {},
                     thresholds=thresholds or (0.9,), scope=scope, report_dir=report_dir,
                     cache_dir=_cache(cache_dir, no_cache), batch_size=batch_size, workers=workers,
-                    device=device, drop_unreadable=drop_unreadable, sample_every=sample_every,
+                    device=device, decode=decode, drop_unreadable=drop_unreadable, sample_every=sample_every,
                     overwrite=overwrite, on_error=on_error, rejects=rejects, show_progress=not quiet)
     if not quiet:
         print_dedup_summary(run)
@@ -291,7 +295,7 @@ def print_dedup_summary(run) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @embedding_options
 def embed(inputs, output, overwrite, image_root, embedder, model, weights, cache_dir, no_cache, batch_size,
-          workers, device, from_format, quiet):
+          workers, device, decode, from_format, quiet):
     """Embed the unique images of datasets into the cache (and optionally a .npy), without
     deduplicating. A later `curate dedup` with the same model and cache embeds nothing again."""
     from .atomic import atomic_output, check_output
@@ -311,7 +315,7 @@ def embed(inputs, output, overwrite, image_root, embedder, model, weights, cache
         for sample in api.read(path, from_format):
             images.add_sample(sample)
     result = embed_images(images, image_root, model_ready, cache_dir=cache_dir, batch_size=batch_size,
-                          workers=workers, show_progress=not quiet)
+                          workers=workers, decode=decode, show_progress=not quiet)
     if output is not None:
         with atomic_output(output, mode="wb") as f:
             np.save(f, result.vectors)

@@ -105,7 +105,7 @@ def load_embedder(name: str, model: str | None, weights, device: str):
 
 
 def embed_images(images: ImageTable, image_root: Path, embedder, *, cache_dir, batch_size, workers,
-                 show_progress) -> EmbedResult:
+                 decode: str = "auto", show_progress: bool = False) -> EmbedResult:
     """Embed the unique images (through the cache); unreadable ones become failures with reasons."""
     paths, errors = [], {}
     for i, relative in enumerate(images.paths):
@@ -125,8 +125,9 @@ def embed_images(images: ImageTable, image_root: Path, embedder, *, cache_dir, b
             bar.advance(count)
             bar.set_items(bar.items + count)
 
+        processes = decode == "processes" or (decode == "auto" and embedder.device == "cuda")
         return embed_files(paths, embedder, cache=cache, batch_size=batch_size, workers=workers,
-                           progress=advance, errors=errors)
+                           progress=advance, errors=errors, processes=processes)
 
 
 def scope_groups(images: ImageTable, ok: np.ndarray, scope: str) -> dict[str, np.ndarray]:
@@ -165,7 +166,7 @@ def decide(vectors, ok, groups, thresholds, index_kind, index_options, show_prog
 def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = None,
           embedder: str = "vit-cls", model: str | None = None, weights=None, index: str = "hnsw",
           index_options: dict | None = None, thresholds=(0.9,), scope: str = "source", report_dir=None,
-          cache_dir=None, batch_size: int = 32, workers: int = 2, device: str = "auto",
+          cache_dir=None, batch_size: int = 32, workers: int = 2, device: str = "auto", decode: str = "auto",
           drop_unreadable: bool = False, sample_every: int = 500, overwrite: bool = False,
           on_error: str = "fail", rejects=None, show_progress: bool = False) -> DedupRun:
     started = time.monotonic()
@@ -213,7 +214,7 @@ def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = N
 
     t0 = time.monotonic()
     embedded = embed_images(images, image_root, model_ready, cache_dir=cache_dir, batch_size=batch_size,
-                            workers=workers, show_progress=show_progress)
+                            workers=workers, decode=decode, show_progress=show_progress)
     stage_seconds["embed"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -228,7 +229,7 @@ def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = N
                    settings=dict(embedder=model_ready.embedder, model=model_ready.model_name,
                                  weights=model_ready.weights_digest, dim=model_ready.dim, index=index,
                                  index_options=dict(index_options or {}), thresholds=thresholds, scope=scope,
-                                 image_root=str(image_root), device=model_ready.device,
+                                 image_root=str(image_root), device=model_ready.device, decode=decode,
                                  sample_every=sample_every, drop_unreadable=drop_unreadable),
                    stage_seconds=stage_seconds, removed_path=removed_path)
 

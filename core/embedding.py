@@ -1,14 +1,16 @@
-"""Turn images into L2-normalised vectors: decode in worker threads while the model runs.
+"""Turn images into L2-normalised vectors: decode in workers while the model runs.
 
 Pillow decodes and resizes with the GIL released and torch runs its kernels without it,
-so a thread pool that prepares the next batches keeps the model busy with no pickling.
+so on a few cores a thread pool that prepares the next batches keeps the model busy with
+no pickling. On many cores (a GPU machine) the Python glue between those calls becomes
+the limit, and forked decode processes scale further.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,11 +42,12 @@ class LoadedEmbedder:
     short_side: int | None = None    # decode JPEGs at no less than this (draft mode)
     device: str = "cpu"
 
-    def preprocess(self, image):
+    def preprocess(self, image) -> np.ndarray:
+        """A decoded RGB PIL image to the model's input as an array (uint8 CHW for timm models)."""
         raise NotImplementedError
 
-    def embed(self, batch) -> np.ndarray:
-        """A batch from ``preprocess`` to an (n, dim) float32 array of unit vectors."""
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """A stacked batch of ``preprocess`` outputs to an (n, dim) float32 array of unit vectors."""
         raise NotImplementedError
 
 
@@ -58,10 +61,45 @@ class EmbedResult:
     seconds: float = 0.0
 
 
+_WORKER_MODEL: LoadedEmbedder | None = None   # set in forked decode processes
+
+
+def _set_worker_model(model):
+    global _WORKER_MODEL
+    _WORKER_MODEL = model
+
+
+def prepare_images(paths: list[Path], model: LoadedEmbedder | None = None) -> list:
+    """Decode and preprocess a few images: for each, (array, None) or (None, reason)."""
+    return [prepare_image(path, model or _WORKER_MODEL) for path in paths]
+
+
+def prepare_image(path: Path, model: LoadedEmbedder):
+    """Decode and preprocess one image: (array, None) or (None, reason)."""
+    try:
+        return model.preprocess(load_rgb(path, model.short_side)), None
+    except UnreadableImage as e:
+        return None, str(e)
+    except Exception as e:  # a broken file must not stop a million-image run
+        return None, f"cannot decode ({type(e).__name__}: {e})"
+
+
+def decode_pool(model: LoadedEmbedder, workers: int, processes: bool):
+    """Threads suit few cores (Pillow releases the GIL); forked processes scale on many cores."""
+    if processes:
+        import multiprocessing
+        context = multiprocessing.get_context("fork")
+        return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_set_worker_model,
+                                   initargs=(model,))
+    return ThreadPoolExecutor(max_workers=workers)
+
+
 def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: EmbeddingCache | None = None,
                 batch_size: int = 32, workers: int = 2, progress: Callable[[int], None] | None = None,
-                errors: dict[int, str] | None = None) -> EmbedResult:
-    """Embed every file; ``None`` entries (or those in ``errors``) are failures given up front."""
+                errors: dict[int, str] | None = None, processes: bool = False) -> EmbedResult:
+    """Embed every file; ``None`` entries (or those in ``errors``) are failures given up front.
+
+    ``workers`` threads (or forked processes) decode the next batches while the model runs."""
     started = time.monotonic()
     n = len(paths)
     vectors = np.zeros((n, model.dim), np.float32)
@@ -95,24 +133,14 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
                 progress(len(found))
         todo = [i for j, i in enumerate(positions) if j not in found]
 
-    def prepare(i):
-        try:
-            return i, model.preprocess(load_rgb(paths[i], model.short_side)), None
-        except UnreadableImage as e:
-            return i, None, str(e)
-        except Exception as e:  # a broken file must not stop a million-image run
-            return i, None, f"cannot decode ({type(e).__name__}: {e})"
-
-    def run_batch(futures):
-        done = [f.result() for f in futures]
+    def run_batch(tasks):
+        done = [(i, *result) for positions, future in tasks for i, result in zip(positions, future.result())]
         good = [(i, x) for i, x, _ in done if x is not None]
         for i, _, reason in done:
             if reason is not None:
                 failures[i] = reason
         if good:
-            import torch
-            batch = torch.stack([x for _, x in good])
-            out = model.embed(batch)
+            out = model.embed(np.stack([x for _, x in good]))
             index = [i for i, _ in good]
             vectors[index] = out
             ok[index] = True
@@ -122,10 +150,19 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
         if progress:
             progress(len(done))
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    # Threads take one image per task; processes a few, to keep inter-process traffic low.
+    per_task = max(1, batch_size // (2 * workers)) if processes else 1
+    with decode_pool(model, max(1, workers), processes) as pool:
         pending: deque = deque()
         for start in range(0, len(todo), batch_size):
-            pending.append([pool.submit(prepare, i) for i in todo[start:start + batch_size]])
+            tasks = []
+            batch = todo[start:start + batch_size]
+            for k in range(0, len(batch), per_task):
+                positions = batch[k:k + per_task]
+                chunk = [paths[i] for i in positions]
+                future = pool.submit(prepare_images, chunk) if processes else pool.submit(prepare_images, chunk, model)
+                tasks.append((positions, future))
+            pending.append(tasks)
             if len(pending) > 2:       # two batches decode ahead while the model runs
                 run_batch(pending.popleft())
         while pending:

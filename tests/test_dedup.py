@@ -140,11 +140,12 @@ def test_vit_cls_takes_the_class_token_of_the_saved_model(tiny_vit, tmp_path, fi
     model, folder = tiny_vit
     loaded = get_registry().get("embedder", "vit-cls").load("vit_tiny_patch16_224", str(folder / filename), "cpu")
     assert loaded.dim == 192 and loaded.weights_digest.startswith("sha256:")
+    import timm
     image = Image.open(ROOT_IMAGES / "gqa/images/4.jpg").convert("RGB")
-    batch = loaded.preprocess(image)[None]
+    timm_batch = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))(image)[None]
     with torch.inference_mode():
-        expected = torch.nn.functional.normalize(model.eval().forward_features(batch)[:, 0], dim=-1).numpy()
-    assert np.allclose(loaded.embed(batch), expected, atol=1e-5)
+        expected = torch.nn.functional.normalize(model.eval().forward_features(timm_batch)[:, 0], dim=-1).numpy()
+    assert np.allclose(loaded.embed(loaded.preprocess(image)[None]), expected, atol=1e-4)
 
 
 def test_vit_cls_end_to_end_from_the_cli(tiny_vit, tmp_path):
@@ -290,3 +291,14 @@ def test_real_photographs_near_duplicates(tmp_path):
     # the stereo pair is the one natural near-duplicate among the originals
     extra = {names[k]: names[v] for k, v in removed.items() if k not in expected}
     assert extra == {"skimage_motorcycle_right": "skimage_motorcycle_left"}
+
+
+def test_process_and_thread_decoding_give_the_same_vectors(tmp_path):
+    from curate.embedding import embed_files
+    from curate.registry import get_registry
+    model = get_registry().get("embedder", "timm-pool").load(None, None, "cpu")
+    paths = sorted(ROOT_IMAGES.rglob("*.jpg")) + [tmp_path / "missing.jpg"]
+    threads = embed_files(paths, model, batch_size=4, workers=2)
+    processes = embed_files(paths, model, batch_size=4, workers=2, processes=True)
+    assert np.allclose(threads.vectors, processes.vectors, atol=1e-5)
+    assert threads.failures == processes.failures == {len(paths) - 1: "missing file"}

@@ -1,0 +1,95 @@
+"""Embedding pipeline: end-to-end images/s of curate's embedding stage (decode, resize,
+model) as a ratio to the model's forward pass alone on pre-decoded tensors.
+
+    python bench/embed_throughput.py --embedder timm-pool --images 512
+    python bench/embed_throughput.py --embedder vit-cls --model vit_base_patch16_224 --random-weights
+
+A ratio near 1 means decoding is hidden behind the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import ROOT, median_time, print_table  # noqa: E402
+
+
+def make_images(folder: Path, count: int, size=(640, 480)) -> list[Path]:
+    """COCO-sized JPEG variants of the fixture photographs."""
+    sources = sorted((ROOT / "fixtures" / "images").rglob("*.jpg"))
+    paths = []
+    for i in range(count):
+        image = Image.open(sources[i % len(sources)]).convert("RGB").resize(size)
+        image = image.rotate((i // len(sources)) % 360)
+        if i % 2:
+            image = ImageOps.mirror(image)
+        path = folder / f"{i:06d}.jpg"
+        image.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embedder", default="timm-pool")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--random-weights", action="store_true", help="save a randomly initialised model and load it")
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", action="store_true", help="also measure forked decode processes")
+    args = parser.parse_args()
+
+    import torch
+    from curate.embedding import embed_files
+    from curate.images import load_rgb
+    from curate.registry import get_registry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        weights = args.weights
+        if args.random_weights:
+            import timm
+            torch.manual_seed(0)
+            weights = str(tmp / "random.pth")
+            torch.save(timm.create_model(args.model, pretrained=False).state_dict(), weights)
+        model = get_registry().get("embedder", args.embedder).load(args.model, weights, args.device)
+        paths = make_images(tmp, args.images)
+        n = len(paths)
+
+        # The model alone: the same number of images, pre-decoded, in batches of the same size.
+        import numpy as np
+        batch = np.stack([model.preprocess(load_rgb(p, model.short_side)) for p in paths[:args.batch_size]])
+        model.embed(batch)  # warm-up
+
+        def forward_only():
+            for _ in range(0, n, args.batch_size):
+                model.embed(batch)
+        forward = n / median_time(forward_only, args.repeats)
+
+        rows = [["forward only (pre-decoded)", "-", f"{forward:.1f}", "1.00"]]
+        for processes in ([False, True] if args.processes else [False]):
+            for workers in args.workers:
+                seconds = median_time(lambda: embed_files(paths, model, batch_size=args.batch_size,
+                                                          workers=workers, processes=processes), args.repeats)
+                rate = n / seconds
+                rows.append([f"curate pipeline ({'processes' if processes else 'threads'})", workers,
+                             f"{rate:.1f}", f"{rate / forward:.2f}"])
+    title = (f"{args.embedder} {model.model_name} on {model.device}, {n} images 640x480 JPEG, batch "
+             f"{args.batch_size}, torch threads {torch.get_num_threads()}, median of {args.repeats}")
+    print_table(title, ["stage", "workers", "images/s", "ratio to forward"], rows)
+    best = max(float(r[3]) for r in rows[1:])
+    print(f"\nratio (best end-to-end / forward only): {best:.2f}")
+
+
+if __name__ == "__main__":
+    main()
