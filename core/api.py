@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .atomic import atomic_output, check_output
+from .boxes import BRACKET_PADDED, BoxRewriter, style_for
 from .errors import CurateError, RecordError
 from .formats import Options
+from .images import ImageLocator
 from .jsonstream import dumps, read_head
 from .registry import get_registry
 from .progress import ProgressBar
@@ -139,12 +141,14 @@ def default_rejects_path(output: Path) -> Path:
 
 def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite: bool = False,
             on_error: str = "fail", rejects=None, image_root=None, image_prefix: str | None = None,
-            seed: int = 0, extra: dict | None = None, show_progress: bool = False) -> Report:
+            seed: int = 0, extra: dict | None = None, boxes: str | None = None,
+            show_progress: bool = False) -> Report:
     """Read every input with one reader, write one output with one writer.
 
     Nothing is lost: each input record is written or rejected with a reason
     (``on_error="skip"`` writes rejects to ``rejects``, default ``OUTPUT.rejects.jsonl``).
-    The output appears only if the whole run succeeds.
+    The output appears only if the whole run succeeds. Boxes in the text are rewritten
+    when the reader's convention differs from the writer's (or ``boxes``, to override it).
     """
     started = time.monotonic()
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
@@ -163,7 +167,12 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
     report = Report([str(p) for p in inputs], str(output),
                     ",".join(sorted({r.name for _, r in readers})), writer.name)
     base = dict(image_root=Path(image_root) if image_root else None, image_prefix=image_prefix,
-                seed=seed, extra=dict(extra or {}))
+                seed=seed, extra=dict(extra or {}), state={})
+    locator = ImageLocator(image_root)
+    target_style = writer.box_style
+    if boxes:
+        target_style = style_for(boxes, writer.box_style or BRACKET_PADDED)
+    rewriters = {reader.name: BoxRewriter(reader.box_style, target_style, locator) for _, reader in readers}
     total_bytes = sum(p.stat().st_size for p in inputs)
     with contextlib.ExitStack() as stack:
         sink = RejectSink(on_error, rejects_path, stack)
@@ -178,10 +187,16 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
         def samples():
             for path, reader in readers:
                 opts = Options(progress=bar.advance, reject=reader_reject, **base)
+                rewriter = rewriters[reader.name]
                 for sample in reader.read(path, opts):
                     counts["read"] += 1
                     if image_prefix:
                         sample.image = apply_image_prefix(sample.image, image_prefix)
+                    try:
+                        sample = rewriter.apply(sample, path)
+                    except RecordError as error:
+                        sink(error, None)
+                        continue
                     yield sample
 
         out = stack.enter_context(atomic_output(output))
@@ -194,6 +209,7 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
         rejects_path.unlink()  # a stale list from an earlier run would mislead
     report.rejects_path = str(rejects_path) if sink.count else None
     report.seconds = time.monotonic() - started
+    report.notes += [note for note in (r.note() for r in rewriters.values()) if note]
     report.check()
     return report
 

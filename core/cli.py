@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import api
+from .boxes import CONVENTIONS
 from .errors import CurateError
 from .registry import KINDS, get_registry, register_commands
 from .progress import ProgressBar, stderr_console
@@ -94,11 +95,15 @@ def cli():
               help="Folder to put before bare image file names, e.g. coco/train2017.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for formats that draw at random (same input and seed, same output).")
+@click.option("--boxes", type=click.Choice(CONVENTIONS), default=None,
+              help="Write boxes in this convention instead of the writer's own: original (normalised to "
+                   "the image), padded (normalised to the square-padded image, LLaVA-1.5), thousand "
+                   "(integers in [0, 1000), InternVL), pixels (Qwen2.5-VL). Needs --image-root for sizes.")
 @click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="An option for a plugin's reader or writer; repeat for several.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects, image_root,
-            image_prefix, seed, options, quiet):
+            image_prefix, seed, boxes, options, quiet, **format_options):
     """Convert INPUT files from format FROM to format TO.
 
     FROM may be `auto` to recognise each input by its content. Output is written
@@ -109,9 +114,11 @@ def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects
       curate convert llava sharegpt4v llava_v1_5_mix665k.json -o mix.jsonl
     """
     _warn_plugin_problems()
+    extra = {k: v for k, v in format_options.items() if v is not None}
+    extra.update(parse_options(options))
     report = api.convert(inputs, output, from_format, to_format, overwrite=overwrite,
                          on_error=on_error, rejects=rejects, image_root=image_root,
-                         image_prefix=image_prefix, seed=seed, extra=parse_options(options),
+                         image_prefix=image_prefix, seed=seed, extra=extra, boxes=boxes,
                          show_progress=not quiet)
     if not quiet:
         print_report(report)
@@ -329,6 +336,46 @@ def embed(inputs, output, overwrite, image_root, embedder, model, weights, cache
 
 
 @cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The HTML page to write (self-contained: thumbnails are embedded).")
+@click.option("--image-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder that image paths are relative to (LLaVA data root or the dataset's own).")
+@click.option("--from", "from_format", default="auto", show_default=True,
+              help="Format of the inputs (auto: recognise by content); it says what the boxes mean.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Records to show.")
+@click.option("--ids", default=None, help="Only these record ids (comma-separated).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def preview(inputs, output, image_root, from_format, limit, ids, overwrite):
+    """Render records with their image and boxes as an HTML page, to check a conversion by eye.
+
+    Boxes are drawn as the format means them: LLaVA's, normalised to the square-padded image,
+    are drawn on the image padded to a square.
+    """
+    import itertools
+    from .atomic import atomic_output, check_output
+    from .images import ImageLocator
+    from .preview import render_preview
+    _warn_plugin_problems()
+    check_output(output, inputs=inputs, overwrite=overwrite)
+    wanted = {i.strip() for i in ids.split(",")} if ids else None
+    readers = [api.resolve_reader(from_format, path) for path in inputs]
+    style = readers[0].box_style
+
+    def samples():
+        for path in inputs:
+            for sample in api.read(path, from_format, image_root=image_root):
+                if wanted is None or str(sample.id) in wanted:
+                    yield sample
+
+    html = render_preview(itertools.islice(samples(), limit), style, ImageLocator(image_root),
+                          ", ".join(str(p) for p in inputs))
+    with atomic_output(output) as f:
+        f.write(html)
+    stderr_console.print(f"wrote {output}", highlight=False)
+
+
+@cli.command()
 def formats():
     """List the installed readers and writers, and the package each comes from."""
     registry = get_registry()
@@ -364,8 +411,21 @@ def plugins():
     stdout_console.print(table)
 
 
+def add_format_options(registry, command: click.Command) -> None:
+    """Show each reader's and writer's own options (``cli_options``) on `curate convert`."""
+    taken = {name for param in command.params for name in param.opts}
+    for kind in ("reader", "writer"):
+        for component in registry.components[kind].values():
+            for option in getattr(component.obj, "cli_options", []) or []:
+                if not any(name in taken for name in option.opts):
+                    command.params.append(option)
+                    taken.update(option.opts)
+
+
 def main():
-    register_commands(get_registry(), cli)
+    registry = get_registry()
+    add_format_options(registry, convert)
+    register_commands(registry, cli)
     cli(prog_name="curate")
 
 

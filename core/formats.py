@@ -27,6 +27,7 @@ class Options:
     progress: Callable[[int], None] | None = None             # bytes read so far, for progress bars
     reject: Callable[[RecordError, object], None] = None      # set by the engine
     path: Path | None = None                                  # the output path, for writers
+    state: dict = field(default_factory=dict)                 # shared by every file of one run
 
     def __post_init__(self):
         if self.reject is None:
@@ -41,10 +42,17 @@ def raise_error(error: RecordError, raw=None):
 
 
 class Reader:
-    """Base class for readers. Subclasses set ``name`` and implement ``read``."""
+    """Base class for readers. Subclasses set ``name`` and implement ``read``.
+
+    ``box_style``: how boxes in its text are written and what they mean (None: no boxes).
+    ``cli_options``: click options that `curate convert` shows for this format; their values
+    reach ``read`` in ``options.extra`` under the option's name (``--svit-task`` → ``svit_task``).
+    """
 
     name: str = ""
     description: str = ""
+    box_style = None
+    cli_options: list = []
 
     def sniff(self, path: Path, head: str) -> int:
         """How sure this reader is that it can read ``path`` (0: not mine; higher wins).
@@ -58,10 +66,13 @@ class Reader:
 
 
 class Writer:
-    """Base class for writers. Subclasses set ``name`` and implement ``write``."""
+    """Base class for writers. Subclasses set ``name`` and implement ``write``; ``box_style``
+    and ``cli_options`` as for readers."""
 
     name: str = ""
     description: str = ""
+    box_style = None
+    cli_options: list = []
 
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
         """Write every sample to ``stream``; return how many were written."""

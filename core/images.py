@@ -31,8 +31,11 @@ def resolve_image(root: Path, relative: str) -> Path:
     return Path(root) / normal
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """Width and height from the header only (Pillow does not decode pixels here), EXIF-rotated."""
+def image_size(path: Path, exif: bool = True) -> tuple[int, int]:
+    """Width and height from the header only (Pillow does not decode pixels here).
+
+    ``exif``: as displayed (EXIF rotation applied). Box padding uses ``exif=False``, the
+    stored size, because LLaVA pads ``Image.open(path).size``."""
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -41,7 +44,36 @@ def image_size(path: Path) -> tuple[int, int]:
         raise UnreadableImage("missing file") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise UnreadableImage(f"not a readable image ({e})") from None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return (height, width) if exif and orientation in (5, 6, 7, 8) else (width, height)
+
+
+class ImageLocator:
+    """Finds a record's image under ``--image-root``, which may be the LLaVA data root
+    (``ROOT/vg/VG_100K/1.jpg``) or the dataset's own root (``ROOT/VG_100K/1.jpg``).
+    Sizes are read from headers once per image (1M referring QAs touch 108K images)."""
+
+    def __init__(self, root):
+        self.root = Path(root) if root is not None else None
+        self._sizes: dict[str, tuple[int, int]] = {}
+
+    def path(self, relative: str) -> Path:
+        if self.root is None:
+            raise UnreadableImage("no --image-root given")
+        direct = resolve_image(self.root, relative)
+        if direct.exists():
+            return direct
+        head, sep, rest = relative.partition("/")
+        if sep and rest:
+            inner = resolve_image(self.root, rest)
+            if inner.exists():
+                return inner
+        return direct
+
+    def size(self, relative: str) -> tuple[int, int]:
+        size = self._sizes.get(relative)
+        if size is None:
+            size = self._sizes[relative] = image_size(self.path(relative), exif=False)
+        return size
 
 
 def load_rgb(path: Path, short_side: int | None = None) -> Image.Image:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 import curate
+from curate.boxes import BRACKET_PADDED
 from curate.errors import RecordError
 from curate.formats import Options, Reader, Writer, head_has_keys
 from curate.jsonstream import dumps, iter_records
@@ -111,6 +112,7 @@ class LlavaReader(Reader):
     name = "llava"
     description = "LLaVA-1.5 conversations (JSON array or JSON Lines)"
     image_roots: tuple[str, ...] = ()
+    box_style = BRACKET_PADDED      # [x1, y1, x2, y2] of the square-padded image
 
     def sniff(self, path: Path, head: str) -> int:
         if not head_has_keys(head, "conversations", "from", "value"):
@@ -134,6 +136,7 @@ class LlavaReader(Reader):
 class LlavaWriter(Writer):
     name = "llava"
     description = "LLaVA-1.5 conversations (.json array, or .jsonl lines)"
+    box_style = BRACKET_PADDED
 
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
         return write_records(map(sample_to_record, samples), stream, options.path)

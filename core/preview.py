@@ -1,0 +1,103 @@
+"""`curate preview`: a self-contained HTML page of records with their image and their boxes
+drawn as the format means them (an image whose boxes are normalised to the square-padded
+image is drawn padded), so that a conversion can be checked by eye."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+from pathlib import Path
+
+from PIL import Image
+
+from .boxes import BoxStyle, convert_box
+from .images import ImageLocator, UnreadableImage, load_rgb
+
+COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
+SIZE = 384
+
+
+def _encode(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def figure(sample, style: BoxStyle | None, locator: ImageLocator) -> tuple[str, list]:
+    """(SVG of the image with its boxes, [(turn, start, end, colour)] to mark in the text)."""
+    marks, rects = [], []
+    if not sample.images:
+        return "<div class=noimg>text-only</div>", marks
+    try:
+        path = locator.path(sample.images[0])
+        image = load_rgb(path)
+        width, height = image.size      # boxes mean the stored size, as LLaVA pads it
+        with Image.open(path) as raw:
+            width, height = raw.size
+        image = image.resize((width, height)) if image.size != (width, height) else image
+    except (UnreadableImage, OSError) as e:
+        return f"<div class=noimg>{escape(sample.images[0])}: {escape(str(e))}</div>", marks
+    padded = style is not None and style.convention == "padded"
+    side = max(width, height)
+    canvas_w, canvas_h = (side, side) if padded else (width, height)
+    offset_x = (side - width) // 2 if padded else 0
+    offset_y = (side - height) // 2 if padded else 0
+    if padded:
+        square = Image.new("RGB", (side, side), (128, 128, 128))
+        square.paste(image, (offset_x, offset_y))
+        image = square
+    scale = SIZE / max(canvas_w, canvas_h)
+    thumb = image.resize((max(1, round(canvas_w * scale)), max(1, round(canvas_h * scale))))
+    n = 0
+    if style is not None:
+        for k, turn in enumerate(sample.conversations):
+            for start, end, boxes in style.find(turn.text):
+                colour = COLOURS[n % len(COLOURS)]
+                marks.append((k, start, end, colour))
+                for box in boxes:
+                    if padded:
+                        x1, y1, x2, y2 = (v * side for v in box)
+                    else:
+                        x1, y1, x2, y2 = (v * s for v, s in zip(convert_box(box, style.convention, "original",
+                                                                            (width, height)),
+                                                                (width, height, width, height)))
+                    rects.append(f'<rect x="{x1 * scale:.1f}" y="{y1 * scale:.1f}" width="{(x2 - x1) * scale:.1f}" '
+                                 f'height="{(y2 - y1) * scale:.1f}" stroke="{colour}"/>')
+                n += 1
+    svg = (f'<svg width="{thumb.width}" height="{thumb.height}" viewBox="0 0 {thumb.width} {thumb.height}">'
+           f'<image href="{_encode(thumb)}" width="{thumb.width}" height="{thumb.height}"/>{"".join(rects)}</svg>')
+    note = " (drawn padded to a square, as the boxes mean)" if padded else ""
+    return f"<figure>{svg}<figcaption>{escape(sample.images[0])} {width}×{height}{note}</figcaption></figure>", marks
+
+
+def _marked(text: str, marks: list) -> str:
+    out, last = [], 0
+    for start, end, colour in sorted(marks):
+        out.append(escape(text[last:start]))
+        out.append(f'<mark style="border-color:{colour}">{escape(text[start:end])}</mark>')
+        last = end
+    out.append(escape(text[last:]))
+    return "".join(out)
+
+
+def render_preview(samples, style: BoxStyle | None, locator: ImageLocator, title: str) -> str:
+    parts = ["<!doctype html><html lang=en><head><meta charset=utf-8><title>curate preview</title><style>"
+             "body{font:14px system-ui,sans-serif;margin:2em;color:#222}.rec{display:flex;gap:16px;border-top:1px "
+             "solid #ddd;padding:12px 0}.turns{flex:1;white-space:pre-wrap}.role{font-weight:bold}"
+             "svg rect{fill:none;stroke-width:2}mark{background:none;border:2px solid;padding:0 2px}"
+             "figure{margin:0}figcaption{font-size:12px;color:#555}.noimg{width:384px;color:#999}</style></head><body>",
+             f"<h1>curate preview</h1><p>{escape(title)}"
+             f"{'; boxes: ' + escape(style.convention) if style else ''}</p>"]
+    count = 0
+    for sample in samples:
+        svg, marks = figure(sample, style, locator)
+        turns = []
+        for k, turn in enumerate(sample.conversations):
+            mine = [(s, e, c) for t, s, e, c in marks if t == k]
+            turns.append(f"<div><span class=role>{escape(turn.role)}:</span> {_marked(turn.text, mine)}</div>")
+        parts.append(f"<section class=rec><div>{svg}</div><div class=turns><h3>{escape(str(sample.id))} "
+                     f"<small>{escape(sample.source)}</small></h3>{''.join(turns)}</div></section>")
+        count += 1
+    parts.append(f"<p>{count} records</p></body></html>\n")
+    return "\n".join(parts)

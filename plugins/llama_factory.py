@@ -1,0 +1,106 @@
+"""LLaMA-Factory's ShareGPT-style multimodal data:
+``{"messages": [{"role": "user"|"assistant"|"system", "content": "<image>..."}], "images": [...]}``,
+one ``<image>`` token per entry of ``images``. curate also writes ``id`` (and any other key of
+the sample), which LLaMA-Factory ignores, so that a round trip loses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
+
+import curate
+from curate.errors import RecordError
+from curate.formats import Options, Reader, Writer, head_has_keys
+from curate.jsonstream import iter_records
+from curate.plugins.llava import _json_type, write_records
+from curate.sample import IMAGE_TOKEN, Sample, Turn
+
+TO_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
+FROM_ROLE = {v: k for k, v in TO_ROLE.items()}
+
+
+def record_to_sample(record, path: Path, index: int) -> Sample:
+    if not isinstance(record, dict):
+        raise RecordError(path, f"the record is a JSON {_json_type(record)}, not an object", index=index)
+    record_id = record.get("id", f"{path.stem}_{index}")
+
+    def bad(field, reason):
+        return RecordError(path, reason, index=index, record_id=record_id, field=field)
+
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad("messages", "missing or empty")
+    images = record.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+        raise bad("images", "must be a list of path strings")
+    turns = []
+    for k, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in TO_ROLE \
+                or not isinstance(message.get("content"), str):
+            raise bad(f"messages[{k}]", "needs role user|assistant|system and a string content")
+        extra = {key: v for key, v in message.items() if key not in ("role", "content")} or None
+        turns.append(Turn(TO_ROLE[message["role"]], message["content"], extra))
+    tokens = sum(t.text.count(IMAGE_TOKEN) for t in turns)
+    if tokens != len(images):
+        raise bad("messages", f"{tokens} {IMAGE_TOKEN} tokens for {len(images)} images")
+    image = None if not images else images[0] if len(images) == 1 else list(images)
+    extra = {k: v for k, v in record.items() if k not in ("id", "messages", "images")}
+    if "id" not in record:
+        extra["_generated_id"] = True
+    return Sample(record_id, image, turns, extra)
+
+
+def sample_to_record(sample: Sample, options: Options, index: int) -> dict | None:
+    images = sample.images
+    tokens = sum(t.text.count(IMAGE_TOKEN) for t in sample.conversations)
+    if tokens != len(images):
+        options.reject(RecordError(options.path, f"{tokens} {IMAGE_TOKEN} tokens for {len(images)} images: "
+                                                 "LLaMA-Factory needs one per image", index=index,
+                                   record_id=sample.id, field="conversations"), None)
+        return None
+    record = {} if sample.extra.get("_generated_id") else {"id": sample.id}
+    record["messages"] = [dict({"role": FROM_ROLE[t.role], "content": t.text}, **(t.extra or {}))
+                          for t in sample.conversations]
+    record["images"] = images
+    for key, value in sample.extra.items():
+        if key != "_generated_id":
+            record.setdefault(key, value)
+    return record
+
+
+class LlamaFactoryReader(Reader):
+    name = "llama-factory"
+    description = "LLaMA-Factory ShareGPT-style multimodal JSON (messages + images)"
+
+    def sniff(self, path: Path, head: str) -> int:
+        return 15 if head_has_keys(head, "messages", "role", "content") else 0
+
+    def read(self, path: Path, options: Options) -> Iterator[Sample]:
+        path = Path(path)
+        for index, record in iter_records(path, options.progress):
+            if isinstance(record, RecordError):
+                options.reject(record, None)
+                continue
+            try:
+                yield record_to_sample(record, path, index)
+            except RecordError as error:
+                options.reject(error, record)
+
+
+class LlamaFactoryWriter(Writer):
+    name = "llama-factory"
+    description = "LLaMA-Factory ShareGPT-style multimodal JSON (.json array or .jsonl)"
+
+    def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
+        records = (sample_to_record(s, options, i) for i, s in enumerate(samples))
+        return write_records((r for r in records if r is not None), stream, options.path)
+
+
+@curate.hookimpl
+def register_readers(register):
+    register(LlamaFactoryReader)
+
+
+@curate.hookimpl
+def register_writers(register):
+    register(LlamaFactoryWriter)
