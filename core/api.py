@@ -209,6 +209,7 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
         rejects_path.unlink()  # a stale list from an earlier run would mislead
     report.rejects_path = str(rejects_path) if sink.count else None
     report.seconds = time.monotonic() - started
+    report.notes += list(base["state"].get("notes", {}).values())
     report.notes += [note for note in (r.note() for r in rewriters.values()) if note]
     report.check()
     return report

@@ -105,9 +105,10 @@ class SvitReader(Reader):
             raise curate.CurateError("svit: --image-root is needed to tell VG_100K from VG_100K_2 (a Visual "
                                      "Genome root or a LLaVA data root holding vg/)")
         state = options.state.setdefault("svit", {"counters": dict.fromkeys(TASKS, 0),
-                                                  "rng": random.Random(options.seed),
+                                                  "rng": random.Random(options.seed), "records": 0,
                                                   "locator": ImageLocator(options.image_root), "folders": {}})
         for index, record in iter_records(path, options.progress):
+            state["records"] += 1
             if isinstance(record, RecordError):
                 options.reject(record, None)
                 continue
@@ -117,6 +118,9 @@ class SvitReader(Reader):
                 options.reject(error, record)
                 continue
             yield from samples
+        options.state.setdefault("notes", {})["svit"] = (
+            f"svit: {state['records']:,} SVIT records (one per image) became {sum(state['counters'].values()):,} "
+            "samples with the release's granularity; the counts above are samples")
 
     def _samples(self, record, index, path, task, state):
         def bad(field, reason, record_id=None):
