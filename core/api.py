@@ -67,7 +67,7 @@ def read(path, format: str = "auto", **options) -> Iterator[Sample]:
     path = Path(path)
     on_error = options.pop("on_error", "fail")
     opts = Options(**options)
-    if on_error == "skip":
+    if on_error == "skip" and "reject" not in options:
         opts.reject = lambda error, raw=None: None
     reader = resolve_reader(format, path)
     _check_input(path)
@@ -100,11 +100,36 @@ class Report:
     rejects_path: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         if self.records_in != self.written + self.removed + self.rejected:
             raise AssertionError(f"accounting mismatch: {self.records_in} in, {self.written} written, "
                                  f"{self.removed} removed, {self.rejected} rejected")
+
+
+class DuplicateIds:
+    """Counts ids seen more than once (a warning: LLaVA trains fine on them, but users should know)."""
+
+    def __init__(self):
+        self.seen: set = set()
+        self.count = 0
+        self.first = None
+
+    def add(self, sample, path) -> None:
+        key = (type(sample.id) is int, sample.id)
+        if key in self.seen:
+            self.count += 1
+            if self.first is None:
+                self.first = (sample.id, path)
+        else:
+            self.seen.add(key)
+
+    def warning(self) -> str | None:
+        if not self.count:
+            return None
+        return (f"{self.count:,} samples repeat an id seen before (first: {self.first[0]!r} in {self.first[1]}); "
+                "they were kept")
 
 
 class RejectSink:
@@ -179,6 +204,7 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
         bar = stack.enter_context(ProgressBar(f"{report.reader} → {writer.name}", total_bytes,
                                               enabled=show_progress))
         counts = {"read": 0, "reader_rejects": 0}
+        duplicates = DuplicateIds()
 
         def reader_reject(error, raw=None):
             counts["reader_rejects"] += 1
@@ -190,6 +216,7 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
                 rewriter = rewriters[reader.name]
                 for sample in reader.read(path, opts):
                     counts["read"] += 1
+                    duplicates.add(sample, path)
                     if image_prefix:
                         sample.image = apply_image_prefix(sample.image, image_prefix)
                     try:
@@ -210,6 +237,7 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
     report.rejects_path = str(rejects_path) if sink.count else None
     report.seconds = time.monotonic() - started
     report.notes += list(base["state"].get("notes", {}).values())
+    report.warnings += [w for w in [duplicates.warning()] if w]
     report.notes += [note for note in (r.note() for r in rewriters.values()) if note]
     report.check()
     return report

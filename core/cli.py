@@ -122,6 +122,9 @@ def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects
                          show_progress=not quiet)
     if not quiet:
         print_report(report)
+    else:
+        for warning in report.warnings:
+            stderr_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def print_report(report: api.Report) -> None:
@@ -137,6 +140,8 @@ def print_report(report: api.Report) -> None:
     stderr_console.print(table)
     for note in report.notes:
         stderr_console.print(f"note: {note}", highlight=False)
+    for warning in report.warnings:
+        stderr_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     stderr_console.print(f"wrote {report.output}", highlight=False)
     if report.rejects_path:
         stderr_console.print(f"[yellow]{report.rejected:,} rejected records, with reasons, in "
@@ -155,13 +160,20 @@ def inspect(inputs, from_format, on_error, as_json):
     and where `<image>` sits in the first turn (prefix, suffix, middle, none)."""
     _warn_plugin_problems()
     total_bytes = sum(p.stat().st_size for p in inputs if p.is_file())
+    rejected = []
+
+    def reject(error, raw=None):
+        if on_error == "fail":
+            raise error
+        rejected.append(error)
+
     with ProgressBar("inspect", total_bytes, enabled=not as_json) as bar:
         def samples():
             for path in inputs:
-                yield from api.read(path, from_format, on_error=on_error, progress=bar.advance)
+                yield from api.read(path, from_format, progress=bar.advance, reject=reject)
         rows = summarise(bar.count(samples()))
     if as_json:
-        click.echo(json.dumps([r.as_json() for r in rows], indent=2))
+        click.echo(json.dumps([r.as_json() for r in rows] + [{"rejected": len(rejected)}], indent=2))
         return
     table = Table(title=", ".join(str(p) for p in inputs))
     for name in ("source", "samples", "images", "text-only", "turns", *PLACEMENTS):
@@ -172,6 +184,9 @@ def inspect(inputs, from_format, on_error, as_json):
         table.add_row(row.source, f"{row.samples:,}", f"{row.unique_images:,}", f"{row.text_only:,}",
                       f"{row.turns:,}", *[f"{row.placement[p]:,}" for p in PLACEMENTS], style=style)
     stdout_console.print(table)
+    total = rows[-1].samples
+    stderr_console.print(f"{total + len(rejected):,} records = {total:,} summarised + {len(rejected):,} rejected"
+                         + (f" (first: {rejected[0]})" if rejected else ""), highlight=False)
 
 
 def embedding_options(function):

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import RejectSink, Report, _check_input, default_rejects_path, resolve_reader, resolve_writer
+from .api import DuplicateIds, RejectSink, Report, _check_input, default_rejects_path, resolve_reader, resolve_writer
 from .atomic import atomic_output, check_output
 from .cache import EmbeddingCache
 from .embedding import EmbedResult, embed_files
 from .errors import CurateError, RecordError
 from .formats import Options
-from .images import UnreadableImage, check_image_root, resolve_image
+from .boxes import BoxRewriter
+from .images import ImageLocator, UnreadableImage, check_image_root
 from .jsonstream import dumps
 from .progress import ProgressBar
 from .registry import get_registry
@@ -108,9 +109,10 @@ def embed_images(images: ImageTable, image_root: Path, embedder, *, cache_dir, b
                  decode: str = "auto", show_progress: bool = False) -> EmbedResult:
     """Embed the unique images (through the cache); unreadable ones become failures with reasons."""
     paths, errors = [], {}
+    locator = ImageLocator(image_root)
     for i, relative in enumerate(images.paths):
         try:
-            paths.append(resolve_image(image_root, relative))
+            paths.append(locator.path(relative))
         except UnreadableImage as e:
             paths.append(None)
             errors[i] = str(e)
@@ -200,11 +202,14 @@ def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = N
     sample_sources: dict[str, int] = {}
     text_only = 0
     total_bytes = sum(p.stat().st_size for p in inputs)
+    duplicates = DuplicateIds()
     with ProgressBar("scan", total_bytes, enabled=show_progress) as bar:
         def samples():
             for path, reader in readers:
-                opts = Options(progress=bar.advance, reject=_first_pass_reject(on_error))
-                yield from reader.read(path, opts)
+                opts = Options(progress=bar.advance, reject=_first_pass_reject(on_error), image_root=image_root)
+                for sample in reader.read(path, opts):
+                    duplicates.add(sample, path)
+                    yield sample
         for sample in bar.count(samples()):
             sample_sources[sample.source] = sample_sources.get(sample.source, 0) + 1
             if sample.image is None:
@@ -224,7 +229,7 @@ def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = N
     stage_seconds["search"] = time.monotonic() - t0
 
     report = Report([str(p) for p in inputs], str(output), ",".join(sorted({r.name for _, r in readers})),
-                    writer.name)
+                    writer.name, warnings=[w for w in [duplicates.warning()] if w])
     run = DedupRun(report, images, sample_sources, text_only, embedded, results, nn, scope,
                    settings=dict(embedder=model_ready.embedder, model=model_ready.model_name,
                                  weights=model_ready.weights_digest, dim=model_ready.dim, index=index,
@@ -266,6 +271,8 @@ def _write_filtered(run: DedupRun, readers, writer, output, removed_path, reject
     failures = run.embed.failures
     report = run.report
     counts = {"read": 0, "reader_rejects": 0}
+    locator = ImageLocator(run.settings["image_root"])
+    rewriters = {reader.name: BoxRewriter(reader.box_style, writer.box_style, locator) for _, reader in readers}
     with contextlib.ExitStack() as stack:
         sink = RejectSink(on_error, rejects_path, stack)
         removed_out = stack.enter_context(atomic_output(removed_path))
@@ -277,8 +284,9 @@ def _write_filtered(run: DedupRun, readers, writer, output, removed_path, reject
 
         def kept_samples():
             for path, reader in readers:
-                for index, sample in enumerate(reader.read(path, Options(progress=bar.advance,
-                                                                           reject=reader_reject))):
+                options = Options(progress=bar.advance, reject=reader_reject,
+                                  image_root=Path(run.settings["image_root"]))
+                for index, sample in enumerate(reader.read(path, options)):
                     counts["read"] += 1
                     if _all_removed(sample, images, first):
                         removed_out.write(dumps(_removed_record(sample, images, first)) + "\n")
@@ -291,6 +299,11 @@ def _write_filtered(run: DedupRun, readers, writer, output, removed_path, reject
                             sink.set_aside(RecordError(path, f"image {bad[0][0]!r} is unreadable: {bad[0][1]}",
                                              index=index, record_id=sample.id, field="image"), None)
                             continue
+                    try:
+                        sample = rewriters[reader.name].apply(sample, path)
+                    except RecordError as error:
+                        sink(error, None)
+                        continue
                     yield sample
 
         out = stack.enter_context(atomic_output(output))
@@ -300,6 +313,7 @@ def _write_filtered(run: DedupRun, readers, writer, output, removed_path, reject
     if sink.count == 0 and rejects_arg is None and rejects_path.exists():
         rejects_path.unlink()
     report.rejects_path = str(rejects_path) if sink.count else None
+    report.notes += [note for note in (r.note() for r in rewriters.values()) if note]
 
 
 def _removed_record(sample, images: ImageTable, result: ThresholdResult) -> dict:

@@ -15,7 +15,7 @@ from curate.boxes import BRACKET_PADDED
 from curate.errors import RecordError
 from curate.formats import Options, Reader, Writer, head_has_keys
 from curate.jsonstream import dumps, iter_records
-from curate.sample import ROLES, Sample, Turn
+from curate.sample import IMAGE_TOKEN, ROLES, Sample, Turn
 
 _RECORD_KEYS = ("id", "image", "conversations")
 _TURN_KEYS = ("from", "value")
@@ -35,8 +35,13 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
     if isinstance(record_id, bool) or not isinstance(record_id, (str, int)):
         raise bad("id", f"the id must be a string or an integer, not a JSON {_json_type(record_id)}")
     image = record.get("image")
-    if image is not None and not _is_image_value(image):
-        raise bad("image", "the image must be a path string or a list of path strings")
+    if image is not None:
+        if not _is_image_value(image):
+            raise bad("image", "the image must be a path string or a list of path strings")
+        for path_text in ([image] if isinstance(image, str) else image):
+            problem = unsafe_image_path(path_text)
+            if problem:
+                raise bad("image", problem)
     conversations = record.get("conversations")
     if not isinstance(conversations, list):
         raise bad("conversations", "missing" if conversations is None
@@ -56,10 +61,43 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
         extra = {k: v for k, v in turn.items() if k not in _TURN_KEYS} if len(turn) > 2 else None
         turns.append(Turn(role, text, extra))
     known = 3 if "image" in record else 2
+    problem = turn_order_problem(turns) or image_token_problem(turns, image)
+    if problem:
+        raise bad("conversations", problem)
     extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS} if len(record) > known else {}
     if "image" in record and image is None:
         extra["image"] = None  # an explicit null survives the round trip
     return Sample(record_id, image, turns, extra)
+
+
+def unsafe_image_path(path: str) -> str | None:
+    """Why an image path could escape the image root, or None."""
+    if path.startswith(("/", "\\", "~")) or (len(path) > 1 and path[1] == ":"):
+        return f"the image path {path!r} is absolute; it must be relative to the image root"
+    if ".." in path.replace("\\", "/").split("/"):
+        return f"the image path {path!r} climbs out of the image root with '..'"
+    return None
+
+
+def turn_order_problem(turns: list[Turn]) -> str | None:
+    """Turns alternate human, gpt, ... (system turns only at the start)."""
+    roles = [t.role for t in turns]
+    start = 0
+    while start < len(roles) and roles[start] == "system":
+        start += 1
+    for k, role in enumerate(roles[start:], start):
+        expected = ("human", "gpt")[(k - start) % 2]
+        if role != expected:
+            return f"roles out of order: turn {k} is {role!r}, expected {expected!r} (turns alternate human, gpt)"
+    return None
+
+
+def image_token_problem(turns: list[Turn], image) -> str | None:
+    images = 0 if image is None else 1 if isinstance(image, str) else len(image)
+    tokens = sum(t.text.count(IMAGE_TOKEN) for t in turns)
+    if tokens != images:
+        return f"{tokens} {IMAGE_TOKEN} tokens for {images} images"
+    return None
 
 
 def sample_to_record(sample: Sample) -> dict:

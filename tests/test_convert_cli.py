@@ -154,7 +154,8 @@ def test_image_prefix_completes_bare_file_names(tmp_path):
 
 def test_inspect_counts_per_source():
     result = run_curate("inspect", FIXTURES / "llava_small.json", "--json", check=0)
-    rows = {row["source"]: row for row in json.loads(result.stdout)}
+    rows = {row.get("source"): row for row in json.loads(result.stdout)}
+    assert rows[None] == {"rejected": 0}
     assert rows["coco"]["samples"] == 3 and rows["coco"]["unique_images"] == 2
     assert rows["text-only"]["text_only"] == 1
     assert rows["total"]["samples"] == 9 and rows["total"]["turns"] == 20
@@ -166,7 +167,7 @@ def test_inspect_counts_per_source():
 @needs_shared
 def test_inspect_real_mix():
     result = run_curate("inspect", REAL / "llava_v1_5_mix665k.every500.json", "--json", check=0)
-    rows = {row["source"]: row for row in json.loads(result.stdout)}
+    rows = {row.get("source"): row for row in json.loads(result.stdout)}
     assert rows["total"]["samples"] == 1331
     assert rows["text-only"]["samples"] == 81
     assert rows["gqa"]["samples"] == 144

@@ -145,3 +145,11 @@ def test_output_has_the_shape_of_the_real_release(tmp_path):
     shape(ours)
     used = {i for r in real for i in REFERRING_INSTRUCTIONS if r["conversations"][0]["value"].endswith(i)}
     assert used == set(REFERRING_INSTRUCTIONS)
+
+
+def test_dedup_of_svit_writes_padded_boxes(tmp_path):
+    out = tmp_path / "o.json"
+    run_curate("dedup", SVIT / "referring_qa.json", "-o", out, "--image-root", IMAGES, "--embedder", "timm-pool",
+               "--to", "llava", "--no-cache", "-q", check=0)
+    portrait = next(r for r in load_json(out) if r["id"] == "svit_referring_3")
+    assert "astronaut [0.188, 0.05, 0.812, 1.0]" in portrait["conversations"][1]["value"]

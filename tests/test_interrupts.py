@@ -1,0 +1,66 @@
+"""SIGKILL while writing: the destination is absent or the complete old file, never partial."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import CURATE, FIXTURES
+
+RECORD = {"id": "x", "image": "coco/train2017/000000000001.jpg", "conversations": [
+    {"from": "human", "value": "<image>\nWhat is in the picture? " + "word " * 60},
+    {"from": "gpt", "value": "An astronaut. " + "detail " * 200}]}
+
+
+@pytest.fixture(scope="module")
+def big_input(tmp_path_factory):
+    """About 100 MB of records that share a few fixture images (so dedup's embedding is quick)."""
+    path = tmp_path_factory.mktemp("big") / "big.json"
+    images = [f"coco/train2017/00000000000{i}.jpg" for i in range(1, 6)]
+    with open(path, "w") as f:
+        f.write("[")
+        for i in range(60000):
+            f.write(("," if i else "") + json.dumps(dict(RECORD, id=f"r{i}", image=images[i % 5])))
+        f.write("]")
+    return path
+
+
+def kill_while_writing(command, output):
+    """Start the command, SIGKILL it once its temporary output exists, return what it left."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    killed = False
+    while time.monotonic() < deadline and process.poll() is None:
+        temporary = list(output.parent.glob(f".{output.name}.*.tmp"))
+        if temporary and temporary[0].stat().st_size > 0:
+            os.kill(process.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.005)
+    process.wait()
+    assert killed, "the command finished before it could be killed"
+
+
+@pytest.mark.parametrize("old", [None, "the complete old file"])
+def test_killed_convert_leaves_no_partial_output(tmp_path, big_input, old):
+    out = tmp_path / "out.json"
+    if old:
+        out.write_text(old)
+    kill_while_writing([*CURATE, "convert", "llava", "llava", str(big_input), "-o", str(out), "--overwrite", "-q"],
+                       out)
+    if old:
+        assert out.read_text() == old
+    else:
+        assert not out.exists()
+
+
+def test_killed_dedup_leaves_no_partial_output(tmp_path, big_input):
+    out = tmp_path / "out.json"
+    out.write_text("old")
+    kill_while_writing([*CURATE, "dedup", str(big_input), "-o", str(out), "--overwrite", "--image-root",
+                        str(FIXTURES / "images"), "--embedder", "timm-pool", "--no-cache", "-q"], out)
+    assert out.read_text() == "old"
+    assert not (tmp_path / "out.json.report" / "report.json").exists()
