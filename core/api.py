@@ -219,11 +219,12 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
                     duplicates.add(sample, path)
                     if image_prefix:
                         sample.image = apply_image_prefix(sample.image, image_prefix)
-                    try:
-                        sample = rewriter.apply(sample, path)
-                    except RecordError as error:
-                        sink(error, None)
-                        continue
+                    if rewriter.active:
+                        try:
+                            sample = rewriter.apply(sample, path)
+                        except RecordError as error:
+                            sink(error, None)
+                            continue
                     yield sample
 
         out = stack.enter_context(atomic_output(output))

@@ -236,12 +236,13 @@ def _cache(cache_dir, no_cache):
               help="The filtered dataset (kept and text-only samples, in input order).")
 @click.option("--to", "to_format", default=None, help="Format to write [default: the input's format].")
 @embedding_options
-@click.option("--index", default="hnsw", show_default=True,
-              help="Similarity index: hnsw (hnswlib, approximate) or exact (blocked matrix products).")
-@click.option("--hnsw-m", type=click.IntRange(2), default=32, show_default=True, help="HNSW graph degree M.")
-@click.option("--hnsw-ef-construction", type=click.IntRange(1), default=200, show_default=True,
+@click.option("--index", default="auto", show_default=True,
+              help="Similarity index: exact (blocked matrix products), hnsw (hnswlib, approximate), or auto "
+                   "(exact for small groups, hnsw for large ones, by the crossover measured in bench/).")
+@click.option("--hnsw-m", type=click.IntRange(2), default=16, show_default=True, help="HNSW graph degree M.")
+@click.option("--hnsw-ef-construction", type=click.IntRange(1), default=64, show_default=True,
               help="HNSW ef_construction (build-time search width).")
-@click.option("--hnsw-ef", type=click.IntRange(1), default=128, show_default=True,
+@click.option("--hnsw-ef", type=click.IntRange(1), default=32, show_default=True,
               help="HNSW ef (query-time search width).")
 @click.option("-t", "--threshold", "thresholds", type=float, multiple=True,
               help="Cosine similarity at which two images are duplicates; repeat for several (one "
@@ -280,7 +281,7 @@ def dedup(inputs, output, to_format, image_root, embedder, model, weights, cache
     run = run_dedup(inputs, output, image_root=image_root, from_=from_format, to=to_format, embedder=embedder,
                     model=model, weights=weights, index=index,
                     index_options={"m": hnsw_m, "ef_construction": hnsw_ef_construction, "ef": hnsw_ef}
-                    if index == "hnsw" else {},
+                    if index in ("hnsw", "auto") else {},
                     thresholds=thresholds or (0.9,), scope=scope, report_dir=report_dir,
                     cache_dir=_cache(cache_dir, no_cache), batch_size=batch_size, workers=workers,
                     device=device, decode=decode, drop_unreadable=drop_unreadable, sample_every=sample_every,

@@ -166,7 +166,7 @@ def decide(vectors, ok, groups, thresholds, index_kind, index_options, show_prog
 
 
 def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = None,
-          embedder: str = "vit-cls", model: str | None = None, weights=None, index: str = "hnsw",
+          embedder: str = "vit-cls", model: str | None = None, weights=None, index: str = "auto",
           index_options: dict | None = None, thresholds=(0.9,), scope: str = "source", report_dir=None,
           cache_dir=None, batch_size: int = 32, workers: int = 2, device: str = "auto", decode: str = "auto",
           drop_unreadable: bool = False, sample_every: int = 500, overwrite: bool = False,

@@ -18,7 +18,18 @@ from .errors import RecordError
 
 CHUNK_CHARS = 1 << 20
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# Strict JSON: NaN and Infinity (which Python would accept) are errors, so that nothing
+# is silently changed on the way out.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+try:
+    import orjson
+except ImportError:  # orjson is a dependency; this keeps a bare environment working
+    orjson = None
 _LINE_EXTENSIONS = (".jsonl", ".ndjson")
 UTF8_BOM = codecs.BOM_UTF8
 
@@ -26,7 +37,12 @@ ProgressCallback = Callable[[int], None]
 
 
 def dumps(value) -> str:
-    """One record as compact-ish JSON text, non-ASCII kept as is."""
+    """One record as compact JSON text, non-ASCII kept as is (orjson: about 3x json's speed)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(value).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            pass  # integers beyond 64 bits and the like: the standard library takes them
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -177,6 +193,8 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
                     if e.msg.startswith("Unterminated string") or e.pos >= len(buf.rstrip()):
                         fail("the JSON ends inside a record (truncated file?)", e.pos, index)
                     fail(f"invalid JSON: {e.msg}", e.pos, index)
+                except ValueError as e:    # NaN or Infinity
+                    fail(f"invalid JSON: {e}", pos, index)
                 if end == len(buf) and refill(size):
                     continue  # a number or literal may go on in the next chunk: parse again
                 break
@@ -213,13 +231,15 @@ def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Ite
                 continue
             try:
                 text = raw.decode("utf-8")
-                value = json.loads(text)
+                value = _DECODER.decode(text)
             except UnicodeDecodeError as e:
                 value = RecordError(path, f"invalid UTF-8 at byte {e.start} of the line",
                                     index=index, line=line_number)
             except json.JSONDecodeError as e:
                 value = RecordError(path, f"invalid JSON: {e.msg}", index=index,
                                     line=line_number, column=e.colno)
+            except ValueError as e:     # NaN or Infinity
+                value = RecordError(path, f"invalid JSON: {e}", index=index, line=line_number)
             yield index, value
             index += 1
 

@@ -65,7 +65,7 @@ class Exact(IndexKind):
 
 
 class HnswIndex(SimilarityIndex):
-    def __init__(self, dim, capacity, m=32, ef_construction=200, ef=128):
+    def __init__(self, dim, capacity, m=16, ef_construction=64, ef=32):
         import hnswlib
         self.index = hnswlib.Index(space="ip", dim=dim)
         self.index.init_index(max_elements=max(capacity, 1), M=int(m), ef_construction=int(ef_construction))
@@ -118,11 +118,27 @@ class Hnsw(IndexKind):
     name = "hnsw"
     description = "approximate nearest neighbours with hnswlib (cosine; options m, ef_construction, ef)"
 
-    def new(self, dim, capacity, m=32, ef_construction=200, ef=128, **options):
+    def new(self, dim, capacity, m=16, ef_construction=64, ef=32, **options):
         return HnswIndex(dim, capacity, m=m, ef_construction=ef_construction, ef=ef)
+
+
+# Below this many vectors numpy's blocked products beat hnswlib on this 2-core machine
+# (measured with bench/index_scale.py; see bench/README.md).
+AUTO_EXACT_MAX = 50_000
+
+
+class Auto(IndexKind):
+    name = "auto"
+    description = f"exact for groups up to {AUTO_EXACT_MAX:,} images, hnsw above (the measured crossover)"
+
+    def new(self, dim, capacity, **options):
+        if capacity <= AUTO_EXACT_MAX:
+            return ExactIndex(dim, capacity)
+        return Hnsw().new(dim, capacity, **options)
 
 
 @curate.hookimpl
 def register_indexes(register):
     register(Exact)
     register(Hnsw)
+    register(Auto)

@@ -21,9 +21,15 @@ _RECORD_KEYS = ("id", "image", "conversations")
 _TURN_KEYS = ("from", "value")
 
 
+_ROLE_SET = frozenset(ROLES)
+
+
 def record_to_sample(record, path: Path, index: int) -> Sample:
-    """Validate one LLaVA record and build its Sample; RecordError names what is wrong."""
-    if not isinstance(record, dict):
+    """Validate one LLaVA record and build its Sample; RecordError names what is wrong.
+
+    This runs once per record of million-record files: the common, valid path does no
+    string formatting; messages are built only for the record that is wrong."""
+    if type(record) is not dict:
         raise RecordError(path, f"the record is a JSON {_json_type(record)}, not an object", index=index)
     record_id = record.get("id")
 
@@ -32,42 +38,55 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
 
     if "id" not in record:
         raise bad("id", "the record has no id")
-    if isinstance(record_id, bool) or not isinstance(record_id, (str, int)):
+    if type(record_id) is not str and type(record_id) is not int:
         raise bad("id", f"the id must be a string or an integer, not a JSON {_json_type(record_id)}")
     image = record.get("image")
     if image is not None:
         if not _is_image_value(image):
             raise bad("image", "the image must be a path string or a list of path strings")
-        for path_text in ([image] if isinstance(image, str) else image):
+        for path_text in ([image] if type(image) is str else image):
             problem = unsafe_image_path(path_text)
             if problem:
                 raise bad("image", problem)
     conversations = record.get("conversations")
-    if not isinstance(conversations, list):
+    if type(conversations) is not list:
         raise bad("conversations", "missing" if conversations is None
                   else f"must be a list of turns, not a JSON {_json_type(conversations)}")
     if not conversations:
         raise bad("conversations", "the conversation is empty")
     turns = []
-    for position, turn in enumerate(conversations):
-        field = f"conversations[{position}]"
-        if not isinstance(turn, dict):
-            raise bad(field, f"a turn must be an object, not a JSON {_json_type(turn)}")
-        role, text = turn.get("from"), turn.get("value")
-        if role not in ROLES:
-            raise bad(field + ".from", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
-        if not isinstance(text, str):
-            raise bad(field + ".value", f"the text must be a string, not a JSON {_json_type(text)}")
-        extra = {k: v for k, v in turn.items() if k not in _TURN_KEYS} if len(turn) > 2 else None
-        turns.append(Turn(role, text, extra))
-    known = 3 if "image" in record else 2
-    problem = turn_order_problem(turns) or image_token_problem(turns, image)
+    tokens = 0
+    for turn in conversations:
+        if type(turn) is dict:
+            role, text = turn.get("from"), turn.get("value")
+            if role in _ROLE_SET and type(text) is str:
+                if IMAGE_TOKEN in text:
+                    tokens += text.count(IMAGE_TOKEN)
+                extra = {k: v for k, v in turn.items() if k not in _TURN_KEYS} if len(turn) > 2 else None
+                turns.append(Turn(role, text, extra))
+                continue
+        raise _turn_error(bad, len(turns), turn)
+    problem = turn_order_problem(turns)
+    images = 0 if image is None else 1 if type(image) is str else len(image)
+    if problem is None and tokens != images:
+        problem = f"{tokens} {IMAGE_TOKEN} tokens for {images} images"
     if problem:
         raise bad("conversations", problem)
+    known = 3 if "image" in record else 2
     extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS} if len(record) > known else {}
     if "image" in record and image is None:
         extra["image"] = None  # an explicit null survives the round trip
     return Sample(record_id, image, turns, extra)
+
+
+def _turn_error(bad, position: int, turn) -> RecordError:
+    field = f"conversations[{position}]"
+    if not isinstance(turn, dict):
+        return bad(field, f"a turn must be an object, not a JSON {_json_type(turn)}")
+    role, text = turn.get("from"), turn.get("value")
+    if role not in ROLES:
+        return bad(field + ".from", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+    return bad(field + ".value", f"the text must be a string, not a JSON {_json_type(text)}")
 
 
 def unsafe_image_path(path: str) -> str | None:
@@ -81,22 +100,15 @@ def unsafe_image_path(path: str) -> str | None:
 
 def turn_order_problem(turns: list[Turn]) -> str | None:
     """Turns alternate human, gpt, ... (system turns only at the start)."""
-    roles = [t.role for t in turns]
     start = 0
-    while start < len(roles) and roles[start] == "system":
+    while start < len(turns) and turns[start].role == "system":
         start += 1
-    for k, role in enumerate(roles[start:], start):
-        expected = ("human", "gpt")[(k - start) % 2]
-        if role != expected:
-            return f"roles out of order: turn {k} is {role!r}, expected {expected!r} (turns alternate human, gpt)"
-    return None
-
-
-def image_token_problem(turns: list[Turn], image) -> str | None:
-    images = 0 if image is None else 1 if isinstance(image, str) else len(image)
-    tokens = sum(t.text.count(IMAGE_TOKEN) for t in turns)
-    if tokens != images:
-        return f"{tokens} {IMAGE_TOKEN} tokens for {images} images"
+    expected = "human"
+    for k in range(start, len(turns)):
+        if turns[k].role != expected:
+            return (f"roles out of order: turn {k} is {turns[k].role!r}, expected {expected!r} "
+                    "(turns alternate human, gpt)")
+        expected = "gpt" if expected == "human" else "human"
     return None
 
 

@@ -65,6 +65,7 @@ def test_byte_order_mark_is_accepted(tmp_path, chunk):
     ('[{"id": 1},, {"id": 2}]', "invalid JSON"),
     ('[{"id": 1} {"id": 2}]', "expected ',' or ']'"),
     ('[{"id": 1},]', "invalid JSON"),
+    ('[{"id": 1, "x": NaN}]', "NaN is not valid JSON"),
     ('"just a string"', "not a list"),
     ('{\n  "id": 1\n}', "single JSON object"),
     ("", "empty"),

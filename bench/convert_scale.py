@@ -1,0 +1,158 @@
+"""Conversion at full scale: `curate convert` against the whole-file scripts people write.
+
+    python bench/convert_scale.py                       # 665,298 LLaVA records (~1 GB) + 100K SVIT QAs
+    python bench/convert_scale.py --records 100000 --svit 20000 --repeats 1   # a quick run
+
+Baselines, measured in the same run: `json.load` -> transform -> `json.dump`, and the same
+with orjson. Each command runs in its own process; wall time and peak RSS are medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import SHARED, print_table, run_measured  # noqa: E402
+
+REAL = SHARED / "data" / "real" / "llava_v1_5_mix665k.every500.json"
+PHOTOS = SHARED / "data" / "images"
+
+JSON_BASELINE = """
+import json, sys
+records = json.load(open(sys.argv[1], encoding="utf-8"))
+out = [dict(r) for r in records]                       # the per-record transform people write
+json.dump(out, open(sys.argv[2], "w", encoding="utf-8"), ensure_ascii=False)
+"""
+ORJSON_BASELINE = """
+import orjson, sys
+records = orjson.loads(open(sys.argv[1], "rb").read())
+out = [dict(r) for r in records]
+open(sys.argv[2], "wb").write(orjson.dumps(out))
+"""
+SVIT_JSON_BASELINE = """
+import json, random, re, sys
+from PIL import Image
+root = sys.argv[3]
+rng = random.Random(0)
+INSTR = ["Provide the bounding boxes of the mentioned objects.", "Include the coordinates for each mentioned object.",
+         "Locate the objects with their coordinates."]
+sizes = {}
+def pad(m, w, h):
+    b = [float(v) for v in m.group(1).split(",")]
+    x1, y1, x2, y2 = round(b[0] * w), round(b[1] * h), round(b[2] * w), round(b[3] * h)
+    s, d = max(w, h), (max(w, h) - min(w, h)) // 2
+    if w > h: y1, y2 = y1 + d, y2 + d
+    elif h > w: x1, x2 = x1 + d, x2 + d
+    return "[" + ", ".join(repr(round(v / s, 3)) for v in (x1, y1, x2, y2)) + "]"
+out = []
+for rec in json.load(open(sys.argv[1])):
+    folder = "VG_100K" if __import__("os").path.exists(f"{root}/vg/VG_100K/{rec['image_id']}.jpg") else "VG_100K_2"
+    image = f"vg/{folder}/{rec['image_id']}.jpg"
+    if image not in sizes:
+        sizes[image] = Image.open(f"{root}/{image}").size
+    w, h = sizes[image]
+    for conv in rec["conversations"]:
+        c = conv["content"]
+        for k in range(0, len(c), 2):
+            q = re.sub(r"\\[([^\\]]*)\\]", lambda m: pad(m, w, h), c[k]["value"].replace("<st>", "").replace("<ed>", ""))
+            a = re.sub(r"\\[([^\\]]*)\\]", lambda m: pad(m, w, h), c[k + 1]["value"].replace("<st>", "").replace("<ed>", ""))
+            out.append({"id": f"svit_referring_{len(out)}", "image": image, "conversations": [
+                {"from": "human", "value": "<image>\\n" + q + " " + rng.choice(INSTR)}, {"from": "gpt", "value": a}]})
+json.dump(out, open(sys.argv[2], "w"), ensure_ascii=False)
+"""
+
+
+def make_llava(path: Path, count: int) -> None:
+    """Repeat the real records with fresh ids (integer ids stay integers), as one line like the release."""
+    records = json.loads(REAL.read_text())
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("[")
+        for i in range(count):
+            record = dict(records[i % len(records)])
+            rid = record["id"]
+            record["id"] = rid * 1000 + i // len(records) if isinstance(rid, int) else f"{rid}_{i // len(records)}"
+            f.write(("," if i else "") + json.dumps(record, ensure_ascii=False))
+        f.write("]")
+
+
+def make_svit(folder: Path, count: int) -> tuple[Path, Path]:
+    """SVIT referring QAs over an image root whose files are links to the shared photographs."""
+    root = folder / "vg_root"
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    ids = []
+    for k, photo in enumerate(photos * 40):                      # 920 image ids, split over both folders
+        target = root / "vg" / ("VG_100K" if k % 2 else "VG_100K_2") / f"{k}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(photo, target)
+        ids.append(k)
+    records, qa = [], 0
+    while qa < count:
+        image_id = ids[len(records) % len(ids)]
+        content = []
+        for _ in range(min(4, count - qa)):
+            content += [{"from": "user", "value": "What is the <st>man<ed> [0.1, 0.2, 0.35, 0.9] holding near the "
+                                                  "<st>table<ed> [0.4, 0.5, 0.95, 0.99]?"},
+                        {"from": "gpt", "value": "The <st>man<ed> [0.1, 0.2, 0.35, 0.9] holds two <st>cups<ed> "
+                                                 "[0.3, 0.4, 0.36, 0.48], [0.5, 0.41, 0.56, 0.5] over the table."}]
+            qa += 1
+        records.append({"image_id": image_id, "conversations": [{"content": content}]})
+    path = folder / "referring_qa.json"
+    path.write_text(json.dumps(records))
+    return path, root
+
+
+def measure(label, command, repeats, rows, baseline=None):
+    runs = [run_measured(command) for _ in range(repeats)]
+    wall = statistics.median(r[0] for r in runs)
+    peak = statistics.median(r[1] for r in runs)
+    rows.append([label, f"{wall:.2f}", f"{peak:,.0f}", f"{wall / baseline:.2f}" if baseline else "1.00"])
+    return wall, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=665_298)
+    parser.add_argument("--svit", type=int, default=100_000, help="SVIT referring QAs")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not REAL.exists():
+        raise SystemExit(f"needs the shared data at {SHARED}")
+    curate = [sys.executable, "-m", "curate.cli"]
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent.parent) as tmp:
+        tmp = Path(tmp)
+        source = tmp / "llava.json"
+        make_llava(source, args.records)
+        size_mb = source.stat().st_size / 2**20
+        rows = []
+        base, _ = measure("json.load + json.dump", [sys.executable, "-c", JSON_BASELINE, str(source), str(tmp / "a.json")],
+                          args.repeats, rows)
+        orj, _ = measure("orjson.loads + orjson.dumps", [sys.executable, "-c", ORJSON_BASELINE, str(source),
+                                                          str(tmp / "b.json")], args.repeats, rows, base)
+        ours, peak = measure("curate convert llava llava", [*curate, "convert", "llava", "llava", str(source), "-o",
+                                                           str(tmp / "c.json"), "--overwrite", "-q"], args.repeats, rows, base)
+        assert json.loads((tmp / "c.json").read_text()) == json.loads(source.read_text())
+        print_table(f"LLaVA: {args.records:,} records, {size_mb:,.0f} MB (wall s, peak RSS MB, ratio to json)",
+                    ["command", "wall s", "peak MB", "ratio"], rows)
+        print(f"\nratios: curate/json = {ours / base:.2f} (target <= 0.5), curate/orjson = {ours / orj:.2f} "
+              f"(target <= 1.0), peak = {peak:.0f} MB (target < 200)")
+
+        svit, root = make_svit(tmp, args.svit)
+        rows = []
+        base, _ = measure("json script (release rules)", [sys.executable, "-c", SVIT_JSON_BASELINE, str(svit),
+                                                           str(tmp / "s1.json"), str(root)], args.repeats, rows)
+        ours, peak = measure("curate convert svit llava", [*curate, "convert", "svit", "llava", str(svit), "-o",
+                                                          str(tmp / "s2.json"), "--image-root", str(root),
+                                                          "--overwrite", "-q"], args.repeats, rows, base)
+        print_table(f"SVIT referring: {args.svit:,} QAs over {len(list(root.rglob('*.jpg')))} images",
+                    ["command", "wall s", "peak MB", "ratio"], rows)
+        print(f"\nratios: curate/json = {ours / base:.2f} (target <= 0.5), peak = {peak:.0f} MB (target < 200)")
+
+
+if __name__ == "__main__":
+    main()
