@@ -12,7 +12,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[test,demo]'
+	$(PIP) install -e '.[test,demo,ray]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -218,6 +218,11 @@ def embedding_options(function):
                           "(scale on many cores); auto: processes when the model runs on CUDA."),
         click.option("--from", "from_format", default="auto", show_default=True,
                      help="Format of the inputs (auto: recognise by content)."),
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Where embedding runs: this machine, or a Ray cluster (pip install 'curate[ray]'); "
+                          "both fill the same cache."),
+        click.option("--ray-address", default=None,
+                     help="Ray cluster to join (e.g. ray://head:10001 or auto) [default: start Ray locally]."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary."),
     ]
     for option in reversed(options):
@@ -262,7 +267,7 @@ def _cache(cache_dir, no_cache):
               help="Where rejected records go [default: OUTPUT.rejects.jsonl].")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never an input).")
 def dedup(inputs, output, to_format, image_root, embedder, model, weights, cache_dir, no_cache, batch_size,
-          workers, device, decode, from_format, quiet, index, hnsw_m, hnsw_ef_construction, hnsw_ef, thresholds, scope,
+          workers, device, decode, from_format, engine, ray_address, quiet, index, hnsw_m, hnsw_ef_construction, hnsw_ef, thresholds, scope,
           report_dir, sample_every, drop_unreadable, on_error, rejects, overwrite):
     """Remove near-duplicate images from datasets, and report what was removed.
 
@@ -285,7 +290,8 @@ def dedup(inputs, output, to_format, image_root, embedder, model, weights, cache
                     thresholds=thresholds or (0.9,), scope=scope, report_dir=report_dir,
                     cache_dir=_cache(cache_dir, no_cache), batch_size=batch_size, workers=workers,
                     device=device, decode=decode, drop_unreadable=drop_unreadable, sample_every=sample_every,
-                    overwrite=overwrite, on_error=on_error, rejects=rejects, show_progress=not quiet)
+                    overwrite=overwrite, on_error=on_error, rejects=rejects, show_progress=not quiet,
+                    engine=engine, ray_address=ray_address)
     if not quiet:
         print_dedup_summary(run)
 
@@ -318,11 +324,11 @@ def print_dedup_summary(run) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @embedding_options
 def embed(inputs, output, overwrite, image_root, embedder, model, weights, cache_dir, no_cache, batch_size,
-          workers, device, decode, from_format, quiet):
+          workers, device, decode, from_format, engine, ray_address, quiet):
     """Embed the unique images of datasets into the cache (and optionally a .npy), without
     deduplicating. A later `curate dedup` with the same model and cache embeds nothing again."""
     from .atomic import atomic_output, check_output
-    from .dedup import ImageTable, embed_images, load_embedder
+    from .dedup import ImageTable, embed_images, embedder_spec, load_embedder
     from .images import check_image_root
     import numpy as np
     _warn_plugin_problems()
@@ -338,7 +344,8 @@ def embed(inputs, output, overwrite, image_root, embedder, model, weights, cache
         for sample in api.read(path, from_format):
             images.add_sample(sample)
     result = embed_images(images, image_root, model_ready, cache_dir=cache_dir, batch_size=batch_size,
-                          workers=workers, decode=decode, show_progress=not quiet)
+                          workers=workers, decode=decode, show_progress=not quiet, engine=engine,
+                          ray_address=ray_address, spec=embedder_spec(embedder, model, weights, device))
     if output is not None:
         with atomic_output(output, mode="wb") as f:
             np.save(f, result.vectors)

@@ -101,12 +101,19 @@ class DedupRun:
     samples_removed: dict[float, dict[str, int]] = field(default_factory=dict)
 
 
+def embedder_spec(name: str, model: str | None, weights, device: str) -> dict:
+    """What a Ray actor needs to load the same model."""
+    return {"embedder": name, "model": model, "weights": str(Path(weights).absolute()) if weights else None,
+            "device": device}
+
+
 def load_embedder(name: str, model: str | None, weights, device: str):
     return get_registry().get("embedder", name).load(model, str(weights) if weights else None, device)
 
 
 def embed_images(images: ImageTable, image_root: Path, embedder, *, cache_dir, batch_size, workers,
-                 decode: str = "auto", show_progress: bool = False) -> EmbedResult:
+                 decode: str = "auto", show_progress: bool = False, engine: str = "local",
+                 ray_address: str | None = None, spec: dict | None = None) -> EmbedResult:
     """Embed the unique images (through the cache); unreadable ones become failures with reasons."""
     paths, errors = [], {}
     locator = ImageLocator(image_root)
@@ -127,6 +134,12 @@ def embed_images(images: ImageTable, image_root: Path, embedder, *, cache_dir, b
             bar.advance(count)
             bar.set_items(bar.items + count)
 
+        if engine == "ray":
+            from .ray_engine import embed_files_ray
+            return embed_files_ray(paths, embedder, spec, cache=cache, batch_size=batch_size, workers=workers,
+                                   progress=advance, errors=errors, address=ray_address)
+        if engine != "local":
+            raise CurateError(f"--engine must be local or ray, not {engine!r}")
         processes = decode == "processes" or (decode == "auto" and embedder.device == "cuda")
         return embed_files(paths, embedder, cache=cache, batch_size=batch_size, workers=workers,
                            progress=advance, errors=errors, processes=processes)
@@ -170,7 +183,8 @@ def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = N
           index_options: dict | None = None, thresholds=(0.9,), scope: str = "source", report_dir=None,
           cache_dir=None, batch_size: int = 32, workers: int = 2, device: str = "auto", decode: str = "auto",
           drop_unreadable: bool = False, sample_every: int = 500, overwrite: bool = False,
-          on_error: str = "fail", rejects=None, show_progress: bool = False) -> DedupRun:
+          on_error: str = "fail", rejects=None, show_progress: bool = False, engine: str = "local",
+          ray_address: str | None = None) -> DedupRun:
     started = time.monotonic()
     stage_seconds: dict[str, float] = {}
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
@@ -219,7 +233,8 @@ def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = N
 
     t0 = time.monotonic()
     embedded = embed_images(images, image_root, model_ready, cache_dir=cache_dir, batch_size=batch_size,
-                            workers=workers, decode=decode, show_progress=show_progress)
+                            workers=workers, decode=decode, show_progress=show_progress, engine=engine,
+                            ray_address=ray_address, spec=embedder_spec(embedder, model, weights, device))
     stage_seconds["embed"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -235,6 +250,7 @@ def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = N
                                  weights=model_ready.weights_digest, dim=model_ready.dim, index=index,
                                  index_options=dict(index_options or {}), thresholds=thresholds, scope=scope,
                                  image_root=str(image_root), device=model_ready.device, decode=decode,
+                                 engine=engine,
                                  sample_every=sample_every, drop_unreadable=drop_unreadable),
                    stage_seconds=stage_seconds, removed_path=removed_path)
 

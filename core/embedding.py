@@ -46,6 +46,10 @@ class LoadedEmbedder:
         """A decoded RGB PIL image to the model's input as an array (uint8 CHW for timm models)."""
         raise NotImplementedError
 
+    def preprocessor(self):
+        """``preprocess`` as a small picklable callable, for decode workers elsewhere (Ray)."""
+        return self.preprocess
+
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """A stacked batch of ``preprocess`` outputs to an (n, dim) float32 array of unit vectors."""
         raise NotImplementedError
@@ -59,6 +63,39 @@ class EmbedResult:
     embedded: int = 0                                     # computed in this run
     cached: int = 0                                       # taken from the cache
     seconds: float = 0.0
+
+
+def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, progress, errors):
+    """The result so far (failures given up front, vectors found in the cache), each image's
+    cache key, and the positions still to embed. Shared by the local and the Ray engine."""
+    n = len(paths)
+    result = EmbedResult(np.zeros((n, model.dim), np.float32), np.zeros(n, bool), dict(errors or {}))
+    failures = result.failures
+    keys: dict[int, tuple] = {}
+    for i, path in enumerate(paths):
+        if i in failures or path is None:
+            failures.setdefault(i, "no path")
+            continue
+        try:
+            keys[i] = image_key(path)
+        except FileNotFoundError:
+            failures[i] = "missing file"
+        except OSError as e:
+            failures[i] = f"cannot read ({e.strerror})"
+    if progress and failures:
+        progress(len(failures))
+    todo = list(keys)
+    if cache is not None and todo:
+        found = cache.lookup([keys[i] for i in todo])
+        if found:
+            hits = [todo[j] for j in found]
+            result.vectors[hits] = cache.read_rows(list(found.values()))
+            result.ok[hits] = True
+            result.cached = len(found)
+            if progress:
+                progress(len(found))
+        todo = [i for j, i in enumerate(todo) if j not in found]
+    return result, keys, todo
 
 
 _WORKER_MODEL: LoadedEmbedder | None = None   # set in forked decode processes
@@ -101,37 +138,8 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
 
     ``workers`` threads (or forked processes) decode the next batches while the model runs."""
     started = time.monotonic()
-    n = len(paths)
-    vectors = np.zeros((n, model.dim), np.float32)
-    ok = np.zeros(n, bool)
-    failures = dict(errors or {})
-    keys: dict[int, tuple] = {}
-    for i, path in enumerate(paths):
-        if i in failures or path is None:
-            failures.setdefault(i, "no path")
-            continue
-        try:
-            keys[i] = image_key(path)
-        except FileNotFoundError:
-            failures[i] = "missing file"
-        except OSError as e:
-            failures[i] = f"cannot read ({e.strerror})"
-    result = EmbedResult(vectors, ok, failures)
-    if progress and failures:
-        progress(len(failures))
-
-    todo = list(keys)
-    if cache is not None and todo:
-        positions = todo
-        found = cache.lookup([keys[i] for i in positions])
-        if found:
-            hit_positions = [positions[j] for j in found]
-            vectors[hit_positions] = cache.read_rows(list(found.values()))
-            ok[hit_positions] = True
-            result.cached = len(found)
-            if progress:
-                progress(len(found))
-        todo = [i for j, i in enumerate(positions) if j not in found]
+    result, keys, todo = cached_or_todo(paths, model, cache, progress, errors)
+    vectors, ok, failures = result.vectors, result.ok, result.failures
 
     def run_batch(tasks):
         done = [(i, *result) for positions, future in tasks for i, result in zip(positions, future.result())]

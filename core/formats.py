@@ -79,5 +79,21 @@ class Writer:
         raise NotImplementedError
 
 
+def samples_from_json(path: Path, options: Options, to_sample) -> Iterator[Sample]:
+    """Each record of a JSON array or JSON Lines file through ``to_sample(record, path, index)``;
+    a record it refuses (RecordError), or a line that is not JSON, goes to ``options.reject``."""
+    from .jsonstream import iter_records
+    for index, record in iter_records(path, options.progress):
+        if isinstance(record, RecordError):
+            options.reject(record, None)
+            continue
+        try:
+            sample = to_sample(record, path, index)
+        except RecordError as error:
+            options.reject(error, record)
+            continue
+        yield sample
+
+
 def head_has_keys(head: str, *keys: str) -> bool:
     return all(json.dumps(k) in head for k in keys)

@@ -10,8 +10,7 @@ from typing import Iterable, Iterator, TextIO
 
 import curate
 from curate.errors import RecordError
-from curate.formats import Options, Reader, Writer, head_has_keys
-from curate.jsonstream import iter_records
+from curate.formats import Options, Reader, Writer, head_has_keys, samples_from_json
 from curate.plugins.llava import _json_type, write_records
 from curate.sample import IMAGE_TOKEN, Sample, Turn
 
@@ -76,15 +75,7 @@ class LlamaFactoryReader(Reader):
         return 15 if head_has_keys(head, "messages", "role", "content") else 0
 
     def read(self, path: Path, options: Options) -> Iterator[Sample]:
-        path = Path(path)
-        for index, record in iter_records(path, options.progress):
-            if isinstance(record, RecordError):
-                options.reject(record, None)
-                continue
-            try:
-                yield record_to_sample(record, path, index)
-            except RecordError as error:
-                options.reject(error, record)
+        return samples_from_json(Path(path), options, record_to_sample)
 
 
 class LlamaFactoryWriter(Writer):

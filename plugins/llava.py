@@ -13,8 +13,8 @@ from typing import Iterable, Iterator, TextIO
 import curate
 from curate.boxes import BRACKET_PADDED
 from curate.errors import RecordError
-from curate.formats import Options, Reader, Writer, head_has_keys
-from curate.jsonstream import dumps, iter_records
+from curate.formats import Options, Reader, Writer, head_has_keys, samples_from_json
+from curate.jsonstream import dumps
 from curate.sample import IMAGE_TOKEN, ROLES, Sample, Turn
 
 _RECORD_KEYS = ("id", "image", "conversations")
@@ -170,17 +170,7 @@ class LlavaReader(Reader):
         return 10 + sum(f'"{root}' in head for root in self.image_roots)
 
     def read(self, path: Path, options: Options) -> Iterator[Sample]:
-        path = Path(path)
-        for index, record in iter_records(path, options.progress):
-            if isinstance(record, RecordError):
-                options.reject(record, None)
-                continue
-            try:
-                sample = record_to_sample(record, path, index)
-            except RecordError as error:
-                options.reject(error, record)
-                continue
-            yield sample
+        return samples_from_json(Path(path), options, record_to_sample)
 
 
 class LlavaWriter(Writer):

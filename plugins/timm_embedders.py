@@ -145,6 +145,19 @@ def pil_steps(transform):
     return transforms.Compose(steps[:cut])
 
 
+class TimmPreprocess:
+    """Resize and crop as timm's data config says; stay uint8 (4x less to copy, and the float
+    conversion and normalisation run batched in ``embed``, on the GPU when there is one).
+    Small and picklable, so decode workers (threads, processes, Ray tasks) get it without the model."""
+
+    def __init__(self, resize_and_crop):
+        self.resize_and_crop = resize_and_crop
+
+    def __call__(self, image):
+        import numpy as np
+        return np.ascontiguousarray(np.asarray(self.resize_and_crop(image), dtype=np.uint8).transpose(2, 0, 1))
+
+
 class TimmModel(LoadedEmbedder):
     def __init__(self, embedder: TimmEmbedder, model, model_name, digest, config, device, torch):
         import timm
@@ -167,10 +180,10 @@ class TimmModel(LoadedEmbedder):
         self.dim = int(probe.shape[-1])
 
     def preprocess(self, image):
-        """Resize and crop as timm's data config says; stay uint8 (4x less to copy, and the
-        float conversion and normalisation run batched in ``embed``, on the GPU when there is one)."""
-        import numpy as np
-        return np.ascontiguousarray(np.asarray(self.resize_and_crop(image), dtype=np.uint8).transpose(2, 0, 1))
+        return self.preprocessor()(image)
+
+    def preprocessor(self):
+        return TimmPreprocess(self.resize_and_crop)
 
     def embed(self, batch):
         torch = self.torch

@@ -1,0 +1,110 @@
+"""The `--engine ray` embedding stage: images are read and decoded by Ray Data tasks on CPU
+workers, the model runs in a pool of actors (one per GPU where the cluster has GPUs), and
+the driver appends what comes back to the same cache as the local engine, so a run can move
+between engines and resume. Ray is imported only here (``pip install 'curate[ray]'``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CurateError
+from .embedding import EmbedResult, cached_or_todo
+
+
+def _decode(batch: dict, preprocess, short_side) -> dict:
+    from .images import UnreadableImage, load_rgb
+    pixels, ok, reasons = [], [], []
+    shape = None
+    for path in batch["path"]:
+        try:
+            array = preprocess(load_rgb(Path(path), short_side))
+            shape = array.shape
+            pixels.append(array)
+            ok.append(True)
+            reasons.append("")
+        except UnreadableImage as e:
+            pixels.append(None)
+            ok.append(False)
+            reasons.append(str(e))
+        except Exception as e:  # a broken file must not stop the run
+            pixels.append(None)
+            ok.append(False)
+            reasons.append(f"cannot decode ({type(e).__name__}: {e})")
+    if shape is None:
+        shape = (1,)
+    stacked = np.stack([p if p is not None else np.zeros(shape, np.uint8) for p in pixels])
+    return {"position": batch["position"], "pixels": stacked, "ok": np.array(ok), "reason": np.array(reasons, object)}
+
+
+class _EmbedActor:
+    """Holds the model; loads it once per actor through the same plugin registry."""
+
+    def __init__(self, embedder: str, model: str | None, weights: str | None, device: str):
+        from .registry import get_registry
+        self.model = get_registry().get("embedder", embedder).load(model, weights, device)
+
+    def __call__(self, batch: dict) -> dict:
+        ok = batch["ok"].astype(bool)
+        vectors = np.zeros((len(ok), self.model.dim), np.float32)
+        if ok.any():
+            vectors[ok] = self.model.embed(np.ascontiguousarray(batch["pixels"][ok]))
+        return {"position": batch["position"], "vector": vectors, "ok": ok, "reason": batch["reason"]}
+
+
+def start_ray(address: str | None, num_cpus: int | None):
+    try:
+        import ray
+    except ImportError:
+        raise CurateError("--engine ray needs Ray: pip install 'curate[ray]'") from None
+    import logging
+    if not ray.is_initialized():
+        quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False        # curate shows its own
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    return ray
+
+
+def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, workers=2, progress=None,
+                    errors=None, address: str | None = None) -> EmbedResult:
+    """Like :func:`curate.embedding.embed_files`, on a Ray cluster. ``spec``: how actors load the
+    model (embedder, model, weights, device); ``model`` is the driver's copy, for its preprocessing."""
+    started = time.monotonic()
+    result, keys, todo = cached_or_todo(paths, model, cache, progress, errors)
+    if todo:
+        ray = start_ray(address, num_cpus=None if address else max(2, workers))
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        device = spec["device"]
+        if device == "auto":
+            device = "cuda" if gpus else "cpu"
+        dataset = ray.data.from_items([{"position": i, "path": str(paths[i])} for i in todo])
+        decoded = dataset.map_batches(_decode, fn_kwargs={"preprocess": model.preprocessor(),
+                                                          "short_side": model.short_side},
+                                      batch_size=batch_size, batch_format="numpy", num_cpus=1)
+        embedded = decoded.map_batches(
+            _EmbedActor, fn_constructor_kwargs={**spec, "device": device}, batch_size=batch_size,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=max(1, gpus) if gpus else 1),
+            num_gpus=1 if gpus else 0)
+        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            positions = batch["position"].astype(np.int64)
+            ok = batch["ok"].astype(bool)
+            for i, good, reason in zip(positions, ok, batch["reason"]):
+                if not good:
+                    result.failures[int(i)] = str(reason)
+            good_positions = positions[ok]
+            result.vectors[good_positions] = batch["vector"][ok]
+            result.ok[good_positions] = True
+            result.embedded += int(ok.sum())
+            if cache is not None and len(good_positions):
+                cache.append([keys[int(i)] for i in good_positions], batch["vector"][ok])
+            if progress:
+                progress(len(positions))
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,40 @@
+"""The Ray engine (a local Ray instance, 2 CPUs, loopback only) against the local engine."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, load_json, run_curate
+
+pytest.importorskip("ray", reason="Ray is not installed (pip install 'curate[ray]'); .ci/run installs it")
+
+DEMO = FIXTURES / "dedup_demo.json"
+IMAGES = FIXTURES / "images"
+
+
+def test_ray_embeddings_equal_local_ones_and_share_the_cache(tmp_path):
+    common = ["--image-root", IMAGES, "--embedder", "timm-pool", "-q"]
+    run_curate("embed", DEMO, *common, "--no-cache", "-o", tmp_path / "local.npy", check=0)
+    run_curate("embed", DEMO, *common, "--engine", "ray", "--cache", tmp_path / "cache", "-o", tmp_path / "ray.npy",
+               check=0)
+    local, ray = np.load(tmp_path / "local.npy"), np.load(tmp_path / "ray.npy")
+    assert np.allclose(local, ray, atol=1e-5)
+    listing = json.loads((tmp_path / "ray.npy.json").read_text())
+    assert [x["reason"] for x in listing if not x["ok"]] == ["missing file"]
+    # the local engine resumes from what the Ray engine cached
+    out = tmp_path / "o.json"
+    run_curate("dedup", DEMO, "-o", out, *common, "--cache", tmp_path / "cache", "-t", "0.85", check=0)
+    report = json.loads((Path(str(out) + ".report") / "report.json").read_text())
+    assert report["embedding"]["embedded"] == 0 and report["embedding"]["cached"] == 13
+
+
+def test_ray_dedup_makes_the_same_decisions(tmp_path):
+    common = ["--image-root", IMAGES, "--embedder", "timm-pool", "--no-cache", "-t", "0.85", "-t", "0.7", "-q"]
+    run_curate("dedup", DEMO, "-o", tmp_path / "local.json", *common, check=0)
+    run_curate("dedup", DEMO, "-o", tmp_path / "ray.json", *common, "--engine", "ray", check=0)
+    assert load_json(tmp_path / "local.json") == load_json(tmp_path / "ray.json")
+    removed = [(Path(str(tmp_path / f"{e}.json") + ".report") / "removed.jsonl").read_text() for e in ("local", "ray")]
+    strip = [[{k: v for k, v in json.loads(line).items() if k != "score"} for line in r.splitlines()] for r in removed]
+    assert strip[0] == strip[1] and len(strip[0]) == 4
