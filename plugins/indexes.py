@@ -124,7 +124,7 @@ class Hnsw(IndexKind):
 
 # Below this many vectors numpy's blocked products beat hnswlib on this 2-core machine
 # (measured with bench/index_scale.py; see bench/README.md).
-AUTO_EXACT_MAX = 50_000
+AUTO_EXACT_MAX = 100_000
 
 
 class Auto(IndexKind):
