@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_output
-from .images import UnreadableImage, load_rgb, resolve_image
+from .images import ImageLocator, UnreadableImage, load_rgb
 from .progress import ProgressBar
 from .sample import TEXT_ONLY, source_of
 
@@ -121,14 +121,14 @@ def _md(value) -> str:
 
 class Thumbnails:
     def __init__(self, image_root: Path, size: int = 160):
-        self.root = Path(image_root)
+        self.locator = ImageLocator(image_root)
         self.size = size
         self.cache: dict[str, str | None] = {}
 
     def data_uri(self, relative: str) -> str | None:
         if relative not in self.cache:
             try:
-                image = load_rgb(resolve_image(self.root, relative), self.size)
+                image = load_rgb(self.locator.path(relative), self.size)
                 image.thumbnail((self.size, self.size))
                 buffer = io.BytesIO()
                 image.save(buffer, "JPEG", quality=75)
