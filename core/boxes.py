@@ -64,6 +64,8 @@ def convert_box(box, source: str, target: str, size: tuple[int, int] | None) -> 
     """A box from one convention to another (through ``original``)."""
     if source == target:
         return list(box)
+    if source == "original" and target == "padded":      # SVIT -> LLaVA, the common case
+        return pad_box(box, *size)
     width, height = size if size else (None, None)
     if source == "original":
         original = [float(v) for v in box]
@@ -89,9 +91,7 @@ def convert_box(box, source: str, target: str, size: tuple[int, int] | None) -> 
 
 def format_number(value) -> str:
     """Python's default formatting (0.5, not 0.500), integers without a point."""
-    if isinstance(value, int):
-        return str(value)
-    return repr(float(value))
+    return str(value) if type(value) is int else repr(float(value))
 
 
 # --- how boxes are written in text --------------------------------------------------------------
@@ -127,10 +127,8 @@ class BoxStyle:
             yield group
 
     def render(self, boxes: list[list]) -> str:
-        if self.syntax == "internvl":
-            inner = ", ".join("[" + ", ".join(format_number(v) for v in b) + "]" for b in boxes)
-            return f"<box>[{inner}]</box>"
-        return ", ".join("[" + ", ".join(format_number(v) for v in b) + "]" for b in boxes)
+        inner = ", ".join("[" + ", ".join(map(format_number, b)) + "]" for b in boxes)
+        return f"<box>[{inner}]</box>" if self.syntax == "internvl" else inner
 
     def strip_markup(self, text: str) -> str:
         return _REF.sub(r"\1", text) if self.syntax == "internvl" else text
