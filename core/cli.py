@@ -297,8 +297,7 @@ def dedup(inputs, output, to_format, image_root, embedder, model, weights, cache
 
 
 def print_dedup_summary(run) -> None:
-    from .report import build_report
-    data = build_report(run)
+    data = run.report_data
     for block in data["thresholds"]:
         table = Table(title=f"threshold {block['threshold']}")
         for name in ("source", "samples", "unique images", "similar", "kept", "samples removed"):

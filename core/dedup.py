@@ -41,6 +41,7 @@ class ImageTable:
     position: dict[str, int] = field(default_factory=dict)
     single_samples: list[int] = field(default_factory=list)  # samples whose only image this is
     first_id: list = field(default_factory=list)             # id of the first sample using it
+    sources: list[str] = field(default_factory=list)         # source dataset of each image
     multi_samples: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # (source, images)
 
     def add_sample(self, sample) -> None:
@@ -57,6 +58,7 @@ class ImageTable:
             self.paths.append(path)
             self.single_samples.append(0)
             self.first_id.append(sample_id)
+            self.sources.append(source_of(path))
         return i
 
     def samples_removed(self, removed: np.ndarray) -> dict[str, int]:
@@ -64,16 +66,12 @@ class ImageTable:
         per_source: dict[str, int] = {}
         for i in np.flatnonzero(removed):
             if self.single_samples[i]:
-                source = source_of(self.paths[i])
+                source = self.sources[i]
                 per_source[source] = per_source.get(source, 0) + self.single_samples[i]
         for source, positions in self.multi_samples:
             if all(removed[i] for i in positions):
                 per_source[source] = per_source.get(source, 0) + 1
         return per_source
-
-    @property
-    def sources(self) -> list[str]:
-        return [source_of(p) for p in self.paths]
 
 
 @dataclass
@@ -99,6 +97,7 @@ class DedupRun:
     stage_seconds: dict[str, float]
     removed_path: Path | None = None
     samples_removed: dict[float, dict[str, int]] = field(default_factory=dict)
+    report_data: dict | None = None          # what report.json holds, once written
 
 
 def embedder_spec(name: str, model: str | None, weights, device: str) -> dict:
@@ -264,7 +263,7 @@ def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = N
     report.check()
 
     from .report import write_reports
-    write_reports(run, report_dir, show_progress=show_progress)
+    run.report_data = write_reports(run, report_dir, show_progress=show_progress)
     return run
 
 

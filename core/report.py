@@ -23,19 +23,24 @@ HISTOGRAM_BINS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
 
 def build_report(run) -> dict:
     images = run.images
-    sources = images.sources
     failures = run.embed.failures
     report = run.report
+    members_of: dict[str, list[int]] = {}
+    for i, source in enumerate(images.sources):
+        members_of.setdefault(source, []).append(i)
+    members_of = {k: np.asarray(v, np.int64) for k, v in members_of.items()}
+    unreadable = {name: sum(int(i) in failures for i in members) for name, members in members_of.items()}
+    names = sorted(run.sample_sources, key=lambda s: (s == TEXT_ONLY, -run.sample_sources[s], s))
+    no_members = np.zeros(0, np.int64)
     tables = []
     for result in run.thresholds:
         rows = []
-        names = sorted(run.sample_sources, key=lambda s: (s == TEXT_ONLY, -run.sample_sources[s], s))
         removed_samples = run.samples_removed.get(result.threshold, {})
         for name in names:
-            members = [i for i, s in enumerate(sources) if s == name]
-            similar = int(sum(result.duplicate_of[i] >= 0 for i in members))
+            members = members_of.get(name, no_members)
+            similar = int((result.duplicate_of[members] >= 0).sum())
             rows.append({"source": name, "samples": run.sample_sources[name], "unique_images": len(members),
-                         "unreadable": sum(i in failures for i in members), "similar": similar,
+                         "unreadable": unreadable.get(name, 0), "similar": similar,
                          "kept": len(members) - similar, "samples_removed": removed_samples.get(name, 0)})
         total = {key: sum(r[key] for r in rows) for key in rows[0] if key != "source"} if rows else {}
         rows.append({"source": "total", **total})
