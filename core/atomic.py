@@ -1,4 +1,5 @@
-"""Outputs appear whole or not at all: write beside the target, then rename over it."""
+"""Outputs appear whole or not at all: every file of a run is written beside its target and
+the whole set is renamed into place in one commit step, after everything else succeeded."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from .errors import CurateError
 
 
 def check_output(path: Path, *, inputs=(), overwrite: bool = False) -> Path:
-    """Refuse an output that is an input, a folder, or (without overwrite) an existing file."""
+    """Refuse an output that is an input, a folder, not a regular file, or (without
+    overwrite) an existing file; or that lies in a folder we cannot write to."""
     path = Path(path)
     for source in inputs:
         source = Path(source)
@@ -20,9 +22,14 @@ def check_output(path: Path, *, inputs=(), overwrite: bool = False) -> Path:
             raise CurateError(f"{path}: the output is also an input; write to another file")
     if path.is_dir():
         raise CurateError(f"{path}: the output is a folder; name a file")
+    if path.exists() and not path.is_file():
+        raise CurateError(f"{path}: the output exists and is not a regular file (a device, a pipe?); "
+                          "name a regular file")
     if path.exists() and not overwrite:
         raise CurateError(f"{path}: the output exists; pass --overwrite to replace it")
     parent = _nearest_existing_parent(path)
+    if not parent.is_dir():
+        raise CurateError(f"{path}: cannot write there: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise CurateError(f"{path}: cannot write in folder {parent}")
     return path
@@ -30,35 +37,98 @@ def check_output(path: Path, *, inputs=(), overwrite: bool = False) -> Path:
 
 def _nearest_existing_parent(path: Path) -> Path:
     parent = path.absolute().parent
-    while not parent.exists():
+    while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     return parent
 
 
-@contextmanager
-def atomic_output(path: Path, *, mode: str = "w"):
-    """Yield a file in the target's folder; rename it over the target only on success.
+class Outputs:
+    """The files one run writes (dataset, rejects, removed list, report), committed together.
 
-    A crash, an exception or a SIGKILL leaves the target untouched (absent or the
-    complete old file); the temporary file is removed on any Python-level failure.
+    ``claim`` checks each target up front (not an input, not claimed twice, writable), before
+    any slow work; ``open`` gives a temporary file beside the target; ``commit`` flushes every
+    temporary file to disk and only then renames them all into place. Leaving the ``with``
+    block with an exception (or a signal) removes the temporary files and leaves every target
+    as it was.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CurateError(f"{path}: cannot write the output ({e.strerror})") from None
-    temp = Path(temp_name)
-    try:
+
+    def __init__(self, inputs=(), *, overwrite: bool = False):
+        self.inputs = [Path(p) for p in inputs]
+        self.overwrite = overwrite
+        self.claimed: dict[Path, tuple[Path, str]] = {}
+        self.open_files: dict[Path, tuple[Path, object]] = {}
+        self.stale: list[Path] = []
+
+    def claim(self, path, role: str = "output", *, overwrite: bool | None = None) -> Path:
+        """Check that ``path`` may be written by this run; ``role`` names it in errors."""
+        path = Path(path)
+        key = path.absolute().resolve()
+        if key in self.claimed:
+            other, other_role = self.claimed[key]
+            raise CurateError(f"{path}: named as both the {other_role} and the {role}; give them different paths")
+        check_output(path, inputs=self.inputs, overwrite=self.overwrite if overwrite is None else overwrite)
+        self.claimed[key] = (path, role)
+        return path
+
+    def open(self, path, mode: str = "w"):
+        """A temporary file that becomes ``path`` at commit (the same file if opened twice)."""
+        path = Path(path)
+        if path in self.open_files:
+            return self.open_files[path][1]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as e:
+            raise CurateError(f"{path}: cannot write the output ({e.strerror})") from None
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
         kwargs = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
-        with open(fd, mode, buffering=1 << 20, **kwargs) as stream:
-            yield stream
+        stream = open(fd, mode, buffering=1 << 20, **kwargs)
+        self.open_files[path] = (Path(temp_name), stream)
+        return stream
+
+    def discard_at_commit(self, path) -> None:
+        """Remove ``path`` at commit (a stale rejects list from an earlier run would mislead)."""
+        self.stale.append(Path(path))
+
+    def commit(self) -> None:
+        for temp, stream in self.open_files.values():
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+            stream.close()
+        for path, (temp, _) in self.open_files.items():
+            os.replace(temp, path)
+        self.open_files.clear()
+        for path in self.stale:
+            if path.is_file():
+                path.unlink()
+
+    def abort(self) -> None:
+        for temp, stream in self.open_files.values():
+            try:
+                stream.close()
+            except OSError:
+                pass
+            temp.unlink(missing_ok=True)
+        self.open_files.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+
+
+@contextmanager
+def atomic_output(path: Path, *, mode: str = "w"):
+    """One file written through :class:`Outputs`: renamed over the target only on success."""
+    with Outputs() as outputs:
+        yield outputs.open(path, mode)

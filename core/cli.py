@@ -9,14 +9,16 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import api
 from .boxes import CONVENTIONS
+from .engine import ON_ERROR, Inputs
 from .errors import CurateError
 from .registry import KINDS, get_registry, register_commands
 from .progress import ProgressBar, stderr_console
-from .stats import PLACEMENTS, summarise
+from .stats import PLACEMENTS, summarise_inputs
 
 stdout_console = Console()
 
@@ -77,30 +79,64 @@ def cli():
     """
 
 
+def _apply(options, function):
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def input_options(*, image_root_required: bool = False, with_from: bool = True):
+    """How inputs are read, the same on every command that reads (the readers' own options,
+    such as --svit-task, are added to each such command in :func:`main`)."""
+    options = [
+        click.option("--image-root", required=image_root_required, default=None,
+                     type=click.Path(path_type=Path, file_okay=False),
+                     help="Folder that the records' image paths are relative to (a LLaVA data root or the "
+                          "dataset's own); needed for image files, box conversion and SVIT."),
+        click.option("--image-prefix", default=None,
+                     help="Folder to put before bare image file names, e.g. coco/train2017."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed for formats that draw at random (same input and seed, same output)."),
+        click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
+                     help="An option for a plugin's reader or writer; repeat for several."),
+    ]
+    if with_from:
+        options.insert(0, click.option("--from", "from_format", default="auto", show_default=True,
+                                       help="Format of the inputs (auto: recognise each file by its content)."))
+    return lambda function: _apply(options, function)
+
+
+def output_options(function):
+    """What happens to records that cannot be written, and to existing outputs."""
+    return _apply([
+        click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True,
+                     help="fail: stop at the first bad record, write nothing. skip: set bad records "
+                          "aside in the rejects file with their reason, and go on."),
+        click.option("--rejects", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Where skipped records go (JSON Lines) [default: OUTPUT.rejects.jsonl]."),
+        click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never an input)."),
+        click.option("--boxes", type=click.Choice(CONVENTIONS), default=None,
+                     help="Write boxes in this convention instead of the writer's own: original (normalised "
+                          "to the image), padded (normalised to the square-padded image, LLaVA-1.5), thousand "
+                          "(integers in [0, 1000), InternVL), pixels (Qwen2.5-VL). Needs --image-root for sizes."),
+    ], function)
+
+
+def make_inputs(paths, from_format, image_root, image_prefix, seed, options, format_options) -> Inputs:
+    """The Inputs of a command: -O pairs and the formats' own options go to the readers and writers."""
+    extra = {k: v for k, v in format_options.items() if v is not None}
+    extra.update(parse_options(options))
+    return Inputs(paths, from_format, image_root=image_root, image_prefix=image_prefix, seed=seed, options=extra)
+
+
 @cli.command()
 @click.argument("from_format", metavar="FROM")
 @click.argument("to_format", metavar="TO")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="File to write (.jsonl for JSON Lines where the writer supports it).")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never an input).")
-@click.option("--on-error", type=click.Choice(api.ON_ERROR), default="fail", show_default=True,
-              help="fail: stop at the first bad record, write nothing. skip: set bad records "
-                   "aside in the rejects file with their reason, and go on.")
-@click.option("--rejects", type=click.Path(path_type=Path), default=None,
-              help="Where skipped records go (JSON Lines) [default: OUTPUT.rejects.jsonl].")
-@click.option("--image-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder that image paths are relative to (formats that need image files).")
-@click.option("--image-prefix", default=None,
-              help="Folder to put before bare image file names, e.g. coco/train2017.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for formats that draw at random (same input and seed, same output).")
-@click.option("--boxes", type=click.Choice(CONVENTIONS), default=None,
-              help="Write boxes in this convention instead of the writer's own: original (normalised to "
-                   "the image), padded (normalised to the square-padded image, LLaVA-1.5), thousand "
-                   "(integers in [0, 1000), InternVL), pixels (Qwen2.5-VL). Needs --image-root for sizes.")
-@click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="An option for a plugin's reader or writer; repeat for several.")
+@input_options(with_from=False)
+@output_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects, image_root,
             image_prefix, seed, boxes, options, quiet, **format_options):
@@ -114,12 +150,9 @@ def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects
       curate convert llava sharegpt4v llava_v1_5_mix665k.json -o mix.jsonl
     """
     _warn_plugin_problems()
-    extra = {k: v for k, v in format_options.items() if v is not None}
-    extra.update(parse_options(options))
-    report = api.convert(inputs, output, from_format, to_format, overwrite=overwrite,
-                         on_error=on_error, rejects=rejects, image_root=image_root,
-                         image_prefix=image_prefix, seed=seed, extra=extra, boxes=boxes,
-                         show_progress=not quiet)
+    source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
+    report = api.convert(source, output, to=to_format, overwrite=overwrite, on_error=on_error, rejects=rejects,
+                         boxes=boxes, show_progress=not quiet)
     if not quiet:
         print_report(report)
     else:
@@ -150,50 +183,36 @@ def print_report(report: api.Report) -> None:
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--from", "from_format", default="auto", show_default=True,
-              help="Format of the inputs (auto: recognise by content).")
-@click.option("--on-error", type=click.Choice(api.ON_ERROR), default="fail", show_default=True,
+@input_options()
+@click.option("--on-error", type=click.Choice(ON_ERROR), default="fail", show_default=True,
               help="fail: stop at the first bad record. skip: leave bad records out of the counts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def inspect(inputs, from_format, on_error, as_json):
+def inspect(inputs, from_format, image_root, image_prefix, seed, options, on_error, as_json, **format_options):
     """Summarise datasets: per source, samples, unique images, text-only samples, turns
     and where `<image>` sits in the first turn (prefix, suffix, middle, none)."""
     _warn_plugin_problems()
-    total_bytes = sum(p.stat().st_size for p in inputs if p.is_file())
-    rejected = []
-
-    def reject(error, raw=None):
-        if on_error == "fail":
-            raise error
-        rejected.append(error)
-
-    with ProgressBar("inspect", total_bytes, enabled=not as_json) as bar:
-        def samples():
-            for path in inputs:
-                yield from api.read(path, from_format, progress=bar.advance, reject=reject)
-        rows = summarise(bar.count(samples()))
+    source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
+    rows, rejected = summarise_inputs(source, on_error, show_progress=not as_json)
     if as_json:
         click.echo(json.dumps([r.as_json() for r in rows] + [{"rejected": len(rejected)}], indent=2))
         return
-    table = Table(title=", ".join(str(p) for p in inputs))
+    table = Table(title=escape(", ".join(str(p) for p in inputs)))
     for name in ("source", "samples", "images", "text-only", "turns", *PLACEMENTS):
         table.add_column(name, justify="left" if name == "source" else "right", no_wrap=True,
                          min_width=12 if name == "source" else len(name))
     for row in rows:
         style = "bold" if row.source == "total" else None
-        table.add_row(row.source, f"{row.samples:,}", f"{row.unique_images:,}", f"{row.text_only:,}",
+        table.add_row(escape(row.source), f"{row.samples:,}", f"{row.unique_images:,}", f"{row.text_only:,}",
                       f"{row.turns:,}", *[f"{row.placement[p]:,}" for p in PLACEMENTS], style=style)
     stdout_console.print(table)
     total = rows[-1].samples
     stderr_console.print(f"{total + len(rejected):,} records = {total:,} summarised + {len(rejected):,} rejected"
-                         + (f" (first: {rejected[0]})" if rejected else ""), highlight=False)
+                         + (f" (first: {rejected[0]})" if rejected else ""), highlight=False, markup=False)
 
 
 def embedding_options(function):
     """Options shared by `dedup` and `embed` (one code path for embedding)."""
-    options = [
-        click.option("--image-root", required=True, type=click.Path(path_type=Path, file_okay=False),
-                     help="Folder that the records' image paths are relative to."),
+    return _apply([
         click.option("--embedder", default="vit-cls", show_default=True,
                      help="Image embedder: vit-cls (a ViT's class token, as in the LLaVA-665K study) or "
                           "timm-pool (pooled features; offline default EfficientNet-Lite0). See `curate plugins`."),
@@ -216,30 +235,28 @@ def embedding_options(function):
                      show_default=True,
                      help="How workers decode images: threads (best on a few cores) or forked processes "
                           "(scale on many cores); auto: processes when the model runs on CUDA."),
-        click.option("--from", "from_format", default="auto", show_default=True,
-                     help="Format of the inputs (auto: recognise by content)."),
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      help="Where embedding runs: this machine, or a Ray cluster (pip install 'curate[ray]'); "
                           "both fill the same cache."),
         click.option("--ray-address", default=None,
                      help="Ray cluster to join (e.g. ray://head:10001 or auto) [default: start Ray locally]."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+    ], function)
 
 
-def _cache(cache_dir, no_cache):
-    from .dedup import default_cache_dir
-    return None if no_cache else (cache_dir or default_cache_dir())
+def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet):
+    from .dedup import EmbedSettings, default_cache_dir
+    return EmbedSettings(cache_dir=None if no_cache else (cache_dir or default_cache_dir()), batch_size=batch_size,
+                         workers=workers, decode=decode, engine=engine, ray_address=ray_address,
+                         show_progress=not quiet)
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="The filtered dataset (kept and text-only samples, in input order).")
-@click.option("--to", "to_format", default=None, help="Format to write [default: the input's format].")
+@click.option("--to", "to_format", default=None, help="Format to write [default: the first input's format, or llava for formats curate only reads].")
+@input_options(image_root_required=True)
 @embedding_options
 @click.option("--index", default="auto", show_default=True,
               help="Similarity index: exact (blocked matrix products), hnsw (hnswlib, approximate), or auto "
@@ -261,58 +278,56 @@ def _cache(cache_dir, no_cache):
               help="The report lists every N-th removed image with its kept twin.")
 @click.option("--drop-unreadable", is_flag=True,
               help="Set samples with a missing or unreadable image aside as rejects (default: keep them).")
-@click.option("--on-error", type=click.Choice(api.ON_ERROR), default="fail", show_default=True,
-              help="Bad records: fail (stop, write nothing) or skip (to the rejects file, with reasons).")
-@click.option("--rejects", type=click.Path(path_type=Path), default=None,
-              help="Where rejected records go [default: OUTPUT.rejects.jsonl].")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (never an input).")
-def dedup(inputs, output, to_format, image_root, embedder, model, weights, cache_dir, no_cache, batch_size,
-          workers, device, decode, from_format, engine, ray_address, quiet, index, hnsw_m, hnsw_ef_construction, hnsw_ef, thresholds, scope,
-          report_dir, sample_every, drop_unreadable, on_error, rejects, overwrite):
+@output_options
+def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
+          cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, hnsw_m,
+          hnsw_ef_construction, hnsw_ef, thresholds, scope, report_dir, sample_every, drop_unreadable, on_error,
+          rejects, overwrite, boxes, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
     Each unique image is embedded once; within each scope group, images are walked in
     order of first appearance and an image is removed when an already kept image has
     similarity >= THRESHOLD with it. Samples of removed images go to removed.jsonl with
     the image they duplicate; text-only samples and samples of kept images are written.
+    Inputs are read as `curate convert` reads them (--from, --image-prefix, --seed, -O and
+    the formats' own options).
 
     \b
     Example:
       curate dedup llava_v1_5_mix665k.json -o dedup.json --image-root data/ \\
           -t 0.9 -t 0.8 -t 0.7 --report report/
     """
-    from .dedup import dedup as run_dedup
+    from .dedup import EmbedderSpec, ReportSettings, SearchSettings, dedup as run_dedup
     _warn_plugin_problems()
-    run = run_dedup(inputs, output, image_root=image_root, from_=from_format, to=to_format, embedder=embedder,
-                    model=model, weights=weights, index=index,
-                    index_options={"m": hnsw_m, "ef_construction": hnsw_ef_construction, "ef": hnsw_ef}
-                    if index in ("hnsw", "auto") else {},
-                    thresholds=thresholds or (0.9,), scope=scope, report_dir=report_dir,
-                    cache_dir=_cache(cache_dir, no_cache), batch_size=batch_size, workers=workers,
-                    device=device, decode=decode, drop_unreadable=drop_unreadable, sample_every=sample_every,
-                    overwrite=overwrite, on_error=on_error, rejects=rejects, show_progress=not quiet,
-                    engine=engine, ray_address=ray_address)
+    source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
+    result = run_dedup(
+        source, output, to=to_format, embedder=EmbedderSpec(embedder, model, weights, device),
+        search=SearchSettings(thresholds, scope, index, {"m": hnsw_m, "ef_construction": hnsw_ef_construction,
+                                                           "ef": hnsw_ef} if index in ("hnsw", "auto") else {}),
+        settings=embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet),
+        report=ReportSettings(report_dir, sample_every), drop_unreadable=drop_unreadable, on_error=on_error,
+        rejects=rejects, boxes=boxes, overwrite=overwrite)
     if not quiet:
-        print_dedup_summary(run)
+        print_dedup_summary(result)
 
 
-def print_dedup_summary(run) -> None:
-    data = run.report_data
+def print_dedup_summary(result) -> None:
+    data = result.report_data
     for block in data["thresholds"]:
         table = Table(title=f"threshold {block['threshold']}")
         for name in ("source", "samples", "unique images", "similar", "kept", "samples removed"):
             table.add_column(name, justify="left" if name == "source" else "right", no_wrap=True)
         for row in block["table"]:
-            table.add_row(row["source"], f"{row['samples']:,}", f"{row['unique_images']:,}", f"{row['similar']:,}",
-                          f"{row['kept']:,}", f"{row['samples_removed']:,}",
+            table.add_row(escape(row["source"]), f"{row['samples']:,}", f"{row['unique_images']:,}",
+                          f"{row['similar']:,}", f"{row['kept']:,}", f"{row['samples_removed']:,}",
                           style="bold" if row["source"] == "total" else None)
         stderr_console.print(table)
     emb = data["embedding"]
     stderr_console.print(f"images: {emb['unique_images']:,} unique, {emb['embedded']:,} embedded "
                          f"({emb['images_per_second'] or 0:,.1f}/s), {emb['cached']:,} from cache, "
                          f"{emb['unreadable']:,} unreadable", highlight=False)
-    print_report(run.report)
-    stderr_console.print(f"report: {Path(data['removed_file']).parent / 'report.html'}", highlight=False)
+    print_report(result.report)
+    stderr_console.print(f"report: {result.report_dir / 'report.html'}", highlight=False, markup=False)
 
 
 @cli.command()
@@ -321,80 +336,50 @@ def print_dedup_summary(run) -> None:
               help="Also save the vectors as .npy (rows in order of first appearance; OUTPUT.json lists "
                    "the images and any failures).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@input_options(image_root_required=True)
 @embedding_options
-def embed(inputs, output, overwrite, image_root, embedder, model, weights, cache_dir, no_cache, batch_size,
-          workers, device, decode, from_format, engine, ray_address, quiet):
+def embed(inputs, output, overwrite, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
+          cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, **format_options):
     """Embed the unique images of datasets into the cache (and optionally a .npy), without
     deduplicating. A later `curate dedup` with the same model and cache embeds nothing again."""
-    from .atomic import atomic_output, check_output
-    from .dedup import ImageTable, embed_images, embedder_spec, load_embedder
-    from .images import check_image_root
-    import numpy as np
+    from .dedup import EmbedderSpec, embed as run_embed, save_embeddings
     _warn_plugin_problems()
-    image_root = check_image_root(image_root)
-    if output is not None:
-        check_output(output, inputs=inputs, overwrite=overwrite)
-    cache_dir = _cache(cache_dir, no_cache)
-    if output is None and cache_dir is None:
+    settings = embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet)
+    if output is None and settings.cache_dir is None:
         raise CurateError("nothing to keep the embeddings in: give -o OUTPUT.npy or drop --no-cache")
-    model_ready = load_embedder(embedder, model, weights, device)
-    images = ImageTable()
-    for path in inputs:
-        for sample in api.read(path, from_format):
-            images.add_sample(sample)
-    result = embed_images(images, image_root, model_ready, cache_dir=cache_dir, batch_size=batch_size,
-                          workers=workers, decode=decode, show_progress=not quiet, engine=engine,
-                          ray_address=ray_address, spec=embedder_spec(embedder, model, weights, device))
+    source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
+    found = run_embed(source, EmbedderSpec(embedder, model, weights, device), settings)
     if output is not None:
-        with atomic_output(output, mode="wb") as f:
-            np.save(f, result.vectors)
-        with atomic_output(output.with_name(output.name + ".json")) as f:
-            json.dump([{"image": p, "ok": bool(result.ok[i]), "reason": result.failures.get(i)}
-                       for i, p in enumerate(images.paths)], f, indent=0)
+        save_embeddings(found, output, inputs=source.paths, overwrite=overwrite)
     if not quiet:
-        stderr_console.print(f"{len(images.paths):,} images: {result.embedded:,} embedded, {result.cached:,} from "
-                             f"cache, {len(result.failures):,} unreadable, in {result.seconds:.1f} s"
-                             + (f"; cache {cache_dir}" if cache_dir else ""), highlight=False)
+        result = found.result
+        stderr_console.print(f"{len(found.images.paths):,} images: {result.embedded:,} embedded, {result.cached:,} "
+                             f"from cache, {len(result.failures):,} unreadable, in {result.seconds:.1f} s"
+                             + (f"; cache {settings.cache_dir}" if settings.cache_dir else ""),
+                             highlight=False, markup=False)
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The HTML page to write (self-contained: thumbnails are embedded).")
-@click.option("--image-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder that image paths are relative to (LLaVA data root or the dataset's own).")
-@click.option("--from", "from_format", default="auto", show_default=True,
-              help="Format of the inputs (auto: recognise by content); it says what the boxes mean.")
+@input_options()
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Records to show.")
 @click.option("--ids", default=None, help="Only these record ids (comma-separated).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-def preview(inputs, output, image_root, from_format, limit, ids, overwrite):
+def preview(inputs, output, from_format, image_root, image_prefix, seed, options, limit, ids, overwrite,
+            **format_options):
     """Render records with their image and boxes as an HTML page, to check a conversion by eye.
 
-    Boxes are drawn as the format means them: LLaVA's, normalised to the square-padded image,
-    are drawn on the image padded to a square.
+    Boxes are drawn as each record's format means them: LLaVA's, normalised to the
+    square-padded image, are drawn on the image padded to a square.
     """
-    import itertools
-    from .atomic import atomic_output, check_output
-    from .images import ImageLocator
-    from .preview import render_preview
+    from .preview import write_preview
     _warn_plugin_problems()
-    check_output(output, inputs=inputs, overwrite=overwrite)
+    source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     wanted = {i.strip() for i in ids.split(",")} if ids else None
-    readers = [api.resolve_reader(from_format, path) for path in inputs]
-    style = readers[0].box_style
-
-    def samples():
-        for path in inputs:
-            for sample in api.read(path, from_format, image_root=image_root):
-                if wanted is None or str(sample.id) in wanted:
-                    yield sample
-
-    html = render_preview(itertools.islice(samples(), limit), style, ImageLocator(image_root),
-                          ", ".join(str(p) for p in inputs))
-    with atomic_output(output) as f:
-        f.write(html)
-    stderr_console.print(f"wrote {output}", highlight=False)
+    write_preview(source, output, limit=limit, ids=wanted, overwrite=overwrite)
+    stderr_console.print(f"wrote {output}", highlight=False, markup=False)
 
 
 @cli.command()
@@ -433,10 +418,10 @@ def plugins():
     stdout_console.print(table)
 
 
-def add_format_options(registry, command: click.Command) -> None:
-    """Show each reader's and writer's own options (``cli_options``) on `curate convert`."""
+def add_format_options(registry, command: click.Command, kinds=("reader", "writer")) -> None:
+    """Show each reader's (and writer's) own options (``cli_options``) on a command."""
     taken = {name for param in command.params for name in param.opts}
-    for kind in ("reader", "writer"):
+    for kind in kinds:
         for component in registry.components[kind].values():
             for option in getattr(component.obj, "cli_options", []) or []:
                 if not any(name in taken for name in option.opts):
@@ -444,11 +429,23 @@ def add_format_options(registry, command: click.Command) -> None:
                     taken.update(option.opts)
 
 
+_PREPARED: set[int] = set()
+
+
+def prepare(registry) -> click.Group:
+    """Give the commands the formats' own options and the plugins' commands (once per registry)."""
+    if id(registry) not in _PREPARED:
+        _PREPARED.add(id(registry))
+        for command in (convert, dedup):
+            add_format_options(registry, command)
+        for command in (embed, inspect, preview):
+            add_format_options(registry, command, kinds=("reader",))
+        register_commands(registry, cli)
+    return cli
+
+
 def main():
-    registry = get_registry()
-    add_format_options(registry, convert)
-    register_commands(registry, cli)
-    cli(prog_name="curate")
+    prepare(get_registry())(prog_name="curate")
 
 
 if __name__ == "__main__":

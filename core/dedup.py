@@ -1,9 +1,19 @@
-"""`curate dedup`: embed each unique image once, decide per scope group which images stay,
-write the filtered dataset in input order, and account for every record."""
+"""Deduplication in three steps:
+
+1. :func:`identify_duplicates`: scan the inputs for their unique images, embed each once
+   (through the cache), and decide per scope group which images stay. It returns a typed
+   :class:`Duplicates` decision.
+2. apply: :class:`DuplicateFilter`, a filter stage of the engine's run, writes the kept
+   samples in input order and hands the removed ones to ``removed.jsonl``.
+3. report: :func:`curate.report.write_reports` renders the decision and the run's accounting.
+
+:func:`dedup` composes the three, with every output committed together.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,27 +21,86 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import DuplicateIds, RejectSink, Report, _check_input, default_rejects_path, resolve_reader, resolve_writer
-from .atomic import atomic_output, check_output
+from .atomic import Outputs
 from .cache import EmbeddingCache
+from .contracts import LoadedEmbedder
 from .embedding import EmbedResult, embed_files
+from .engine import Filter, Inputs, Item, Report, Run
 from .errors import CurateError, RecordError
-from .formats import Options
-from .boxes import BoxRewriter
 from .images import ImageLocator, UnreadableImage, check_image_root
-from .jsonstream import dumps
 from .progress import ProgressBar
 from .registry import get_registry
 from .sample import source_of
 from .similarity import keep_or_remove, nearest_neighbour_similarity
 
 SCOPES = ("source", "global")
+ENGINES = ("local", "ray")
+DEFAULT_THRESHOLD = 0.9
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "curate" / "embeddings"
 
+
+# --- settings ---------------------------------------------------------------------------------
+
+@dataclass
+class EmbedderSpec:
+    """Which model embeds the images."""
+
+    name: str = "vit-cls"
+    model: str | None = None
+    weights: Path | None = None
+    device: str = "auto"
+
+    def load(self) -> LoadedEmbedder:
+        weights = str(self.weights) if self.weights else None
+        return get_registry().get("embedder", self.name).load(self.model, weights, self.device)
+
+    def for_workers(self) -> dict:
+        """What a Ray actor needs to load the same model (absolute paths: it runs elsewhere)."""
+        return {"embedder": self.name, "model": self.model, "device": self.device,
+                "weights": str(Path(self.weights).absolute()) if self.weights else None}
+
+
+@dataclass
+class EmbedSettings:
+    """How the embedding stage runs."""
+
+    cache_dir: Path | None = None        # None: no cache
+    batch_size: int = 32
+    workers: int = 2
+    decode: str = "auto"                 # threads, processes, or auto (processes on CUDA)
+    engine: str = "local"                # local or ray
+    ray_address: str | None = None
+    show_progress: bool = False
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise CurateError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+
+
+@dataclass
+class SearchSettings:
+    """How duplicates are decided: thresholds (the output is filtered at the first), scope, index."""
+
+    thresholds: tuple = (DEFAULT_THRESHOLD,)
+    scope: str = "source"
+    index: str = "auto"
+    index_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        values = [float(t) for t in (self.thresholds or (DEFAULT_THRESHOLD,))]
+        self.thresholds = tuple(dict.fromkeys(values))
+        for t in self.thresholds:
+            if not -1.0 <= t <= 1.0:
+                raise CurateError(f"--threshold {t}: a cosine similarity must lie in [-1, 1]")
+        if self.scope not in SCOPES:
+            raise CurateError(f"--scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
+
+
+# --- step 1: identify ----------------------------------------------------------------------------
 
 @dataclass
 class ImageTable:
@@ -43,8 +112,13 @@ class ImageTable:
     first_id: list = field(default_factory=list)             # id of the first sample using it
     sources: list[str] = field(default_factory=list)         # source dataset of each image
     multi_samples: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # (source, images)
+    sample_sources: dict[str, int] = field(default_factory=dict)   # samples per source dataset
+    text_only: int = 0
 
     def add_sample(self, sample) -> None:
+        self.sample_sources[sample.source] = self.sample_sources.get(sample.source, 0) + 1
+        if sample.image is None:
+            self.text_only += 1
         positions = tuple(self._add(path, sample.id) for path in sample.images)
         if len(positions) == 1:
             self.single_samples[positions[0]] += 1
@@ -74,45 +148,33 @@ class ImageTable:
         return per_source
 
 
-@dataclass
-class ThresholdResult:
-    threshold: float
-    duplicate_of: np.ndarray   # per image: kept image position, -1 kept, -2 not embedded
-    score: np.ndarray
+def scan(inputs: Inputs, *, on_error: str = "fail", show_progress: bool = False) -> ImageTable:
+    """The unique images of the inputs, in order of first appearance. Bad records stop the scan
+    under ``on_error="fail"``; otherwise they are left to the writing pass, which accounts for them."""
+    def reject(error, raw=None):
+        if on_error == "fail":
+            raise error
+
+    images = ImageTable()
+    with ProgressBar("scan", inputs.total_bytes, enabled=show_progress) as bar:
+        for sample in bar.count(inputs.samples(progress=bar.advance, reject=reject)):
+            images.add_sample(sample)
+    return images
 
 
 @dataclass
-class DedupRun:
-    """Everything the report is made from."""
+class Embeddings:
+    """The unique images of some inputs and their vectors (rows in the order of ``images.paths``)."""
 
-    report: Report
     images: ImageTable
-    sample_sources: dict[str, int]
-    text_only: int
-    embed: EmbedResult
-    thresholds: list[ThresholdResult]
-    nn_similarity: np.ndarray
-    scope: str
-    settings: dict
-    stage_seconds: dict[str, float]
-    removed_path: Path | None = None
-    samples_removed: dict[float, dict[str, int]] = field(default_factory=dict)
-    report_data: dict | None = None          # what report.json holds, once written
+    result: EmbedResult
+    model: LoadedEmbedder
+    image_root: Path
+    seconds: dict[str, float] = field(default_factory=dict)     # scan, embed
 
 
-def embedder_spec(name: str, model: str | None, weights, device: str) -> dict:
-    """What a Ray actor needs to load the same model."""
-    return {"embedder": name, "model": model, "weights": str(Path(weights).absolute()) if weights else None,
-            "device": device}
-
-
-def load_embedder(name: str, model: str | None, weights, device: str):
-    return get_registry().get("embedder", name).load(model, str(weights) if weights else None, device)
-
-
-def embed_images(images: ImageTable, image_root: Path, embedder, *, cache_dir, batch_size, workers,
-                 decode: str = "auto", show_progress: bool = False, engine: str = "local",
-                 ray_address: str | None = None, spec: dict | None = None) -> EmbedResult:
+def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, settings: EmbedSettings,
+                 spec: EmbedderSpec) -> EmbedResult:
     """Embed the unique images (through the cache); unreadable ones become failures with reasons."""
     paths, errors = [], {}
     locator = ImageLocator(image_root)
@@ -124,24 +186,121 @@ def embed_images(images: ImageTable, image_root: Path, embedder, *, cache_dir, b
             errors[i] = str(e)
     with contextlib.ExitStack() as stack:
         cache = None
-        if cache_dir is not None:
-            cache = stack.enter_context(EmbeddingCache(cache_dir, embedder.embedder, embedder.model_name,
-                                                       embedder.weights_digest, embedder.dim))
-        bar = stack.enter_context(ProgressBar("embed", len(paths), unit="images", enabled=show_progress))
+        if settings.cache_dir is not None:
+            cache = stack.enter_context(EmbeddingCache(settings.cache_dir, model.embedder, model.model_name,
+                                                       model.weights_digest, model.dim))
+        bar = stack.enter_context(ProgressBar("embed", len(paths), unit="images", enabled=settings.show_progress))
 
         def advance(count):
             bar.advance(count)
             bar.set_items(bar.items + count)
 
-        if engine == "ray":
+        common = dict(cache=cache, batch_size=settings.batch_size, workers=settings.workers, progress=advance,
+                      errors=errors)
+        if settings.engine == "ray":
             from .ray_engine import embed_files_ray
-            return embed_files_ray(paths, embedder, spec, cache=cache, batch_size=batch_size, workers=workers,
-                                   progress=advance, errors=errors, address=ray_address)
-        if engine != "local":
-            raise CurateError(f"--engine must be local or ray, not {engine!r}")
-        processes = decode == "processes" or (decode == "auto" and embedder.device == "cuda")
-        return embed_files(paths, embedder, cache=cache, batch_size=batch_size, workers=workers,
-                           progress=advance, errors=errors, processes=processes)
+            return embed_files_ray(paths, model, spec.for_workers(), address=settings.ray_address, **common)
+        processes = settings.decode == "processes" or (settings.decode == "auto" and model.device == "cuda")
+        return embed_files(paths, model, processes=processes, **common)
+
+
+def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings = None, *,
+          on_error: str = "fail", model: LoadedEmbedder | None = None) -> Embeddings:
+    """Embed every unique image of ``inputs`` (relative to ``inputs.image_root``) into the cache.
+
+    >>> found = curate.embed(curate.Inputs(["mix.json"], image_root="data"), curate.EmbedderSpec("timm-pool"),
+    ...                      curate.EmbedSettings(cache_dir=Path("cache")))
+    >>> found.result.vectors.shape
+    """
+    embedder = embedder or EmbedderSpec()
+    settings = settings or EmbedSettings()
+    image_root = check_image_root(inputs.image_root)
+    model = model or embedder.load()     # fails on weights before any work
+    started = time.monotonic()
+    images = scan(inputs, on_error=on_error, show_progress=settings.show_progress)
+    scanned = time.monotonic()
+    result = embed_images(images, image_root, model, settings, embedder)
+    return Embeddings(images, result, model, image_root,
+                      {"scan": scanned - started, "embed": time.monotonic() - scanned})
+
+
+def save_embeddings(found: Embeddings, output: Path, *, inputs=(), overwrite: bool = False) -> None:
+    """The vectors as ``OUTPUT.npy`` and, beside it, ``OUTPUT.json`` listing each row's image."""
+    output = Path(output)
+    with Outputs(inputs, overwrite=overwrite) as outputs:
+        listing = outputs.claim(output.with_name(output.name + ".json"), "image listing")
+        np.save(outputs.open(outputs.claim(output, "vectors file"), mode="wb"), found.result.vectors)
+        failures = found.result.failures
+        json.dump([{"image": p, "ok": bool(found.result.ok[i]), "reason": failures.get(i)}
+                   for i, p in enumerate(found.images.paths)], outputs.open(listing), indent=0)
+
+
+@dataclass
+class ThresholdResult:
+    threshold: float
+    duplicate_of: np.ndarray   # per image: kept image position, -1 kept, -2 not embedded
+    score: np.ndarray
+
+
+@dataclass
+class Duplicates:
+    """The decision: for each threshold, which image each removed image duplicates."""
+
+    found: Embeddings
+    search: SearchSettings
+    thresholds: list[ThresholdResult]
+    nn_similarity: np.ndarray          # each image's similarity to its nearest neighbour in its group
+    stage_seconds: dict[str, float]
+
+    @property
+    def images(self) -> ImageTable:
+        return self.found.images
+
+    @property
+    def embedding(self) -> EmbedResult:
+        return self.found.result
+
+    @property
+    def applied(self) -> ThresholdResult:
+        """The threshold the output is filtered at (the first one given)."""
+        return self.thresholds[0]
+
+    def positions(self, sample) -> list[int]:
+        return [self.images.position[p] for p in sample.images]
+
+    def removal(self, sample) -> dict | None:
+        """Why ``sample`` is removed (its line in removed.jsonl), or None when it stays: a
+        sample goes only when all of its images are removed."""
+        result = self.applied
+        positions = self.positions(sample)
+        if not positions or not all(result.duplicate_of[i] >= 0 for i in positions):
+            return None
+        kept = [self.images.paths[result.duplicate_of[i]] for i in positions]
+        scores = [round(float(result.score[i]), 6) for i in positions]
+        single = len(positions) == 1
+        return {"id": sample.id, "image": sample.image, "duplicate_of": kept[0] if single else kept,
+                "duplicate_of_id": self.images.first_id[result.duplicate_of[positions[0]]],
+                "score": scores[0] if single else scores, "threshold": result.threshold}
+
+    def unreadable(self, sample) -> tuple[str, str] | None:
+        """The first of the sample's images that could not be embedded, with the reason."""
+        failures = self.embedding.failures
+        for path in sample.images:
+            reason = failures.get(self.images.position[path])
+            if reason is not None:
+                return path, reason
+        return None
+
+    def samples_removed(self) -> dict[float, dict[str, int]]:
+        return {r.threshold: self.images.samples_removed(r.duplicate_of >= 0) for r in self.thresholds}
+
+    def settings(self) -> dict:
+        """The settings as report.json records them."""
+        model = self.found.model
+        return dict(embedder=model.embedder, model=model.model_name, weights=model.weights_digest, dim=model.dim,
+                    device=model.device, index=self.search.index, index_options=dict(self.search.index_options),
+                    thresholds=list(self.search.thresholds), scope=self.search.scope,
+                    image_root=str(self.found.image_root))
 
 
 def scope_groups(images: ImageTable, ok: np.ndarray, scope: str) -> dict[str, np.ndarray]:
@@ -155,188 +314,119 @@ def scope_groups(images: ImageTable, ok: np.ndarray, scope: str) -> dict[str, np
     return {k: np.asarray(v, np.int64) for k, v in groups.items()}
 
 
-def decide(vectors, ok, groups, thresholds, index_kind, index_options, show_progress):
+def decide(vectors, ok, groups, search: SearchSettings, show_progress: bool):
+    """The keep/remove walk per group and threshold, and each image's nearest-neighbour similarity."""
+    index_kind = get_registry().get("index", search.index)
+    options = dict(search.index_options)
     results = []
     n = len(ok)
     nn = np.full(n, np.nan, np.float32)
-    steps = len(groups) * (len(thresholds) + 1)
+    steps = len(groups) * (len(search.thresholds) + 1)
     with ProgressBar("search", steps, unit="steps", enabled=show_progress) as bar:
-        for threshold in thresholds:
+        for threshold in search.thresholds:
             duplicate_of = np.where(ok, -1, -2).astype(np.int64)
             score = np.zeros(n, np.float32)
             for members in groups.values():
-                walk = keep_or_remove(vectors[members], index_kind, threshold, **index_options)
+                walk = keep_or_remove(vectors[members], index_kind, threshold, **options)
                 removed = walk.duplicate_of >= 0
                 duplicate_of[members[removed]] = members[walk.duplicate_of[removed]]
                 score[members[removed]] = walk.score[removed]
                 bar.advance(1)
             results.append(ThresholdResult(threshold, duplicate_of, score))
         for members in groups.values():
-            nn[members] = nearest_neighbour_similarity(vectors[members], index_kind, **index_options)
+            nn[members] = nearest_neighbour_similarity(vectors[members], index_kind, **options)
             bar.advance(1)
     return results, nn
 
 
-def dedup(inputs, output, *, image_root, from_: str = "auto", to: str | None = None,
-          embedder: str = "vit-cls", model: str | None = None, weights=None, index: str = "auto",
-          index_options: dict | None = None, thresholds=(0.9,), scope: str = "source", report_dir=None,
-          cache_dir=None, batch_size: int = 32, workers: int = 2, device: str = "auto", decode: str = "auto",
-          drop_unreadable: bool = False, sample_every: int = 500, overwrite: bool = False,
-          on_error: str = "fail", rejects=None, show_progress: bool = False, engine: str = "local",
-          ray_address: str | None = None) -> DedupRun:
+def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: SearchSettings = None,
+                        settings: EmbedSettings = None, *, on_error: str = "fail",
+                        model: LoadedEmbedder | None = None) -> Duplicates:
+    """Scan, embed and decide: which images of ``inputs`` duplicate an earlier kept one."""
+    search = search or SearchSettings()
+    settings = settings or EmbedSettings()
+    get_registry().get("index", search.index)            # an unknown index fails before any work
+    found = embed(inputs, embedder or EmbedderSpec(), settings, on_error=on_error, model=model)
     started = time.monotonic()
-    stage_seconds: dict[str, float] = {}
-    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
-    if not inputs:
-        raise CurateError("no input files given")
-    thresholds = sorted(set(float(t) for t in thresholds), key=list(thresholds).index) if thresholds else [0.9]
-    for t in thresholds:
-        if not -1.0 <= t <= 1.0:
-            raise CurateError(f"--threshold {t}: a cosine similarity must lie in [-1, 1]")
-    if scope not in SCOPES:
-        raise CurateError(f"--scope must be one of {', '.join(SCOPES)}")
+    groups = scope_groups(found.images, found.result.ok, search.scope)
+    results, nn = decide(found.result.vectors, found.result.ok, groups, search, settings.show_progress)
+    return Duplicates(found, search, results, nn, dict(found.seconds, search=time.monotonic() - started))
+
+
+# --- step 2: apply ---------------------------------------------------------------------------------
+
+class DuplicateFilter(Filter):
+    """The engine stage that drops samples whose images were all removed (to ``removed.jsonl``),
+    and with ``drop_unreadable`` sets samples with an unreadable image aside as rejects."""
+
+    def __init__(self, duplicates: Duplicates, removed_path: Path, drop_unreadable: bool = False):
+        super().__init__(removed_path)
+        self.duplicates = duplicates
+        self.drop_unreadable = drop_unreadable
+
+    def decide(self, item: Item):
+        removal = self.duplicates.removal(item.sample)
+        if removal is not None:
+            return removal
+        if self.drop_unreadable:
+            bad = self.duplicates.unreadable(item.sample)
+            if bad:
+                return RecordError(item.path, f"image {bad[0]!r} is unreadable: {bad[1]}", index=item.number,
+                                   record_id=item.sample.id, field="image")
+        return None
+
+
+# --- all three -----------------------------------------------------------------------------------
+
+def default_writer(inputs: Inputs) -> str:
+    """The first input's format when curate can write it (llava stays llava), else llava (svit)."""
+    name = inputs.readers[0].name
+    return name if name in get_registry().components["writer"] else "llava"
+
+
+@dataclass
+class ReportSettings:
+    folder: Path | None = None          # None: OUTPUT.report beside the output
+    sample_every: int = 500             # report.md lists every N-th removed image
+
+
+@dataclass
+class DedupResult:
+    """A dedup run: the engine's accounting, the decision, and where everything went."""
+
+    report: Report
+    duplicates: Duplicates
+    report_dir: Path
+    removed_path: Path
+    sample_every: int
+    drop_unreadable: bool
+    stage_seconds: dict[str, float]
+    report_data: dict | None = None      # what report.json holds
+
+
+def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSpec = None,
+          search: SearchSettings = None, settings: EmbedSettings = None, report: ReportSettings = None,
+          drop_unreadable: bool = False, on_error: str = "fail", rejects=None, boxes: str | None = None,
+          overwrite: bool = False) -> DedupResult:
+    """Identify near-duplicates, write the rest of ``inputs`` to ``output`` in input order, and
+    report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all."""
+    from .report import ReportFiles, write_reports
+    embedder, search = embedder or EmbedderSpec(), search or SearchSettings()
+    settings, report = settings or EmbedSettings(), report or ReportSettings()
+    check_image_root(inputs.image_root)
     output = Path(output)
-    for path in inputs:
-        _check_input(path)
-    image_root = check_image_root(image_root)
-    readers = [(path, resolve_reader(from_, path)) for path in inputs]
-    writer = resolve_writer(to or readers[0][1].name)
-    index_kind = get_registry().get("index", index)
-    check_output(output, inputs=inputs, overwrite=overwrite)
-    report_dir = Path(report_dir) if report_dir else output.with_name(output.name + ".report")
-    removed_path = report_dir / "removed.jsonl"
-    rejects_path = Path(rejects) if rejects else default_rejects_path(output)
-    check_output(removed_path, inputs=inputs + [output], overwrite=True)
-    model_ready = load_embedder(embedder, model, weights, device)   # fail on weights before any work
-
-    # Pass 1: the unique images, in order of first appearance.
-    t0 = time.monotonic()
-    images = ImageTable()
-    sample_sources: dict[str, int] = {}
-    text_only = 0
-    total_bytes = sum(p.stat().st_size for p in inputs)
-    duplicates = DuplicateIds()
-    with ProgressBar("scan", total_bytes, enabled=show_progress) as bar:
-        def samples():
-            for path, reader in readers:
-                opts = Options(progress=bar.advance, reject=_first_pass_reject(on_error), image_root=image_root)
-                for sample in reader.read(path, opts):
-                    duplicates.add(sample, path)
-                    yield sample
-        for sample in bar.count(samples()):
-            sample_sources[sample.source] = sample_sources.get(sample.source, 0) + 1
-            if sample.image is None:
-                text_only += 1
-            images.add_sample(sample)
-    stage_seconds["scan"] = time.monotonic() - t0
-
-    t0 = time.monotonic()
-    embedded = embed_images(images, image_root, model_ready, cache_dir=cache_dir, batch_size=batch_size,
-                            workers=workers, decode=decode, show_progress=show_progress, engine=engine,
-                            ray_address=ray_address, spec=embedder_spec(embedder, model, weights, device))
-    stage_seconds["embed"] = time.monotonic() - t0
-
-    t0 = time.monotonic()
-    groups = scope_groups(images, embedded.ok, scope)
-    results, nn = decide(embedded.vectors, embedded.ok, groups, thresholds, index_kind,
-                         dict(index_options or {}), show_progress)
-    stage_seconds["search"] = time.monotonic() - t0
-
-    report = Report([str(p) for p in inputs], str(output), ",".join(sorted({r.name for _, r in readers})),
-                    writer.name, warnings=[w for w in [duplicates.warning()] if w])
-    run = DedupRun(report, images, sample_sources, text_only, embedded, results, nn, scope,
-                   settings=dict(embedder=model_ready.embedder, model=model_ready.model_name,
-                                 weights=model_ready.weights_digest, dim=model_ready.dim, index=index,
-                                 index_options=dict(index_options or {}), thresholds=thresholds, scope=scope,
-                                 image_root=str(image_root), device=model_ready.device, decode=decode,
-                                 engine=engine,
-                                 sample_every=sample_every, drop_unreadable=drop_unreadable),
-                   stage_seconds=stage_seconds, removed_path=removed_path)
-
-    t0 = time.monotonic()
-    _write_filtered(run, readers, writer, output, removed_path, rejects_path, rejects, on_error,
-                    drop_unreadable, total_bytes, show_progress)
-    stage_seconds["write"] = time.monotonic() - t0
-    for result in results:
-        run.samples_removed[result.threshold] = images.samples_removed(result.duplicate_of >= 0)
-    report.seconds = time.monotonic() - started
-    report.check()
-
-    from .report import write_reports
-    run.report_data = write_reports(run, report_dir, show_progress=show_progress)
-    return run
-
-
-def _first_pass_reject(on_error):
-    def reject(error, raw=None):
-        if on_error == "fail":
-            raise error
-    return reject
-
-
-def _all_removed(sample, images: ImageTable, result: ThresholdResult) -> bool:
-    positions = [images.position[p] for p in sample.images]
-    return bool(positions) and all(result.duplicate_of[i] >= 0 for i in positions)
-
-
-def _write_filtered(run: DedupRun, readers, writer, output, removed_path, rejects_path, rejects_arg,
-                    on_error, drop_unreadable, total_bytes, show_progress) -> None:
-    """Pass 2: stream the inputs again; write kept samples in input order."""
-    images, first = run.images, run.thresholds[0]
-    failures = run.embed.failures
-    report = run.report
-    counts = {"read": 0, "reader_rejects": 0}
-    locator = ImageLocator(run.settings["image_root"])
-    rewriters = {reader.name: BoxRewriter(reader.box_style, writer.box_style, locator) for _, reader in readers}
-    with contextlib.ExitStack() as stack:
-        sink = RejectSink(on_error, rejects_path, stack)
-        removed_out = stack.enter_context(atomic_output(removed_path))
-        bar = stack.enter_context(ProgressBar("write", total_bytes, enabled=show_progress))
-
-        def reader_reject(error, raw=None):
-            counts["reader_rejects"] += 1
-            sink(error, raw)
-
-        def kept_samples():
-            for path, reader in readers:
-                options = Options(progress=bar.advance, reject=reader_reject,
-                                  image_root=Path(run.settings["image_root"]))
-                for index, sample in enumerate(reader.read(path, options)):
-                    counts["read"] += 1
-                    if _all_removed(sample, images, first):
-                        removed_out.write(dumps(_removed_record(sample, images, first)) + "\n")
-                        report.removed += 1
-                        continue
-                    if drop_unreadable:
-                        bad = [(p, failures[images.position[p]]) for p in sample.images
-                               if images.position[p] in failures]
-                        if bad:
-                            sink.set_aside(RecordError(path, f"image {bad[0][0]!r} is unreadable: {bad[0][1]}",
-                                             index=index, record_id=sample.id, field="image"), None)
-                            continue
-                    try:
-                        sample = rewriters[reader.name].apply(sample, path)
-                    except RecordError as error:
-                        sink(error, None)
-                        continue
-                    yield sample
-
-        out = stack.enter_context(atomic_output(output))
-        report.written = writer.write(bar.count(kept_samples()), out, Options(path=output, reject=sink))
-    report.records_in = counts["read"] + counts["reader_rejects"]
-    report.rejected = sink.count
-    if sink.count == 0 and rejects_arg is None and rejects_path.exists():
-        rejects_path.unlink()
-    report.rejects_path = str(rejects_path) if sink.count else None
-    report.notes += [note for note in (r.note() for r in rewriters.values()) if note]
-
-
-def _removed_record(sample, images: ImageTable, result: ThresholdResult) -> dict:
-    positions = [images.position[p] for p in sample.images]
-    kept = [images.paths[result.duplicate_of[i]] for i in positions]
-    scores = [round(float(result.score[i]), 6) for i in positions]
-    single = len(positions) == 1
-    return {"id": sample.id, "image": sample.image,
-            "duplicate_of": kept[0] if single else kept,
-            "duplicate_of_id": images.first_id[result.duplicate_of[positions[0]]],
-            "score": scores[0] if single else scores, "threshold": result.threshold}
+    run_started = time.monotonic()
+    with Outputs(inputs.paths, overwrite=overwrite) as outputs:
+        run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
+                  boxes=boxes, show_progress=settings.show_progress, title="write")
+        files = ReportFiles.claim(outputs, Path(report.folder) if report.folder else
+                                  output.with_name(output.name + ".report"))
+        duplicates = identify_duplicates(inputs, embedder, search, settings, on_error=on_error)
+        started = time.monotonic()
+        accounting = run.execute([DuplicateFilter(duplicates, files.removed, drop_unreadable)])
+        seconds = dict(duplicates.stage_seconds, write=time.monotonic() - started)
+        accounting.seconds = time.monotonic() - run_started
+        result = DedupResult(accounting, duplicates, files.folder, files.removed, report.sample_every,
+                             drop_unreadable, seconds)
+        result.report_data = write_reports(result, files, outputs, show_progress=settings.show_progress)
+    return result

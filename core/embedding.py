@@ -18,41 +18,8 @@ from typing import Callable
 import numpy as np
 
 from .cache import EmbeddingCache, image_key
+from .contracts import Embedder, LoadedEmbedder  # noqa: F401  (re-exported)
 from .images import UnreadableImage, load_rgb
-
-
-class Embedder:
-    """Base class for embedder plugins: ``load`` returns a ready :class:`LoadedEmbedder`."""
-
-    name: str = ""
-    description: str = ""
-    default_model: str = ""
-
-    def load(self, model: str | None, weights: str | None, device: str) -> "LoadedEmbedder":
-        raise NotImplementedError
-
-
-class LoadedEmbedder:
-    """A model ready to embed. ``preprocess`` runs in worker threads, ``embed`` in the main one."""
-
-    embedder: str = ""
-    model_name: str = ""
-    weights_digest: str = ""
-    dim: int = 0
-    short_side: int | None = None    # decode JPEGs at no less than this (draft mode)
-    device: str = "cpu"
-
-    def preprocess(self, image) -> np.ndarray:
-        """A decoded RGB PIL image to the model's input as an array (uint8 CHW for timm models)."""
-        raise NotImplementedError
-
-    def preprocessor(self):
-        """``preprocess`` as a small picklable callable, for decode workers elsewhere (Ray)."""
-        return self.preprocess
-
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        """A stacked batch of ``preprocess`` outputs to an (n, dim) float32 array of unit vectors."""
-        raise NotImplementedError
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""Every extension point of curate. A plugin implements any of these with ``@curate.hookimpl``.
+"""Every extension point of curate. A plugin implements any of these with ``@curate.hookimpl``;
+the parameter names must be exactly those below (pluggy checks them when the plugin loads).
 
-Each ``register_*`` hook receives a ``register`` callback; call it once per component
-(a class or an instance with a ``name`` attribute). The bundled formats, embedders and
-indexes are plugins that use exactly these hooks.
+Each ``register_*`` hook receives a ``register`` callback; call it once per component, with a
+class (curate instantiates it with no arguments) or an instance. What each component must
+provide is its contract in :mod:`curate.contracts`; registration checks it. The bundled
+formats, embedders and indexes are plugins that use exactly these hooks.
 """
 
 import pluggy
@@ -13,22 +15,25 @@ hookimpl = pluggy.HookimplMarker("curate")
 
 @hookspec
 def register_readers(register):
-    """Register dataset readers: objects with ``name``, ``sniff(path, head)`` and ``read(path, options)``."""
+    """Register dataset readers: :class:`curate.Reader`, whose ``read(path, options)`` yields Samples."""
 
 
 @hookspec
 def register_writers(register):
-    """Register dataset writers: objects with ``name`` and ``write(samples, stream, options)``."""
+    """Register dataset writers: :class:`curate.Writer`, whose ``write(samples, stream, options)``
+    writes them and returns the count."""
 
 
 @hookspec
 def register_embedders(register):
-    """Register image embedders: objects with ``name`` that turn image batches into vectors."""
+    """Register embedder factories: :class:`curate.Embedder`, whose ``load(model, weights, device)``
+    returns the loaded model (a :class:`curate.LoadedEmbedder`) that turns image batches into vectors."""
 
 
 @hookspec
 def register_indexes(register):
-    """Register similarity indexes: objects with ``name`` that find all pairs above a threshold."""
+    """Register index kinds: :class:`curate.IndexKind`, whose ``new(dim, capacity, **options)``
+    returns an empty :class:`curate.SimilarityIndex`."""
 
 
 @hookspec

@@ -81,23 +81,38 @@ def _marked(text: str, marks: list) -> str:
     return "".join(out)
 
 
-def render_preview(samples, style: BoxStyle | None, locator: ImageLocator, title: str) -> str:
+def render_preview(items, locator: ImageLocator, title: str) -> str:
+    """The page for ``items`` (engine Items); each record's boxes are drawn as its own reader means them."""
     parts = ["<!doctype html><html lang=en><head><meta charset=utf-8><title>curate preview</title><style>"
              "body{font:14px system-ui,sans-serif;margin:2em;color:#222}.rec{display:flex;gap:16px;border-top:1px "
              "solid #ddd;padding:12px 0}.turns{flex:1;white-space:pre-wrap}.role{font-weight:bold}"
              "svg rect{fill:none;stroke-width:2}mark{background:none;border:2px solid;padding:0 2px}"
              "figure{margin:0}figcaption{font-size:12px;color:#555}.noimg{width:384px;color:#999}</style></head><body>",
-             f"<h1>curate preview</h1><p>{escape(title)}"
-             f"{'; boxes: ' + escape(style.convention) if style else ''}</p>"]
+             f"<h1>curate preview</h1><p>{escape(title)}</p>"]
     count = 0
-    for sample in samples:
+    for item in items:
+        sample, style = item.sample, item.reader.box_style
         svg, marks = figure(sample, style, locator)
         turns = []
         for k, turn in enumerate(sample.conversations):
             mine = [(s, e, c) for t, s, e, c in marks if t == k]
             turns.append(f"<div><span class=role>{escape(turn.role)}:</span> {_marked(turn.text, mine)}</div>")
+        boxes = f"; {escape(item.reader.name)}, boxes: {escape(style.convention)}" if style else ""
         parts.append(f"<section class=rec><div>{svg}</div><div class=turns><h3>{escape(str(sample.id))} "
-                     f"<small>{escape(sample.source)}</small></h3>{''.join(turns)}</div></section>")
+                     f"<small>{escape(sample.source)}{boxes}</small></h3>{''.join(turns)}</div></section>")
         count += 1
     parts.append(f"<p>{count} records</p></body></html>\n")
     return "\n".join(parts)
+
+
+def write_preview(inputs, output: Path, *, limit: int = 50, ids: set[str] | None = None,
+                  overwrite: bool = False) -> None:
+    """The first ``limit`` records of ``inputs`` (or those whose id is in ``ids``) as one HTML page."""
+    import itertools
+    from .atomic import Outputs
+    with Outputs(inputs.paths, overwrite=overwrite) as outputs:
+        outputs.claim(output)
+        items = (item for item in inputs.items() if ids is None or str(item.sample.id) in ids)
+        html = render_preview(itertools.islice(items, limit), ImageLocator(inputs.image_root),
+                              ", ".join(str(p) for p in inputs.paths))
+        outputs.open(output).write(html)

@@ -15,6 +15,7 @@ from importlib import metadata
 import pluggy
 
 from . import hookspecs
+from .contracts import contract_problem
 from .errors import CurateError, PluginConflictError
 
 ENTRY_POINT_GROUP = "curate"
@@ -54,6 +55,7 @@ class Registry:
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     conflicts: dict[tuple[str, str], list[Component]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    broken: dict[tuple[str, str], str] = field(default_factory=dict)   # components that fail their contract
     manager: pluggy.PluginManager | None = None
 
     def get(self, kind: str, name: str):
@@ -67,6 +69,8 @@ class Registry:
         try:
             return self.components[kind][name].obj
         except KeyError:
+            if key in self.broken:
+                raise CurateError(self.broken[key]) from None
             known = ", ".join(sorted(self.components[kind])) or "none"
             raise CurateError(f"unknown {kind} {name!r} (installed: {known}; see `curate formats`)") from None
 
@@ -110,8 +114,8 @@ def load_registry(extra_plugins=()) -> Registry:
         registry.plugins.append(info)
         try:
             plugin = ep.load()
-        except Exception as e:  # a broken plugin must not take curate down
-            info.error = f"failed to import: {type(e).__name__}: {e}"
+        except (Exception, SystemExit) as e:  # a broken plugin must not take curate down
+            info.error = f"failed to import: {type(e).__name__}: {_one_line(e)}"
             registry.warnings.append(f"plugin {ep.name!r} from package {info.package!r} {info.error}")
             continue
         loaded.append((plugin, info))
@@ -124,8 +128,8 @@ def load_registry(extra_plugins=()) -> Registry:
     for plugin, info in loaded:
         try:
             pm.register(plugin, name=f"{info.package}:{info.name}")
-        except ValueError as e:
-            info.error = f"could not be registered: {e}"
+        except Exception as e:  # pluggy's PluginValidationError (a misnamed hook argument), ValueError
+            info.error = f"could not be registered: {_one_line(e)}"
             registry.warnings.append(f"plugin {info.name!r} from package {info.package!r} {info.error}")
             continue
         _collect(registry, plugin, info)
@@ -145,18 +149,28 @@ def _collect(registry: Registry, plugin, info: PluginInfo) -> None:
         try:
             function(register)
         except Exception as e:
-            message = f"{hook_name} raised {type(e).__name__}: {e}"
+            message = f"{hook_name} raised {type(e).__name__}: {_one_line(e)}"
             info.error = message
             registry.warnings.append(f"plugin {info.name!r} from package {info.package!r}: {message}")
 
 
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
 def _add(registry: Registry, kind: str, component, info: PluginInfo) -> None:
-    obj = component() if isinstance(component, type) else component
-    name = getattr(obj, "name", None)
+    name = getattr(component, "name", None)
     if not isinstance(name, str) or not name:
         registry.warnings.append(f"plugin {info.name!r} from package {info.package!r} registered a "
                                  f"{kind} without a name; ignored")
         return
+    problem = contract_problem(kind, component)
+    if problem:
+        message = f"{kind} {name!r} from package {info.package!r} (plugin {info.name!r}) {problem}"
+        registry.broken[(kind, name)] = message
+        registry.warnings.append(f"{message}; ignored")
+        return
+    obj = component() if isinstance(component, type) else component
     new = Component(kind, name, obj, info)
     existing = registry.components[kind].get(name)
     if existing is None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
+from .atomic import Outputs
 from .images import ImageLocator, UnreadableImage, load_rgb
 from .progress import ProgressBar
 from .sample import TEXT_ONLY, source_of
@@ -22,35 +23,40 @@ HISTOGRAM_BINS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
 
 
 def build_report(run) -> dict:
-    images = run.images
-    failures = run.embed.failures
+    """Everything report.json holds, from a :class:`curate.dedup.DedupResult`."""
+    found = run.duplicates
+    images = found.images
+    failures = found.embedding.failures
     report = run.report
     members_of: dict[str, list[int]] = {}
     for i, source in enumerate(images.sources):
         members_of.setdefault(source, []).append(i)
     members_of = {k: np.asarray(v, np.int64) for k, v in members_of.items()}
     unreadable = {name: sum(int(i) in failures for i in members) for name, members in members_of.items()}
-    names = sorted(run.sample_sources, key=lambda s: (s == TEXT_ONLY, -run.sample_sources[s], s))
+    sample_sources = images.sample_sources
+    names = sorted(sample_sources, key=lambda s: (s == TEXT_ONLY, -sample_sources[s], s))
     no_members = np.zeros(0, np.int64)
+    samples_removed = found.samples_removed()
     tables = []
-    for result in run.thresholds:
+    for result in found.thresholds:
         rows = []
-        removed_samples = run.samples_removed.get(result.threshold, {})
+        removed_samples = samples_removed[result.threshold]
         for name in names:
             members = members_of.get(name, no_members)
             similar = int((result.duplicate_of[members] >= 0).sum())
-            rows.append({"source": name, "samples": run.sample_sources[name], "unique_images": len(members),
+            rows.append({"source": name, "samples": sample_sources[name], "unique_images": len(members),
                          "unreadable": unreadable.get(name, 0), "similar": similar,
                          "kept": len(members) - similar, "samples_removed": removed_samples.get(name, 0)})
         total = {key: sum(r[key] for r in rows) for key in rows[0] if key != "source"} if rows else {}
         rows.append({"source": "total", **total})
         tables.append({"threshold": result.threshold, "table": rows,
-                       "pairs": sampled_pairs(run, result, run.settings["sample_every"])})
-    embed = run.embed
+                       "pairs": sampled_pairs(run, result, run.sample_every)})
+    embed = found.embedding
+    settings = dict(found.settings(), sample_every=run.sample_every, drop_unreadable=run.drop_unreadable)
     return {
-        "settings": run.settings,
+        "settings": settings,
         "inputs": report.inputs, "output": report.output,
-        "removed_file": str(run.removed_path) if run.removed_path else None,
+        "removed_file": str(run.removed_path),
         "rejects_file": report.rejects_path,
         "accounting": {"input": report.records_in, "written": report.written, "removed": report.removed,
                        "rejected": report.rejected},
@@ -61,12 +67,12 @@ def build_report(run) -> dict:
         "thresholds": tables,
         "unreadable": [{"image": images.paths[i], "reason": reason, "first_id": images.first_id[i]}
                        for i, reason in sorted(failures.items())],
-        "nearest_neighbour_histogram": histograms(run),
+        "nearest_neighbour_histogram": histograms(found),
     }
 
 
 def removed_pairs(run, result) -> list[dict]:
-    images = run.images
+    images = run.duplicates.images
     out = []
     for i in np.flatnonzero(result.duplicate_of >= 0):
         j = int(result.duplicate_of[i])
@@ -81,12 +87,12 @@ def sampled_pairs(run, result, every: int) -> list[dict]:
     return removed_pairs(run, result)[::max(1, every)]
 
 
-def histograms(run) -> dict:
+def histograms(found) -> dict:
     """Nearest-neighbour similarity counts per source (within the scope group)."""
     out = {}
-    sources = np.asarray(run.images.sources, dtype=object)
+    sources = np.asarray(found.images.sources, dtype=object)
     for name in sorted(set(sources)):
-        values = run.nn_similarity[(sources == name) & ~np.isnan(run.nn_similarity)]
+        values = found.nn_similarity[(sources == name) & ~np.isnan(found.nn_similarity)]
         counts, _ = np.histogram(np.clip(values, 0, 1), bins=HISTOGRAM_BINS)
         out[name] = {"bins": HISTOGRAM_BINS.tolist(), "counts": counts.tolist(), "images": int(len(values))}
     return out
@@ -167,7 +173,7 @@ def histogram_svg(hist: dict, thresholds: list[float]) -> str:
 
 
 def render_html(run, data: dict, show_progress: bool = False) -> str:
-    thumbs = Thumbnails(Path(run.settings["image_root"]))
+    thumbs = Thumbnails(run.duplicates.found.image_root)
     thresholds = [block["threshold"] for block in data["thresholds"]]
     s, acc = data["settings"], data["accounting"]
     out = ["<!doctype html><html lang=en><head><meta charset=utf-8><title>curate dedup report</title>",
@@ -192,7 +198,7 @@ def render_html(run, data: dict, show_progress: bool = False) -> str:
                        f"<td>{row['unique_images']:,}</td><td>{row['similar']:,}</td><td>{row['kept']:,}</td>"
                        f"<td>{row['samples_removed']:,}</td></tr>")
         out.append("</table>")
-    pairs_by_threshold = [removed_pairs(run, result) for result in run.thresholds]
+    pairs_by_threshold = [removed_pairs(run, result) for result in run.duplicates.thresholds]
     sources = [row["source"] for row in data["thresholds"][0]["table"]
                if row["source"] in data["nearest_neighbour_histogram"]]
     with ProgressBar("report", len(sources), unit="sources", enabled=show_progress) as bar:
@@ -232,13 +238,30 @@ def _img(thumbs: Thumbnails, relative: str) -> str:
     return f'<img src="{uri}" alt="{escape(relative)}">'
 
 
-def write_reports(run, folder: Path, show_progress: bool = False) -> dict:
-    folder = Path(folder)
+@dataclass
+class ReportFiles:
+    """Where a dedup run's report goes; claimed with the run's other outputs."""
+
+    folder: Path
+    removed: Path
+    json: Path
+    markdown: Path
+    html: Path
+
+    @classmethod
+    def claim(cls, outputs: Outputs, folder: Path) -> "ReportFiles":
+        files = cls(folder, folder / "removed.jsonl", folder / "report.json", folder / "report.md",
+                    folder / "report.html")
+        for role, path in (("removed list", files.removed), ("report", files.json), ("report", files.markdown),
+                           ("report", files.html)):
+            outputs.claim(path, role, overwrite=True)
+        return files
+
+
+def write_reports(run, files: ReportFiles, outputs: Outputs, show_progress: bool = False) -> dict:
+    """report.json, report.md and report.html, into ``outputs`` (they appear when it commits)."""
     data = build_report(run)
-    with atomic_output(folder / "report.json") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False, default=str)
-    with atomic_output(folder / "report.md") as f:
-        f.write(render_markdown(data))
-    with atomic_output(folder / "report.html") as f:
-        f.write(render_html(run, data, show_progress))
+    json.dump(data, outputs.open(files.json), indent=1, ensure_ascii=False, default=str)
+    outputs.open(files.markdown).write(render_markdown(data))
+    outputs.open(files.html).write(render_html(run, data, show_progress))
     return data

@@ -12,33 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-class SimilarityIndex:
-    """One index instance. Ids are positions in insertion order."""
-
-    def add(self, vectors: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, ids), each (q, k), best first; ids -1 and similarity -inf pad missing ones."""
-        raise NotImplementedError
-
-    def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every (query row, id, similarity) with similarity >= threshold, not capped by any k."""
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-
-class IndexKind:
-    """Base class for index plugins: ``new`` makes an empty index for vectors of ``dim``."""
-
-    name: str = ""
-    description: str = ""
-
-    def new(self, dim: int, capacity: int, **options) -> SimilarityIndex:
-        raise NotImplementedError
+from .contracts import IndexKind, SimilarityIndex  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -50,3 +50,18 @@ def summarise(samples: Iterable[Sample]) -> list[SourceStats]:
         row.unique_images = len(images[source])
     total.unique_images = len(all_images)
     return sorted(rows.values(), key=lambda r: (-r.samples, r.source)) + [total]
+
+
+def summarise_inputs(inputs, on_error: str = "fail", show_progress: bool = False):
+    """``summarise`` over every input; with ``on_error="skip"`` bad records are listed, not counted."""
+    from .progress import ProgressBar
+    rejected = []
+
+    def reject(error, raw=None):
+        if on_error == "fail":
+            raise error
+        rejected.append(error)
+
+    with ProgressBar("inspect", inputs.total_bytes, enabled=show_progress) as bar:
+        rows = summarise(bar.count(inputs.samples(progress=bar.advance, reject=reject)))
+    return rows, rejected

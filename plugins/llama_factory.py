@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, TextIO
 import curate
 from curate.errors import RecordError
 from curate.formats import Options, Reader, Writer, head_has_keys, samples_from_json
-from curate.plugins.llava import _json_type, write_records
+from curate.records import json_type, unsafe_image_path, write_records
 from curate.sample import IMAGE_TOKEN, Sample, Turn
 
 TO_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
@@ -20,7 +20,7 @@ FROM_ROLE = {v: k for k, v in TO_ROLE.items()}
 
 def record_to_sample(record, path: Path, index: int) -> Sample:
     if not isinstance(record, dict):
-        raise RecordError(path, f"the record is a JSON {_json_type(record)}, not an object", index=index)
+        raise RecordError(path, f"the record is a JSON {json_type(record)}, not an object", index=index)
     record_id = record.get("id", f"{path.stem}_{index}")
 
     def bad(field, reason):
@@ -32,6 +32,10 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
     images = record.get("images", [])
     if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
         raise bad("images", "must be a list of path strings")
+    for image_path in images:
+        problem = unsafe_image_path(image_path)
+        if problem:
+            raise bad("images", problem)
     turns = []
     for k, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in TO_ROLE \

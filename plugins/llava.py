@@ -12,10 +12,10 @@ from typing import Iterable, Iterator, TextIO
 
 import curate
 from curate.boxes import BRACKET_PADDED
-from curate.errors import RecordError
-from curate.formats import Options, Reader, Writer, head_has_keys, samples_from_json
-from curate.jsonstream import dumps
-from curate.sample import IMAGE_TOKEN, ROLES, Sample, Turn
+from curate import Options, Reader, RecordError, Sample, Turn, Writer
+from curate.contracts import head_has_keys, samples_from_json
+from curate.records import json_type, turn_order_problem, unsafe_image_path, write_records
+from curate.sample import IMAGE_TOKEN, ROLES
 
 _RECORD_KEYS = ("id", "image", "conversations")
 _TURN_KEYS = ("from", "value")
@@ -30,7 +30,7 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
     This runs once per record of million-record files: the common, valid path does no
     string formatting; messages are built only for the record that is wrong."""
     if type(record) is not dict:
-        raise RecordError(path, f"the record is a JSON {_json_type(record)}, not an object", index=index)
+        raise RecordError(path, f"the record is a JSON {json_type(record)}, not an object", index=index)
     record_id = record.get("id")
 
     def bad(field, reason):
@@ -39,7 +39,7 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
     if "id" not in record:
         raise bad("id", "the record has no id")
     if type(record_id) is not str and type(record_id) is not int:
-        raise bad("id", f"the id must be a string or an integer, not a JSON {_json_type(record_id)}")
+        raise bad("id", f"the id must be a string or an integer, not a JSON {json_type(record_id)}")
     image = record.get("image")
     if image is not None:
         if not _is_image_value(image):
@@ -51,7 +51,7 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
     conversations = record.get("conversations")
     if type(conversations) is not list:
         raise bad("conversations", "missing" if conversations is None
-                  else f"must be a list of turns, not a JSON {_json_type(conversations)}")
+                  else f"must be a list of turns, not a JSON {json_type(conversations)}")
     if not conversations:
         raise bad("conversations", "the conversation is empty")
     turns = []
@@ -82,34 +82,11 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
 def _turn_error(bad, position: int, turn) -> RecordError:
     field = f"conversations[{position}]"
     if not isinstance(turn, dict):
-        return bad(field, f"a turn must be an object, not a JSON {_json_type(turn)}")
+        return bad(field, f"a turn must be an object, not a JSON {json_type(turn)}")
     role, text = turn.get("from"), turn.get("value")
     if role not in ROLES:
         return bad(field + ".from", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
-    return bad(field + ".value", f"the text must be a string, not a JSON {_json_type(text)}")
-
-
-def unsafe_image_path(path: str) -> str | None:
-    """Why an image path could escape the image root, or None."""
-    if path.startswith(("/", "\\", "~")) or (len(path) > 1 and path[1] == ":"):
-        return f"the image path {path!r} is absolute; it must be relative to the image root"
-    if ".." in path.replace("\\", "/").split("/"):
-        return f"the image path {path!r} climbs out of the image root with '..'"
-    return None
-
-
-def turn_order_problem(turns: list[Turn]) -> str | None:
-    """Turns alternate human, gpt, ... (system turns only at the start)."""
-    start = 0
-    while start < len(turns) and turns[start].role == "system":
-        start += 1
-    expected = "human"
-    for k in range(start, len(turns)):
-        if turns[k].role != expected:
-            return (f"roles out of order: turn {k} is {turns[k].role!r}, expected {expected!r} "
-                    "(turns alternate human, gpt)")
-        expected = "gpt" if expected == "human" else "human"
-    return None
+    return bad(field + ".value", f"the text must be a string, not a JSON {json_type(text)}")
 
 
 def sample_to_record(sample: Sample) -> dict:
@@ -133,29 +110,6 @@ def _is_image_value(image) -> bool:
     if isinstance(image, str):
         return bool(image)
     return isinstance(image, list) and bool(image) and all(isinstance(i, str) and i for i in image)
-
-
-def _json_type(value) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
-            int: "number", float: "number"}.get(type(value), type(value).__name__)
-
-
-def write_records(records: Iterable[dict], stream: TextIO, path: Path | None) -> int:
-    """Write dicts as JSON Lines (``.jsonl``/``.ndjson``) or as a JSON array (anything else)."""
-    count = 0
-    if path is not None and path.suffix.lower() in (".jsonl", ".ndjson"):
-        for record in records:
-            stream.write(dumps(record))
-            stream.write("\n")
-            count += 1
-        return count
-    stream.write("[")
-    for record in records:
-        stream.write(",\n" if count else "\n")
-        stream.write(dumps(record))
-        count += 1
-    stream.write("\n]\n" if count else "]\n")
-    return count
 
 
 class LlavaReader(Reader):

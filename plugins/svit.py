@@ -20,6 +20,7 @@ import click
 
 import curate
 from curate.boxes import BRACKET_ORIGINAL
+from curate.prompts import DETAIL_INSTRUCTIONS
 from curate.errors import RecordError
 from curate.formats import Options, Reader, head_has_keys
 from curate.images import ImageLocator, UnreadableImage
@@ -31,18 +32,6 @@ REFERRING_INSTRUCTIONS = (
     "Provide the bounding boxes of the mentioned objects.",
     "Include the coordinates for each mentioned object.",
     "Locate the objects with their coordinates.",
-)
-# LLaVA's detailed-description prompts, for SVIT descriptions that come without a question.
-DETAIL_INSTRUCTIONS = (
-    "Describe the following image in detail.", "Provide a detailed description of the given image.",
-    "Give an elaborate explanation of the image you see.", "Share a comprehensive rundown of the presented image.",
-    "Offer a thorough analysis of the image.", "Explain the various aspects of the image before you.",
-    "Clarify the contents of the displayed image with great detail.",
-    "Characterize the image using a well-detailed description.",
-    "Break down the elements of the image in a detailed manner.", "Walk through the important details of the image.",
-    "Portray the image with a rich, descriptive narrative.", "Narrate the contents of the image with precision.",
-    "Analyze the image in a comprehensive and detailed manner.", "Illustrate the image through a descriptive explanation.",
-    "Examine the image closely and share its details.", "Write an exhaustive depiction of the given image.",
 )
 _FILE_TASKS = (("referring", "referring"), ("complex", "complex"), ("detail", "detail"), ("conversation", "conversation"))
 # "<st>object<ed>" followed by one or more "[...]" groups separated by commas

@@ -14,7 +14,8 @@ import curate
 from curate.errors import RecordError
 from curate.formats import Options, Reader, head_has_keys
 from curate.jsonstream import iter_records
-from curate.plugins.svit import DETAIL_INSTRUCTIONS
+from curate.prompts import DETAIL_INSTRUCTIONS
+from curate.records import unsafe_image_path
 from curate.sample import Sample, Turn
 
 CAPTION_FIELDS = ("caption", "caption_image", "caption_text", "caption_condensed")
@@ -60,6 +61,7 @@ class TextOcrReader(Reader):
             filename = record.get("filename") if isinstance(record, dict) else None
             caption = record.get(field) if isinstance(record, dict) else None
             problem = ("filename", "missing") if not isinstance(filename, str) or not filename else \
+                ("filename", unsafe_image_path(filename)) if unsafe_image_path(filename) else \
                 (field, "missing or not a non-empty string") if not isinstance(caption, str) or not caption.strip() \
                 else None
             if problem:

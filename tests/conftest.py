@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,45 @@ CURATE = [sys.executable, "-m", "curate.cli"]
 needs_shared = pytest.mark.skipif(not REAL.is_dir(), reason=f"shared data not found at {SHARED}")
 
 
-def run_curate(*args, env=None, check=None, **kwargs):
-    """Run the real CLI in a subprocess; returns the CompletedProcess."""
-    full_env = dict(os.environ, COLUMNS="200", **(env or {}))
-    result = subprocess.run([*CURATE, *map(str, args)], capture_output=True, text=True, env=full_env,
-                            **kwargs)
+def run_curate(*args, env=None, check=None, subprocess_=False, **kwargs):
+    """Run the CLI as a user would; returns an object with returncode, stdout and stderr.
+
+    In-process through click's CliRunner (fast: torch and the plugins load once per session),
+    or in a real subprocess when the test needs one: other installed plugins (PYTHONPATH),
+    signals, or ``subprocess_=True``."""
+    if subprocess_ or kwargs or (env and "PYTHONPATH" in env):
+        full_env = dict(os.environ, COLUMNS="200", **(env or {}))
+        result = subprocess.run([*CURATE, *map(str, args)], capture_output=True, text=True, env=full_env,
+                                **kwargs)
+    else:
+        result = invoke(*args, env=env)
     if check is not None:
         assert result.returncode == check, f"exit {result.returncode}\nstdout:{result.stdout}\nstderr:{result.stderr}"
     return result
+
+
+def invoke(*args, env=None):
+    """The CLI in this process, with the current registry (see the ``registry_with`` fixture)."""
+    from click.testing import CliRunner
+    from curate import cli
+    from curate.registry import get_registry
+    runner = CliRunner()
+    result = runner.invoke(cli.prepare(get_registry()), [str(a) for a in args], prog_name="curate",
+                           env={"COLUMNS": "200", **(env or {})}, catch_exceptions=False)
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
+@pytest.fixture
+def registry_with():
+    """Load the registry with extra plugins registered in code: ``registry_with(module, ...)``."""
+    from curate import registry
+
+    def load(*plugins):
+        registry._REGISTRY = registry.load_registry(extra_plugins=plugins)
+        return registry._REGISTRY
+
+    yield load
+    registry.reset_registry()
 
 
 def assert_one_line_error(result, *fragments):
@@ -47,3 +79,13 @@ def load_json(path):
 @pytest.fixture
 def llava_records():
     return load_json(FIXTURES / "llava_small.json")
+
+
+def summary_numbers(stderr: str) -> dict[str, int]:
+    """The rows of a run's summary table (input records, written, removed, rejected) as numbers."""
+    numbers = {}
+    for line in stderr.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│|").split("│")]
+        if len(cells) == 2 and cells[0] in ("input records", "written", "removed", "rejected"):
+            numbers[cells[0]] = int(cells[1].replace(",", ""))
+    return numbers

@@ -164,6 +164,7 @@ def image_zoo(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_troublesome_images_never_stop_dedup(image_zoo, tmp_path):
     out = tmp_path / "o.json"
     run_curate("dedup", image_zoo / "data.json", "-o", out, "--image-root", image_zoo, "--embedder", "timm-pool",
@@ -179,6 +180,7 @@ def test_troublesome_images_never_stop_dedup(image_zoo, tmp_path):
     assert len(load_json(str(tmp_path / "d.json") + ".rejects.jsonl")) == 4
 
 
+@pytest.mark.slow
 def test_odd_modes_decode_and_exif_rotated_photos_are_embedded_upright(image_zoo):
     from curate.embedding import embed_files
     from curate.registry import get_registry

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import CURATE, FIXTURES
 
+pytestmark = pytest.mark.slow   # a model, Ray or killed processes
+
 RECORD = {"id": "x", "image": "coco/train2017/000000000001.jpg", "conversations": [
     {"from": "human", "value": "<image>\nWhat is in the picture? " + "word " * 60},
     {"from": "gpt", "value": "An astronaut. " + "detail " * 200}]}

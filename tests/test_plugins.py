@@ -93,6 +93,9 @@ def test_two_packages_with_one_format_name_is_an_error_naming_both(tmp_path):
         class Clash(Reader):
             name = "llava"
 
+            def read(self, path, options):
+                return iter(())
+
         @curate.hookimpl
         def register_readers(register):
             register(Clash)
@@ -125,3 +128,24 @@ def test_bundled_plugins_are_entry_points_of_curate():
     from importlib.metadata import entry_points
     names = {ep.name: ep.dist.metadata["Name"] for ep in entry_points(group="curate")}
     assert names.get("llava") == "curate" and names.get("sharegpt4v") == "curate"
+
+
+def test_hook_with_a_misnamed_parameter_from_an_installed_package(tmp_path):
+    fake_plugin(tmp_path, "typo-pkg", "typo", "typo_mod", """
+        import curate
+
+        @curate.hookimpl
+        def register_readers(reg):
+            pass
+    """)
+    result = run_curate("formats", env=with_path(tmp_path), check=0)
+    assert "Traceback" not in result.stderr
+    assert "plugin 'typo' from package 'typo-pkg' could not be registered" in result.stderr
+    assert "reg" in result.stderr and "llava" in result.stdout
+
+
+def test_plugin_that_exits_at_import_is_named(tmp_path):
+    fake_plugin(tmp_path, "exit-pkg", "exiter", "exit_mod", "import sys\nsys.exit(3)\n")
+    result = run_curate("formats", env=with_path(tmp_path), check=0)
+    assert "plugin 'exiter' from package 'exit-pkg' failed to import: SystemExit" in result.stderr
+    assert "llava" in result.stdout

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import FIXTURES, load_json, run_curate
 
+pytestmark = pytest.mark.slow   # a model, Ray or killed processes
+
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'curate[ray]'); .ci/run installs it")
 
 DEMO = FIXTURES / "dedup_demo.json"

@@ -147,6 +147,7 @@ def test_output_has_the_shape_of_the_real_release(tmp_path):
     assert used == set(REFERRING_INSTRUCTIONS)
 
 
+@pytest.mark.slow
 def test_dedup_of_svit_writes_padded_boxes(tmp_path):
     out = tmp_path / "o.json"
     run_curate("dedup", SVIT / "referring_qa.json", "-o", out, "--image-root", IMAGES, "--embedder", "timm-pool",

@@ -8,8 +8,7 @@ import csv
 from pathlib import Path
 
 import curate
-from curate.errors import RecordError
-from curate.formats import Reader, Writer
+from curate import Reader, RecordError, Writer
 
 PROMPT = "<image>\nDescribe the image briefly."
 COLUMNS = ("id", "image", "caption")

@@ -1,0 +1,229 @@
+"""What a plugin must provide, in one place.
+
+Each extension point is an abstract base class; a plugin subclasses it (or provides every
+abstract method under the same name) and registers it through a hook of
+:mod:`curate.hookspecs`. Registration checks the component against its contract, so a
+component that lacks a method is reported, naming its package, before anything runs.
+
+=====================  ======================  =====================================
+hook                   registers               whose method returns
+=====================  ======================  =====================================
+``register_readers``   :class:`Reader`         ``read()`` → Samples
+``register_writers``   :class:`Writer`         ``write()`` → how many were written
+``register_embedders`` :class:`Embedder`       ``load()`` → a :class:`LoadedEmbedder`
+``register_indexes``   :class:`IndexKind`      ``new()`` → a :class:`SimilarityIndex`
+=====================  ======================  =====================================
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TextIO
+
+import numpy as np
+
+from .errors import RecordError
+from .sample import Sample
+
+
+def raise_error(error: RecordError, raw=None):
+    """The default ``Options.reject``: stop the run with the error."""
+    raise error
+
+
+@dataclass
+class Options:
+    """What the engine hands a reader or writer for one run.
+
+    - ``image_root``, ``image_prefix``, ``seed``: the user's ``--image-root``,
+      ``--image-prefix`` and ``--seed``.
+    - ``extra``: ``-O KEY=VALUE`` pairs and the values of the component's own
+      ``cli_options`` (``--svit-task`` arrives as ``extra["svit_task"]``); read them with
+      :meth:`option`.
+    - ``progress(n)``: a reader calls it with the number of bytes it has consumed since the
+      last call, for the progress bar. May be None.
+    - ``reject(error, raw)``: how a reader or writer hands over a record it cannot handle.
+      It raises ``error`` when the user asked to stop on errors (the default) or sets the
+      record aside with its reason (``--on-error skip``) and returns; either way the record
+      is accounted for. ``raw`` is the record as read (JSON-able), or None.
+    - ``path``: the output file, for writers (to choose JSON Lines by extension, say).
+    - ``state``: a dict shared by every input file of one pass, so that counters and random
+      generators continue from one file to the next (SVIT ids, seeded instructions).
+    """
+
+    image_root: Path | None = None
+    image_prefix: str | None = None
+    seed: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+    progress: Callable[[int], None] | None = None
+    reject: Callable[[RecordError, object], None] = None
+    path: Path | None = None
+    state: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.reject is None:
+            self.reject = raise_error
+
+    def option(self, key: str, default=None):
+        return self.extra.get(key, default)
+
+
+class Reader(ABC):
+    """Turns one input file into Samples.
+
+    Class attributes: ``name`` (what users type), ``description`` (one line for `curate
+    formats`), ``box_style`` (a :class:`curate.boxes.BoxStyle` saying how boxes in the text
+    are written and what they mean; None: no boxes) and ``cli_options`` (click options shown
+    on the commands that read; their values reach ``options.extra`` under the option's name).
+    """
+
+    name: str = ""
+    description: str = ""
+    box_style = None
+    cli_options: list = []
+
+    def sniff(self, path: Path, head: str) -> int:
+        """How sure this reader is that it can read ``path``: 0 means not mine, higher wins
+        (the bundled formats use 10-20). ``head`` is the first 64 KB of the file as text."""
+        return 0
+
+    @abstractmethod
+    def read(self, path: Path, options: Options) -> Iterator[Sample]:
+        """Yield the file's Samples lazily, in file order. A record that cannot become a Sample
+        goes to ``options.reject(RecordError(...), raw)``; call ``options.progress(bytes)`` as
+        the file is consumed."""
+
+
+class Writer(ABC):
+    """Writes Samples to one output stream. Attributes as for :class:`Reader`."""
+
+    name: str = ""
+    description: str = ""
+    box_style = None
+    cli_options: list = []
+
+    @abstractmethod
+    def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
+        """Consume every sample and write it to the text ``stream`` (the engine owns the
+        temporary file and the rename); return how many were written. A sample this format
+        cannot hold goes to ``options.reject(RecordError(...), None)`` and is not counted."""
+
+
+class LoadedEmbedder(ABC):
+    """A model ready to embed. ``preprocess`` runs in decode workers (threads, forked
+    processes or Ray tasks), ``embed`` in the process that holds the model.
+
+    Attributes the engine reads: ``embedder`` (the plugin's name), ``model_name``,
+    ``weights_digest`` (with ``embedder`` and ``model_name``, the cache key), ``dim``,
+    ``short_side`` (JPEGs may be decoded at reduced size down to this; None: full decode)
+    and ``device``.
+    """
+
+    embedder: str = ""
+    model_name: str = ""
+    weights_digest: str = ""
+    dim: int = 0
+    short_side: int | None = None
+    device: str = "cpu"
+
+    @abstractmethod
+    def preprocess(self, image) -> np.ndarray:
+        """An upright RGB PIL image to the model's input as an array (uint8 CHW for the timm models)."""
+
+    def preprocessor(self):
+        """``preprocess`` as a small picklable callable, for decode workers in other processes."""
+        return self.preprocess
+
+    @abstractmethod
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """A stacked batch of ``preprocess`` outputs to an (n, dim) float32 array of unit vectors."""
+
+
+class Embedder(ABC):
+    """An embedder plugin: a factory that loads a model. ``default_model`` is used when the
+    user names none."""
+
+    name: str = ""
+    description: str = ""
+    default_model: str = ""
+
+    @abstractmethod
+    def load(self, model: str | None, weights: str | None, device: str) -> LoadedEmbedder:
+        """Load ``model`` (None: ``default_model``) with ``weights`` (a file, or None for the
+        model's own pretrained weights) on ``device`` (auto, cpu or cuda). Raise
+        :class:`curate.CurateError` with a one-line reason when that cannot be done."""
+
+
+class SimilarityIndex(ABC):
+    """One index of unit vectors (cosine similarity = dot product); ids are insertion positions."""
+
+    @abstractmethod
+    def add(self, vectors: np.ndarray) -> None:
+        """Append (n, dim) float32 unit vectors; they get the next n ids."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, ids), each (q, k), best first; id -1 and similarity -inf pad missing ones."""
+
+    @abstractmethod
+    def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (query row, id, similarity) with similarity >= threshold, not capped by any k."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """How many vectors the index holds."""
+
+
+class IndexKind(ABC):
+    """An index plugin: a factory of empty indexes."""
+
+    name: str = ""
+    description: str = ""
+
+    @abstractmethod
+    def new(self, dim: int, capacity: int, **options) -> SimilarityIndex:
+        """An empty index for vectors of ``dim``; ``capacity`` is how many will be added (a
+        hint); ``options`` are the user's index settings (hnsw: m, ef_construction, ef)."""
+
+
+CONTRACTS = {"reader": Reader, "writer": Writer, "embedder": Embedder, "index": IndexKind}
+
+
+def contract_problem(kind: str, component) -> str | None:
+    """Why ``component`` (a class or an instance) cannot serve as a ``kind``, or None.
+
+    Subclassing the contract is not required: providing each abstract method is enough."""
+    contract = CONTRACTS[kind]
+    cls = component if isinstance(component, type) else type(component)
+    missing = sorted(m for m in contract.__abstractmethods__ if not callable(getattr(cls, m, None))
+                     or getattr(getattr(cls, m), "__isabstractmethod__", False))
+    if missing:
+        return f"is not a curate {contract.__name__}: {', '.join(m + '()' for m in missing)} missing"
+    if isinstance(component, type) and inspect.isabstract(component):
+        return f"is not a curate {contract.__name__}: it is abstract"
+    return None
+
+
+def samples_from_json(path: Path, options: Options, to_sample) -> Iterator[Sample]:
+    """Each record of a JSON array or JSON Lines file through ``to_sample(record, path, index)``;
+    a record it refuses (RecordError), or a line that is not JSON, goes to ``options.reject``."""
+    from .jsonstream import iter_records
+    for index, record in iter_records(path, options.progress):
+        if isinstance(record, RecordError):
+            options.reject(record, None)
+            continue
+        try:
+            sample = to_sample(record, path, index)
+        except RecordError as error:
+            options.reject(error, record)
+            continue
+        yield sample
+
+
+def head_has_keys(head: str, *keys: str) -> bool:
+    """Whether every key appears, quoted, in a file's head (for ``sniff``)."""
+    return all(json.dumps(k) in head for k in keys)

@@ -1,0 +1,57 @@
+"""Record-level helpers that several formats share: JSON type names for messages, the
+checks every LLaVA-shaped record gets, and writing dicts as a JSON array or JSON Lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, TextIO
+
+from .jsonstream import dumps
+from .sample import Turn
+
+
+def unsafe_image_path(path: str) -> str | None:
+    """Why an image path could escape the image root, or None."""
+    if path.startswith(("/", "\\", "~")) or (len(path) > 1 and path[1] == ":"):
+        return f"the image path {path!r} is absolute; it must be relative to the image root"
+    if ".." in path.replace("\\", "/").split("/"):
+        return f"the image path {path!r} climbs out of the image root with '..'"
+    return None
+
+
+def turn_order_problem(turns: list[Turn]) -> str | None:
+    """Turns alternate human, gpt, ... (system turns only at the start)."""
+    start = 0
+    while start < len(turns) and turns[start].role == "system":
+        start += 1
+    expected = "human"
+    for k in range(start, len(turns)):
+        if turns[k].role != expected:
+            return (f"roles out of order: turn {k} is {turns[k].role!r}, expected {expected!r} "
+                    "(turns alternate human, gpt)")
+        expected = "gpt" if expected == "human" else "human"
+    return None
+
+
+def json_type(value) -> str:
+    """The JSON name of a value's type, for error messages."""
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
+            int: "number", float: "number"}.get(type(value), type(value).__name__)
+
+
+def write_records(records: Iterable[dict], stream: TextIO, path: Path | None) -> int:
+    """Write dicts as JSON Lines (``.jsonl``/``.ndjson``) or as a JSON array (anything else)."""
+    count = 0
+    if path is not None and path.suffix.lower() in (".jsonl", ".ndjson"):
+        for record in records:
+            stream.write(dumps(record))
+            stream.write("\n")
+            count += 1
+        return count
+    stream.write("[")
+    for record in records:
+        stream.write(",\n" if count else "\n")
+        stream.write(dumps(record))
+        count += 1
+    stream.write("\n]\n" if count else "]\n")
+    return count
