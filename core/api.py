@@ -54,7 +54,7 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
     """
     source = inputs if isinstance(inputs, Inputs) else Inputs(
         inputs, from_, image_root=image_root, image_prefix=image_prefix, seed=seed, options=dict(extra or {}))
-    with Outputs(source.paths, overwrite=overwrite) as outputs:
+    with Outputs(source.sources, overwrite=overwrite) as outputs:
         run = Run(source, output, to, outputs, on_error=on_error, rejects=rejects, boxes=boxes,
                   show_progress=show_progress)
         return run.execute()

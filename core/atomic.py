@@ -4,11 +4,16 @@ the whole set is renamed into place in one commit step, after everything else su
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import CurateError
+
+# Outputs renamed into place by this process (so an interruption can say what was written).
+COMMITTED: list[Path] = []
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def check_output(path: Path, *, inputs=(), overwrite: bool = False) -> Path:
@@ -77,7 +82,8 @@ class Outputs:
             return self.open_files[path][1]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            remove_orphans(path)
+            fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         except OSError as e:
             raise CurateError(f"{path}: cannot write the output ({e.strerror})") from None
         umask = os.umask(0)
@@ -93,16 +99,23 @@ class Outputs:
         self.stale.append(Path(path))
 
     def commit(self) -> None:
+        """Flush everything, then rename it all with signals held, so that an interruption
+        comes before the first rename or after the last one."""
         for temp, stream in self.open_files.values():
             stream.flush()
             os.fsync(stream.fileno())
             stream.close()
-        for path, (temp, _) in self.open_files.items():
-            os.replace(temp, path)
-        self.open_files.clear()
-        for path in self.stale:
-            if path.is_file():
-                path.unlink()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+        try:
+            for path, (temp, _) in self.open_files.items():
+                os.replace(temp, path)
+                COMMITTED.append(path)
+            self.open_files.clear()
+            for path in self.stale:
+                if path.is_file():
+                    path.unlink()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def abort(self) -> None:
         for temp, stream in self.open_files.values():
@@ -125,6 +138,30 @@ class Outputs:
                 raise
         else:
             self.abort()
+
+
+def remove_orphans(path: Path) -> None:
+    """Remove temporary files of ``path`` left by curate processes that were killed (SIGKILL,
+    power loss): their names carry the writer's process id, and that process is gone."""
+    prefix = f".{path.name}."
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return
+    for candidate in candidates:
+        pid = candidate.name[len(prefix):-len(".tmp")].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

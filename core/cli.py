@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -43,9 +44,11 @@ class CurateGroup(click.Group):
             return super().invoke(ctx)
         except CurateError as e:
             fail(str(e))
-        except KeyboardInterrupt:
-            click.echo("error: interrupted; no output was written", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            from .atomic import COMMITTED
+            done = f"{len(COMMITTED)} output(s) were written before it" if COMMITTED else "no output was written"
+            click.echo(f"error: interrupted; {done}", err=True)
+            sys.exit(128 + getattr(e, "signal", signal.SIGINT))
         except BrokenPipeError:
             sys.exit(1)
         except OSError as e:  # disk full, permission denied, ...
@@ -350,7 +353,7 @@ def embed(inputs, output, overwrite, from_format, image_root, image_prefix, seed
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     found = run_embed(source, EmbedderSpec(embedder, model, weights, device), settings)
     if output is not None:
-        save_embeddings(found, output, inputs=source.paths, overwrite=overwrite)
+        save_embeddings(found, output, inputs=source.sources, overwrite=overwrite)
     if not quiet:
         result = found.result
         stderr_console.print(f"{len(found.images.paths):,} images: {result.embedded:,} embedded, {result.cached:,} "
@@ -444,7 +447,27 @@ def prepare(registry) -> click.Group:
     return cli
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so that it unwinds like Ctrl-C:
+    temporary files removed, nothing half-written renamed into place."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signal = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
+
+
 def main():
+    install_signal_handlers()
     prepare(get_registry())(prog_name="curate")
 
 

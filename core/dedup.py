@@ -416,7 +416,7 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
     check_image_root(inputs.image_root)
     output = Path(output)
     run_started = time.monotonic()
-    with Outputs(inputs.paths, overwrite=overwrite) as outputs:
+    with Outputs(inputs.sources, overwrite=overwrite) as outputs:
         run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
                   boxes=boxes, show_progress=settings.show_progress, title="write")
         files = ReportFiles.claim(outputs, Path(report.folder) if report.folder else

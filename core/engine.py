@@ -12,7 +12,12 @@ exclusion file, as dedup does with ``removed.jsonl``.
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import os
+import shutil
+import stat
+import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -41,6 +46,27 @@ def check_input(path: Path) -> None:
         raise CurateError(f"{path}: is a folder; name a file")
     if not os.access(path, os.R_OK):
         raise CurateError(f"{path}: cannot read the file (permission denied)")
+
+
+def readable_copy(path: Path) -> Path:
+    """``path`` itself when it is a regular file; otherwise (a pipe, ``<(cat x)``, a FIFO, a
+    device) its whole content spooled once to a temporary file, so that sniffing the format
+    and every later pass read the same bytes. A FIFO that nobody writes to reads as empty
+    instead of hanging."""
+    if stat.S_ISREG(os.stat(path).st_mode):
+        return path
+    folder = Path(tempfile.mkdtemp(prefix="curate-input-"))
+    atexit.register(shutil.rmtree, folder, True)
+    copy = folder / (path.name or "input")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        with os.fdopen(fd, "rb", closefd=False) as source, open(copy, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+    finally:
+        os.close(fd)
+    return copy
 
 
 def resolve_reader(name: str, path: Path) -> Reader:
@@ -108,9 +134,10 @@ class Inputs:
         paths = [self.paths] if isinstance(self.paths, (str, Path)) else list(self.paths)
         if not paths:
             raise CurateError("no input files given")
-        self.paths = [Path(p) for p in paths]
-        for path in self.paths:
+        self.sources = [Path(p) for p in paths]          # as the user named them
+        for path in self.sources:
             check_input(path)
+        self.paths = [readable_copy(path) for path in self.sources]
         self.image_root = Path(self.image_root) if self.image_root is not None else None
         self.readers = [resolve_reader(self.reader, path) for path in self.paths]
         self.notes: list[str] = []
@@ -300,7 +327,7 @@ class Run:
     def execute(self, stages: Iterable[Stage] = ()) -> Report:
         started = time.monotonic()
         inputs, writer, sink = self.inputs, self.writer, self.sink
-        report = Report([str(p) for p in inputs.paths], str(self.output), inputs.reader_names, writer.name)
+        report = Report([str(p) for p in inputs.sources], str(self.output), inputs.reader_names, writer.name)
         counts = {"read": 0, "reader_rejects": 0, "writer_rejects": 0, "to_writer": 0}
         duplicates = DuplicateIds()
 

@@ -18,17 +18,31 @@ class UnreadableImage(Exception):
     """An image that cannot be used; the message is the reason shown in reports."""
 
 
-def resolve_image(root: Path, relative: str) -> Path:
-    """``root/relative``, refusing absolute paths and paths that climb out with ``..``.
+MAX_PATH_CHARS = 1024
 
-    The check is on the path as written, so an image root made of symbolic links works.
-    """
+
+def resolve_image(root: Path, relative: str) -> Path:
+    """``root/relative``, refusing what could leave the root or break a system call: absolute
+    paths, ``..``, NUL bytes, over-long paths, and symbolic links (of files or folders) that
+    point outside the root once resolved. The root itself may be a link."""
+    if "\0" in relative:
+        raise UnreadableImage(f"the image path {relative[:80]!r} holds a NUL byte")
+    if len(relative) > MAX_PATH_CHARS:
+        raise UnreadableImage(f"the image path is {len(relative):,} characters long (at most {MAX_PATH_CHARS:,})")
     if not relative or os.path.isabs(relative) or relative.startswith("~"):
         raise UnreadableImage(f"the image path {relative!r} is absolute; it must be relative to the image root")
     normal = os.path.normpath(relative)
     if normal == ".." or normal.startswith(".." + os.sep) or normal.startswith("/"):
         raise UnreadableImage(f"the image path {relative!r} climbs out of the image root")
-    return Path(root) / normal
+    path = Path(root) / normal
+    real_root = os.path.realpath(root)
+    try:
+        real = os.path.realpath(path)
+    except (OSError, ValueError) as e:
+        raise UnreadableImage(f"cannot resolve the image path ({e})") from None
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise UnreadableImage(f"the image path {relative!r} leads outside the image root through a symbolic link")
+    return path
 
 
 def image_size(path: Path, exif: bool = True) -> tuple[int, int]:
@@ -60,12 +74,12 @@ class ImageLocator:
         if self.root is None:
             raise UnreadableImage("no --image-root given")
         direct = resolve_image(self.root, relative)
-        if direct.exists():
+        if _exists(direct):
             return direct
         head, sep, rest = relative.partition("/")
         if sep and rest:
             inner = resolve_image(self.root, rest)
-            if inner.exists():
+            if _exists(inner):
                 return inner
         return direct
 
@@ -74,6 +88,13 @@ class ImageLocator:
         if size is None:
             size = self._sizes[relative] = image_size(self.path(relative), exif=False)
         return size
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError as e:      # a name too long for the file system, say
+        raise UnreadableImage(f"cannot look up the image ({e.strerror})") from None
 
 
 def load_rgb(path: Path, short_side: int | None = None) -> Image.Image:

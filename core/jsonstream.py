@@ -22,9 +22,47 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
-# Strict JSON: NaN and Infinity (which Python would accept) are errors, so that nothing
-# is silently changed on the way out.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:40]} is too large for a 64-bit float (it would be written as null)")
+    return value
+
+
+# Strict JSON: NaN and Infinity (which Python would accept), and numbers that overflow to
+# infinity, are errors, so that nothing is silently changed on the way out.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+# A \uD800-\uDFFF escape may leave a lone surrogate, which no UTF-8 output can hold.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+MAX_DEPTH_MESSAGE = "the record is nested too deeply to be a dataset record"
+
+
+def unicode_problem(value) -> str | None:
+    """Why ``value`` holds text that cannot be written as UTF-8 (a lone surrogate), or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return (f"text holds a lone surrogate {item[e.start]!r} (an unpaired \\u{ord(item[e.start]):04x} "
+                        "escape), which is not valid Unicode")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _checked(value, raw: str):
+    """``value`` parsed from ``raw``; only text with a surrogate escape is walked (cheap otherwise)."""
+    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
+        problem = unicode_problem(value)
+        if problem:
+            raise ValueError(problem)
+    return value
 
 try:
     import orjson
@@ -186,6 +224,9 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
             while True:
                 try:
                     value, end = _DECODER.raw_decode(buf, pos)
+                    value = _checked(value, buf[pos:end])
+                except RecursionError:
+                    fail(MAX_DEPTH_MESSAGE, pos, index)
                 except json.JSONDecodeError as e:
                     if _needs_more(e, len(buf)) and refill(size):
                         size *= 2
@@ -193,7 +234,7 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
                     if e.msg.startswith("Unterminated string") or e.pos >= len(buf.rstrip()):
                         fail("the JSON ends inside a record (truncated file?)", e.pos, index)
                     fail(f"invalid JSON: {e.msg}", e.pos, index)
-                except ValueError as e:    # NaN or Infinity
+                except ValueError as e:    # NaN, Infinity, overflow, lone surrogates
                     fail(f"invalid JSON: {e}", pos, index)
                 if end == len(buf) and refill(size):
                     continue  # a number or literal may go on in the next chunk: parse again
@@ -231,14 +272,16 @@ def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Ite
                 continue
             try:
                 text = raw.decode("utf-8")
-                value = _DECODER.decode(text)
+                value = _checked(_DECODER.decode(text), text)
+            except RecursionError:
+                value = RecordError(path, MAX_DEPTH_MESSAGE, index=index, line=line_number)
             except UnicodeDecodeError as e:
                 value = RecordError(path, f"invalid UTF-8 at byte {e.start} of the line",
                                     index=index, line=line_number)
             except json.JSONDecodeError as e:
                 value = RecordError(path, f"invalid JSON: {e.msg}", index=index,
                                     line=line_number, column=e.colno)
-            except ValueError as e:     # NaN or Infinity
+            except ValueError as e:     # NaN, Infinity, overflow, lone surrogates
                 value = RecordError(path, f"invalid JSON: {e}", index=index, line=line_number)
             yield index, value
             index += 1

@@ -110,9 +110,9 @@ def write_preview(inputs, output: Path, *, limit: int = 50, ids: set[str] | None
     """The first ``limit`` records of ``inputs`` (or those whose id is in ``ids``) as one HTML page."""
     import itertools
     from .atomic import Outputs
-    with Outputs(inputs.paths, overwrite=overwrite) as outputs:
+    with Outputs(inputs.sources, overwrite=overwrite) as outputs:
         outputs.claim(output)
         items = (item for item in inputs.items() if ids is None or str(item.sample.id) in ids)
         html = render_preview(itertools.islice(items, limit), ImageLocator(inputs.image_root),
-                              ", ".join(str(p) for p in inputs.paths))
+                              ", ".join(str(p) for p in inputs.sources))
         outputs.open(output).write(html)
