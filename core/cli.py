@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from . import api
@@ -18,7 +17,7 @@ from .boxes import CONVENTIONS
 from .engine import ON_ERROR, Inputs
 from .errors import CurateError
 from .registry import KINDS, get_registry, register_commands
-from .progress import ProgressBar, stderr_console
+from .progress import ProgressBar, plain, safe, stderr_console
 from .stats import PLACEMENTS, summarise_inputs
 
 stdout_console = Console()
@@ -26,14 +25,14 @@ stdout_console = Console()
 
 def fail(message: str) -> None:
     """One line on stderr, exit code 1: the contract for every user-facing failure."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()] or ["failed"]
+    lines = [plain(line.strip()) for line in str(message).splitlines() if line.strip()] or ["failed"]
     click.echo(f"error: {lines[0]}" + (" [...]" if len(lines) > 1 else ""), err=True)
     sys.exit(1)
 
 
 def _warn_plugin_problems() -> None:
     for warning in get_registry().warnings:
-        stderr_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False, soft_wrap=True)
 
 
 class CurateGroup(click.Group):
@@ -160,7 +159,7 @@ def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects
         print_report(report)
     else:
         for warning in report.warnings:
-            stderr_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
 
 
 def print_report(report: api.Report) -> None:
@@ -175,13 +174,13 @@ def print_report(report: api.Report) -> None:
     table.add_row("time", f"{report.seconds:.2f} s ({rate:,.0f} records/s)")
     stderr_console.print(table)
     for note in report.notes:
-        stderr_console.print(f"note: {note}", highlight=False)
+        stderr_console.print(f"note: {safe(note)}", highlight=False)
     for warning in report.warnings:
-        stderr_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    stderr_console.print(f"wrote {report.output}", highlight=False)
+        stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
+    stderr_console.print(f"wrote {safe(report.output)}", highlight=False)
     if report.rejects_path:
         stderr_console.print(f"[yellow]{report.rejected:,} rejected records, with reasons, in "
-                             f"{report.rejects_path}[/]", highlight=False)
+                             f"{safe(report.rejects_path)}[/]", highlight=False)
 
 
 @cli.command()
@@ -199,18 +198,18 @@ def inspect(inputs, from_format, image_root, image_prefix, seed, options, on_err
     if as_json:
         click.echo(json.dumps([r.as_json() for r in rows] + [{"rejected": len(rejected)}], indent=2))
         return
-    table = Table(title=escape(", ".join(str(p) for p in inputs)))
+    table = Table(title=safe(", ".join(str(p) for p in inputs)))
     for name in ("source", "samples", "images", "text-only", "turns", *PLACEMENTS):
         table.add_column(name, justify="left" if name == "source" else "right", no_wrap=True,
                          min_width=12 if name == "source" else len(name))
     for row in rows:
         style = "bold" if row.source == "total" else None
-        table.add_row(escape(row.source), f"{row.samples:,}", f"{row.unique_images:,}", f"{row.text_only:,}",
+        table.add_row(safe(row.source), f"{row.samples:,}", f"{row.unique_images:,}", f"{row.text_only:,}",
                       f"{row.turns:,}", *[f"{row.placement[p]:,}" for p in PLACEMENTS], style=style)
     stdout_console.print(table)
     total = rows[-1].samples
     stderr_console.print(f"{total + len(rejected):,} records = {total:,} summarised + {len(rejected):,} rejected"
-                         + (f" (first: {rejected[0]})" if rejected else ""), highlight=False, markup=False)
+                         + (f" (first: {plain(rejected[0])})" if rejected else ""), highlight=False, markup=False)
 
 
 def embedding_options(function):
@@ -321,7 +320,7 @@ def print_dedup_summary(result) -> None:
         for name in ("source", "samples", "unique images", "similar", "kept", "samples removed"):
             table.add_column(name, justify="left" if name == "source" else "right", no_wrap=True)
         for row in block["table"]:
-            table.add_row(escape(row["source"]), f"{row['samples']:,}", f"{row['unique_images']:,}",
+            table.add_row(safe(row["source"]), f"{row['samples']:,}", f"{row['unique_images']:,}",
                           f"{row['similar']:,}", f"{row['kept']:,}", f"{row['samples_removed']:,}",
                           style="bold" if row["source"] == "total" else None)
         stderr_console.print(table)
@@ -330,7 +329,7 @@ def print_dedup_summary(result) -> None:
                          f"({emb['images_per_second'] or 0:,.1f}/s), {emb['cached']:,} from cache, "
                          f"{emb['unreadable']:,} unreadable", highlight=False)
     print_report(result.report)
-    stderr_console.print(f"report: {result.report_dir / 'report.html'}", highlight=False, markup=False)
+    stderr_console.print(f"report: {plain(result.report_dir / 'report.html')}", highlight=False, markup=False)
 
 
 @cli.command()
@@ -354,6 +353,8 @@ def embed(inputs, output, overwrite, from_format, image_root, image_prefix, seed
     found = run_embed(source, EmbedderSpec(embedder, model, weights, device), settings)
     if output is not None:
         save_embeddings(found, output, inputs=source.sources, overwrite=overwrite)
+    for warning in found.result.warnings:
+        stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
     if not quiet:
         result = found.result
         stderr_console.print(f"{len(found.images.paths):,} images: {result.embedded:,} embedded, {result.cached:,} "
@@ -382,7 +383,7 @@ def preview(inputs, output, from_format, image_root, image_prefix, seed, options
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     wanted = {i.strip() for i in ids.split(",")} if ids else None
     write_preview(source, output, limit=limit, ids=wanted, overwrite=overwrite)
-    stderr_console.print(f"wrote {output}", highlight=False, markup=False)
+    stderr_console.print(f"wrote {plain(output)}", highlight=False, markup=False)
 
 
 @cli.command()
@@ -398,8 +399,8 @@ def formats():
         reader = registry.components["reader"].get(name)
         writer = registry.components["writer"].get(name)
         component = reader or writer
-        table.add_row(name, "yes" if reader else "", "yes" if writer else "", component.plugin.package,
-                      component.description)
+        table.add_row(safe(name), "yes" if reader else "", "yes" if writer else "", safe(component.plugin.package),
+                      safe(component.description))
     stdout_console.print(table)
 
 
@@ -416,8 +417,8 @@ def plugins():
                     if c.plugin is info]
         provides += [f"{c.kind} {c.name} (conflict)" for group in registry.conflicts.values()
                      for c in group[1:] if c.plugin is info]
-        table.add_row(info.name, info.package, info.version, ", ".join(provides) or "-",
-                      f"[red]{info.error}[/]" if info.error else "ok")
+        table.add_row(safe(info.name), safe(info.package), safe(info.version), safe(", ".join(provides) or "-"),
+                      f"[red]{safe(info.error)}[/]" if info.error else "ok")
     stdout_console.print(table)
 
 

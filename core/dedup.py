@@ -426,6 +426,7 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
         accounting = run.execute([DuplicateFilter(duplicates, files.removed, drop_unreadable)])
         seconds = dict(duplicates.stage_seconds, write=time.monotonic() - started)
         accounting.seconds = time.monotonic() - run_started
+        accounting.warnings += duplicates.embedding.warnings
         result = DedupResult(accounting, duplicates, files.folder, files.removed, report.sample_every,
                              drop_unreadable, seconds)
         result.report_data = write_reports(result, files, outputs, show_progress=settings.show_progress)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .cache import EmbeddingCache, image_key
 from .contracts import Embedder, LoadedEmbedder  # noqa: F401  (re-exported)
+from .errors import CurateError
 from .images import UnreadableImage, load_rgb
 
 
@@ -30,6 +31,7 @@ class EmbedResult:
     embedded: int = 0                                     # computed in this run
     cached: int = 0                                       # taken from the cache
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
 
 def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, progress, errors):
@@ -55,14 +57,28 @@ def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, p
     if cache is not None and todo:
         found = cache.lookup([keys[i] for i in todo])
         if found:
+            vectors, good = cache.read_verified(list(found.values()))
+            found = {j: row for (j, row), ok in zip(found.items(), good) if ok}
             hits = [todo[j] for j in found]
-            result.vectors[hits] = cache.read_rows(list(found.values()))
+            result.vectors[hits] = vectors[good]
             result.ok[hits] = True
             result.cached = len(found)
             if progress:
                 progress(len(found))
         todo = [i for j, i in enumerate(todo) if j not in found]
+        result.warnings += cache.warnings
     return result, keys, todo
+
+
+def checked_vectors(model: LoadedEmbedder, out, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """An embedder's output as float32, and which rows are finite. A wrong shape is the
+    plugin's fault and stops the run, naming it."""
+    vectors = np.asarray(out, dtype=np.float32) if out is not None else None
+    if vectors is None or vectors.shape != (count, model.dim):
+        shape = None if vectors is None else vectors.shape
+        raise CurateError(f"embedder {model.embedder!r} ({model.model_name}) returned vectors of shape {shape} "
+                          f"for {count} images; expected ({count}, {model.dim})")
+    return vectors, np.isfinite(vectors).all(axis=1)
 
 
 _WORKER_MODEL: LoadedEmbedder | None = None   # set in forked decode processes
@@ -115,13 +131,16 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
             if reason is not None:
                 failures[i] = reason
         if good:
-            out = model.embed(np.stack([x for _, x in good]))
-            index = [i for i, _ in good]
-            vectors[index] = out
+            out, finite = checked_vectors(model, model.embed(np.stack([x for _, x in good])), len(good))
+            for (i, _), usable in zip(good, finite):
+                if not usable:
+                    failures[i] = f"embedder {model.embedder!r} returned a vector that is not finite (NaN or inf)"
+            index = [i for (i, _), usable in zip(good, finite) if usable]
+            vectors[index] = out[finite]
             ok[index] = True
             result.embedded += len(index)
-            if cache is not None:
-                cache.append([keys[i] for i in index], out)
+            if cache is not None and index:
+                cache.append([keys[i] for i in index], out[finite])
         if progress:
             progress(len(done))
 

@@ -31,7 +31,7 @@ from .errors import CurateError, RecordError
 from .images import ImageLocator
 from .jsonstream import dumps, read_head
 from .progress import ProgressBar
-from .registry import get_registry
+from .registry import describe, get_registry, plugin_call
 from .sample import Rejected, Sample
 
 ON_ERROR = ("fail", "skip")
@@ -162,10 +162,14 @@ class Inputs:
         state: dict = {}
         for path, reader in zip(self.paths, self.readers):
             options = self.options_for_pass(progress, reject, state)
-            for number, sample in enumerate(reader.read(path, options)):
-                if self.image_prefix:
-                    sample.image = apply_image_prefix(sample.image, self.image_prefix)
-                yield Item(path, reader, number, sample)
+            with plugin_call("reader", reader):
+                for number, sample in enumerate(reader.read(path, options)):
+                    if type(sample) is not Sample and not isinstance(sample, Sample):
+                        raise CurateError(f"{describe('reader', reader)} yielded a {type(sample).__name__} "
+                                          f"from {path}, not a curate.Sample")
+                    if self.image_prefix:
+                        sample.image = apply_image_prefix(sample.image, self.image_prefix)
+                    yield Item(path, reader, number, sample)
         self.notes = list(state.get("notes", {}).values())
 
     def samples(self, **kwargs) -> Iterator[Sample]:
@@ -361,12 +365,24 @@ class Run:
                     counts["to_writer"] += 1
                     yield sample
 
+            upstream: list[BaseException] = []     # raised on our side while the writer pulled
+            exhausted = []
+
+            def guarded(samples: Iterator[Sample]) -> Iterator[Sample]:
+                try:
+                    yield from samples
+                except Exception as e:
+                    upstream.append(e)
+                    raise
+                exhausted.append(True)
+
             samples = to_writer()
             stream = self.outputs.open(self.output)
             options = inputs.options_for_pass(reject=counted("writer_rejects"))
             options.path = self.output
-            report.written = writer.write(bar.count(samples), stream, options)
-            self._check_writer(report.written, samples, counts)
+            with plugin_call("writer", writer, upstream):
+                report.written = writer.write(bar.count(guarded(samples)), stream, options)
+            self._check_writer(report.written, bool(exhausted), counts)
 
         report.records_in = counts["read"] + counts["reader_rejects"]
         report.removed = self.removed
@@ -381,12 +397,12 @@ class Run:
         report.check()
         return report
 
-    def _check_writer(self, written, samples: Iterator[Sample], counts: dict) -> None:
+    def _check_writer(self, written, exhausted: bool, counts: dict) -> None:
         """A writer must take every sample and count what it wrote; otherwise records would be
         lost silently, so the run fails before anything is renamed into place."""
-        name = self.writer.name
-        if next(samples, None) is not None:
-            raise CurateError(f"writer {name!r} stopped before taking every sample; nothing was written")
+        name = describe("writer", self.writer)
+        if not exhausted:
+            raise CurateError(f"{name} stopped before taking every sample; nothing was written")
         if type(written) is not int or written != counts["to_writer"] - counts["writer_rejects"]:
-            raise CurateError(f"writer {name!r} says it wrote {written!r} samples, but it was given "
+            raise CurateError(f"{name} says it wrote {written!r} samples, but it was given "
                               f"{counts['to_writer']:,} and rejected {counts['writer_rejects']:,}; nothing was written")

@@ -22,26 +22,24 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"the number {text[:40]} is too large for a 64-bit float (it would be written as null)")
-    return value
-
-
-# Strict JSON: NaN and Infinity (which Python would accept), and numbers that overflow to
-# infinity, are errors, so that nothing is silently changed on the way out.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-# A \uD800-\uDFFF escape may leave a lone surrogate, which no UTF-8 output can hold.
+# Strict JSON: NaN and Infinity (which Python would accept) are errors, so that nothing is
+# silently changed on the way out.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# A \uD800-\uDFFF escape may leave a lone surrogate, which no UTF-8 output can hold; a
+# number with a 3-digit exponent may overflow to infinity, which would be written as null.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_BIG_EXPONENT = re.compile(r"\d[eE][+]?\d{3}")
 MAX_DEPTH_MESSAGE = "the record is nested too deeply to be a dataset record"
 
 
-def unicode_problem(value) -> str | None:
-    """Why ``value`` holds text that cannot be written as UTF-8 (a lone surrogate), or None."""
+def value_problem(value) -> str | None:
+    """Why ``value`` would not come out as it went in: text that cannot be written as UTF-8
+    (a lone surrogate), or a number too large for a float. None when it is fine."""
     stack = [value]
     while stack:
         item = stack.pop()
+        if isinstance(item, float) and item in (float("inf"), float("-inf")):
+            return "a number is too large for a 64-bit float (it would be written as null)"
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
@@ -56,13 +54,11 @@ def unicode_problem(value) -> str | None:
     return None
 
 
-def _checked(value, raw: str):
-    """``value`` parsed from ``raw``; only text with a surrogate escape is walked (cheap otherwise)."""
-    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
-        problem = unicode_problem(value)
-        if problem:
-            raise ValueError(problem)
-    return value
+def _problem(value, raw: str) -> str | None:
+    """:func:`value_problem`, walked only when ``raw`` shows a reason to (cheap otherwise)."""
+    if ("\\u" in raw and _SURROGATE_ESCAPE.search(raw)) or _BIG_EXPONENT.search(raw):
+        return value_problem(value)
+    return None
 
 try:
     import orjson
@@ -224,7 +220,6 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
             while True:
                 try:
                     value, end = _DECODER.raw_decode(buf, pos)
-                    value = _checked(value, buf[pos:end])
                 except RecursionError:
                     fail(MAX_DEPTH_MESSAGE, pos, index)
                 except json.JSONDecodeError as e:
@@ -239,6 +234,10 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
                 if end == len(buf) and refill(size):
                     continue  # a number or literal may go on in the next chunk: parse again
                 break
+            problem = _problem(value, buf[pos:end])
+            if problem:
+                line, column = line_and_column(path, base + pos)
+                value = RecordError(path, f"invalid JSON: {problem}", index=index, line=line, column=column)
             yield index, value
             index += 1
             pos = end
@@ -272,7 +271,10 @@ def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Ite
                 continue
             try:
                 text = raw.decode("utf-8")
-                value = _checked(_DECODER.decode(text), text)
+                value = _DECODER.decode(text)
+                problem = _problem(value, text)
+                if problem:
+                    value = RecordError(path, f"invalid JSON: {problem}", index=index, line=line_number)
             except RecursionError:
                 value = RecordError(path, MAX_DEPTH_MESSAGE, index=index, line=line_number)
             except UnicodeDecodeError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Iterable, Iterator
 
@@ -11,6 +12,19 @@ from rich.progress import (BarColumn, Progress, ProgressColumn, TaskProgressColu
 from rich.text import Text
 
 stderr_console = Console(stderr=True)
+# C0 and C1 control characters (ESC starts terminal escape sequences), shown, never sent raw.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(value) -> str:
+    """Text from the data made safe for a terminal: control characters become visible escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+def safe(value) -> str:
+    """:func:`plain`, with rich markup escaped too (``[/]`` in an id must not become markup)."""
+    from rich.markup import escape
+    return escape(plain(value))
 _UPDATE_EVERY = 2048
 
 

@@ -50,7 +50,9 @@ class _EmbedActor:
         ok = batch["ok"].astype(bool)
         vectors = np.zeros((len(ok), self.model.dim), np.float32)
         if ok.any():
-            vectors[ok] = self.model.embed(np.ascontiguousarray(batch["pixels"][ok]))
+            from .embedding import checked_vectors
+            vectors[ok] = checked_vectors(self.model, self.model.embed(np.ascontiguousarray(batch["pixels"][ok])),
+                                          int(ok.sum()))[0]
         return {"position": batch["position"], "vector": vectors, "ok": ok, "reason": batch["reason"]}
 
 
@@ -94,7 +96,10 @@ def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, work
             num_gpus=1 if gpus else 0)
         for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
             positions = batch["position"].astype(np.int64)
-            ok = batch["ok"].astype(bool)
+            finite = np.isfinite(batch["vector"]).all(axis=1)
+            batch["reason"] = np.where(batch["ok"].astype(bool) & ~finite,
+                                       "the embedder returned a vector that is not finite (NaN or inf)", batch["reason"])
+            ok = batch["ok"].astype(bool) & finite
             for i, good, reason in zip(positions, ok, batch["reason"]):
                 if not good:
                     result.failures[int(i)] = str(reason)

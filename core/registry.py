@@ -9,6 +9,7 @@ naming its package; the others keep working.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -205,3 +206,27 @@ def get_registry() -> Registry:
 def reset_registry() -> None:
     global _REGISTRY
     _REGISTRY = None
+
+
+def describe(kind: str, component) -> str:
+    """``reader 'x' from package 'y'``, for messages about a component."""
+    name = getattr(component, "name", None) or type(component).__name__
+    registered = _REGISTRY.components[kind].get(name) if _REGISTRY is not None else None
+    package = registered.plugin.package if registered is not None and registered.obj is component else None
+    return f"{kind} {name!r}" + (f" from package {package!r}" if package else "")
+
+
+@contextmanager
+def plugin_call(kind: str, component, upstream: list | None = None):
+    """Run a plugin's code; an exception that is not a CurateError becomes one that names the
+    plugin and its package (the user can report it to the right people). ``upstream`` holds
+    exceptions raised by curate's own generators that the plugin was consuming: those pass
+    through unchanged."""
+    try:
+        yield
+    except CurateError:
+        raise
+    except Exception as e:
+        if upstream and e is upstream[-1]:
+            raise
+        raise CurateError(f"{describe(kind, component)} failed: {type(e).__name__}: {_one_line(e)}") from e

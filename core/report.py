@@ -19,6 +19,7 @@ from .progress import ProgressBar
 from .sample import TEXT_ONLY, source_of
 
 HTML_PAIRS_PER_SOURCE = 24
+TABLE_COLUMNS = ("samples", "unique_images", "unreadable", "similar", "kept", "samples_removed")
 HISTOGRAM_BINS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
 
 
@@ -47,7 +48,7 @@ def build_report(run) -> dict:
             rows.append({"source": name, "samples": sample_sources[name], "unique_images": len(members),
                          "unreadable": unreadable.get(name, 0), "similar": similar,
                          "kept": len(members) - similar, "samples_removed": removed_samples.get(name, 0)})
-        total = {key: sum(r[key] for r in rows) for key in rows[0] if key != "source"} if rows else {}
+        total = {key: sum(r[key] for r in rows) for key in TABLE_COLUMNS}
         rows.append({"source": "total", **total})
         tables.append({"threshold": result.threshold, "table": rows,
                        "pairs": sampled_pairs(run, result, run.sample_every)})
@@ -101,8 +102,9 @@ def histograms(found) -> dict:
 def render_markdown(data: dict) -> str:
     lines = ["# curate dedup report", ""]
     s = data["settings"]
-    lines += [f"- inputs: {', '.join(data['inputs'])}", f"- output: {data['output']}",
-              f"- embedder: {s['embedder']} ({s['model']}, {s['dim']}-d), index: {s['index']}, scope: {s['scope']}",
+    lines += [f"- inputs: {_md(', '.join(data['inputs']))}", f"- output: {_md(data['output'])}",
+              f"- embedder: {_md(s['embedder'])} ({_md(s['model'])}, {s['dim']}-d), index: {_md(s['index'])}, "
+              f"scope: {_md(s['scope'])}",
               f"- records: {data['accounting']['input']:,} in = {data['accounting']['written']:,} written + "
               f"{data['accounting']['removed']:,} removed + {data['accounting']['rejected']:,} rejected",
               f"- images: {data['embedding']['unique_images']:,} unique, {data['embedding']['embedded']:,} embedded, "

@@ -1,0 +1,335 @@
+"""A hostile user: every attack ends in a clean one-line error or a clean, accounted-for
+success; no input is ever written; no temporary file survives."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import types
+
+import numpy as np
+import pytest
+
+import curate
+from conftest import CURATE, FIXTURES, REAL, assert_one_line_error, load_json, run_curate, summary_numbers
+
+IMAGES = FIXTURES / "images"
+TURNS = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}]
+
+
+def records_file(tmp_path, text, name="in.json"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- data loss -----------------------------------------------------------------------------------
+
+def test_piped_input_is_read_whole(tmp_path):
+    """`curate convert llava llava <(cat x.jsonl)`: sniffing must not eat the pipe's head."""
+    lines = "".join(json.dumps({"id": f"r{i}", "conversations": [{"from": "human", "value": "hi"},
+                                                                 {"from": "gpt", "value": "x" * 200}]})
+                    + "\n" for i in range(2000))
+    source = records_file(tmp_path, lines, "x.jsonl")
+    out = tmp_path / "o.json"
+    command = f"{' '.join(CURATE)} convert auto llava <(cat {source}) -o {out} -q --on-error skip"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert len(load_json(out)) == 2000
+
+
+def test_fifo_without_a_writer_does_not_hang(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = run_curate("convert", "llava", "llava", fifo, "-o", tmp_path / "o.json", subprocess_=True, timeout=60)
+    assert_one_line_error(result, "empty")
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("1e999", "too large for a 64-bit float"),
+    ('"x \\ud800"', "lone surrogate"),
+])
+def test_values_that_would_change_on_the_way_out_are_rejected(tmp_path, value, fragment):
+    source = records_file(tmp_path, f'[{{"id": "a", "n": {value}, "conversations": {json.dumps(TURNS)}}}]')
+    result = run_curate("convert", "llava", "llava", source, "-o", tmp_path / "o.json")
+    assert_one_line_error(result, "in.json", "record 0", fragment)
+    result = run_curate("convert", "llava", "llava", source, "-o", tmp_path / "o.json", "--on-error", "skip",
+                        check=0)
+    assert summary_numbers(result.stderr)["rejected"] == 1
+
+
+def test_paired_surrogates_are_an_emoji_not_an_error(tmp_path):
+    turns = [{"from": "human", "value": "hi \\ud83d\\ude00"}, {"from": "gpt", "value": "ok"}]
+    source = records_file(tmp_path, '[{"id": "a", "conversations": ' + json.dumps(turns).replace("\\\\", "\\") + "}]")
+    run_curate("convert", "llava", "llava", source, "-o", tmp_path / "o.json", "-q", check=0)
+    assert load_json(tmp_path / "o.json")[0]["conversations"][0]["value"] == "hi 😀"
+
+
+def test_deep_nesting_is_a_clean_error(tmp_path):
+    source = records_file(tmp_path, "[" + "[" * 100_000 + "]" * 100_000 + "]")
+    assert_one_line_error(run_curate("convert", "llava", "llava", source, "-o", tmp_path / "o.json"),
+                          "nested too deeply")
+
+
+# --- outputs that are not regular files ----------------------------------------------------------
+
+def test_output_that_is_a_device_or_a_link_to_one_is_refused(tmp_path):
+    link = tmp_path / "null.json"
+    link.symlink_to("/dev/null")
+    for target in ("/dev/null", link):
+        result = run_curate("convert", "llava", "llava", FIXTURES / "llava_small.json", "-o", target, "--overwrite")
+        assert_one_line_error(result, "not a regular file")
+    assert link.is_symlink() and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+# --- escapes -------------------------------------------------------------------------------------
+
+def test_symlinks_out_of_the_image_root_are_not_followed(tmp_path):
+    from curate.images import ImageLocator, UnreadableImage
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "coco").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes((IMAGES / "coco/train2017/000000000001.jpg").read_bytes())
+    (root / "coco" / "link.jpg").symlink_to(outside / "secret.jpg")
+    (root / "dir").symlink_to(outside)
+    (root / "coco" / "inside.jpg").symlink_to(root / "coco" / "link.jpg")
+    locator = ImageLocator(root)
+    for relative in ("coco/link.jpg", "dir/secret.jpg", "coco/inside.jpg"):
+        with pytest.raises(UnreadableImage, match="outside the image root"):
+            locator.path(relative)
+    linked_root = tmp_path / "linked_root"        # the root itself may be a link
+    linked_root.symlink_to(root)
+    (root / "coco" / "real.jpg").write_bytes(b"x")
+    assert ImageLocator(linked_root).path("coco/real.jpg").name == "real.jpg"
+
+
+@pytest.mark.parametrize("relative, fragment", [("a\x00b.jpg", "NUL"), ("x/" * 2600 + "y.jpg", "characters long")])
+def test_image_paths_that_break_system_calls_are_unreadable_not_fatal(relative, fragment):
+    from curate.images import ImageLocator, UnreadableImage
+    with pytest.raises(UnreadableImage, match=fragment):
+        ImageLocator(IMAGES).path(relative)
+
+
+@pytest.mark.parametrize("reader, record", [
+    ("llama-factory", {"messages": [{"role": "user", "content": "<image>hi"}, {"role": "assistant", "content": "x"}],
+                       "images": ["/etc/passwd"]}),
+    ("llama-factory", {"messages": [{"role": "user", "content": "<image>hi"}, {"role": "assistant", "content": "x"}],
+                       "images": ["../../x.jpg"]}),
+    ("textocr-gpt4v", {"filename": "/etc/passwd", "caption": "a", "caption_condensed": "a"}),
+])
+def test_every_reader_refuses_paths_that_leave_the_root(tmp_path, reader, record):
+    source = records_file(tmp_path, json.dumps([record]))
+    result = run_curate("convert", reader, "llava", source, "-o", tmp_path / "o.json")
+    assert_one_line_error(result, "in.json", "record 0")
+    assert "absolute" in result.stderr or "climbs out" in result.stderr
+
+
+# --- crashes on odd but valid input ----------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text, rejected", [("[]", 0), ('[{"id": 1}]', 1)])
+def test_dedup_of_nothing_to_keep_is_a_clean_success(tmp_path, text, rejected):
+    source = records_file(tmp_path, text)
+    out = tmp_path / "o.json"
+    result = run_curate("dedup", source, "--from", "llava", "-o", out, "--image-root", IMAGES, "--embedder",
+                        "timm-pool", "--no-cache", "--on-error", "skip", check=0)
+    assert summary_numbers(result.stderr) == {"input records": rejected, "written": 0, "removed": 0,
+                                              "rejected": rejected}
+    assert load_json(out) == []
+
+
+def test_ids_with_markup_and_terminal_escapes_are_shown_not_obeyed(tmp_path):
+    records = [{"id": "[/]", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}]},
+               {"id": "[/]", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}]},
+               {"id": "\x1b[31mred", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}]},
+               {"id": "\x1b[31mred", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}]}]
+    source = records_file(tmp_path, json.dumps(records), "\x1b[2Jname.json")
+    result = run_curate("convert", "llava", "llava", source, "-o", tmp_path / "o.json", check=0)
+    assert "\x1b" not in result.stderr
+    assert "'[/]'" in result.stderr and "\\x1b[2Jname.json" in result.stderr
+    result = run_curate("inspect", source, check=0)
+    assert "\x1b" not in result.stdout + result.stderr
+
+
+# --- plugins that misbehave are named ----------------------------------------------------------------
+
+def _plugin(**hooks):
+    module = types.ModuleType("rogue_plugin")
+    for name, function in hooks.items():
+        setattr(module, name, curate.hookimpl(function))
+    return module
+
+
+class _RogueReader(curate.Reader):
+    def __init__(self, name, behaviour):
+        self.name, self.behaviour = name, behaviour
+
+    def sniff(self, path, head):
+        return "very sure"          # not a number: must not break `auto`
+
+    def read(self, path, options):
+        yield curate.Sample("a", None, [curate.Turn("human", "hi"), curate.Turn("gpt", "x")])
+        if self.behaviour == "raise":
+            raise ZeroDivisionError("oops")
+        yield {"id": "not a sample"}
+
+
+@pytest.mark.parametrize("behaviour, fragment", [("raise", "failed: ZeroDivisionError: oops"),
+                                                 ("dict", "yielded a dict")])
+def test_reader_that_misbehaves_is_named(registry_with, tmp_path, behaviour, fragment):
+    def register_readers(register):
+        register(_RogueReader("rogue", behaviour))
+    registry_with(_plugin(register_readers=register_readers))
+    out = tmp_path / "o.json"
+    result = run_curate("convert", "rogue", "llava", FIXTURES / "llava_small.json", "-o", out)
+    assert_one_line_error(result, "reader 'rogue' from package '(registered in code)'", fragment)
+    assert not out.exists()
+    # a sniff() that answers nonsense does not break `auto` for everyone else
+    run_curate("convert", "auto", "llava", FIXTURES / "llava_small.json", "-o", out, "-q", check=0)
+
+
+def test_writer_that_raises_is_named(registry_with, tmp_path):
+    class Rogue(curate.Writer):
+        name = "rogue-writer"
+
+        def write(self, samples, stream, options):
+            next(iter(samples))
+            raise KeyError("boom")
+
+    def register_writers(register):
+        register(Rogue)
+    registry_with(_plugin(register_writers=register_writers))
+    result = run_curate("convert", "llava", "rogue-writer", FIXTURES / "llava_small.json", "-o", tmp_path / "o.x")
+    assert_one_line_error(result, "writer 'rogue-writer'", "KeyError")
+    # a bad record upstream is still reported as itself, not blamed on the writer
+    bad = records_file(tmp_path, json.dumps([{"id": 1, "conversations": []}]))
+    result = run_curate("convert", "llava", "rogue-writer", bad, "-o", tmp_path / "o.x")
+    assert_one_line_error(result, "in.json", "record 0", "conversation is empty")
+
+
+class _BadModel(curate.LoadedEmbedder):
+    embedder, model_name, weights_digest, dim = "bad", "bad", "bad", 4
+
+    def __init__(self, mode):
+        self.mode = mode
+
+    def preprocess(self, image):
+        return np.zeros(3, np.uint8)
+
+    def embed(self, batch):
+        if self.mode == "width":
+            return np.ones((len(batch), 3), np.float32)
+        out = np.eye(4, dtype=np.float32)[np.arange(len(batch)) % 4]
+        out[0] = np.nan
+        return out
+
+
+def test_embedder_output_is_checked(tmp_path):
+    from curate.embedding import embed_files
+    paths = sorted(IMAGES.rglob("*.jpg"))[:3]
+    with pytest.raises(curate.CurateError, match=r"embedder 'bad' .* shape \(3, 3\)"):
+        embed_files(paths, _BadModel("width"), batch_size=4, workers=1)
+    result = embed_files(paths, _BadModel("nan"), batch_size=4, workers=1)
+    assert not result.ok[0] and "not finite" in result.failures[0] and result.ok[1:].all()
+
+
+# --- the cache is verified --------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cache_rows_that_fail_verification_are_embedded_again(tmp_path):
+    common = ["--image-root", IMAGES, "--embedder", "timm-pool", "--cache", tmp_path / "cache", "-q"]
+    run_curate("embed", FIXTURES / "dedup_demo.json", *common, check=0)
+    folder = next((tmp_path / "cache").iterdir())
+    vectors = folder / "vectors.f32"
+    data = np.fromfile(vectors, np.float32).reshape(13, -1)
+    data[2] = np.nan
+    data[5] = data[6]                      # a plausible unit vector, but not this image's
+    data.tofile(vectors)
+    out = tmp_path / "o.json"
+    result = run_curate("dedup", FIXTURES / "dedup_demo.json", "-o", out, *common[:-1], "-t", "0.85", check=0)
+    assert "2 cached vectors failed verification" in result.stderr
+    report = json.loads((tmp_path / "o.json.report" / "report.json").read_text())
+    assert report["embedding"]["cached"] == 11 and report["embedding"]["embedded"] == 2
+    assert report["accounting"]["removed"] == 4
+    (folder / "meta.json").write_text("{not json")
+    result = run_curate("dedup", FIXTURES / "dedup_demo.json", "-o", out, "--overwrite", *common[:-1], check=0)
+    assert "meta.json is unreadable" in result.stderr
+    assert json.loads((tmp_path / "o.json.report" / "report.json").read_text())["embedding"]["embedded"] == 13
+
+
+# --- signals -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def big_input(tmp_path_factory):
+    path = tmp_path_factory.mktemp("big") / "big.json"
+    record = {"id": "x", "conversations": [{"from": "human", "value": "q " * 100}, {"from": "gpt", "value": "a " * 400}]}
+    path.write_text("[" + ",".join(json.dumps(dict(record, id=f"r{i}")) for i in range(40000)) + "]")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_signal_at_a_random_moment_leaves_no_temporary_and_a_clean_exit(tmp_path, big_input, signum, code):
+    out = tmp_path / "out.json"
+    process = subprocess.Popen([*CURATE, "convert", "llava", "llava", str(big_input), "-o", str(out), "-q"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(random.Random(signum).uniform(0.3, 1.2))
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert "Traceback" not in stderr
+    if process.returncode == 0:               # it finished first: the output is whole
+        assert len(load_json(out)) == 40000
+    else:
+        assert process.returncode == code, stderr
+        assert "interrupted" in stderr
+        assert not out.exists() or len(load_json(out)) == 40000
+    assert not list(tmp_path.glob(".out.json.*"))
+
+
+def test_temporaries_of_killed_runs_are_removed_by_the_next_run(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_path / f".o.json.{dead.pid}.abc123.tmp"
+    orphan.write_text("half a file")
+    mine = tmp_path / f".o.json.{os.getpid()}.keep.tmp"       # a live process's temporary stays
+    mine.write_text("in progress")
+    run_curate("convert", "llava", "llava", FIXTURES / "llava_small.json", "-o", tmp_path / "o.json", "-q", check=0)
+    assert not orphan.exists() and mine.exists()
+
+
+# --- fuzz: byte mutations of real records ----------------------------------------------------------
+
+def _mutants(data: bytes, count: int, seed: int):
+    rng = random.Random(seed)
+    for _ in range(count):
+        mutant = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(mutant))
+            action = rng.random()
+            if action < 0.4:
+                mutant[at] = rng.randrange(256)
+            elif action < 0.7:
+                del mutant[at:at + rng.randint(1, 20)]
+            else:
+                mutant[at:at] = rng.choice([b"\\ud800", b"1e999", b"[[[[", b"\x00", b'"', b"{}", b"\xff", b"]"])
+        yield bytes(mutant)
+
+
+def test_byte_mutants_of_real_records_never_give_an_internal_error(tmp_path):
+    """Clean error or clean success, never an internal error (bounded: 150 mutants)."""
+    base = REAL / "llava_v1_5_mix665k.every500.json"
+    records = load_json(base)[:40] if base.exists() else load_json(FIXTURES / "llava_small.json")
+    data = json.dumps(records, ensure_ascii=False, indent=1).encode()
+    for n, mutant in enumerate(_mutants(data, 150, seed=13)):
+        source = tmp_path / f"m{n}.json"
+        source.write_bytes(mutant)
+        for mode in ("fail", "skip"):
+            out = tmp_path / f"o{n}{mode}.json"
+            result = run_curate("convert", "auto", "llava", source, "-o", out, "-q", "--on-error", mode)
+            assert "internal error" not in result.stderr, (n, result.stderr)
+            assert result.returncode in (0, 1), (n, result.stderr)
+            if result.returncode == 1:
+                assert not out.exists()
+        source.unlink()
