@@ -8,25 +8,21 @@ from typing import Iterable, Iterator
 
 from .atomic import Outputs
 from .contracts import Options
-from .engine import (ON_ERROR, Inputs, Report, Run, apply_image_prefix, check_input,  # noqa: F401
+from .engine import (ON_ERROR, Inputs, RejectSink, Report, Run, apply_image_prefix, check_input,  # noqa: F401
                      resolve_reader, resolve_writer)
 from .sample import Sample
 
 
-def read(path, format: str = "auto", **options) -> Iterator[Sample]:
-    """Yield the Samples of one file. Bad records raise :class:`RecordError`.
+def read(path, format: str = "auto", *, on_error: str = "fail", reject=None, progress=None,
+         extra: dict | None = None, **inputs) -> Iterator[Sample]:
+    """Yield the Samples of one file, read as the commands read it (:class:`Inputs`).
 
-    Pass ``on_error="skip"`` to drop bad records silently (use :func:`convert` to keep them).
-    Other keywords are :class:`Options` fields (``image_root``, ``seed``, ``extra``, ...).
+    Bad records raise :class:`RecordError`; ``on_error="skip"`` drops them silently (use
+    :func:`convert` to keep them), or pass your own ``reject(error, raw)``. Other keywords:
+    ``image_root``, ``image_prefix``, ``seed``; ``extra``: the readers' options.
     """
-    path = Path(path)
-    on_error = options.pop("on_error", "fail")
-    opts = Options(**options)
-    if on_error == "skip" and "reject" not in options:
-        opts.reject = lambda error, raw=None: None
-    reader = resolve_reader(format, path)
-    check_input(path)
-    yield from reader.read(path, opts)
+    source = Inputs([path], format, options=dict(extra or {}), **inputs)
+    yield from source.samples(progress=progress, reject=reject or RejectSink(on_error))
 
 
 def write(samples: Iterable[Sample], path, format: str = "llava", *, overwrite: bool = False,

@@ -196,7 +196,7 @@ def inspect(inputs, from_format, image_root, image_prefix, seed, options, on_err
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     rows, rejected = summarise_inputs(source, on_error, show_progress=not as_json)
     if as_json:
-        click.echo(json.dumps([r.as_json() for r in rows] + [{"rejected": len(rejected)}], indent=2))
+        click.echo(json.dumps([r.as_json() for r in rows] + [{"rejected": rejected.count}], indent=2))
         return
     table = Table(title=safe(", ".join(str(p) for p in inputs)))
     for name in ("source", "samples", "images", "text-only", "turns", *PLACEMENTS):
@@ -208,8 +208,9 @@ def inspect(inputs, from_format, image_root, image_prefix, seed, options, on_err
                       f"{row.turns:,}", *[f"{row.placement[p]:,}" for p in PLACEMENTS], style=style)
     stdout_console.print(table)
     total = rows[-1].samples
-    stderr_console.print(f"{total + len(rejected):,} records = {total:,} summarised + {len(rejected):,} rejected"
-                         + (f" (first: {plain(rejected[0])})" if rejected else ""), highlight=False, markup=False)
+    stderr_console.print(f"{total + rejected.count:,} records = {total:,} summarised + {rejected.count:,} rejected"
+                         + (f" (first: {plain(rejected.first)})" if rejected.first else ""), highlight=False,
+                         markup=False)
 
 
 def embedding_options(function):

@@ -17,7 +17,6 @@ hook                   registers               whose method returns
 
 from __future__ import annotations
 
-import inspect
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -203,8 +202,6 @@ def contract_problem(kind: str, component) -> str | None:
                      or getattr(getattr(cls, m), "__isabstractmethod__", False))
     if missing:
         return f"is not a curate {contract.__name__}: {', '.join(m + '()' for m in missing)} missing"
-    if isinstance(component, type) and inspect.isabstract(component):
-        return f"is not a curate {contract.__name__}: it is abstract"
     return None
 
 

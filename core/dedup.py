@@ -25,7 +25,7 @@ from .atomic import Outputs
 from .cache import EmbeddingCache
 from .contracts import LoadedEmbedder
 from .embedding import EmbedResult, embed_files
-from .engine import Filter, Inputs, Item, Report, Run
+from .engine import Filter, Inputs, Item, RejectSink, Report, Run
 from .errors import CurateError, RecordError
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
@@ -151,13 +151,9 @@ class ImageTable:
 def scan(inputs: Inputs, *, on_error: str = "fail", show_progress: bool = False) -> ImageTable:
     """The unique images of the inputs, in order of first appearance. Bad records stop the scan
     under ``on_error="fail"``; otherwise they are left to the writing pass, which accounts for them."""
-    def reject(error, raw=None):
-        if on_error == "fail":
-            raise error
-
     images = ImageTable()
     with ProgressBar("scan", inputs.total_bytes, enabled=show_progress) as bar:
-        for sample in bar.count(inputs.samples(progress=bar.advance, reject=reject)):
+        for sample in bar.count(inputs.samples(progress=bar.advance, reject=RejectSink(on_error))):
             images.add_sample(sample)
     return images
 
@@ -413,7 +409,6 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
     from .report import ReportFiles, write_reports
     embedder, search = embedder or EmbedderSpec(), search or SearchSettings()
     settings, report = settings or EmbedSettings(), report or ReportSettings()
-    check_image_root(inputs.image_root)
     output = Path(output)
     run_started = time.monotonic()
     with Outputs(inputs.sources, overwrite=overwrite) as outputs:

@@ -74,8 +74,6 @@ def resolve_reader(name: str, path: Path) -> Reader:
     registry = get_registry()
     if name != "auto":
         return registry.get("reader", name)
-    path = Path(path)
-    check_input(path)
     head = read_head(path)
     scores = []
     for reader_name in registry.names("reader"):
@@ -164,7 +162,7 @@ class Inputs:
             options = self.options_for_pass(progress, reject, state)
             with plugin_call("reader", reader):
                 for number, sample in enumerate(reader.read(path, options)):
-                    if type(sample) is not Sample and not isinstance(sample, Sample):
+                    if not isinstance(sample, Sample):
                         raise CurateError(f"{describe('reader', reader)} yielded a {type(sample).__name__} "
                                           f"from {path}, not a curate.Sample")
                     if self.image_prefix:
@@ -188,6 +186,7 @@ class RejectSink:
         self.open_file = open_file
         self.stream = None
         self.count = 0
+        self.first: RecordError | None = None
 
     def __call__(self, error: RecordError, raw=None) -> None:
         if self.on_error == "fail":
@@ -195,8 +194,11 @@ class RejectSink:
         self.set_aside(error, raw)
 
     def set_aside(self, error: RecordError, raw=None) -> None:
-        """Record a reject whatever ``on_error`` says (the user asked for it, e.g. --drop-unreadable)."""
+        """Record a reject whatever ``on_error`` says (the user asked for it, e.g. --drop-unreadable).
+        With no file to open, rejects are only counted (and the first kept, to name it)."""
         self.count += 1
+        if self.first is None:
+            self.first = error
         if self.open_file is None:
             return
         if self.stream is None:
@@ -352,36 +354,32 @@ class Run:
             for stage in stages:
                 items = stage(items, self)
 
-            def to_writer() -> Iterator[Sample]:
-                for item in items:
-                    rewriter = self.rewriters[item.reader.name]
-                    sample = item.sample
-                    if rewriter.active:
-                        try:
-                            sample = rewriter.apply(sample, item.path)
-                        except RecordError as error:
-                            sink(error, None)
-                            continue
-                    counts["to_writer"] += 1
-                    yield sample
-
             upstream: list[BaseException] = []     # raised on our side while the writer pulled
             exhausted = []
 
-            def guarded(samples: Iterator[Sample]) -> Iterator[Sample]:
+            def to_writer() -> Iterator[Sample]:
                 try:
-                    yield from samples
+                    for item in items:
+                        rewriter = self.rewriters[item.reader.name]
+                        sample = item.sample
+                        if rewriter.active:
+                            try:
+                                sample = rewriter.apply(sample, item.path)
+                            except RecordError as error:
+                                sink(error, None)
+                                continue
+                        counts["to_writer"] += 1
+                        yield sample
                 except Exception as e:
                     upstream.append(e)
                     raise
                 exhausted.append(True)
 
-            samples = to_writer()
             stream = self.outputs.open(self.output)
             options = inputs.options_for_pass(reject=counted("writer_rejects"))
             options.path = self.output
             with plugin_call("writer", writer, upstream):
-                report.written = writer.write(bar.count(guarded(samples)), stream, options)
+                report.written = writer.write(bar.count(to_writer()), stream, options)
             self._check_writer(report.written, bool(exhausted), counts)
 
         report.records_in = counts["read"] + counts["reader_rejects"]

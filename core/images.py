@@ -21,10 +21,11 @@ class UnreadableImage(Exception):
 MAX_PATH_CHARS = 1024
 
 
-def resolve_image(root: Path, relative: str) -> Path:
+def resolve_image(root: Path, relative: str, real_root: str | None = None) -> Path:
     """``root/relative``, refusing what could leave the root or break a system call: absolute
     paths, ``..``, NUL bytes, over-long paths, and symbolic links (of files or folders) that
-    point outside the root once resolved. The root itself may be a link."""
+    point outside the root once resolved. The root itself may be a link (``real_root``: its
+    resolved path, when the caller already has it)."""
     if "\0" in relative:
         raise UnreadableImage(f"the image path {relative[:80]!r} holds a NUL byte")
     if len(relative) > MAX_PATH_CHARS:
@@ -35,7 +36,7 @@ def resolve_image(root: Path, relative: str) -> Path:
     if normal == ".." or normal.startswith(".." + os.sep) or normal.startswith("/"):
         raise UnreadableImage(f"the image path {relative!r} climbs out of the image root")
     path = Path(root) / normal
-    real_root = os.path.realpath(root)
+    real_root = real_root or os.path.realpath(root)
     try:
         real = os.path.realpath(path)
     except (OSError, ValueError) as e:
@@ -68,17 +69,18 @@ class ImageLocator:
 
     def __init__(self, root):
         self.root = Path(root) if root is not None else None
+        self.real_root = os.path.realpath(self.root) if self.root is not None else None
         self._sizes: dict[str, tuple[int, int]] = {}
 
     def path(self, relative: str) -> Path:
         if self.root is None:
             raise UnreadableImage("no --image-root given")
-        direct = resolve_image(self.root, relative)
+        direct = resolve_image(self.root, relative, self.real_root)
         if _exists(direct):
             return direct
         head, sep, rest = relative.partition("/")
         if sep and rest:
-            inner = resolve_image(self.root, rest)
+            inner = resolve_image(self.root, rest, self.real_root)
             if _exists(inner):
                 return inner
         return direct

@@ -53,15 +53,11 @@ def summarise(samples: Iterable[Sample]) -> list[SourceStats]:
 
 
 def summarise_inputs(inputs, on_error: str = "fail", show_progress: bool = False):
-    """``summarise`` over every input; with ``on_error="skip"`` bad records are listed, not counted."""
+    """``summarise`` over every input, and the sink that counted the bad records (with
+    ``on_error="skip"`` they are left out of the rows)."""
+    from .engine import RejectSink
     from .progress import ProgressBar
-    rejected = []
-
-    def reject(error, raw=None):
-        if on_error == "fail":
-            raise error
-        rejected.append(error)
-
+    rejected = RejectSink(on_error)
     with ProgressBar("inspect", inputs.total_bytes, enabled=show_progress) as bar:
-        rows = summarise(bar.count(inputs.samples(progress=bar.advance, reject=reject)))
+        rows = summarise(bar.count(inputs.samples(progress=bar.advance, reject=rejected)))
     return rows, rejected
