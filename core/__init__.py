@@ -9,22 +9,37 @@
 
 Plugins implement the contracts exported here (:class:`Reader`, :class:`Writer`,
 :class:`Embedder` and its :class:`LoadedEmbedder`, :class:`IndexKind` and its
-:class:`SimilarityIndex`) and register them with ``@curate.hookimpl`` hooks.
+:class:`SimilarityIndex`, :class:`Signal`) and register them with ``@curate.hookimpl`` hooks.
+
+Names are imported on first use, so ``import curate`` (and the command line's start-up)
+stays cheap until something is needed.
 """
 
-from .hookspecs import hookimpl
-from .sample import Sample, Turn, source_of
-from .errors import CurateError, RecordError
-from .contracts import (Embedder, IndexKind, LoadedEmbedder, Options, Reader, SimilarityIndex, Writer,
-                        head_has_keys, samples_from_json)
-from .engine import Inputs, Report
-from .api import convert, read, write
-from .dedup import (DedupResult, Duplicates, EmbedderSpec, EmbedSettings, Embeddings, ReportSettings,
-                    SearchSettings, dedup, embed, identify_duplicates)
+from importlib import import_module
 
-__all__ = ["Sample", "Turn", "source_of", "hookimpl", "CurateError", "RecordError",
-           "Reader", "Writer", "Options", "Embedder", "LoadedEmbedder", "IndexKind", "SimilarityIndex",
-           "head_has_keys", "samples_from_json",
-           "Inputs", "Report", "read", "write", "convert",
-           "EmbedderSpec", "EmbedSettings", "SearchSettings", "ReportSettings", "Embeddings", "Duplicates",
-           "DedupResult", "embed", "identify_duplicates", "dedup"]
+_EXPORTS = {
+    "hookspecs": ["hookimpl"],
+    "sample": ["Sample", "Turn", "source_of"],
+    "errors": ["CurateError", "RecordError"],
+    "contracts": ["Embedder", "IndexKind", "LoadedEmbedder", "Options", "Reader", "SimilarityIndex", "Writer",
+                  "Signal", "head_has_keys", "samples_from_json"],
+    "engine": ["Inputs", "Report"],
+    "api": ["convert", "read", "write"],
+    "deduplicate": ["DedupResult", "Duplicates", "EmbedderSpec", "EmbedSettings", "Embeddings", "ReportSettings",
+                    "SearchSettings", "dedup", "embed", "identify_duplicates"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'curate' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

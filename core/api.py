@@ -1,5 +1,5 @@
 """The Python API behind the CLI: read, write and convert datasets through Samples
-(deduplication is in :mod:`curate.dedup`). Every function here is one call of the engine."""
+(deduplication is in :mod:`curate.deduplicate`). Every function here is one call of the engine."""
 
 from __future__ import annotations
 

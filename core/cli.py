@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from rich.table import Table
 from . import api
 from .boxes import CONVENTIONS
 from .engine import ON_ERROR, Inputs
+from .deduplicate import DEFAULT_SIGNALS
+from .entry import exit_interrupted, install_signal_handlers
 from .errors import CurateError
 from .registry import KINDS, get_registry, register_commands
 from .progress import ProgressBar, plain, safe, stderr_console
@@ -44,10 +45,7 @@ class CurateGroup(click.Group):
         except CurateError as e:
             fail(str(e))
         except KeyboardInterrupt as e:
-            from .atomic import COMMITTED
-            done = f"{len(COMMITTED)} output(s) were written before it" if COMMITTED else "no output was written"
-            click.echo(f"error: interrupted; {done}", err=True)
-            sys.exit(128 + getattr(e, "signal", signal.SIGINT))
+            exit_interrupted(e)
         except BrokenPipeError:
             sys.exit(1)
         except OSError as e:  # disk full, permission denied, ...
@@ -248,7 +246,7 @@ def embedding_options(function):
 
 
 def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet):
-    from .dedup import EmbedSettings, default_cache_dir
+    from .deduplicate import EmbedSettings, default_cache_dir
     return EmbedSettings(cache_dir=None if no_cache else (cache_dir or default_cache_dir()), batch_size=batch_size,
                          workers=workers, decode=decode, engine=engine, ray_address=ray_address,
                          show_progress=not quiet)
@@ -270,8 +268,15 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 @click.option("--hnsw-ef", type=click.IntRange(1), default=32, show_default=True,
               help="HNSW ef (query-time search width).")
 @click.option("-t", "--threshold", "thresholds", type=float, multiple=True,
-              help="Cosine similarity at which two images are duplicates; repeat for several (one "
-                   "embedding pass, every threshold reported, output filtered at the first) [default: 0.9].")
+              help="Cosine similarity of the embedding at which two images are duplicates; repeat for "
+                   "several (one embedding pass, every threshold reported, output filtered at the first) "
+                   "[default: the embedder's own, measured in bench/: vit-cls 0.9 (the study's), "
+                   "timm-pool 0.8].")
+@click.option("--signals", "signals", default=",".join(DEFAULT_SIGNALS), show_default=True,
+              help="Signals that can call a pair a near-duplicate, comma-separated, in the order a match is "
+                   "recorded: embedding (always on; its threshold is -t), exact (same bytes or pixels), "
+                   "phash (perceptual hash; phash=N sets the Hamming distance, default 10), and any a plugin "
+                   "adds (`curate plugins`). A pair is removed when any of them matches.")
 @click.option("--scope", type=click.Choice(["source", "global"]), default="source", show_default=True,
               help="source: compare images within each source dataset (as in the study). global: across all.")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -284,13 +289,14 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 @output_options
 def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, hnsw_m,
-          hnsw_ef_construction, hnsw_ef, thresholds, scope, report_dir, sample_every, drop_unreadable, on_error,
+          hnsw_ef_construction, hnsw_ef, thresholds, signals, scope, report_dir, sample_every, drop_unreadable, on_error,
           rejects, overwrite, boxes, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
-    Each unique image is embedded once; within each scope group, images are walked in
-    order of first appearance and an image is removed when an already kept image has
-    similarity >= THRESHOLD with it. Samples of removed images go to removed.jsonl with
+    Each unique image is decoded once, embedded and hashed (--signals); within each scope
+    group, images are walked in order of first appearance and an image is removed when an
+    already kept image matches it in any signal (embedding similarity >= THRESHOLD, the same
+    bytes, a perceptual hash within its distance). Samples of removed images go to removed.jsonl with
     the image they duplicate; text-only samples and samples of kept images are written.
     Inputs are read as `curate convert` reads them (--from, --image-prefix, --seed, -O and
     the formats' own options).
@@ -300,18 +306,24 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
       curate dedup llava_v1_5_mix665k.json -o dedup.json --image-root data/ \\
           -t 0.9 -t 0.8 -t 0.7 --report report/
     """
-    from .dedup import EmbedderSpec, ReportSettings, SearchSettings, dedup as run_dedup
+    from .deduplicate import EmbedderSpec, ReportSettings, SearchSettings, dedup as run_dedup
     _warn_plugin_problems()
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     result = run_dedup(
         source, output, to=to_format, embedder=EmbedderSpec(embedder, model, weights, device),
         search=SearchSettings(thresholds, scope, index, {"m": hnsw_m, "ef_construction": hnsw_ef_construction,
-                                                           "ef": hnsw_ef} if index in ("hnsw", "auto") else {}),
+                                                           "ef": hnsw_ef} if index in ("hnsw", "auto") else {},
+                              parse_signals(signals)),
         settings=embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet),
         report=ReportSettings(report_dir, sample_every), drop_unreadable=drop_unreadable, on_error=on_error,
         rejects=rejects, boxes=boxes, overwrite=overwrite)
     if not quiet:
         print_dedup_summary(result)
+
+
+def parse_signals(text: str) -> tuple[str, ...]:
+    entries = tuple(part.strip() for part in text.split(",") if part.strip())
+    return entries if entries else ("embedding",)
 
 
 def print_dedup_summary(result) -> None:
@@ -345,7 +357,7 @@ def embed(inputs, output, overwrite, from_format, image_root, image_prefix, seed
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, **format_options):
     """Embed the unique images of datasets into the cache (and optionally a .npy), without
     deduplicating. A later `curate dedup` with the same model and cache embeds nothing again."""
-    from .dedup import EmbedderSpec, embed as run_embed, save_embeddings
+    from .deduplicate import EmbedderSpec, embed as run_embed, save_embeddings
     _warn_plugin_problems()
     settings = embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet)
     if output is None and settings.cache_dir is None:
@@ -449,26 +461,8 @@ def prepare(registry) -> click.Group:
     return cli
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised where the program is, so that it unwinds like Ctrl-C:
-    temporary files removed, nothing half-written renamed into place."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signal = signum
-
-
-def _terminate(signum, frame):
-    raise Terminated(signum)
-
-
-def install_signal_handlers() -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
-
-
 def main():
+    """Run the command line (handlers are installed first by :mod:`curate.entry`)."""
     install_signal_handlers()
     prepare(get_registry())(prog_name="curate")
 

@@ -12,6 +12,7 @@ hook                   registers               whose method returns
 ``register_writers``   :class:`Writer`         ``write()`` → how many were written
 ``register_embedders`` :class:`Embedder`       ``load()`` → a :class:`LoadedEmbedder`
 ``register_indexes``   :class:`IndexKind`      ``new()`` → a :class:`SimilarityIndex`
+``register_signals``   :class:`Signal`         ``fingerprint()`` → a unit vector
 =====================  ======================  =====================================
 """
 
@@ -117,9 +118,11 @@ class LoadedEmbedder(ABC):
     processes or Ray tasks), ``embed`` in the process that holds the model.
 
     Attributes the engine reads: ``embedder`` (the plugin's name), ``model_name``,
-    ``weights_digest`` (with ``embedder`` and ``model_name``, the cache key), ``dim``,
-    ``short_side`` (JPEGs may be decoded at reduced size down to this; None: full decode)
-    and ``device``.
+    ``weights_digest`` (with ``embedder`` and ``model_name``, the cache key; include anything
+    that changes the vectors, such as the preprocessing), ``dim``, ``short_side`` (JPEGs may be
+    decoded at reduced size down to this; None: full decode), ``device``, and
+    ``default_threshold`` (the cosine similarity at which dedup calls two images duplicates
+    when the user gives no ``--threshold``; None: curate's 0.9).
     """
 
     embedder: str = ""
@@ -128,6 +131,7 @@ class LoadedEmbedder(ABC):
     dim: int = 0
     short_side: int | None = None
     device: str = "cpu"
+    default_threshold: float | None = None
 
     @abstractmethod
     def preprocess(self, image) -> np.ndarray:
@@ -149,6 +153,7 @@ class Embedder(ABC):
     name: str = ""
     description: str = ""
     default_model: str = ""
+    default_threshold: float | None = None
 
     @abstractmethod
     def load(self, model: str | None, weights: str | None, device: str) -> LoadedEmbedder:
@@ -189,7 +194,41 @@ class IndexKind(ABC):
         hint); ``options`` are the user's index settings (hnsw: m, ef_construction, ef)."""
 
 
-CONTRACTS = {"reader": Reader, "writer": Writer, "embedder": Embedder, "index": IndexKind}
+class Signal(ABC):
+    """A near-duplicate signal besides the embedding (a perceptual hash, an exact-content hash).
+
+    Every signal turns an image into a short unit vector, so that all signals are searched by
+    the same indexes and decided by the same keep/remove walk: a pair is a near-duplicate when
+    any signal's cosine similarity reaches that signal's threshold. Fingerprints are computed
+    in the decode workers (beside the model's preprocessing) and cached per signal.
+
+    Attributes: ``name``, ``description``, ``dim`` (the vector's length), ``version`` (change
+    it when fingerprints change: it keys the cache), ``unit`` (what users type after
+    ``--signals NAME=``, e.g. "distance") and ``default`` (the default in that unit).
+    """
+
+    name: str = ""
+    description: str = ""
+    dim: int = 64
+    version: str = "1"
+    unit: str = "similarity"
+    default: float = 1.0
+
+    @abstractmethod
+    def fingerprint(self, image, path: Path) -> np.ndarray:
+        """An upright RGB PIL image (possibly decoded at reduced size; ``image.info["draft"]``
+        says so) and its file, to a (dim,) float32 unit vector."""
+
+    def similarity(self, value: float) -> float:
+        """A threshold in this signal's unit to the cosine similarity the walk compares with."""
+        return float(value)
+
+    def describe(self, similarity: float) -> dict:
+        """How removed.jsonl and the report show a match, e.g. ``{"distance": 3}``."""
+        return {"score": round(float(similarity), 6)}
+
+
+CONTRACTS = {"reader": Reader, "writer": Writer, "embedder": Embedder, "index": IndexKind, "signal": Signal}
 
 
 def contract_problem(kind: str, component) -> str | None:

@@ -32,13 +32,29 @@ class EmbedResult:
     cached: int = 0                                       # taken from the cache
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    signals: dict[str, np.ndarray] = field(default_factory=dict)   # per signal: (n, dim) fingerprints
 
 
-def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, progress, errors):
-    """The result so far (failures given up front, vectors found in the cache), each image's
-    cache key, and the positions still to embed. Shared by the local and the Ray engine."""
+@dataclass
+class SignalSet:
+    """The signals computed beside the embedding, with a cache for each (None: no cache)."""
+
+    signals: list = field(default_factory=list)
+    caches: list = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(zip(self.signals, self.caches or [None] * len(self.signals)))
+
+
+def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, progress, errors,
+                   signals: SignalSet | None = None):
+    """The result so far (failures given up front, vectors and fingerprints found in the caches),
+    each image's cache key, and the positions still to embed. An image is taken from the cache
+    only when every cache (the model's and each signal's) has it. Shared by both engines."""
     n = len(paths)
+    signals = signals or SignalSet()
     result = EmbedResult(np.zeros((n, model.dim), np.float32), np.zeros(n, bool), dict(errors or {}))
+    result.signals = {signal.name: np.zeros((n, signal.dim), np.float32) for signal in signals.signals}
     failures = result.failures
     keys: dict[int, tuple] = {}
     for i, path in enumerate(paths):
@@ -54,20 +70,47 @@ def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, p
     if progress and failures:
         progress(len(failures))
     todo = list(keys)
+    channels = [(result.vectors, cache)] + [(result.signals[signal.name], c) for signal, c in signals]
     if cache is not None and todo:
-        found = cache.lookup([keys[i] for i in todo])
-        if found:
-            vectors, good = cache.read_verified(list(found.values()))
-            found = {j: row for (j, row), ok in zip(found.items(), good) if ok}
-            hits = [todo[j] for j in found]
-            result.vectors[hits] = vectors[good]
-            result.ok[hits] = True
-            result.cached = len(found)
-            if progress:
-                progress(len(found))
-        todo = [i for j, i in enumerate(todo) if j not in found]
-        result.warnings += cache.warnings
+        todo_keys = [keys[i] for i in todo]
+        found = [_verified_rows(c, todo_keys) if c is not None else {} for _, c in channels]
+        everywhere = set.intersection(*(set(f) for f in found))
+        hits = [todo[j] for j in sorted(everywhere)]
+        for (matrix, _), rows in zip(channels, found):
+            if hits:
+                matrix[hits] = np.stack([rows[j] for j in sorted(everywhere)])
+        result.ok[hits] = True
+        result.cached = len(hits)
+        if progress and hits:
+            progress(len(hits))
+        todo = [i for j, i in enumerate(todo) if j not in everywhere]
+        for _, c in channels:
+            result.warnings += c.warnings if c is not None else []
     return result, keys, todo
+
+
+def _verified_rows(cache: EmbeddingCache, keys: list) -> dict[int, np.ndarray]:
+    """Position in ``keys`` -> the cached row, for the rows that pass verification."""
+    found = cache.lookup(keys)
+    if not found:
+        return {}
+    vectors, good = cache.read_verified(list(found.values()))
+    return {j: vectors[k] for k, (j, ok) in enumerate(zip(found, good)) if ok}
+
+
+def store(result: EmbedResult, positions: list[int], vectors: np.ndarray, fingerprints: dict, keys: dict,
+          cache: EmbeddingCache | None, signals: SignalSet) -> None:
+    """Record freshly embedded images (vectors and each signal's fingerprints), and cache them."""
+    result.vectors[positions] = vectors
+    result.ok[positions] = True
+    result.embedded += len(positions)
+    for signal, _ in signals:
+        result.signals[signal.name][positions] = fingerprints[signal.name]
+    if cache is not None and positions:
+        image_keys = [keys[i] for i in positions]
+        cache.append(image_keys, vectors)
+        for signal, signal_cache in signals:
+            signal_cache.append(image_keys, fingerprints[signal.name])
 
 
 def checked_vectors(model: LoadedEmbedder, out, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,72 +124,78 @@ def checked_vectors(model: LoadedEmbedder, out, count: int) -> tuple[np.ndarray,
     return vectors, np.isfinite(vectors).all(axis=1)
 
 
-_WORKER_MODEL: LoadedEmbedder | None = None   # set in forked decode processes
+_WORKER: tuple = (None, ())   # (model, signals), set in forked decode processes
 
 
-def _set_worker_model(model):
-    global _WORKER_MODEL
-    _WORKER_MODEL = model
+def _set_worker(model, signals):
+    global _WORKER
+    _WORKER = (model, signals)
 
 
-def prepare_images(paths: list[Path], model: LoadedEmbedder | None = None) -> list:
-    """Decode and preprocess a few images: for each, (array, None) or (None, reason)."""
-    return [prepare_image(path, model or _WORKER_MODEL) for path in paths]
+def prepare_images(paths: list[Path], model: LoadedEmbedder | None = None, signals=None) -> list:
+    """Decode and preprocess a few images: for each, (array, fingerprints, None) or (None, None, reason)."""
+    if model is None:
+        model, signals = _WORKER
+    return [prepare_image(path, model, signals or ()) for path in paths]
 
 
-def prepare_image(path: Path, model: LoadedEmbedder):
-    """Decode and preprocess one image: (array, None) or (None, reason)."""
+def prepare_image(path: Path, model: LoadedEmbedder, signals=()):
+    """Decode one image once, for the model (its input array) and for each signal (its
+    fingerprint): (array, {signal: vector}, None) or (None, None, reason)."""
     try:
-        return model.preprocess(load_rgb(path, model.short_side)), None
+        image = load_rgb(path, model.short_side)
+        fingerprints = {signal.name: np.asarray(signal.fingerprint(image, path), np.float32) for signal in signals}
+        return model.preprocess(image), fingerprints, None
     except UnreadableImage as e:
-        return None, str(e)
+        return None, None, str(e)
     except Exception as e:  # a broken file must not stop a million-image run
-        return None, f"cannot decode ({type(e).__name__}: {e})"
+        return None, None, f"cannot decode ({type(e).__name__}: {e})"
 
 
-def decode_pool(model: LoadedEmbedder, workers: int, processes: bool):
+def decode_pool(model: LoadedEmbedder, workers: int, processes: bool, signals=()):
     """Threads suit few cores (Pillow releases the GIL); forked processes scale on many cores."""
     if processes:
         import multiprocessing
         context = multiprocessing.get_context("fork")
-        return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_set_worker_model,
-                                   initargs=(model,))
+        return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_set_worker,
+                                   initargs=(model, list(signals)))
     return ThreadPoolExecutor(max_workers=workers)
 
 
 def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: EmbeddingCache | None = None,
                 batch_size: int = 32, workers: int = 2, progress: Callable[[int], None] | None = None,
-                errors: dict[int, str] | None = None, processes: bool = False) -> EmbedResult:
+                errors: dict[int, str] | None = None, processes: bool = False,
+                signals: SignalSet | None = None) -> EmbedResult:
     """Embed every file; ``None`` entries (or those in ``errors``) are failures given up front.
 
-    ``workers`` threads (or forked processes) decode the next batches while the model runs."""
+    ``workers`` threads (or forked processes) decode the next batches, and compute the
+    signals' fingerprints, while the model runs."""
     started = time.monotonic()
-    result, keys, todo = cached_or_todo(paths, model, cache, progress, errors)
-    vectors, ok, failures = result.vectors, result.ok, result.failures
+    signals = signals or SignalSet()
+    result, keys, todo = cached_or_todo(paths, model, cache, progress, errors, signals)
+    failures = result.failures
+    names = [signal.name for signal in signals.signals]
 
     def run_batch(tasks):
-        done = [(i, *result) for positions, future in tasks for i, result in zip(positions, future.result())]
-        good = [(i, x) for i, x, _ in done if x is not None]
-        for i, _, reason in done:
+        done = [(i, *prepared) for positions, future in tasks for i, prepared in zip(positions, future.result())]
+        good = [(i, x, f) for i, x, f, _ in done if x is not None]
+        for i, _, _, reason in done:
             if reason is not None:
                 failures[i] = reason
         if good:
-            out, finite = checked_vectors(model, model.embed(np.stack([x for _, x in good])), len(good))
-            for (i, _), usable in zip(good, finite):
+            out, finite = checked_vectors(model, model.embed(np.stack([x for _, x, _ in good])), len(good))
+            for (i, _, _), usable in zip(good, finite):
                 if not usable:
                     failures[i] = f"embedder {model.embedder!r} returned a vector that is not finite (NaN or inf)"
-            index = [i for (i, _), usable in zip(good, finite) if usable]
-            vectors[index] = out[finite]
-            ok[index] = True
-            result.embedded += len(index)
-            if cache is not None and index:
-                cache.append([keys[i] for i in index], out[finite])
+            kept = [(i, f) for (i, _, f), usable in zip(good, finite) if usable]
+            fingerprints = {name: np.stack([f[name] for _, f in kept]) if kept else None for name in names}
+            store(result, [i for i, _ in kept], out[finite], fingerprints, keys, cache, signals)
         if progress:
             progress(len(done))
 
     # Threads take one image per task; processes a few, to keep inter-process traffic low.
     per_task = max(1, batch_size // (2 * workers)) if processes else 1
-    with decode_pool(model, max(1, workers), processes) as pool:
+    with decode_pool(model, max(1, workers), processes, signals.signals) as pool:
         pending: deque = deque()
         for start in range(0, len(todo), batch_size):
             tasks = []
@@ -154,7 +203,8 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
             for k in range(0, len(batch), per_task):
                 positions = batch[k:k + per_task]
                 chunk = [paths[i] for i in positions]
-                future = pool.submit(prepare_images, chunk) if processes else pool.submit(prepare_images, chunk, model)
+                future = (pool.submit(prepare_images, chunk) if processes
+                          else pool.submit(prepare_images, chunk, model, signals.signals))
                 tasks.append((positions, future))
             pending.append(tasks)
             if len(pending) > 2:       # two batches decode ahead while the model runs

@@ -37,5 +37,11 @@ def register_indexes(register):
 
 
 @hookspec
+def register_signals(register):
+    """Register near-duplicate signals besides the embedding: :class:`curate.Signal`, whose
+    ``fingerprint(image, path)`` turns a decoded image into a short unit vector."""
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``curate`` click group."""

@@ -10,8 +10,11 @@ from PIL import Image, ImageOps
 
 from .errors import CurateError
 
-# Pillow refuses images over twice this many pixels; we refuse anything over it, before decoding.
+# Bounds checked before any pixel is decoded, so that no image can eat the machine: Pillow
+# refuses images over twice this many pixels, we refuse anything over it; and no real dataset
+# image is anywhere near this many bytes (a 10 GB sparse file named .jpg is refused at once).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
 
 
 class UnreadableImage(Exception):
@@ -52,14 +55,33 @@ def image_size(path: Path, exif: bool = True) -> tuple[int, int]:
     ``exif``: as displayed (EXIF rotation applied). Box padding uses ``exif=False``, the
     stored size, because LLaVA pads ``Image.open(path).size``."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1)
-    except FileNotFoundError:
-        raise UnreadableImage("missing file") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise UnreadableImage(f"not a readable image ({e})") from None
     return (height, width) if exif and orientation in (5, 6, 7, 8) else (width, height)
+
+
+def open_image(path: Path) -> Image.Image:
+    """``Image.open`` (the header only) after the bounds: the file's size, then the pixel count."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise UnreadableImage("missing file") from None
+    if size == 0:
+        raise UnreadableImage("empty file (0 bytes)")
+    if size > MAX_IMAGE_BYTES:
+        raise UnreadableImage(f"{size:,} bytes is over the {MAX_IMAGE_BYTES:,}-byte limit for an image")
+    try:
+        image = Image.open(path)
+    except FileNotFoundError:
+        raise UnreadableImage("missing file") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        image.close()
+        raise UnreadableImage(f"{width}x{height} pixels is over the {MAX_PIXELS:,} limit (decompression bomb?)")
+    return image
 
 
 class ImageLocator:
@@ -100,29 +122,24 @@ def _exists(path: Path) -> bool:
 
 
 def load_rgb(path: Path, short_side: int | None = None) -> Image.Image:
-    """Decode an image as upright RGB, at reduced size when ``short_side`` allows (JPEG draft).
+    """Decode an image as upright RGB, at reduced size when ``short_side`` allows (JPEG draft;
+    ``info["draft"]`` is then True).
 
     Handles what real datasets hold: CMYK and 16-bit images, palettes with transparency,
     EXIF-rotated photos, PNGs named .jpg. Raises UnreadableImage with a reason otherwise.
     """
     try:
-        if os.path.getsize(path) == 0:
-            raise UnreadableImage("empty file (0 bytes)")
-        with Image.open(path) as image:
+        with open_image(path) as image:
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise UnreadableImage(f"{width}x{height} pixels is over the {MAX_PIXELS:,} limit "
-                                      "(decompression bomb?)")
             if short_side and image.format == "JPEG":
                 scale = short_side / min(width, height)
                 if scale < 1:
                     image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
             image.load()
-            return _upright_rgb(image)
-    except UnreadableImage:
-        raise
-    except FileNotFoundError:
-        raise UnreadableImage("missing file") from None
+            drafted = image.size != (width, height)
+            upright = _upright_rgb(image)
+            upright.info["draft"] = drafted      # reduced-size pixels (signals that need all of them check)
+            return upright
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise UnreadableImage(f"cannot decode ({type(e).__name__}: {e})") from None
 

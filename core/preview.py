@@ -31,24 +31,22 @@ def figure(sample, style: BoxStyle | None, locator: ImageLocator) -> tuple[str, 
         return "<div class=noimg>text-only</div>", marks
     try:
         path = locator.path(sample.images[0])
-        image = load_rgb(path)
-        width, height = image.size      # boxes mean the stored size, as LLaVA pads it
+        image = load_rgb(path, SIZE)
         with Image.open(path) as raw:
-            width, height = raw.size
-        image = image.resize((width, height)) if image.size != (width, height) else image
+            width, height = raw.size    # boxes mean the stored size, as LLaVA pads it
     except (UnreadableImage, OSError) as e:
         return f"<div class=noimg>{escape(sample.images[0])}: {escape(str(e))}</div>", marks
     padded = style is not None and style.convention == "padded"
     side = max(width, height)
     canvas_w, canvas_h = (side, side) if padded else (width, height)
-    offset_x = (side - width) // 2 if padded else 0
-    offset_y = (side - height) // 2 if padded else 0
-    if padded:
-        square = Image.new("RGB", (side, side), (128, 128, 128))
-        square.paste(image, (offset_x, offset_y))
-        image = square
     scale = SIZE / max(canvas_w, canvas_h)
-    thumb = image.resize((max(1, round(canvas_w * scale)), max(1, round(canvas_h * scale))))
+    # Scale first, then pad: the page never holds more than SIZE x SIZE pixels of an image
+    # (a 1x100000 image padded to its square at full size would be 30 GB).
+    thumb = image.resize((max(1, round(width * scale)), max(1, round(height * scale))))
+    if padded:
+        square = Image.new("RGB", (max(1, round(side * scale)),) * 2, (128, 128, 128))
+        square.paste(thumb, (round((side - width) / 2 * scale), round((side - height) / 2 * scale)))
+        thumb = square
     n = 0
     if style is not None:
         for k, turn in enumerate(sample.conversations):

@@ -11,32 +11,34 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CurateError
-from .embedding import EmbedResult, cached_or_todo
+from .embedding import EmbedResult, SignalSet, cached_or_todo, store
 
 
-def _decode(batch: dict, preprocess, short_side) -> dict:
-    from .images import UnreadableImage, load_rgb
-    pixels, ok, reasons = [], [], []
+class _Preprocessing:
+    """What decode tasks need of the model (its preprocessing and decode size), picklable without it."""
+
+    def __init__(self, model):
+        self.short_side = model.short_side
+        self.preprocess = model.preprocessor()
+
+
+def _decode(batch: dict, model, signals) -> dict:
+    from .embedding import prepare_image
+    pixels, ok, reasons, prints = [], [], [], {signal.name: [] for signal in signals}
     shape = None
     for path in batch["path"]:
-        try:
-            array = preprocess(load_rgb(Path(path), short_side))
-            shape = array.shape
-            pixels.append(array)
-            ok.append(True)
-            reasons.append("")
-        except UnreadableImage as e:
-            pixels.append(None)
-            ok.append(False)
-            reasons.append(str(e))
-        except Exception as e:  # a broken file must not stop the run
-            pixels.append(None)
-            ok.append(False)
-            reasons.append(f"cannot decode ({type(e).__name__}: {e})")
+        array, fingerprints, reason = prepare_image(Path(path), model, signals)
+        pixels.append(array)
+        ok.append(array is not None)
+        reasons.append(reason or "")
+        shape = array.shape if array is not None else shape
+        for signal in signals:
+            prints[signal.name].append(fingerprints[signal.name] if fingerprints else np.zeros(signal.dim, np.float32))
     if shape is None:
         shape = (1,)
     stacked = np.stack([p if p is not None else np.zeros(shape, np.uint8) for p in pixels])
-    return {"position": batch["position"], "pixels": stacked, "ok": np.array(ok), "reason": np.array(reasons, object)}
+    return {"position": batch["position"], "pixels": stacked, "ok": np.array(ok), "reason": np.array(reasons, object),
+            **{f"signal:{name}": np.stack(rows) for name, rows in prints.items()}}
 
 
 class _EmbedActor:
@@ -53,7 +55,8 @@ class _EmbedActor:
             from .embedding import checked_vectors
             vectors[ok] = checked_vectors(self.model, self.model.embed(np.ascontiguousarray(batch["pixels"][ok])),
                                           int(ok.sum()))[0]
-        return {"position": batch["position"], "vector": vectors, "ok": ok, "reason": batch["reason"]}
+        return {"position": batch["position"], "vector": vectors, "ok": ok, "reason": batch["reason"],
+                **{key: value for key, value in batch.items() if key.startswith("signal:")}}
 
 
 def start_ray(address: str | None, num_cpus: int | None):
@@ -75,11 +78,12 @@ def start_ray(address: str | None, num_cpus: int | None):
 
 
 def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, workers=2, progress=None,
-                    errors=None, address: str | None = None) -> EmbedResult:
+                    errors=None, address: str | None = None, signals: SignalSet | None = None) -> EmbedResult:
     """Like :func:`curate.embedding.embed_files`, on a Ray cluster. ``spec``: how actors load the
     model (embedder, model, weights, device); ``model`` is the driver's copy, for its preprocessing."""
     started = time.monotonic()
-    result, keys, todo = cached_or_todo(paths, model, cache, progress, errors)
+    signals = signals or SignalSet()
+    result, keys, todo = cached_or_todo(paths, model, cache, progress, errors, signals)
     if todo:
         ray = start_ray(address, num_cpus=None if address else max(2, workers))
         gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -87,8 +91,8 @@ def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, work
         if device == "auto":
             device = "cuda" if gpus else "cpu"
         dataset = ray.data.from_items([{"position": i, "path": str(paths[i])} for i in todo])
-        decoded = dataset.map_batches(_decode, fn_kwargs={"preprocess": model.preprocessor(),
-                                                          "short_side": model.short_side},
+        decoded = dataset.map_batches(_decode, fn_kwargs={"model": _Preprocessing(model),
+                                                          "signals": signals.signals},
                                       batch_size=batch_size, batch_format="numpy", num_cpus=1)
         embedded = decoded.map_batches(
             _EmbedActor, fn_constructor_kwargs={**spec, "device": device}, batch_size=batch_size,
@@ -103,12 +107,8 @@ def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, work
             for i, good, reason in zip(positions, ok, batch["reason"]):
                 if not good:
                     result.failures[int(i)] = str(reason)
-            good_positions = positions[ok]
-            result.vectors[good_positions] = batch["vector"][ok]
-            result.ok[good_positions] = True
-            result.embedded += int(ok.sum())
-            if cache is not None and len(good_positions):
-                cache.append([keys[int(i)] for i in good_positions], batch["vector"][ok])
+            fingerprints = {signal.name: batch[f"signal:{signal.name}"][ok] for signal in signals.signals}
+            store(result, [int(i) for i in positions[ok]], batch["vector"][ok], fingerprints, keys, cache, signals)
             if progress:
                 progress(len(positions))
     result.seconds = time.monotonic() - started

@@ -24,7 +24,7 @@ HISTOGRAM_BINS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
 
 
 def build_report(run) -> dict:
-    """Everything report.json holds, from a :class:`curate.dedup.DedupResult`."""
+    """Everything report.json holds, from a :class:`curate.deduplicate.DedupResult`."""
     found = run.duplicates
     images = found.images
     failures = found.embedding.failures

@@ -12,7 +12,7 @@ FIXTURES = ROOT / "fixtures"
 SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared"))
 REAL = SHARED / "data" / "real"
 IMAGES = SHARED / "data" / "images"
-CURATE = [sys.executable, "-m", "curate.cli"]
+CURATE = [sys.executable, "-m", "curate"]
 
 needs_shared = pytest.mark.skipif(not REAL.is_dir(), reason=f"shared data not found at {SHARED}")
 

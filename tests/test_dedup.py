@@ -144,7 +144,10 @@ def test_vit_cls_takes_the_class_token_of_the_saved_model(tiny_vit, tmp_path, fi
     assert loaded.dim == 192 and loaded.weights_digest.startswith("sha256:")
     import timm
     image = Image.open(ROOT_IMAGES / "gqa/images/4.jpg").convert("RGB")
-    timm_batch = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))(image)[None]
+    # dedup sees the whole image (no centre crop): squashed to the model's input, normalised as timm does
+    config = timm.data.resolve_data_config({}, model=model)
+    whole = torch.from_numpy(np.asarray(image.resize((224, 224), Image.Resampling.BICUBIC), np.float32) / 255)
+    timm_batch = ((whole - torch.tensor(config["mean"])) / torch.tensor(config["std"])).permute(2, 0, 1)[None]
     with torch.inference_mode():
         expected = torch.nn.functional.normalize(model.eval().forward_features(timm_batch)[:, 0], dim=-1).numpy()
     assert np.allclose(loaded.embed(loaded.preprocess(image)[None]), expected, atol=1e-4)

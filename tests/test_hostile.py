@@ -105,6 +105,31 @@ def test_symlinks_out_of_the_image_root_are_not_followed(tmp_path):
     assert ImageLocator(linked_root).path("coco/real.jpg").name == "real.jpg"
 
 
+def test_images_that_would_eat_the_machine_are_refused_before_decoding(tmp_path):
+    """A 10 GB sparse file named .jpg is refused by its size; a 1x100000 image is used at a
+    bounded size (its square would be 30 GB) in dedup and preview."""
+    from PIL import Image
+    root = tmp_path / "img"
+    root.mkdir()
+    with open(root / "huge.jpg", "wb") as f:
+        f.truncate(10 * 1024 ** 3)
+    Image.new("RGB", (1, 100000), (10, 20, 30)).save(root / "thin.png")
+    records = [{"id": name, "image": f"{name}", "conversations": TURNS} for name in ("huge.jpg", "thin.png")]
+    source = records_file(tmp_path, json.dumps(records))
+    started = time.monotonic()
+    result = run_curate("dedup", source, "-o", tmp_path / "o.json", "--image-root", root, "--embedder",
+                        "timm-pool", "--no-cache", "-q", "--on-error", "skip", check=0)
+    assert result.returncode == 0, result.stderr
+    assert len(load_json(tmp_path / "o.json")) == 2
+    report = load_json(tmp_path / "o.json.report" / "report.json")
+    reasons = {u["image"]: u["reason"] for u in report["unreadable"]}
+    assert "byte limit" in reasons["huge.jpg"] and "thin.png" not in reasons
+    page = tmp_path / "p.html"
+    run_curate("preview", source, "--image-root", root, "-o", page)
+    assert "byte limit" in page.read_text()
+    assert time.monotonic() - started < 60
+
+
 @pytest.mark.parametrize("relative, fragment", [("a\x00b.jpg", "NUL"), ("x/" * 2600 + "y.jpg", "characters long")])
 def test_image_paths_that_break_system_calls_are_unreadable_not_fatal(relative, fragment):
     from curate.images import ImageLocator, UnreadableImage
@@ -286,6 +311,60 @@ def test_signal_at_a_random_moment_leaves_no_temporary_and_a_clean_exit(tmp_path
         assert "interrupted" in stderr
         assert not out.exists() or len(load_json(out)) == 40000
     assert not list(tmp_path.glob(".out.json.*"))
+
+
+def before_python_started(process, stderr: str) -> bool:
+    """A signal that arrives while the interpreter itself starts (before it has handlers, or
+    while it imports ``site`` or locates ``-m curate``) ends the process Python's way; no line
+    of curate has run, which the traceback (if any) shows: none of its frames is curate's."""
+    package = os.path.dirname(curate.__file__)
+    if process.returncode < 0 and not stderr.strip():
+        return True
+    python_error = "Traceback" in stderr or "Fatal Python error" in stderr
+    return process.returncode != 0 and python_error and package not in stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_is_a_clean_exit(tmp_path):
+    """Signals sent while Python imports curate's modules: never a traceback, always 130 (or done)."""
+    source = FIXTURES / "llava_small.json"
+    for n, delay in enumerate(np.linspace(0.02, 0.5, 12)):
+        out = tmp_path / f"o{n}.json"
+        process = subprocess.Popen([*CURATE, "convert", "llava", "llava", str(source), "-o", str(out), "-q"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        if before_python_started(process, stderr):
+            continue
+        assert "Traceback" not in stderr, (delay, stderr)
+        # -2 after curate's own clean line: seen rarely on a loaded machine when the signal lands
+        # during the first imports; the message and the absence of any output still hold.
+        assert process.returncode in (0, 130) or (process.returncode == -2 and "interrupted" in stderr), \
+            (delay, process.returncode, stderr)
+        assert not list(tmp_path.glob(f".o{n}.json.*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_dedup_is_a_clean_exit(tmp_path, signum, code):
+    """Ctrl-C while the model loads, embeds or writes: 130/143 and nothing left, never a crash."""
+    records = [{"id": f"r{i}", "image": f"coco/train2017/00000000000{1 + i % 5}.jpg", "conversations": TURNS}
+               for i in range(3000)]
+    source = records_file(tmp_path, json.dumps(records))
+    for delay in (0.3, 1.5, 3.0):
+        out = tmp_path / "out.json"
+        process = subprocess.Popen([*CURATE, "dedup", str(source), "-o", str(out), "--image-root", str(IMAGES),
+                                    "--embedder", "timm-pool", "--no-cache", "-q", "--overwrite"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+        assert "Traceback" not in stderr, (delay, stderr)
+        assert process.returncode in (0, code), (delay, process.returncode, stderr)
+        assert not list(tmp_path.glob(".out.json*")), delay
+        report = tmp_path / "out.json.report"
+        assert not report.exists() or not list(report.glob(".*.tmp")), delay
 
 
 def test_temporaries_of_killed_runs_are_removed_by_the_next_run(tmp_path):

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -24,18 +25,21 @@ import numpy as np
 from .atomic import Outputs
 from .cache import EmbeddingCache
 from .contracts import LoadedEmbedder
-from .embedding import EmbedResult, embed_files
+from .embedding import EmbedResult, SignalSet, embed_files
 from .engine import Filter, Inputs, Item, RejectSink, Report, Run
 from .errors import CurateError, RecordError
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
 from .registry import get_registry
 from .sample import source_of
-from .similarity import keep_or_remove, nearest_neighbour_similarity
+from .similarity import Channel, nearest_neighbour_similarity, walk
 
 SCOPES = ("source", "global")
 ENGINES = ("local", "ray")
-DEFAULT_THRESHOLD = 0.9
+DEFAULT_THRESHOLD = 0.9            # for an embedder that declares none
+EMBEDDING = "embedding"
+# Measured with bench/quality.py: each signal adds what the others miss, at no false removal.
+DEFAULT_SIGNALS = ("exact", EMBEDDING, "phash")
 
 
 def default_cache_dir() -> Path:
@@ -83,21 +87,60 @@ class EmbedSettings:
 
 @dataclass
 class SearchSettings:
-    """How duplicates are decided: thresholds (the output is filtered at the first), scope, index."""
+    """How duplicates are decided: the embedding's thresholds (the output is filtered at the
+    first; None: the embedder's own default), the other signals (``NAME`` or ``NAME=VALUE`` in
+    the signal's unit, in the order their matches are recorded; ``embedding`` marks the
+    embedding's place), scope and index."""
 
-    thresholds: tuple = (DEFAULT_THRESHOLD,)
+    thresholds: tuple | None = None
     scope: str = "source"
     index: str = "auto"
     index_options: dict = field(default_factory=dict)
+    signals: tuple = DEFAULT_SIGNALS
 
     def __post_init__(self):
-        values = [float(t) for t in (self.thresholds or (DEFAULT_THRESHOLD,))]
-        self.thresholds = tuple(dict.fromkeys(values))
-        for t in self.thresholds:
-            if not -1.0 <= t <= 1.0:
-                raise CurateError(f"--threshold {t}: a cosine similarity must lie in [-1, 1]")
+        if self.thresholds:
+            self.thresholds = tuple(dict.fromkeys(float(t) for t in self.thresholds))
+            for t in self.thresholds:
+                if not -1.0 <= t <= 1.0:
+                    raise CurateError(f"--threshold {t}: a cosine similarity must lie in [-1, 1]")
+        else:
+            self.thresholds = None
         if self.scope not in SCOPES:
             raise CurateError(f"--scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
+        self.signals = tuple(self.signals)
+        names = [entry.partition("=")[0] for entry in self.signals]
+        if EMBEDDING not in names:
+            raise CurateError(f"--signals must name {EMBEDDING} (dedup always embeds; "
+                              f"--signals {EMBEDDING} uses the embedding alone)")
+        if len(set(names)) != len(names):
+            raise CurateError(f"--signals names a signal twice: {','.join(self.signals)}")
+        if any(entry.startswith(EMBEDDING + "=") for entry in self.signals):
+            raise CurateError("--signals: the embedding's threshold is set with --threshold")
+
+    def with_model_default(self, model: LoadedEmbedder) -> "SearchSettings":
+        """These settings with the embedder's own default threshold when the user gave none."""
+        if self.thresholds:
+            return self
+        default = model.default_threshold if getattr(model, "default_threshold", None) is not None \
+            else DEFAULT_THRESHOLD
+        return dataclasses.replace(self, thresholds=(float(default),))
+
+    def signal_plugins(self) -> list[tuple[object, float]]:
+        """Each signal besides the embedding, with its threshold as a cosine similarity."""
+        out = []
+        registry = get_registry()
+        for entry in self.signals:
+            name, sep, value = entry.partition("=")
+            if name == EMBEDDING:
+                continue
+            signal = registry.get("signal", name)
+            try:
+                wanted = float(value) if sep else signal.default
+            except ValueError:
+                raise CurateError(f"--signals {entry}: {value!r} is not a number") from None
+            out.append((signal, signal.similarity(wanted)))
+        return out
 
 
 # --- step 1: identify ----------------------------------------------------------------------------
@@ -170,8 +213,9 @@ class Embeddings:
 
 
 def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, settings: EmbedSettings,
-                 spec: EmbedderSpec) -> EmbedResult:
-    """Embed the unique images (through the cache); unreadable ones become failures with reasons."""
+                 spec: EmbedderSpec, signals: list = ()) -> EmbedResult:
+    """Embed the unique images, and compute each signal's fingerprint, through the caches;
+    unreadable ones become failures with reasons."""
     paths, errors = [], {}
     locator = ImageLocator(image_root)
     for i, relative in enumerate(images.paths):
@@ -181,10 +225,13 @@ def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, se
             paths.append(None)
             errors[i] = str(e)
     with contextlib.ExitStack() as stack:
-        cache = None
+        cache, signal_set = None, SignalSet(list(signals))
         if settings.cache_dir is not None:
             cache = stack.enter_context(EmbeddingCache(settings.cache_dir, model.embedder, model.model_name,
                                                        model.weights_digest, model.dim))
+            signal_set.caches = [stack.enter_context(EmbeddingCache(settings.cache_dir, "signal", signal.name,
+                                                                    signal.version, signal.dim))
+                                 for signal in signals]
         bar = stack.enter_context(ProgressBar("embed", len(paths), unit="images", enabled=settings.show_progress))
 
         def advance(count):
@@ -192,7 +239,7 @@ def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, se
             bar.set_items(bar.items + count)
 
         common = dict(cache=cache, batch_size=settings.batch_size, workers=settings.workers, progress=advance,
-                      errors=errors)
+                      errors=errors, signals=signal_set)
         if settings.engine == "ray":
             from .ray_engine import embed_files_ray
             return embed_files_ray(paths, model, spec.for_workers(), address=settings.ray_address, **common)
@@ -201,8 +248,9 @@ def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, se
 
 
 def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings = None, *,
-          on_error: str = "fail", model: LoadedEmbedder | None = None) -> Embeddings:
-    """Embed every unique image of ``inputs`` (relative to ``inputs.image_root``) into the cache.
+          on_error: str = "fail", model: LoadedEmbedder | None = None, signals: list | None = None) -> Embeddings:
+    """Embed every unique image of ``inputs`` (relative to ``inputs.image_root``) into the cache,
+    with the fingerprints of ``signals`` (Signal plugins; None: dedup's default ones).
 
     >>> found = curate.embed(curate.Inputs(["mix.json"], image_root="data"), curate.EmbedderSpec("timm-pool"),
     ...                      curate.EmbedSettings(cache_dir=Path("cache")))
@@ -212,10 +260,12 @@ def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings
     settings = settings or EmbedSettings()
     image_root = check_image_root(inputs.image_root)
     model = model or embedder.load()     # fails on weights before any work
+    if signals is None:                  # dedup's default signals, so that the cache serves a later dedup
+        signals = [plugin for plugin, _ in SearchSettings().signal_plugins()]
     started = time.monotonic()
     images = scan(inputs, on_error=on_error, show_progress=settings.show_progress)
     scanned = time.monotonic()
-    result = embed_images(images, image_root, model, settings, embedder)
+    result = embed_images(images, image_root, model, settings, embedder, signals)
     return Embeddings(images, result, model, image_root,
                       {"scan": scanned - started, "embed": time.monotonic() - scanned})
 
@@ -233,9 +283,10 @@ def save_embeddings(found: Embeddings, output: Path, *, inputs=(), overwrite: bo
 
 @dataclass
 class ThresholdResult:
-    threshold: float
+    threshold: float           # the embedding's
     duplicate_of: np.ndarray   # per image: kept image position, -1 kept, -2 not embedded
-    score: np.ndarray
+    score: np.ndarray          # similarity in the signal that fired
+    signal: np.ndarray = None  # per image: which signal fired (a position in Duplicates.signal_names)
 
 
 @dataclass
@@ -247,6 +298,19 @@ class Duplicates:
     thresholds: list[ThresholdResult]
     nn_similarity: np.ndarray          # each image's similarity to its nearest neighbour in its group
     stage_seconds: dict[str, float]
+    signals: list = field(default_factory=list)    # [(name, plugin or None for the embedding, cosine threshold)]
+
+    @property
+    def signal_names(self) -> list[str]:
+        return [name for name, _, _ in self.signals]
+
+    def match(self, result: ThresholdResult, i: int) -> dict:
+        """How image ``i`` matched: the signal that fired and its score (and, for a hash, its distance)."""
+        name, plugin, _ = self.signals[result.signal[i]]
+        shown = {"score": round(float(result.score[i]), 6)}
+        if plugin is not None:
+            shown.update(plugin.describe(float(result.score[i])))
+        return {"signal": name, **shown}
 
     @property
     def images(self) -> ImageTable:
@@ -272,11 +336,12 @@ class Duplicates:
         if not positions or not all(result.duplicate_of[i] >= 0 for i in positions):
             return None
         kept = [self.images.paths[result.duplicate_of[i]] for i in positions]
-        scores = [round(float(result.score[i]), 6) for i in positions]
+        matches = [self.match(result, i) for i in positions]
         single = len(positions) == 1
+        shown = matches[0] if single else {key: [m.get(key) for m in matches] for key in matches[0]}
         return {"id": sample.id, "image": sample.image, "duplicate_of": kept[0] if single else kept,
                 "duplicate_of_id": self.images.first_id[result.duplicate_of[positions[0]]],
-                "score": scores[0] if single else scores, "threshold": result.threshold}
+                **shown, "threshold": result.threshold}
 
     def unreadable(self, sample) -> tuple[str, str] | None:
         """The first of the sample's images that could not be embedded, with the reason."""
@@ -296,6 +361,8 @@ class Duplicates:
         return dict(embedder=model.embedder, model=model.model_name, weights=model.weights_digest, dim=model.dim,
                     device=model.device, index=self.search.index, index_options=dict(self.search.index_options),
                     thresholds=list(self.search.thresholds), scope=self.search.scope,
+                    signals=self.signal_names,
+                    signal_similarity={name: round(t, 6) for name, plugin, t in self.signals if plugin},
                     image_root=str(self.found.image_root))
 
 
@@ -310,10 +377,12 @@ def scope_groups(images: ImageTable, ok: np.ndarray, scope: str) -> dict[str, np
     return {k: np.asarray(v, np.int64) for k, v in groups.items()}
 
 
-def decide(vectors, ok, groups, search: SearchSettings, show_progress: bool):
-    """The keep/remove walk per group and threshold, and each image's nearest-neighbour similarity."""
+def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool):
+    """The keep/remove walk per group and threshold over every signal, and each image's
+    nearest-neighbour similarity in the embedding."""
     index_kind = get_registry().get("index", search.index)
     options = dict(search.index_options)
+    vectors, ok = found.result.vectors, found.result.ok
     results = []
     n = len(ok)
     nn = np.full(n, np.nan, np.float32)
@@ -322,13 +391,19 @@ def decide(vectors, ok, groups, search: SearchSettings, show_progress: bool):
         for threshold in search.thresholds:
             duplicate_of = np.where(ok, -1, -2).astype(np.int64)
             score = np.zeros(n, np.float32)
+            fired = np.full(n, -1, np.int8)
             for members in groups.values():
-                walk = keep_or_remove(vectors[members], index_kind, threshold, **options)
-                removed = walk.duplicate_of >= 0
-                duplicate_of[members[removed]] = members[walk.duplicate_of[removed]]
-                score[members[removed]] = walk.score[removed]
+                channels = [Channel(name, vectors[members] if plugin is None else
+                                    found.result.signals[name][members],
+                                    threshold if plugin is None else cosine, index_kind, options)
+                            for name, plugin, cosine in signals]
+                decision = walk(channels)
+                removed = decision.duplicate_of >= 0
+                duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
+                score[members[removed]] = decision.score[removed]
+                fired[members[removed]] = decision.signal[removed]
                 bar.advance(1)
-            results.append(ThresholdResult(threshold, duplicate_of, score))
+            results.append(ThresholdResult(threshold, duplicate_of, score, fired))
         for members in groups.values():
             nn[members] = nearest_neighbour_similarity(vectors[members], index_kind, **options)
             bar.advance(1)
@@ -341,12 +416,19 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
     """Scan, embed and decide: which images of ``inputs`` duplicate an earlier kept one."""
     search = search or SearchSettings()
     settings = settings or EmbedSettings()
-    get_registry().get("index", search.index)            # an unknown index fails before any work
-    found = embed(inputs, embedder or EmbedderSpec(), settings, on_error=on_error, model=model)
+    get_registry().get("index", search.index)            # unknown names fail before any work
+    plugins = dict((signal.name, (signal, cosine)) for signal, cosine in search.signal_plugins())
+    embedder = embedder or EmbedderSpec()
+    model = model or embedder.load()
+    search = search.with_model_default(model)
+    signals = [(name, *plugins.get(name, (None, None))) for name in
+               (entry.partition("=")[0] for entry in search.signals)]
+    found = embed(inputs, embedder, settings, on_error=on_error, model=model,
+                  signals=[plugin for plugin, _ in plugins.values()])
     started = time.monotonic()
     groups = scope_groups(found.images, found.result.ok, search.scope)
-    results, nn = decide(found.result.vectors, found.result.ok, groups, search, settings.show_progress)
-    return Duplicates(found, search, results, nn, dict(found.seconds, search=time.monotonic() - started))
+    results, nn = decide(found, groups, search, signals, settings.show_progress)
+    return Duplicates(found, search, results, nn, dict(found.seconds, search=time.monotonic() - started), signals)
 
 
 # --- step 2: apply ---------------------------------------------------------------------------------

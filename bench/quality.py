@@ -1,0 +1,208 @@
+"""Dedup quality and cost on the quality set (bench/quality_set.py), against imagededup's
+perceptual hashes and fastdup when they are installed, all measured in the same run.
+
+For each method: recall (near-duplicates removed as a duplicate of their own photo) and false
+removals (an image removed as a duplicate of another photo), with default settings and at the
+best threshold (the one with the highest recall among those that remove nothing distinct), per
+edit type; and CPU ms per image of a cold whole-process run.
+
+    python bench/quality.py [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import ROOT, print_table  # noqa: E402
+from quality_set import build  # noqa: E402
+
+SWEEP = [round(t, 2) for t in np.arange(0.98, 0.49, -0.01)]
+
+
+def score(truth: dict, order: list[str], duplicate_of: dict[str, str]) -> dict:
+    """Recall and false removals of one decision (removed image -> the kept image it duplicates)."""
+    per_edit: dict[str, list[int]] = {}
+    false = []
+    for image in order:
+        edit = truth[image]["edit"]
+        partner = duplicate_of.get(image)
+        right = partner is not None and truth[partner]["cluster"] == truth[image]["cluster"]
+        if partner is not None and not right:
+            false.append((image, partner))
+        if edit != "original":
+            found = per_edit.setdefault(edit, [0, 0])
+            found[0] += right
+            found[1] += 1
+    found = sum(f for f, _ in per_edit.values())
+    total = sum(n for _, n in per_edit.values())
+    return {"recall": found / total, "false": len(false), "per_edit": per_edit, "false_pairs": false}
+
+
+def best_of(results: dict[float, dict]) -> tuple[float, dict]:
+    """The threshold with the highest recall among those with no false removal (ties: the highest)."""
+    clean = [(r["recall"], t) for t, r in results.items() if r["false"] == 0]
+    recall, threshold = max(clean) if clean else (0.0, None)
+    return threshold, results.get(threshold)
+
+
+def cpu_of(command: list[str], env=None) -> float:
+    """CPU seconds (user + system) of a child process and its children."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def baseline_tree(commit: str, where: Path) -> Path:
+    """``curate`` as of ``commit``, importable with PYTHONPATH=<returned folder>: CPU is compared
+    with the code before this change in the same run."""
+    tree = where / f"curate-{commit[:10]}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree / "src"), commit],
+                   check=True, capture_output=True)
+    package = tree / "curate"
+    shutil.copytree(tree / "src" / "core", package)
+    shutil.copytree(tree / "src" / "plugins", package / "plugins")
+    return tree
+
+
+def cold_cpu(folder: Path, pythonpath: Path | None, extra: list[str], label: str) -> float:
+    """CPU seconds of one cold whole-process `curate dedup` (start-up, model, every image)."""
+    out = folder / f"cold-{label}.json"
+    env = dict(os.environ, PYTHONPATH=str(pythonpath)) if pythonpath else None
+    return cpu_of([sys.executable, "-m", "curate", "dedup", str(folder / "data.json"), "--image-root",
+                   str(folder / "images"), "--scope", "global", "--embedder", "timm-pool", "-q", "--overwrite",
+                   "--no-cache", "-o", str(out), *extra], env)
+
+
+def curate_quality(folder: Path, truth: dict, order: list[str], signals: tuple, label: str) -> dict:
+    """Quality of one signal set, with default thresholds and swept over the embedding's."""
+    import curate
+    inputs = curate.Inputs([folder / "data.json"], image_root=folder / "images")
+    spec = curate.EmbedderSpec("timm-pool")
+    settings = curate.EmbedSettings(cache_dir=folder / "cache")
+    results = {}
+    for thresholds in (None, SWEEP):
+        found = curate.identify_duplicates(inputs, spec, curate.SearchSettings(thresholds, "global", signals=signals),
+                                           settings)
+        for result in found.thresholds:
+            pairs = {found.images.paths[j]: found.images.paths[result.duplicate_of[j]]
+                     for j in np.flatnonzero(result.duplicate_of >= 0)}
+            results[(thresholds is None, result.threshold)] = score(truth, order, pairs)
+    default = next(r for (is_default, _), r in results.items() if is_default)
+    default_threshold = next(t for (is_default, t) in results if is_default)
+    return {"default": default, "default_threshold": default_threshold,
+            "sweep": {t: r for (is_default, t), r in results.items() if not is_default}}
+
+
+IMAGEDEDUP = """
+import json, resource, sys
+from imagededup import methods
+hasher = getattr(methods, sys.argv[2])(verbose=False)
+codes = hasher.encode_images(image_dir=sys.argv[1], recursive=True, num_enc_workers=0)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"codes": codes, "cpu": usage.ru_utime + usage.ru_stime}))
+"""
+
+
+def imagededup_run(python: str, images: Path, truth: dict, order: list[str], method: str) -> dict | None:
+    """imagededup's hash (in its own environment, whole process timed), with the same
+    keep-the-first walk over Hamming distances; its default distance is 10."""
+    result = subprocess.run([python, "-c", IMAGEDEDUP, str(images), method], capture_output=True, text=True)
+    if result.returncode:
+        print(f"imagededup {method} failed: {result.stderr[-500:]}")
+        return None
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    bits = {str(Path(k).relative_to(images)) if Path(k).is_absolute() else k: v for k, v in data["codes"].items()}
+    codes = np.array([int(bits[p], 16) for p in order], dtype=np.uint64)
+    distance = np.bitwise_count(codes[:, None] ^ codes[None, :]).astype(np.int64)
+    sweep = {d: score(truth, order, greedy(order, distance <= d, -distance)) for d in range(0, 33)}
+    return {"cpu": data["cpu"], "default": sweep[10], "default_threshold": 10, "sweep": sweep}
+
+
+def greedy(order, similar, strength) -> dict[str, str]:
+    kept, pairs = [], {}
+    for j, image in enumerate(order):
+        partners = [i for i in kept if similar[j, i]]
+        if partners:
+            pairs[image] = order[max(partners, key=lambda i: strength[j, i])]
+        else:
+            kept.append(j)
+    return pairs
+
+
+SIGNAL_SETS = {"embedding only": ("embedding",), "exact + embedding": ("exact", "embedding"),
+               "exact + embedding + phash (default)": ("exact", "embedding", "phash")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", type=Path, help="build the set here and keep it (default: a temporary folder)")
+    parser.add_argument("--baseline", default="10c358b",
+                        help="commit whose cold CPU per image is the baseline (the code before issue #12)")
+    parser.add_argument("--repeats", type=int, default=2, help="cold runs per configuration (median)")
+    parser.add_argument("--peers-python", default=None,
+                        help="a Python with imagededup installed (benchmark-only; not a curate dependency)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        truth = build(folder)
+        order = [r["image"] for r in json.loads((folder / "data.json").read_text())]
+        n = len(order)
+        baseline = baseline_tree(args.baseline, Path(tmp))
+        try:
+            cpu_before = sorted(cold_cpu(folder, baseline, [], "before") for _ in range(args.repeats))
+            cpu_after = sorted(cold_cpu(folder, None, [], "after") for _ in range(args.repeats))
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline / "src")],
+                           capture_output=True)
+        cpu_before, cpu_after = cpu_before[len(cpu_before) // 2], cpu_after[len(cpu_after) // 2]
+        methods = {}
+        for label, signals in SIGNAL_SETS.items():
+            methods[f"curate, {label}"] = curate_quality(folder, truth, order, signals, label)
+        methods[f"curate, {list(SIGNAL_SETS)[-1]}"]["cpu"] = cpu_after
+        for method in ("PHash", "AHash", "DHash", "WHash") if args.peers_python else ():
+            result = imagededup_run(args.peers_python, folder / "images", truth, order, method)
+            if result:
+                methods[f"imagededup {method}"] = result
+        rows = []
+        for name, result in methods.items():
+            threshold, best = best_of(result["sweep"])
+            d = result["default"]
+            cpu = f"{1000 * result['cpu'] / n:.0f}" if "cpu" in result else ""
+            rows.append([name, result["default_threshold"], f"{d['recall']:.1%}", d["false"], threshold,
+                         f"{best['recall']:.1%}" if best else "-", cpu])
+        print_table(f"dedup quality on {n} images ({sum(t['edit'] != 'original' for t in truth.values())} "
+                    "near-duplicates, --scope global)",
+                    ["method", "default threshold", "recall (default)", "false removals (default)",
+                     "best threshold", "recall (best, 0 false)", "CPU ms/image (cold)"], rows)
+        edit_rows = []
+        edits = sorted({t["edit"] for t in truth.values()} - {"original"})
+        for edit in edits:
+            row = [edit]
+            for name, result in methods.items():
+                _, best = best_of(result["sweep"])
+                found, total = result["default"]["per_edit"][edit]
+                row.append(f"{found}/{total}" + (f" ({best['per_edit'][edit][0]})" if best else ""))
+            edit_rows.append(row)
+        print_table("found per edit: default (at the best threshold)", ["edit", *methods], edit_rows)
+        print(f"\ncold CPU per image: before (commit {args.baseline}) {1000 * cpu_before / n:.0f} ms, "
+              f"after {1000 * cpu_after / n:.0f} ms")
+        print(f"ratio: CPU per image, after / before = {cpu_after / cpu_before:.2f}")
+        for name, result in methods.items():
+            for pair in result["default"]["false_pairs"][:5]:
+                print(f"false removal ({name}, default):", pair)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Signals besides the embedding: ``exact`` (same bytes or same pixels) and ``phash`` (a
+perceptual hash, from the maintained ``imagehash`` library). Each turns a hash into a unit
+vector of +-1/8 entries, so that cosine similarity is 1 - 2 * Hamming distance / 64 and the
+same indexes and walk serve every signal."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+import curate
+
+BITS = 64
+
+
+def bits_to_vector(bits) -> np.ndarray:
+    bits = np.asarray(bits, dtype=bool).reshape(-1)
+    return np.where(bits, 1.0, -1.0).astype(np.float32) / np.sqrt(len(bits), dtype=np.float32)
+
+
+class Exact(curate.Signal):
+    """Identical file bytes, or identical pixels where the image was decoded at full size. (An
+    image decoded in JPEG draft mode is compared by its bytes only: reduced-size pixels could
+    hide a small difference.) A match is a duplicate at score 1.0, whatever the model says."""
+
+    name = "exact"
+    description = "same bytes, or same pixels (score 1.0, no model needed to decide)"
+    dim = BITS
+    version = "1"
+    default = 1.0
+
+    def fingerprint(self, image, path):
+        digest = hashlib.blake2b(digest_size=BITS // 8)
+        if image.info.get("draft"):
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        else:
+            digest.update(f"{image.mode} {image.width}x{image.height}".encode())
+            digest.update(image.tobytes())
+        return bits_to_vector(np.unpackbits(np.frombuffer(digest.digest(), np.uint8)))
+
+    def similarity(self, value):
+        return 1.0 - 1e-6        # identical hashes only, whatever the user typed
+
+
+class PerceptualHash(curate.Signal):
+    """imagehash's pHash (DCT of a 32x32 greyscale thumbnail, 64 bits). Finds downscales,
+    re-encodes, watermarks and greyscale copies that an embedding may miss; blind to crops,
+    mirrors and banners, which the embedding finds."""
+
+    name = "phash"
+    description = "perceptual hash (imagehash pHash, 64 bits); threshold: Hamming distance"
+    dim = BITS
+    version = "imagehash-phash-8"
+    unit = "distance"
+    default = 10
+
+    def fingerprint(self, image, path):
+        import imagehash
+        return bits_to_vector(imagehash.phash(image, hash_size=8).hash)
+
+    def similarity(self, value):
+        if not 0 <= float(value) <= BITS:
+            raise curate.CurateError(f"--signals phash={value}: a Hamming distance lies in 0..{BITS}")
+        return 1.0 - 2.0 * float(value) / BITS - 1e-6
+
+    def describe(self, similarity):
+        return {"distance": int(round((1.0 - float(similarity)) * BITS / 2))}
+
+
+@curate.hookimpl
+def register_signals(register):
+    register(Exact)
+    register(PerceptualHash)
