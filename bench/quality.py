@@ -1,12 +1,12 @@
 """Dedup quality and cost on the quality set (bench/quality_set.py), against imagededup's
-perceptual hashes and fastdup when they are installed, all measured in the same run.
+perceptual hashes (given a Python that has it: --peers-python), all measured in the same run.
 
 For each method: recall (near-duplicates removed as a duplicate of their own photo) and false
 removals (an image removed as a duplicate of another photo), with default settings and at the
 best threshold (the one with the highest recall among those that remove nothing distinct), per
 edit type; and CPU ms per image of a cold whole-process run.
 
-    python bench/quality.py [--keep DIR]
+    python bench/quality.py [--keep DIR] [--peers-python PYTHON]
 """
 
 from __future__ import annotations
@@ -76,16 +76,16 @@ def baseline_tree(commit: str, where: Path) -> Path:
     return tree
 
 
-def cold_cpu(folder: Path, pythonpath: Path | None, extra: list[str], label: str) -> float:
+def cold_cpu(folder: Path, pythonpath: Path | None, label: str) -> float:
     """CPU seconds of one cold whole-process `curate dedup` (start-up, model, every image)."""
     out = folder / f"cold-{label}.json"
     env = dict(os.environ, PYTHONPATH=str(pythonpath)) if pythonpath else None
     return cpu_of([sys.executable, "-m", "curate", "dedup", str(folder / "data.json"), "--image-root",
                    str(folder / "images"), "--scope", "global", "--embedder", "timm-pool", "-q", "--overwrite",
-                   "--no-cache", "-o", str(out), *extra], env)
+                   "--no-cache", "-o", str(out)], env)
 
 
-def curate_quality(folder: Path, truth: dict, order: list[str], signals: tuple, label: str) -> dict:
+def curate_quality(folder: Path, truth: dict, order: list[str], signals: tuple) -> dict:
     """Quality of one signal set, with default thresholds and swept over the embedding's."""
     import curate
     inputs = curate.Inputs([folder / "data.json"], image_root=folder / "images")
@@ -161,15 +161,15 @@ def main() -> None:
         n = len(order)
         baseline = baseline_tree(args.baseline, Path(tmp))
         try:
-            cpu_before = sorted(cold_cpu(folder, baseline, [], "before") for _ in range(args.repeats))
-            cpu_after = sorted(cold_cpu(folder, None, [], "after") for _ in range(args.repeats))
+            cpu_before = sorted(cold_cpu(folder, baseline, "before") for _ in range(args.repeats))
+            cpu_after = sorted(cold_cpu(folder, None, "after") for _ in range(args.repeats))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline / "src")],
                            capture_output=True)
         cpu_before, cpu_after = cpu_before[len(cpu_before) // 2], cpu_after[len(cpu_after) // 2]
         methods = {}
         for label, signals in SIGNAL_SETS.items():
-            methods[f"curate, {label}"] = curate_quality(folder, truth, order, signals, label)
+            methods[f"curate, {label}"] = curate_quality(folder, truth, order, signals)
         methods[f"curate, {list(SIGNAL_SETS)[-1]}"]["cpu"] = cpu_after
         for method in ("PHash", "AHash", "DHash", "WHash") if args.peers_python else ():
             result = imagededup_run(args.peers_python, folder / "images", truth, order, method)

@@ -126,20 +126,22 @@ class SearchSettings:
             else DEFAULT_THRESHOLD
         return dataclasses.replace(self, thresholds=(float(default),))
 
-    def signal_plugins(self) -> list[tuple[object, float]]:
-        """Each signal besides the embedding, with its threshold as a cosine similarity."""
+    def resolved_signals(self) -> list[tuple[str, object, float | None]]:
+        """Every signal in order: (name, its plugin, its threshold as a cosine similarity); the
+        embedding is (``embedding``, None, None), its thresholds being ``thresholds``."""
         out = []
         registry = get_registry()
         for entry in self.signals:
             name, sep, value = entry.partition("=")
             if name == EMBEDDING:
+                out.append((name, None, None))
                 continue
             signal = registry.get("signal", name)
             try:
                 wanted = float(value) if sep else signal.default
             except ValueError:
                 raise CurateError(f"--signals {entry}: {value!r} is not a number") from None
-            out.append((signal, signal.similarity(wanted)))
+            out.append((name, signal, signal.similarity(wanted)))
         return out
 
 
@@ -261,7 +263,7 @@ def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings
     image_root = check_image_root(inputs.image_root)
     model = model or embedder.load()     # fails on weights before any work
     if signals is None:                  # dedup's default signals, so that the cache serves a later dedup
-        signals = [plugin for plugin, _ in SearchSettings().signal_plugins()]
+        signals = [plugin for _, plugin, _ in SearchSettings().resolved_signals() if plugin]
     started = time.monotonic()
     images = scan(inputs, on_error=on_error, show_progress=settings.show_progress)
     scanned = time.monotonic()
@@ -392,12 +394,12 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
             duplicate_of = np.where(ok, -1, -2).astype(np.int64)
             score = np.zeros(n, np.float32)
             fired = np.full(n, -1, np.int8)
+            # (name, every image's vectors, threshold) per signal; the embedding's is this pass's
+            matrices = [(name, vectors, threshold) if plugin is None else (name, found.result.signals[name], cosine)
+                        for name, plugin, cosine in signals]
             for members in groups.values():
-                channels = [Channel(name, vectors[members] if plugin is None else
-                                    found.result.signals[name][members],
-                                    threshold if plugin is None else cosine, index_kind, options)
-                            for name, plugin, cosine in signals]
-                decision = walk(channels)
+                decision = walk([Channel(name, matrix[members], t, index_kind, options)
+                                 for name, matrix, t in matrices])
                 removed = decision.duplicate_of >= 0
                 duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
                 score[members[removed]] = decision.score[removed]
@@ -417,14 +419,12 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
     search = search or SearchSettings()
     settings = settings or EmbedSettings()
     get_registry().get("index", search.index)            # unknown names fail before any work
-    plugins = dict((signal.name, (signal, cosine)) for signal, cosine in search.signal_plugins())
+    signals = search.resolved_signals()
     embedder = embedder or EmbedderSpec()
     model = model or embedder.load()
     search = search.with_model_default(model)
-    signals = [(name, *plugins.get(name, (None, None))) for name in
-               (entry.partition("=")[0] for entry in search.signals)]
     found = embed(inputs, embedder, settings, on_error=on_error, model=model,
-                  signals=[plugin for plugin, _ in plugins.values()])
+                  signals=[plugin for _, plugin, _ in signals if plugin])
     started = time.monotonic()
     groups = scope_groups(found.images, found.result.ok, search.scope)
     results, nn = decide(found, groups, search, signals, settings.show_progress)

@@ -74,16 +74,17 @@ def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, p
     if cache is not None and todo:
         todo_keys = [keys[i] for i in todo]
         found = [_verified_rows(c, todo_keys) if c is not None else {} for _, c in channels]
-        everywhere = set.intersection(*(set(f) for f in found))
-        hits = [todo[j] for j in sorted(everywhere)]
+        everywhere = sorted(set.intersection(*(set(f) for f in found)))
+        hits = [todo[j] for j in everywhere]
         for (matrix, _), rows in zip(channels, found):
             if hits:
-                matrix[hits] = np.stack([rows[j] for j in sorted(everywhere)])
+                matrix[hits] = np.stack([rows[j] for j in everywhere])
         result.ok[hits] = True
         result.cached = len(hits)
         if progress and hits:
             progress(len(hits))
-        todo = [i for j, i in enumerate(todo) if j not in everywhere]
+        taken = set(everywhere)
+        todo = [i for j, i in enumerate(todo) if j not in taken]
         for _, c in channels:
             result.warnings += c.warnings if c is not None else []
     return result, keys, todo

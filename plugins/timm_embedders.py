@@ -89,17 +89,12 @@ class TimmEmbedder(Embedder):
     def check_model(self, model, name: str) -> None:
         pass
 
-    default_threshold = 0.9
-
     def default_weights(self, model_name: str) -> Path | None:
         return None
 
     def input_size(self, model_name: str, config: dict) -> int:
         """The square side images are resized to: the model's own unless measured otherwise."""
         return int(config["input_size"][-1])
-
-    def threshold_for(self, model_name: str) -> float:
-        return self.default_threshold
 
     def load(self, model_name: str | None, weights: str | None, device: str) -> LoadedEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network unless the user allows it
@@ -197,7 +192,7 @@ class TimmModel(LoadedEmbedder):
         self.std = torch.tensor(config["std"], device=device).view(shape) * 255
         self.size = embedder.input_size(model_name, config)
         self.short_side = self.size        # JPEGs decode in draft mode down to the input size
-        self.default_threshold = embedder.threshold_for(model_name)
+        self.default_threshold = embedder.default_threshold
         self.weights_digest = f"{digest};whole-{self.size}"   # vectors of another preprocessing are not reused
         with torch.inference_mode():
             probe = embedder.features(model, torch.zeros(1, 3, self.size, self.size, device=device))
