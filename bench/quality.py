@@ -1,5 +1,6 @@
 """Dedup quality and cost on the quality set (bench/quality_set.py), against imagededup's
-perceptual hashes (given a Python that has it: --peers-python), all measured in the same run.
+perceptual hashes and fastdup's embedding (given a Python that has them: --peers-python),
+all measured in the same run.
 
 For each method: recall (near-duplicates removed as a duplicate of their own photo) and false
 removals (an image removed as a duplicate of another photo), with default settings and at the
@@ -130,6 +131,39 @@ def imagededup_run(python: str, images: Path, truth: dict, order: list[str], met
     return {"cpu": data["cpu"], "default": sweep[10], "default_threshold": 10, "sweep": sweep}
 
 
+FASTDUP = """
+import json, os, resource, sys, fastdup
+fd = fastdup.create(work_dir=sys.argv[2], input_dir=sys.argv[1])
+fd.run(threshold=0.5, nearest_neighbors_k=10, overwrite=True)
+pairs = [[os.path.abspath(r.filename_from), os.path.abspath(r.filename_to), float(r.distance)]
+         for r in fd.similarity().itertuples()]
+usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+print(json.dumps({"pairs": pairs, "cpu": sum(u.ru_utime + u.ru_stime for u in usage)}))
+"""
+FASTDUP_DEFAULT = 0.9      # fastdup.run(threshold=0.9): its default for "similar"
+
+
+def fastdup_run(python: str, images: Path, truth: dict, order: list[str]) -> dict | None:
+    """fastdup (its own bundled ONNX model, offline; whole process timed) asked for every pair
+    at similarity >= 0.5 among each image's 10 nearest, then the same keep-the-first walk."""
+    with tempfile.TemporaryDirectory() as work:
+        result = subprocess.run([python, "-c", FASTDUP, str(images.resolve()), work], capture_output=True,
+                                text=True, cwd=work)
+    if result.returncode:
+        print(f"fastdup failed: {result.stderr[-500:]}")
+        return None
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    position = {p: i for i, p in enumerate(order)}
+    sims = np.full((len(order), len(order)), -np.inf, np.float32)
+    root = images.resolve()
+    for a, b, sim in data["pairs"]:
+        i, j = (position[str(Path(p).relative_to(root))] for p in (a, b))
+        sims[i, j] = sims[j, i] = max(sims[i, j], sim)
+    sweep = {t: score(truth, order, greedy(order, sims >= t, sims)) for t in SWEEP}
+    return {"cpu": data["cpu"], "default": sweep[FASTDUP_DEFAULT], "default_threshold": FASTDUP_DEFAULT,
+            "sweep": sweep}
+
+
 def greedy(order, similar, strength) -> dict[str, str]:
     kept, pairs = [], {}
     for j, image in enumerate(order):
@@ -152,7 +186,7 @@ def main() -> None:
                         help="commit whose cold CPU per image is the baseline (the code before issue #12)")
     parser.add_argument("--repeats", type=int, default=2, help="cold runs per configuration (median)")
     parser.add_argument("--peers-python", default=None,
-                        help="a Python with imagededup installed (benchmark-only; not a curate dependency)")
+                        help="a Python with imagededup and fastdup installed (benchmark-only; not curate dependencies)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
@@ -175,6 +209,10 @@ def main() -> None:
             result = imagededup_run(args.peers_python, folder / "images", truth, order, method)
             if result:
                 methods[f"imagededup {method}"] = result
+        if args.peers_python:
+            result = fastdup_run(args.peers_python, folder / "images", truth, order)
+            if result:
+                methods["fastdup"] = result
         rows = []
         for name, result in methods.items():
             threshold, best = best_of(result["sweep"])

@@ -32,7 +32,7 @@ from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
 from .registry import get_registry
 from .sample import source_of
-from .similarity import Channel, nearest_neighbour_similarity, walk
+from .similarity import Channel, kept_curve, nearest_neighbours, walk
 
 SCOPES = ("source", "global")
 ENGINES = ("local", "ray")
@@ -298,7 +298,7 @@ class Duplicates:
     found: Embeddings
     search: SearchSettings
     thresholds: list[ThresholdResult]
-    nn_similarity: np.ndarray          # each image's similarity to its nearest neighbour in its group
+    neighbourhood: "Neighbourhood"     # what the report shows about pairs near the thresholds
     stage_seconds: dict[str, float]
     signals: list = field(default_factory=list)    # [(name, plugin or None for the embedding, cosine threshold)]
 
@@ -379,15 +379,43 @@ def scope_groups(images: ImageTable, ok: np.ndarray, scope: str) -> dict[str, np
     return {k: np.asarray(v, np.int64) for k, v in groups.items()}
 
 
+@dataclass
+class Neighbourhood:
+    """Per image, from its nearest neighbours in the embedding (within its scope group): what
+    lets a person judge a threshold. ``closest_kept`` is, for an image kept at every threshold,
+    its most similar neighbour that is kept too (-1 otherwise): the pairs nobody removed."""
+
+    nn_similarity: np.ndarray          # similarity to the nearest neighbour (nan when alone or not embedded)
+    kept_bits: np.ndarray              # bit g set: kept at similarity.CURVE_THRESHOLDS[g], embedding alone
+    closest_kept: np.ndarray           # position of the closest neighbour kept too, -1 when none
+    closest_kept_similarity: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> "Neighbourhood":
+        return cls(np.full(n, np.nan, np.float32), np.zeros(n, np.uint64), np.full(n, -1, np.int64),
+                   np.full(n, np.nan, np.float32))
+
+    def add_group(self, members: np.ndarray, sims: np.ndarray, ids: np.ndarray, kept_everywhere: np.ndarray):
+        first = sims[:, 0]
+        self.nn_similarity[members] = np.where(np.isfinite(first), first, np.nan)
+        self.kept_bits[members] = kept_curve(sims, ids)
+        local_kept = kept_everywhere[members]
+        partner_kept = (ids >= 0) & local_kept[np.maximum(ids, 0)]
+        has = partner_kept.any(axis=1) & local_kept
+        column = partner_kept.argmax(axis=1)
+        rows = np.flatnonzero(has)
+        self.closest_kept[members[rows]] = members[ids[rows, column[rows]]]
+        self.closest_kept_similarity[members[rows]] = sims[rows, column[rows]]
+
+
 def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool):
-    """The keep/remove walk per group and threshold over every signal, and each image's
-    nearest-neighbour similarity in the embedding."""
+    """The keep/remove walk per group and threshold over every signal, then each image's
+    neighbourhood in the embedding (for the report)."""
     index_kind = get_registry().get("index", search.index)
     options = dict(search.index_options)
     vectors, ok = found.result.vectors, found.result.ok
     results = []
     n = len(ok)
-    nn = np.full(n, np.nan, np.float32)
     steps = len(groups) * (len(search.thresholds) + 1)
     with ProgressBar("search", steps, unit="steps", enabled=show_progress) as bar:
         for threshold in search.thresholds:
@@ -406,10 +434,13 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
                 fired[members[removed]] = decision.signal[removed]
                 bar.advance(1)
             results.append(ThresholdResult(threshold, duplicate_of, score, fired))
+        kept_everywhere = np.logical_and.reduce([r.duplicate_of == -1 for r in results])
+        neighbourhood = Neighbourhood.empty(n)
         for members in groups.values():
-            nn[members] = nearest_neighbour_similarity(vectors[members], index_kind, **options)
+            sims, ids = nearest_neighbours(vectors[members], index_kind, **options)
+            neighbourhood.add_group(members, sims, ids, kept_everywhere)
             bar.advance(1)
-    return results, nn
+    return results, neighbourhood
 
 
 def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: SearchSettings = None,
@@ -427,8 +458,9 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
                   signals=[plugin for _, plugin, _ in signals if plugin])
     started = time.monotonic()
     groups = scope_groups(found.images, found.result.ok, search.scope)
-    results, nn = decide(found, groups, search, signals, settings.show_progress)
-    return Duplicates(found, search, results, nn, dict(found.seconds, search=time.monotonic() - started), signals)
+    results, neighbourhood = decide(found, groups, search, signals, settings.show_progress)
+    seconds = dict(found.seconds, search=time.monotonic() - started)
+    return Duplicates(found, search, results, neighbourhood, seconds, signals)
 
 
 # --- step 2: apply ---------------------------------------------------------------------------------

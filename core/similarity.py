@@ -93,17 +93,59 @@ def keep_or_remove(vectors: np.ndarray, kind: IndexKind, threshold: float, block
     return walk([Channel("embedding", vectors, threshold, kind, options)], block)
 
 
-def nearest_neighbour_similarity(vectors: np.ndarray, kind: IndexKind, **options) -> np.ndarray:
-    """For each vector, its similarity to the most similar other vector (nan when alone)."""
+NEIGHBOURS = 16                                  # per image, for the report's kept pairs and curve
+CURVE_THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.01), 2)   # at most 64: one bit each
+
+
+def nearest_neighbours(vectors: np.ndarray, kind: IndexKind, k: int = NEIGHBOURS,
+                       **options) -> tuple[np.ndarray, np.ndarray]:
+    """Each vector's ``k`` most similar other vectors: (similarities, positions), best first,
+    padded with -inf and -1 where the group has fewer."""
     n = len(vectors)
-    out = np.full(n, np.nan, np.float32)
+    sims = np.full((n, k), -np.inf, np.float32)
+    ids = np.full((n, k), -1, np.int64)
     if n < 2:
-        return out
+        return sims, ids
     index = kind.new(vectors.shape[1], n, **options)
     index.add(vectors)
-    sims, ids = index.search(vectors, 2)
-    own = ids == np.arange(n)[:, None]
-    other = np.where(own, -np.inf, sims)
-    best = other.max(axis=1)
-    out[:] = np.where(np.isfinite(best), best, np.nan)
-    return out
+    found_sims, found_ids = index.search(vectors, min(k + 1, n))
+    others = (found_ids != np.arange(n)[:, None]) & (found_ids >= 0)
+    order = np.argsort(~others, axis=1, kind="stable")[:, :k]      # the others first, best first
+    take = order.shape[1]
+    keep = np.take_along_axis(others, order, 1)
+    sims[:, :take] = np.where(keep, np.take_along_axis(found_sims, order, 1), -np.inf)
+    ids[:, :take] = np.where(keep, np.take_along_axis(found_ids, order, 1), -1)
+    return sims, ids
+
+
+def nearest_neighbour_similarity(vectors: np.ndarray, kind: IndexKind, **options) -> np.ndarray:
+    """For each vector, its similarity to the most similar other vector (nan when alone)."""
+    sims, _ = nearest_neighbours(vectors, kind, 1, **options)
+    return np.where(np.isfinite(sims[:, 0]), sims[:, 0], np.nan).astype(np.float32)
+
+
+def kept_curve(sims: np.ndarray, ids: np.ndarray, thresholds: np.ndarray = CURVE_THRESHOLDS) -> np.ndarray:
+    """Which images the walk (this signal alone) keeps at each of ``thresholds``, from the
+    neighbour lists of :func:`nearest_neighbours`: bit g of entry i is set when image i is
+    kept at ``thresholds[g]``. One pass in order of appearance serves every threshold; it is
+    exact while no image has more than ``k`` neighbours above the lowest threshold (beyond
+    that it may keep a few too many)."""
+    if len(thresholds) > 64:
+        raise ValueError("kept_curve takes at most 64 thresholds")
+    n = len(sims)
+    every = (1 << len(thresholds)) - 1
+    earlier = (ids >= 0) & (ids < np.arange(n)[:, None]) & (sims >= thresholds[0])
+    # how many of the (ascending) thresholds each similarity reaches
+    reached = np.searchsorted(thresholds, sims, side="right")
+    kept = [every] * n
+    for i in np.flatnonzero(earlier.any(axis=1)).tolist():
+        removed = 0
+        for j, count in zip(ids[i][earlier[i]].tolist(), reached[i][earlier[i]].tolist()):
+            removed |= kept[j] & ((1 << count) - 1)
+        kept[i] = every & ~removed
+    return np.asarray(kept, np.uint64)
+
+
+def kept_counts(kept: np.ndarray, thresholds: np.ndarray = CURVE_THRESHOLDS) -> list[int]:
+    """How many of the images in ``kept`` (bits from :func:`kept_curve`) stay at each threshold."""
+    return [int(((kept >> np.uint64(g)) & np.uint64(1)).sum()) for g in range(len(thresholds))]
