@@ -22,7 +22,7 @@ _EXPORTS = {
     "sample": ["Sample", "Turn", "source_of"],
     "errors": ["CurateError", "RecordError"],
     "contracts": ["Embedder", "IndexKind", "LoadedEmbedder", "Options", "Reader", "SimilarityIndex", "Writer",
-                  "Signal", "head_has_keys", "samples_from_json"],
+                  "Sidecar", "Signal", "head_has_keys", "samples_from_json"],
     "engine": ["Inputs", "Report"],
     "api": ["convert", "read", "write"],
     "deduplicate": ["DedupResult", "Duplicates", "EmbedderSpec", "EmbedSettings", "Embeddings", "ReportSettings",

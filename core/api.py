@@ -37,7 +37,7 @@ def write(samples: Iterable[Sample], path, format: str = "llava", *, overwrite: 
 
 def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite: bool = False,
             on_error: str = "fail", rejects=None, image_root=None, image_prefix: str | None = None,
-            seed: int = 0, extra: dict | None = None, boxes: str | None = None,
+            seed: int = 0, extra: dict | None = None, boxes: str | None = None, ids: str = "keep",
             show_progress: bool = False) -> Report:
     """Read every input with one reader, write one output with one writer.
 
@@ -51,6 +51,6 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
     source = inputs if isinstance(inputs, Inputs) else Inputs(
         inputs, from_, image_root=image_root, image_prefix=image_prefix, seed=seed, options=dict(extra or {}))
     with Outputs(source.sources, overwrite=overwrite) as outputs:
-        run = Run(source, output, to, outputs, on_error=on_error, rejects=rejects, boxes=boxes,
+        run = Run(source, output, to, outputs, on_error=on_error, rejects=rejects, boxes=boxes, ids=ids,
                   show_progress=show_progress)
         return run.execute()

@@ -5,14 +5,22 @@ Formats disagree (LLaVA issues #606, #623, #822 are users lost in exactly this):
 - ``original``: [x1, y1, x2, y2] in [0, 1], normalised by the original width and height (SVIT).
 - ``padded``: the same after padding the image to a square, centred (LLaVA-1.5, SVIT's LLaVA release).
 - ``thousand``: integers in [0, 1000) of the original image (InternVL).
-- ``pixels``: absolute pixels of the original image (Qwen2.5-VL).
+- ``pixels``: absolute pixels of the original image.
+- ``smart-resize``: absolute pixels of the image after Qwen2.5-VL's processor resized it
+  (``smart_resize``: sides multiples of 28, pixel count within min/max pixels), rounded and
+  clamped as QwenLM's ``qwen-vl-finetune/tools/process_bbox.ipynb`` does.
+- ``qwen-1000``: integers in [0, 1000] of the original image, as Qwen2-VL and Qwen3-VL
+  expect (the same notebook: ``round(x / w * 1000)``, clamped to [0, 1000]).
 
 Readers and writers declare a :class:`BoxStyle` (a convention plus how boxes are written in
-text); ``convert`` rewrites boxes when the two differ, with image sizes from file headers.
+text, with the referring expression they belong to where the syntax marks one); ``convert``
+rewrites boxes when the two differ, with image sizes from file headers.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +28,18 @@ from typing import Callable
 
 from .errors import CurateError
 
-CONVENTIONS = ("original", "padded", "thousand", "pixels")
+CONVENTIONS = ("original", "padded", "thousand", "pixels", "smart-resize", "qwen-1000")
+# Qwen2.5-VL's smart_resize defaults, as in QwenLM's process_bbox.ipynb (factor, min and max pixels)
+QWEN25_RESIZE = (28, 56 * 56, 14 * 14 * 4 * 1280)
 _NUMBER = r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?"
 _BRACKET_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
 _INTERNVL_BOX = re.compile(r"<box>\s*\[(\s*\[[^\[\]]*\]\s*(?:,\s*\[[^\[\]]*\]\s*)*)\]\s*</box>")
 _REF = re.compile(r"<ref>(.*?)</ref>", re.S)
+_REF_BEFORE = re.compile(r"<ref>([^<]*)</ref>\s*$")          # a ref right before an InternVL box
+_SVIT_REF_BEFORE = re.compile(r"<st>([^<]*)<ed>(\s*)$")      # SVIT's "<st>object<ed> [box]"
+_SVIT_MARKERS = re.compile(r"<st>|<ed>")
+_QWEN_JSON = re.compile(r'\[?\{"bbox_2d":\s*\[[^\[\]]*\](?:,\s*"label":\s*"(?:[^"\\]|\\.)*")?\}'
+                        r'(?:,\s*\{"bbox_2d":\s*\[[^\[\]]*\](?:,\s*"label":\s*"(?:[^"\\]|\\.)*")?\})*\]?')
 _SEPARATOR = re.compile(r"\s*,\s*")
 
 Box = tuple[float, float, float, float]
@@ -57,11 +72,29 @@ def unpad_box(box, width: int, height: int) -> list[float]:
 
 
 def needs_size(source: str, target: str) -> bool:
-    return source != target and ({source, target} - {"original", "thousand"}) != set()
+    return source != target and ({source, target} - {"original", "thousand", "qwen-1000"}) != set()
 
 
-def convert_box(box, source: str, target: str, size: tuple[int, int] | None) -> list:
-    """A box from one convention to another (through ``original``)."""
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2.5-VL's processor resize: (height, width) with sides multiples of ``factor`` and a
+    pixel count within [min_pixels, max_pixels], the aspect ratio kept as well as that allows."""
+    if height < factor or width < factor:
+        raise CurateError(f"the image ({width}x{height}) is smaller than Qwen's resize factor {factor}")
+    if max(height, width) / min(height, width) > 200:
+        raise CurateError(f"the image ({width}x{height}) is more than 200 times wider than high (Qwen's limit)")
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar, w_bar = math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def convert_box(box, source: str, target: str, size: tuple[int, int] | None, resize=QWEN25_RESIZE) -> list:
+    """A box from one convention to another (through ``original``); ``resize`` is the
+    (factor, min_pixels, max_pixels) of ``smart-resize``."""
     if source == target:
         return list(box)
     if source == "original" and target == "padded":      # SVIT -> LLaVA, the common case
@@ -71,10 +104,13 @@ def convert_box(box, source: str, target: str, size: tuple[int, int] | None) -> 
         original = [float(v) for v in box]
     elif source == "padded":
         original = unpad_box(box, width, height)
-    elif source == "thousand":
+    elif source in ("thousand", "qwen-1000"):
         original = [v / 1000 for v in box]
     elif source == "pixels":
         original = [box[0] / width, box[1] / height, box[2] / width, box[3] / height]
+    elif source == "smart-resize":
+        new_height, new_width = smart_resize(height, width, *resize)
+        original = [box[0] / new_width, box[1] / new_height, box[2] / new_width, box[3] / new_height]
     else:
         raise CurateError(f"unknown box convention {source!r}")
     if target == "original":
@@ -86,6 +122,15 @@ def convert_box(box, source: str, target: str, size: tuple[int, int] | None) -> 
     if target == "pixels":
         return [round(original[0] * width), round(original[1] * height), round(original[2] * width),
                 round(original[3] * height)]
+    if target == "smart-resize":
+        # QwenLM's process_bbox.ipynb, from pixels of the original image: scale, round, clamp
+        new_height, new_width = smart_resize(height, width, *resize)
+        scale = (new_width / width, new_height / height, new_width / width, new_height / height)
+        limit = (new_width - 1, new_height - 1, new_width - 1, new_height - 1)
+        pixels = (original[0] * width, original[1] * height, original[2] * width, original[3] * height)
+        return [max(0, min(round(v * k), top)) for v, k, top in zip(pixels, scale, limit)]
+    if target == "qwen-1000":
+        return [max(0, min(round(v * 1000), 1000)) for v in original]
     raise CurateError(f"unknown box convention {target!r}")
 
 
@@ -96,66 +141,150 @@ def format_number(value) -> str:
 
 # --- how boxes are written in text --------------------------------------------------------------
 
+@dataclass
+class Group:
+    """Boxes written together in a text (``start:end``), with the referring expression they
+    belong to when the syntax marks one (``ref``, and ``gap``: the text between it and the boxes)."""
+
+    start: int
+    end: int
+    boxes: list
+    ref: str | None = None
+    gap: str = ""
+
+
+SYNTAXES = ("bracket", "svit", "internvl", "qwen-json", "swift")
+
+
 @dataclass(frozen=True)
 class BoxStyle:
-    """A box convention and its text syntax: ``bracket`` ``[x1, y1, x2, y2]`` or ``internvl``
-    ``<box>[[x1, y1, x2, y2]]</box>`` (with ``<ref>..</ref>`` around the object)."""
+    """A box convention and its text syntax:
+
+    - ``bracket``: ``[x1, y1, x2, y2], [...]`` (LLaVA); a referring expression is plain text;
+    - ``svit``: SVIT's ``<st>object<ed> [x1, y1, x2, y2]``;
+    - ``internvl``: ``<ref>object</ref><box>[[x1, y1, x2, y2]]</box>``;
+    - ``qwen-json``: ``object {"bbox_2d": [x1, y1, x2, y2], "label": "object"}`` (a JSON list
+      for several boxes), Qwen2.5-VL's and Qwen3-VL's grounding answers;
+    - ``swift``: ms-swift's placeholders ``<ref-object><bbox>``, the values in the record's
+      ``objects`` (written only).
+
+    ``resize``: the (factor, min_pixels, max_pixels) of the ``smart-resize`` convention."""
 
     convention: str
     syntax: str = "bracket"
+    resize: tuple = QWEN25_RESIZE
 
-    def find(self, text: str):
-        """(start, end, [boxes]) for each box group in the text."""
+    def groups(self, text: str):
+        """Each :class:`Group` of boxes in the text, in order."""
         if self.syntax == "internvl":
             for m in _INTERNVL_BOX.finditer(text):
                 boxes = [[float(v) for v in b.split(",")] for b in re.findall(r"\[([^\[\]]*)\]", m.group(1))]
                 if all(len(b) == 4 for b in boxes):
-                    yield m.start(), m.end(), boxes
+                    yield _with_ref(Group(m.start(), m.end(), boxes), text, _REF_BEFORE)
             return
+        if self.syntax == "qwen-json":
+            for m in _QWEN_JSON.finditer(text):
+                try:
+                    found = json.loads(m.group())
+                except ValueError:
+                    continue
+                objects = found if isinstance(found, list) else [found]
+                boxes = [o["bbox_2d"] for o in objects]
+                if all(isinstance(b, list) and len(b) == 4 for b in boxes):
+                    yield Group(m.start(), m.end(), [[float(v) for v in b] for b in boxes])
+            return
+        if self.syntax == "swift":
+            raise CurateError("ms-swift's <bbox> placeholders are written, not read")
+        for group in self._bracket_groups(text):
+            yield _with_ref(group, text, _SVIT_REF_BEFORE) if self.syntax == "svit" else group
+
+    def find(self, text: str):
+        """(start, end, [boxes]) for each box group in the text."""
+        for group in self.groups(text):
+            yield group.start, group.end, group.boxes
+
+    def _bracket_groups(self, text: str):
         group = None   # boxes written one after another ("[..], [..]") form one group
         for m in _BRACKET_BOX.finditer(text):
             values = [float(v) for v in m.groups()]
             if self.convention in ("original", "padded") and not all(0.0 <= v <= 1.0 for v in values):
                 continue  # four numbers that are not a normalised box
-            if group and _SEPARATOR.fullmatch(text, group[1], m.start()):
-                group = (group[0], m.end(), group[2] + [values])
+            if group and _SEPARATOR.fullmatch(text, group.end, m.start()):
+                group.end = m.end()
+                group.boxes.append(values)
                 continue
             if group:
                 yield group
-            group = (m.start(), m.end(), [values])
+            group = Group(m.start(), m.end(), [values])
         if group:
             yield group
 
-    def render(self, boxes: list[list]) -> str:
-        inner = ", ".join("[" + ", ".join(map(format_number, b)) + "]" for b in boxes)
-        return f"<box>[{inner}]</box>" if self.syntax == "internvl" else inner
+    def render(self, boxes: list[list], ref: str | None = None, gap: str = "", objects: dict | None = None) -> str:
+        """The text for ``boxes`` (already in this convention), after their referring expression."""
+        numbers = ["[" + ", ".join(map(format_number, b)) + "]" for b in boxes]
+        if self.syntax == "internvl":
+            return (f"<ref>{ref}</ref>" if ref is not None else "") + f"<box>[{', '.join(numbers)}]</box>"
+        if self.syntax == "qwen-json":
+            items = [dict({"bbox_2d": b}, **({"label": ref} if ref is not None else {})) for b in boxes]
+            value = json.dumps(items[0] if len(items) == 1 else items, ensure_ascii=False)
+            return (ref + (gap or " ") if ref is not None else "") + value
+        if self.syntax == "swift":
+            if ref is not None:
+                objects["ref"].append(ref)
+            objects["bbox"].extend(boxes)
+            return ("<ref-object>" if ref is not None else "") + "<bbox>" * len(boxes)
+        inner = ", ".join(numbers)
+        if ref is None:
+            return inner
+        if self.syntax == "svit":
+            return f"<st>{ref}<ed>{gap or ' '}{inner}"
+        return ref + (gap or " ") + inner
 
     def strip_markup(self, text: str) -> str:
-        return _REF.sub(r"\1", text) if self.syntax == "internvl" else text
-
-    def add_markup(self, text: str) -> str:
+        """The text without this syntax's marks (for a target that does not use them)."""
+        if self.syntax == "internvl":
+            return _REF.sub(r"\1", text)
+        if self.syntax == "svit":
+            return _SVIT_MARKERS.sub("", text)
         return text
+
+    def attach(self, sample, objects: dict) -> None:
+        """Where the syntax keeps values outside the text (ms-swift's ``objects``), put them on the sample."""
+        if self.syntax == "swift" and (objects["bbox"] or objects["ref"]):
+            sample.extra["objects"] = {"ref": objects["ref"], "bbox": objects["bbox"],
+                                       "bbox_type": "norm1" if self.convention == "original" else "real"}
+
+
+def _with_ref(group: Group, text: str, pattern) -> Group:
+    """The group, widened to the referring expression written right before it."""
+    m = pattern.search(text, 0, group.start)
+    if m:
+        group.start, group.ref = m.start(), m.group(1)
+        group.gap = m.group(2) if pattern.groups > 1 else ""
+    return group
 
 
 BRACKET_PADDED = BoxStyle("padded")
 BRACKET_ORIGINAL = BoxStyle("original")
+SVIT_ORIGINAL = BoxStyle("original", "svit")
 INTERNVL = BoxStyle("thousand", "internvl")
 
 
-def rewrite_boxes(text: str, source: BoxStyle, target: BoxStyle, size: Callable[[], tuple[int, int]]) -> tuple[str, int]:
-    """Rewrite every box of ``text`` from one style to another; returns (text, boxes rewritten)."""
+def rewrite_boxes(text: str, source: BoxStyle, target: BoxStyle, size: Callable[[], tuple[int, int]],
+                  objects: dict | None = None) -> tuple[str, int]:
+    """Rewrite every box of ``text`` from one style to another; returns (text, boxes rewritten).
+    ``objects`` collects what a ``swift`` target keeps outside the text."""
     pieces, last, count = [], 0, 0
-    for start, end, boxes in list(source.find(text)):
+    for group in list(source.groups(text)):
         dims = size() if needs_size(source.convention, target.convention) else None
-        converted = [convert_box(b, source.convention, target.convention, dims) for b in boxes]
-        pieces.append(text[last:start])
-        if source.syntax != target.syntax and target.syntax == "bracket" and start and not text[start - 1].isspace():
-            pieces.append(" ")   # "<ref>dog</ref><box>..." becomes "dog [...]"
-        pieces.append(target.render(converted))
-        last = end
-        count += len(boxes)
-    if not count:
-        return source.strip_markup(text) if source.syntax != target.syntax else text, 0
+        converted = [convert_box(b, source.convention, target.convention, dims, target.resize) for b in group.boxes]
+        pieces.append(text[last:group.start])
+        if group.ref is None and target.syntax == "bracket" and source.syntax == "internvl" and group.start \
+                and not text[group.start - 1].isspace():
+            pieces.append(" ")   # "dog<box>..." becomes "dog [...]"
+        pieces.append(target.render(converted, group.ref, group.gap, objects))
+        last = group.end
+        count += len(group.boxes)
     pieces.append(text[last:])
     out = "".join(pieces)
     return (source.strip_markup(out) if source.syntax != target.syntax else out), count
@@ -165,13 +294,15 @@ def style_for(convention: str, like: BoxStyle) -> BoxStyle:
     """``like`` with another convention (for --boxes)."""
     if convention not in CONVENTIONS:
         raise CurateError(f"--boxes must be one of {', '.join(CONVENTIONS)}, not {convention!r}")
-    return BoxStyle(convention, like.syntax)
+    return BoxStyle(convention, like.syntax, like.resize)
 
 
 class BoxRewriter:
     """Rewrites the boxes of each sample from the reader's style to the writer's, if they differ."""
 
     def __init__(self, source: BoxStyle | None, target: BoxStyle | None, locator):
+        if target is None and source is not None and source.syntax == "svit":
+            target = BoxStyle(source.convention)     # SVIT's <st>/<ed> marks are no trainer's text
         self.source, self.target, self.locator = source, target, locator
         self.active = source is not None and target is not None and source != target
         self.boxes = 0
@@ -198,9 +329,16 @@ class BoxRewriter:
             self.images.add(images[0])
             return dims
 
-        for turn in sample.conversations:
-            turn.text, count = rewrite_boxes(turn.text, self.source, self.target, size)
+        objects = {"ref": [], "bbox": []}
+        for k, turn in enumerate(sample.conversations):
+            try:
+                turn.text, count = rewrite_boxes(turn.text, self.source, self.target, size, objects)
+            except RecordError:
+                raise
+            except CurateError as e:
+                raise RecordError(path, str(e), record_id=sample.id, field=f"conversations[{k}]") from None
             self.boxes += count
+        self.target.attach(sample, objects)
         return sample
 
     def note(self) -> str | None:

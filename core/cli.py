@@ -13,7 +13,7 @@ from rich.table import Table
 
 from . import api
 from .boxes import CONVENTIONS
-from .engine import ON_ERROR, Inputs
+from .engine import ID_MODES, ON_ERROR, Inputs
 from .deduplicate import DEFAULT_SIGNALS
 from .entry import exit_interrupted, install_signal_handlers
 from .errors import CurateError
@@ -118,7 +118,13 @@ def output_options(function):
         click.option("--boxes", type=click.Choice(CONVENTIONS), default=None,
                      help="Write boxes in this convention instead of the writer's own: original (normalised "
                           "to the image), padded (normalised to the square-padded image, LLaVA-1.5), thousand "
-                          "(integers in [0, 1000), InternVL), pixels (Qwen2.5-VL). Needs --image-root for sizes."),
+                          "(integers in [0, 1000), InternVL), pixels (of the original image), smart-resize "
+                          "(pixels after Qwen2.5-VL's resize), qwen-1000 (integers in [0, 1000], Qwen2-VL and "
+                          "Qwen3-VL). Needs --image-root for sizes."),
+        click.option("--ids", type=click.Choice(ID_MODES), default="keep", show_default=True,
+                     help="keep: write ids as read (lossless). string: write every id as a string (a file that "
+                          "mixes integer and string ids fails to load in Hugging Face datasets up to 4.x, which "
+                          "LLaMA-Factory and ms-swift pin). drop: write no ids."),
     ], function)
 
 
@@ -139,7 +145,7 @@ def make_inputs(paths, from_format, image_root, image_prefix, seed, options, for
 @output_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects, image_root,
-            image_prefix, seed, boxes, options, quiet, **format_options):
+            image_prefix, seed, boxes, ids, options, quiet, **format_options):
     """Convert INPUT files from format FROM to format TO.
 
     FROM may be `auto` to recognise each input by its content. Output is written
@@ -152,7 +158,7 @@ def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects
     _warn_plugin_problems()
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     report = api.convert(source, output, to=to_format, overwrite=overwrite, on_error=on_error, rejects=rejects,
-                         boxes=boxes, show_progress=not quiet)
+                         boxes=boxes, ids=ids, show_progress=not quiet)
     if not quiet:
         print_report(report)
     else:
@@ -290,7 +296,7 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, hnsw_m,
           hnsw_ef_construction, hnsw_ef, thresholds, signals, scope, report_dir, sample_every, drop_unreadable, on_error,
-          rejects, overwrite, boxes, **format_options):
+          rejects, overwrite, boxes, ids, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
     Each unique image is decoded once, embedded and hashed (--signals); within each scope
@@ -316,7 +322,7 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
                               parse_signals(signals)),
         settings=embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet),
         report=ReportSettings(report_dir, sample_every), drop_unreadable=drop_unreadable, on_error=on_error,
-        rejects=rejects, boxes=boxes, overwrite=overwrite)
+        rejects=rejects, boxes=boxes, ids=ids, overwrite=overwrite)
     if not quiet:
         print_dedup_summary(result)
 

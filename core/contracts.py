@@ -98,19 +98,43 @@ class Reader(ABC):
         the file is consumed."""
 
 
+@dataclass
+class Sidecar:
+    """A file a trainer needs beside the data (LLaMA-Factory's ``dataset_info.json``,
+    InternVL's meta JSON), written atomically with the output. ``render(written, existing)``
+    gets how many samples were written and, with ``merge``, the file's current text (None
+    when it does not exist yet), and returns the new text."""
+
+    path: Path
+    role: str
+    render: Callable[[int, str | None], str]
+    merge: bool = False
+
+
 class Writer(ABC):
-    """Writes Samples to one output stream. Attributes as for :class:`Reader`."""
+    """Writes Samples to one output stream. Attributes as for :class:`Reader`, and
+    ``suffixes``: the output file endings the trainer can read (empty: any)."""
 
     name: str = ""
     description: str = ""
     box_style = None
     cli_options: list = []
+    suffixes: tuple[str, ...] = ()
 
     @abstractmethod
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
         """Consume every sample and write it to the text ``stream`` (the engine owns the
         temporary file and the rename); return how many were written. A sample this format
         cannot hold goes to ``options.reject(RecordError(...), None)`` and is not counted."""
+
+    def box_style_for(self, options: Options):
+        """The box style of this run's output (a writer whose convention depends on one of its
+        options, such as the model it writes for, overrides this)."""
+        return self.box_style
+
+    def sidecars(self, output: Path, options: Options) -> list[Sidecar]:
+        """Files to write beside ``output`` (none by default)."""
+        return []
 
 
 class LoadedEmbedder(ABC):

@@ -517,7 +517,7 @@ class DedupResult:
 def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSpec = None,
           search: SearchSettings = None, settings: EmbedSettings = None, report: ReportSettings = None,
           drop_unreadable: bool = False, on_error: str = "fail", rejects=None, boxes: str | None = None,
-          overwrite: bool = False) -> DedupResult:
+          ids: str = "keep", overwrite: bool = False) -> DedupResult:
     """Identify near-duplicates, write the rest of ``inputs`` to ``output`` in input order, and
     report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all."""
     from .report import ReportFiles, write_reports
@@ -527,7 +527,7 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
     run_started = time.monotonic()
     with Outputs(inputs.sources, overwrite=overwrite) as outputs:
         run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
-                  boxes=boxes, show_progress=settings.show_progress, title="write")
+                  boxes=boxes, ids=ids, show_progress=settings.show_progress, title="write")
         files = ReportFiles.claim(outputs, Path(report.folder) if report.folder else
                                   output.with_name(output.name + ".report"))
         duplicates = identify_duplicates(inputs, embedder, search, settings, on_error=on_error)

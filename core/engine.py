@@ -207,6 +207,39 @@ class RejectSink:
         self.stream.write("\n")
 
 
+ID_MODES = ("keep", "string", "drop")
+
+
+class IdPolicy:
+    """How ids are written (``--ids``), and a warning when kept ids mix integers and strings:
+    Hugging Face ``datasets`` up to 4.x (what LLaMA-Factory and ms-swift pin) refuses such a
+    column with ArrowTypeError, and newer versions read ``"000000033471"`` as 33471."""
+
+    def __init__(self, mode: str = "keep"):
+        if mode not in ID_MODES:
+            raise CurateError(f"--ids must be one of {', '.join(ID_MODES)}, not {mode!r}")
+        self.mode = mode
+        self.integers = self.strings = 0
+
+    def apply(self, sample: Sample) -> Sample:
+        if type(sample.id) is int:
+            self.integers += 1
+            if self.mode == "string":
+                sample.id = str(sample.id)
+        elif type(sample.id) is str:
+            self.strings += 1
+        if self.mode == "drop":
+            sample.id = None
+        return sample
+
+    def warning(self) -> str | None:
+        if self.mode != "keep" or not (self.integers and self.strings):
+            return None
+        return (f"ids mix integers ({self.integers:,}) and strings ({self.strings:,}): Hugging Face datasets up to "
+                "4.x (pinned by LLaMA-Factory and ms-swift) cannot load such a file (ArrowTypeError on id) and newer "
+                "versions turn ids like \"000000033471\" into numbers; pass --ids string (or --ids drop)")
+
+
 class DuplicateIds:
     """Counts samples whose id was seen before (a warning: LLaVA trains fine on them, but users
     should know). Keeps an 8-byte hash per sample, not the ids, so that memory stays small
@@ -301,6 +334,12 @@ class Filter:
 Stage = Callable[[Iterator[Item], "Run"], Iterator[Item]]
 
 
+def _optional(component, method: str, default):
+    """A contract method with a default a duck-typed plugin may lack."""
+    found = getattr(component, method, None)
+    return found if callable(found) else (lambda *args: default)
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 class Run:
@@ -312,7 +351,8 @@ class Run:
     """
 
     def __init__(self, inputs: Inputs, output, writer: str, outputs: Outputs, *, on_error: str = "fail",
-                 rejects=None, boxes: str | None = None, show_progress: bool = False, title: str | None = None):
+                 rejects=None, boxes: str | None = None, ids: str = "keep", show_progress: bool = False,
+                 title: str | None = None):
         self.inputs = inputs
         self.outputs = outputs
         self.writer = resolve_writer(writer)
@@ -321,11 +361,19 @@ class Run:
         self.rejects_path = outputs.claim(Path(rejects) if rejects else default_rejects_path(self.output),
                                           "rejects file", overwrite=True)
         self.sink = RejectSink(on_error, lambda: outputs.open(self.rejects_path))
-        target = self.writer.box_style
+        self.writer_options = inputs.options_for_pass()
+        self.writer_options.path = self.output
+        self._check_suffix()
+        with plugin_call("writer", self.writer):
+            target = _optional(self.writer, "box_style_for", self.writer.box_style)(self.writer_options)
+            self.sidecars = _optional(self.writer, "sidecars", [])(self.output, self.writer_options)
         if boxes:
-            target = style_for(boxes, self.writer.box_style or BRACKET_PADDED)
+            target = style_for(boxes, target or BRACKET_PADDED)
+        for sidecar in self.sidecars:
+            outputs.claim(sidecar.path, sidecar.role, overwrite=True if sidecar.merge else None)
         locator = ImageLocator(inputs.image_root)
         self.rewriters = {reader.name: BoxRewriter(reader.box_style, target, locator) for reader in inputs.readers}
+        self.ids = IdPolicy(ids)
         self.show_progress = show_progress
         self.title = title or f"{inputs.reader_names} → {self.writer.name}"
         self.removed = 0
@@ -369,18 +417,19 @@ class Run:
                                 sink(error, None)
                                 continue
                         counts["to_writer"] += 1
-                        yield sample
+                        yield self.ids.apply(sample)
                 except Exception as e:
                     upstream.append(e)
                     raise
                 exhausted.append(True)
 
             stream = self.outputs.open(self.output)
-            options = inputs.options_for_pass(reject=counted("writer_rejects"))
-            options.path = self.output
+            options = self.writer_options
+            options.reject = counted("writer_rejects")
             with plugin_call("writer", writer, upstream):
                 report.written = writer.write(bar.count(to_writer()), stream, options)
             self._check_writer(report.written, bool(exhausted), counts)
+            self._write_sidecars(report)
 
         report.records_in = counts["read"] + counts["reader_rejects"]
         report.removed = self.removed
@@ -390,10 +439,31 @@ class Run:
         report.rejects_path = str(self.rejects_path) if sink.count else None
         report.seconds = time.monotonic() - started
         report.notes += inputs.notes
+        report.notes += list(self.writer_options.state.get("notes", {}).values())
         report.notes += [note for note in (r.note() for r in self.rewriters.values()) if note]
-        report.warnings += [w for w in [duplicates.warning()] if w]
+        report.warnings += [w for w in [duplicates.warning(), self.ids.warning()] if w]
         report.check()
         return report
+
+    def _check_suffix(self) -> None:
+        suffixes = getattr(self.writer, "suffixes", ())
+        if suffixes and str(self.output) != "-" and not str(self.output).endswith(tuple(suffixes)):
+            raise CurateError(f"{self.output}: the {self.writer.name} writer writes {' or '.join(suffixes)} files "
+                              f"only (its trainer reads nothing else); name the output so")
+
+    def _write_sidecars(self, report: Report) -> None:
+        for sidecar in self.sidecars:
+            existing = None
+            if sidecar.merge and sidecar.path.exists():
+                try:
+                    existing = sidecar.path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as e:
+                    raise CurateError(f"{sidecar.path}: cannot read the {sidecar.role} to merge into ({e})") from None
+            with plugin_call("writer", self.writer):
+                text = sidecar.render(report.written, existing)
+            self.outputs.open(sidecar.path).write(text)
+            report.notes.append(f"{'updated' if existing is not None else 'wrote'} the {sidecar.role} "
+                                f"{sidecar.path}")
 
     def _check_writer(self, written, exhausted: bool, counts: dict) -> None:
         """A writer must take every sample and count what it wrote; otherwise records would be

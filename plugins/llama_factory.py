@@ -1,15 +1,23 @@
 """LLaMA-Factory's ShareGPT-style multimodal data:
 ``{"messages": [{"role": "user"|"assistant"|"system", "content": "<image>..."}], "images": [...]}``,
 one ``<image>`` token per entry of ``images``. curate also writes ``id`` (and any other key of
-the sample), which LLaMA-Factory ignores, so that a round trip loses nothing."""
+the sample), which LLaMA-Factory ignores, so that a round trip loses nothing.
+
+Beside the output goes the ``dataset_info.json`` entry LLaMA-Factory needs to load it
+(``formatting: sharegpt``, its columns and its role/content tags: without ``tags`` its
+loader looks for ShareGPT's ``from`` and fails), merged into the file when one is there."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
+import click
+
 import curate
-from curate.errors import RecordError
+from curate.contracts import Sidecar
+from curate.errors import CurateError, RecordError
 from curate.formats import Options, Reader, Writer, head_has_keys, samples_from_json
 from curate.records import json_type, unsafe_image_path, write_records
 from curate.sample import IMAGE_TOKEN, Sample, Turn
@@ -61,7 +69,7 @@ def sample_to_record(sample: Sample, options: Options, index: int) -> dict | Non
                                                  "LLaMA-Factory needs one per image", index=index,
                                    record_id=sample.id, field="conversations"), None)
         return None
-    record = {} if sample.extra.get("_generated_id") else {"id": sample.id}
+    record = {} if sample.extra.get("_generated_id") or sample.id is None else {"id": sample.id}
     record["messages"] = [dict({"role": FROM_ROLE[t.role], "content": t.text}, **(t.extra or {}))
                           for t in sample.conversations]
     record["images"] = images
@@ -82,13 +90,68 @@ class LlamaFactoryReader(Reader):
         return samples_from_json(Path(path), options, record_to_sample)
 
 
+DATASET_NAME = click.Option(["--dataset-name"], default=None,
+                            help="writers with a sidecar file (llama-factory, internvl): the dataset's name in it "
+                                 "(default: the output file's name without its extension).")
+DATASET_INFO_MODES = ("merge", "overwrite", "none")
+
+
+def dataset_name(output: Path, options: Options) -> str:
+    name = options.option("dataset_name") or Path(output).name.split(".")[0]
+    if not name:
+        raise CurateError("--dataset-name: the dataset needs a name")
+    return name
+
+
 class LlamaFactoryWriter(Writer):
     name = "llama-factory"
-    description = "LLaMA-Factory ShareGPT-style multimodal JSON (.json array or .jsonl)"
+    description = "LLaMA-Factory ShareGPT-style multimodal JSON (.json array or .jsonl), with its dataset_info.json"
+    cli_options = [
+        DATASET_NAME,
+        click.Option(["--dataset-info"], type=click.Choice(DATASET_INFO_MODES), default=None,
+                     help="llama-factory writer: the dataset_info.json beside the output: merge this dataset's "
+                          "entry into it (default; creates it when absent), overwrite it with only this entry "
+                          "(needs --overwrite when it exists), or none."),
+    ]
 
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
         records = (sample_to_record(s, options, i) for i, s in enumerate(samples))
         return write_records((r for r in records if r is not None), stream, options.path)
+
+    def sidecars(self, output: Path, options: Options) -> list[Sidecar]:
+        mode = options.option("dataset_info") or "merge"
+        if mode not in DATASET_INFO_MODES:
+            raise CurateError(f"--dataset-info must be one of {', '.join(DATASET_INFO_MODES)}, not {mode!r}")
+        if mode == "none" or str(output) == "-":
+            return []
+        path = Path(output).parent / "dataset_info.json"
+        entry = dataset_info_entry(Path(output).name)
+        name = dataset_name(output, options)
+
+        def render(written: int, existing: str | None) -> str:
+            info = {}
+            if existing is not None:
+                try:
+                    info = json.loads(existing)
+                except ValueError as e:
+                    raise CurateError(f"{path}: not valid JSON, so this dataset cannot be merged into it ({e}); "
+                                      "fix it or pass --dataset-info overwrite --overwrite") from None
+                if not isinstance(info, dict):
+                    raise CurateError(f"{path}: holds a JSON {type(info).__name__}, not LLaMA-Factory's object of "
+                                      "datasets")
+            info[name] = entry
+            return json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+
+        return [Sidecar(path, "LLaMA-Factory dataset_info.json", render, merge=mode == "merge")]
+
+
+def dataset_info_entry(file_name: str) -> dict:
+    """LLaMA-Factory's description of a multimodal ShareGPT file with OpenAI-style roles
+    (its data/README.md; the tags say which keys and values mean role and content)."""
+    return {"file_name": file_name, "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "images"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                     "assistant_tag": "assistant", "system_tag": "system"}}
 
 
 @curate.hookimpl

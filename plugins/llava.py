@@ -90,7 +90,7 @@ def _turn_error(bad, position: int, turn) -> RecordError:
 
 
 def sample_to_record(sample: Sample) -> dict:
-    record = {"id": sample.id}
+    record = {"id": sample.id} if sample.id is not None else {}
     if sample.image is not None:
         record["image"] = sample.image
     record["conversations"] = [_turn_to_dict(t) for t in sample.conversations]
@@ -131,8 +131,13 @@ class LlavaWriter(Writer):
     name = "llava"
     description = "LLaVA-1.5 conversations (.json array, or .jsonl lines)"
     box_style = BRACKET_PADDED
+    # said in the summary when the output is JSON Lines and the trainer cannot read them
+    jsonl_note = ("wrote JSON Lines (.jsonl); LLaVA's own trainer (train.py's json.load) reads only a JSON "
+                  "array: name the output .json for it")
 
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
+        if self.jsonl_note and options.path is not None and str(options.path).endswith(".jsonl"):
+            options.state.setdefault("notes", {})[self.name] = f"{self.name}: {self.jsonl_note}"
         return write_records(map(sample_to_record, samples), stream, options.path)
 
 

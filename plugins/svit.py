@@ -4,9 +4,10 @@ read into Samples exactly as SVIT's own LLaVA-1.5 release (``format/llava-v1.5``
 - one record per conversation; one per QA for complex reasoning and referring; one per
   description for detail; ids ``svit_{task}_{n}``;
 - ``<image>\\n`` before the first question; ``user`` becomes ``human``;
-- referring QAs: ``<st>``/``<ed>`` removed and one of three response-format instructions
-  (seeded) appended to each question. Their boxes stay normalised to the original image
-  (this reader's box convention); writing LLaVA pads them to a square with SVIT's recipe.
+- referring QAs: one of three response-format instructions (seeded) appended to each
+  question. Their boxes stay normalised to the original image and the ``<st>object<ed>``
+  marks stay in the text (this reader's box style); writing LLaVA drops the marks and pads
+  the boxes to a square with SVIT's recipe, writing InternVL gives ``<ref>object</ref>``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Iterator
 import click
 
 import curate
-from curate.boxes import BRACKET_ORIGINAL
+from curate.boxes import SVIT_ORIGINAL
 from curate.prompts import DETAIL_INSTRUCTIONS
 from curate.errors import RecordError
 from curate.formats import Options, Reader, head_has_keys
@@ -66,14 +67,10 @@ def check_boxes(text: str) -> str | None:
     return None
 
 
-def strip_markers(text: str) -> str:
-    return text.replace("<st>", "").replace("<ed>", "")
-
-
 class SvitReader(Reader):
     name = "svit"
     description = "SVIT original files (conversation, complex reasoning, detail, referring QAs), as SVIT's LLaVA-1.5 release"
-    box_style = BRACKET_ORIGINAL
+    box_style = SVIT_ORIGINAL       # <st>object<ed> [box]: writers keep the object where they can
     cli_options = [
         click.Option(["--svit-task"], type=click.Choice(TASKS), default=None,
                      help="svit reader: the task of the input files (default: from the file name, or "
@@ -164,8 +161,9 @@ class SvitReader(Reader):
         for k in range(0, len(turns) - 1, 2):
             (q_role, question), (a_role, answer) = turns[k], turns[k + 1]
             if task == "referring":
-                question = strip_markers(question) + " " + rng.choice(REFERRING_INSTRUCTIONS)
-                answer = strip_markers(answer)
+                # the <st>/<ed> marks stay: each writer renders the referred object its own way
+                # (LLaVA drops the marks, as SVIT's release does; InternVL writes <ref>..</ref>)
+                question = question + " " + rng.choice(REFERRING_INSTRUCTIONS)
             yield [Turn("human", question), Turn("gpt", answer)]
 
     def _image_path(self, image_id, state) -> str | None:

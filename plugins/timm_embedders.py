@@ -97,7 +97,8 @@ class TimmEmbedder(Embedder):
         return int(config["input_size"][-1])
 
     def load(self, model_name: str | None, weights: str | None, device: str) -> LoadedEmbedder:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network unless the user allows it
+        # Hugging Face's convention: weights come from its cache, downloaded (with progress) when
+        # online and not there yet; HF_HUB_OFFLINE=1 keeps everything local
         import timm
         import torch
         model_name = model_name or self.default_model
@@ -132,10 +133,13 @@ class TimmEmbedder(Embedder):
             raise self._no_weights(model_name, e) from None
 
     def _no_weights(self, model_name, error) -> CurateError:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        why = ("not in the Hugging Face cache, and HF_HUB_OFFLINE=1 turns downloads off" if offline else
+               f"not in the Hugging Face cache, and the download failed: {type(error).__name__}")
         return CurateError(
-            f"{self.name}: no weights for {model_name} (not in the Hugging Face cache and downloads are "
-            f"off): pass --weights PATH (.safetensors or a PyTorch checkpoint), set HF_HUB_OFFLINE=0 to "
-            f"let timm download them, or use --embedder timm-pool, which works offline")
+            f"{self.name}: no weights for {model_name} ({why}): pass --weights PATH (.safetensors or a PyTorch "
+            f"checkpoint), {'unset HF_HUB_OFFLINE to let timm download them' if offline else 'check the network'}, "
+            f"or use --embedder timm-pool, which works offline")
 
 
 # Uniform borders (letterbox bars, padding to a square) are cut before embedding, so that a

@@ -10,6 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared"))
+# Tests never download: model weights come from files they make (Hugging Face's own switch)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 REAL = SHARED / "data" / "real"
 IMAGES = SHARED / "data" / "images"
 CURATE = [sys.executable, "-m", "curate"]
