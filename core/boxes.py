@@ -153,9 +153,6 @@ class Group:
     gap: str = ""
 
 
-SYNTAXES = ("bracket", "svit", "internvl", "qwen-json", "swift")
-
-
 @dataclass(frozen=True)
 class BoxStyle:
     """A box convention and its text syntax:

@@ -447,7 +447,7 @@ class Run:
 
     def _check_suffix(self) -> None:
         suffixes = getattr(self.writer, "suffixes", ())
-        if suffixes and str(self.output) != "-" and not str(self.output).endswith(tuple(suffixes)):
+        if suffixes and not str(self.output).endswith(tuple(suffixes)):
             raise CurateError(f"{self.output}: the {self.writer.name} writer writes {' or '.join(suffixes)} files "
                               f"only (its trainer reads nothing else); name the output so")
 

@@ -70,7 +70,7 @@ def build_report(run, pairs_by_threshold: list[list[dict]] | None = None) -> dic
         "thresholds": tables,
         "unreadable": [{"image": images.paths[i], "reason": reason, "first_id": images.first_id[i]}
                        for i, reason in sorted(failures.items())],
-        "nearest_neighbour_histogram": histograms(found),
+        "nearest_neighbour_histogram": histograms(found, members_of),
         "kept_curve": kept_curves(found, members_of),
         "closest_kept_pairs": closest_kept_pairs(found, members_of),
     }
@@ -88,13 +88,13 @@ def removed_pairs(run, result) -> list[dict]:
     return out
 
 
-def histograms(found) -> dict:
+def histograms(found, members_of: dict[str, np.ndarray]) -> dict:
     """Nearest-neighbour similarity counts per source (within the scope group)."""
     out = {}
     nn = found.neighbourhood.nn_similarity
-    sources = np.asarray(found.images.sources, dtype=object)
-    for name in sorted(set(sources)):
-        values = nn[(sources == name) & ~np.isnan(nn)]
+    for name in sorted(members_of):
+        values = nn[members_of[name]]
+        values = values[~np.isnan(values)]
         counts, _ = np.histogram(np.clip(values, 0, 1), bins=HISTOGRAM_BINS)
         out[name] = {"bins": HISTOGRAM_BINS.tolist(), "counts": counts.tolist(), "images": int(len(values))}
     return out

@@ -118,12 +118,6 @@ def nearest_neighbours(vectors: np.ndarray, kind: IndexKind, k: int = NEIGHBOURS
     return sims, ids
 
 
-def nearest_neighbour_similarity(vectors: np.ndarray, kind: IndexKind, **options) -> np.ndarray:
-    """For each vector, its similarity to the most similar other vector (nan when alone)."""
-    sims, _ = nearest_neighbours(vectors, kind, 1, **options)
-    return np.where(np.isfinite(sims[:, 0]), sims[:, 0], np.nan).astype(np.float32)
-
-
 def kept_curve(sims: np.ndarray, ids: np.ndarray, thresholds: np.ndarray = CURVE_THRESHOLDS) -> np.ndarray:
     """Which images the walk (this signal alone) keeps at each of ``thresholds``, from the
     neighbour lists of :func:`nearest_neighbours`: bit g of entry i is set when image i is

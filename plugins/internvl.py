@@ -44,7 +44,7 @@ class InternVLWriter(LlavaWriter):
 
     def sidecars(self, output, options):
         where = options.option("internvl_meta")
-        if where == "none" or str(output) == "-":
+        if where == "none":
             return []
         output = Path(output)
         path = Path(where) if where else output.with_name(output.name.removesuffix(".jsonl") + ".meta.json")

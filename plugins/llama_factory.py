@@ -122,7 +122,7 @@ class LlamaFactoryWriter(Writer):
         mode = options.option("dataset_info") or "merge"
         if mode not in DATASET_INFO_MODES:
             raise CurateError(f"--dataset-info must be one of {', '.join(DATASET_INFO_MODES)}, not {mode!r}")
-        if mode == "none" or str(output) == "-":
+        if mode == "none":
             return []
         path = Path(output).parent / "dataset_info.json"
         entry = dataset_info_entry(Path(output).name)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from curate.registry import get_registry
-from curate.similarity import keep_or_remove, nearest_neighbour_similarity
+from curate.similarity import keep_or_remove, nearest_neighbours
 
 
 def kind(name):
@@ -85,6 +85,6 @@ def test_exact_search_matches_brute_force():
 
 def test_nearest_neighbour_similarity():
     a = unit(np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]))
-    nn = nearest_neighbour_similarity(a, kind("exact"))
+    nn = nearest_neighbours(a, kind("exact"), 1)[0][:, 0]
     assert nn == pytest.approx([0.8, 0.8, 0.6], abs=1e-5)
-    assert np.isnan(nearest_neighbour_similarity(a[:1], kind("exact"))[0])
+    assert np.isneginf(nearest_neighbours(a[:1], kind("exact"), 1)[0][0, 0])    # alone: no neighbour
