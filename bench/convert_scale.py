@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -21,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED, print_table, run_measured  # noqa: E402
 
 REAL = SHARED / "data" / "real" / "llava_v1_5_mix665k.every500.json"
-PHOTOS = SHARED / "data" / "images"
 
 JSON_BASELINE = """
 import json, sys
@@ -82,24 +82,37 @@ def make_llava(path: Path, count: int) -> None:
 
 
 def make_svit(folder: Path, count: int) -> tuple[Path, Path]:
-    """SVIT referring QAs over an image root whose files are links to the shared photographs."""
+    """SVIT referring QAs as the release has them: one record per Visual Genome image with ten
+    QAs, images split over VG_100K and VG_100K_2 with sizes spread like Visual Genome's (long
+    side 500 or 800, the other anything from 280 up), so that boxes meet many image sizes."""
+    from PIL import Image
     root = folder / "vg_root"
-    photos = sorted(PHOTOS.glob("*.jpg"))
-    ids = []
-    for k, photo in enumerate(photos * 40):                      # 920 image ids, split over both folders
-        target = root / "vg" / ("VG_100K" if k % 2 else "VG_100K_2") / f"{k}.jpg"
+    rng = random.Random(0)
+    images = max(1, count // 10)
+    for image_id in range(images):
+        target = root / "vg" / ("VG_100K" if image_id % 2 else "VG_100K_2") / f"{image_id}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(photo, target)
-        ids.append(k)
+        long_side = rng.choice((500, 800, 800))
+        size = (long_side, rng.randint(280, long_side))
+        Image.new("RGB", size if rng.random() < 0.75 else size[::-1], (120, 90, 60)).save(target, quality=30)
+    objects = ["man", "table", "dog", "red car", "woman in a hat", "window", "tree", "street sign", "plate", "boy"]
+
+    def box():      # a fresh box for every mention: no whole-box cache can help
+        x1, x2 = sorted(round(rng.random(), 3) for _ in range(2))
+        y1, y2 = sorted(round(rng.random(), 3) for _ in range(2))
+        return f"[{x1}, {y1}, {x2}, {y2}]"
+
     records, qa = [], 0
     while qa < count:
-        image_id = ids[len(records) % len(ids)]
+        image_id = len(records) % images
         content = []
-        for _ in range(min(4, count - qa)):
-            content += [{"from": "user", "value": "What is the <st>man<ed> [0.1, 0.2, 0.35, 0.9] holding near the "
-                                                  "<st>table<ed> [0.4, 0.5, 0.95, 0.99]?"},
-                        {"from": "gpt", "value": "The <st>man<ed> [0.1, 0.2, 0.35, 0.9] holds two <st>cups<ed> "
-                                                 "[0.3, 0.4, 0.36, 0.48], [0.5, 0.41, 0.56, 0.5] over the table."}]
+        for _ in range(min(10, count - qa)):
+            a, b = rng.sample(objects, 2)
+            box_a = box()
+            content += [{"from": "user", "value": f"What is the <st>{a}<ed> {box_a} doing near the <st>{b}<ed> "
+                                                  f"{box()}?"},
+                        {"from": "gpt", "value": f"The <st>{a}<ed> {box_a} holds two <st>cups<ed> {box()}, {box()} "
+                                                 f"over the {b}, which suggests a meal is about to start."}]
             qa += 1
         records.append({"image_id": image_id, "conversations": [{"content": content}]})
     path = folder / "referring_qa.json"

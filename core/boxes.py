@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import CurateError
+from .errors import CurateError, RecordError
+from .images import UnreadableImage
 
 CONVENTIONS = ("original", "padded", "thousand", "pixels", "smart-resize", "qwen-1000")
 # Qwen2.5-VL's smart_resize defaults, as in QwenLM's process_bbox.ipynb (factor, min and max pixels)
@@ -41,6 +42,9 @@ _SVIT_MARKERS = re.compile(r"<st>|<ed>")
 _QWEN_JSON = re.compile(r'\[?\{"bbox_2d":\s*\[[^\[\]]*\](?:,\s*"label":\s*"(?:[^"\\]|\\.)*")?\}'
                         r'(?:,\s*\{"bbox_2d":\s*\[[^\[\]]*\](?:,\s*"label":\s*"(?:[^"\\]|\\.)*")?\})*\]?')
 _SEPARATOR = re.compile(r"\s*,\s*")
+_BRACKET = re.compile(r"\[([^\[\]\0]*)\]")
+_NUMBER_TOKEN = re.compile(rf"\s*{_NUMBER}\s*")
+_UNUSUAL_GAP = re.compile(r"\](?!, \[)\s*,\s*\[")     # boxes in a row not written "], ["
 
 Box = tuple[float, float, float, float]
 
@@ -294,47 +298,182 @@ def style_for(convention: str, like: BoxStyle) -> BoxStyle:
     return BoxStyle(convention, like.syntax, like.resize)
 
 
+class _NotSimple(Exception):
+    """The fast lane's way out: the text holds something only :func:`rewrite_boxes` handles."""
+
+
+class _Numbers(dict):
+    """A written number -> its value, for numbers that can be a normalised coordinate (in
+    [0, 1]), filled on first sight. Datasets write two or three decimals, so a few thousand
+    entries serve a whole dataset, whatever its image sizes."""
+
+    _LIMIT = 65_536           # numbers written with many decimals must not grow it without end
+
+    def __missing__(self, token: str) -> float:
+        if len(self) >= self._LIMIT:
+            self.clear()
+        if not _NUMBER_TOKEN.fullmatch(token):
+            raise _NotSimple
+        value = float(token)
+        if not 0.0 <= value <= 1.0:
+            raise _NotSimple
+        self[token] = value
+        return value
+
+
+class BracketLane:
+    """:func:`rewrite_boxes` for its common case, bracket (or SVIT) boxes normalised to [0, 1]
+    written as bracket boxes: one split per text, a dictionary lookup per number, and for
+    SVIT -> LLaVA-1.5 (original -> padded) SVIT's recipe as integer arithmetic over a table
+    of the texts of p / side for each square side.
+
+    The lane takes a text only when every bracket in it is a well-formed box with x1 <= x2
+    and y1 <= y2 (so SVIT's checks would pass); otherwise it returns None and the caller uses
+    :func:`rewrite_boxes`, which gives the same text for what the lane takes (a test compares
+    the two case by case)."""
+
+    _KEPT = 1_024             # renderers (one per image size) and tables (one per side) kept
+
+    def __init__(self, source: BoxStyle, target: BoxStyle):
+        self.source, self.target = source, target
+        self.sized = needs_size(source.convention, target.convention)
+        self.svit = source.syntax == "svit"
+        self.padding = (source.convention, target.convention) == ("original", "padded")
+        self.numbers = _Numbers()
+        self._renderers: dict = {}
+        self._tables: dict = {}
+
+    @staticmethod
+    def supports(source: BoxStyle | None, target: BoxStyle | None) -> bool:
+        return (source is not None and target is not None and source.syntax in ("bracket", "svit")
+                and source.convention in ("original", "padded") and target.syntax == "bracket")
+
+    def __call__(self, texts: list[str], size: Callable[[], tuple[int, int]]) -> tuple[list[str], int] | None:
+        """The texts rewritten and how many boxes they held, or None. The texts of a record are
+        taken together (joined by NUL, which no bracket may hold) to pay the per-call costs once."""
+        text = "\0".join(texts)
+        parts = _BRACKET.split(text)         # text, inside of a bracket, text, ..., text
+        if len(parts) > 1:
+            if (_UNUSUAL_GAP.search(text) or (self.svit and "<ed>[" in text)
+                    or text.count("\0") != len(texts) - 1):
+                return None                  # rewrite_boxes writes ", " and "<ed> [" there
+            numbers = self.numbers
+            try:
+                render = self._renderer(size() if self.sized else None)
+                for i in range(1, len(parts), 2):
+                    x1, y1, x2, y2 = parts[i].split(",")
+                    x1, y1, x2, y2 = numbers[x1], numbers[y1], numbers[x2], numbers[y2]
+                    if x1 > x2 or y1 > y2:
+                        return None
+                    parts[i] = render(x1, y1, x2, y2)
+            except (_NotSimple, ValueError, CurateError):     # ValueError: not four numbers
+                return None
+            text = "".join(parts)
+        if self.svit:
+            text = _SVIT_MARKERS.sub("", text)
+        return (text.split("\0") if len(texts) > 1 else [text]), len(parts) // 2
+
+    def _renderer(self, dims) -> Callable[[float, float, float, float], str]:
+        """The text of a box for an image of size ``dims``."""
+        render = self._renderers.get(dims)
+        if render is None:
+            if len(self._renderers) >= self._KEPT:
+                self._renderers.clear()
+            render = self._renderers[dims] = self._padding(*dims) if self.padding else self._converting(dims)
+        return render
+
+    def _padding(self, width: int, height: int):
+        """:func:`pad_box` with the last step looked up: the text of round(p / side, 3)."""
+        side = max(width, height)
+        shift = (side - min(width, height)) // 2
+        dx, dy = (shift, 0) if height > width else (0, shift) if width > height else (0, 0)
+        texts = self._tables.get(side)
+        if texts is None:
+            if len(self._tables) >= self._KEPT:
+                self._tables.clear()
+            texts = self._tables[side] = [format_number(round(p / side, 3)) for p in range(side + 1)]
+
+        def render(x1, y1, x2, y2):
+            return (f"[{texts[round(x1 * width) + dx]}, {texts[round(y1 * height) + dy]}, "
+                    f"{texts[round(x2 * width) + dx]}, {texts[round(y2 * height) + dy]}]")
+        return render
+
+    def _converting(self, dims):
+        source, target, resize = self.source.convention, self.target.convention, self.target.resize
+
+        def render(*box):
+            return "[" + ", ".join(map(format_number, convert_box(box, source, target, dims, resize))) + "]"
+        return render
+
+
 class BoxRewriter:
-    """Rewrites the boxes of each sample from the reader's style to the writer's, if they differ."""
+    """Rewrites the boxes of each sample from the reader's style to the writer's, if they differ.
+
+    The engine calls :meth:`apply` on each sample; a reader that declares ``rewrites_boxes``
+    gets the rewriter (when it has a fast lane) and calls :meth:`rewrite_texts` in its own
+    pass, so that each text is parsed, checked and converted once."""
 
     def __init__(self, source: BoxStyle | None, target: BoxStyle | None, locator):
         if target is None and source is not None and source.syntax == "svit":
             target = BoxStyle(source.convention)     # SVIT's <st>/<ed> marks are no trainer's text
         self.source, self.target, self.locator = source, target, locator
         self.active = source is not None and target is not None and source != target
+        self.lane = BracketLane(source, target) if self.active and BracketLane.supports(source, target) else None
         self.boxes = 0
         self.images: set[str] = set()
 
+    def rewrite_texts(self, texts: list[str], size: Callable[[], tuple[int, int]],
+                      check: Callable[[int, str], None] | None = None, objects: dict | None = None) -> list[str]:
+        """The texts in the target style. ``check(k, text)`` is the caller's own validation of
+        text ``k`` (it raises to refuse it); it runs only where the fast lane cannot vouch for
+        the text. ``size()`` is called at most once per text, only when there are boxes."""
+        done = self.lane(texts, size) if self.lane is not None else None
+        if done is not None:
+            self.boxes += done[1]
+            return done[0]
+        out = []
+        for k, text in enumerate(texts):
+            one = self.lane([text], size) if self.lane is not None and len(texts) > 1 else None
+            if one is None:
+                if check is not None:
+                    check(k, text)
+                text, count = rewrite_boxes(text, self.source, self.target, size, objects)
+                one = ([text], count)
+            self.boxes += one[1]
+            out.append(one[0][0])
+        return out
+
+    def image_size(self, image: str, path, **where) -> tuple[int, int]:
+        """The stored size of ``image`` (from its header, once per image), or a RecordError
+        located by ``where`` (index, record_id) that says why it is needed."""
+        try:
+            dims = self.locator.size(image)
+        except UnreadableImage as e:
+            hint = " (pass --image-root)" if self.locator.root is None else ""
+            raise RecordError(path, f"image {image!r}: {e}; its size is needed to convert boxes from "
+                                    f"{self.source.convention} to {self.target.convention}{hint}",
+                              field="image", **where) from None
+        self.images.add(image)
+        return dims
+
     def apply(self, sample, path):
-        from .errors import RecordError
-        from .images import UnreadableImage
         if not self.active:
             return sample
 
         def size():
-            images = sample.images
-            if not images:
+            if not sample.images:
                 raise RecordError(path, "the text has boxes but the record has no image", record_id=sample.id,
                                   field="image")
-            try:
-                dims = self.locator.size(images[0])
-            except UnreadableImage as e:
-                hint = " (pass --image-root)" if self.locator.root is None else ""
-                raise RecordError(path, f"image {images[0]!r}: {e}; its size is needed to convert boxes from "
-                                        f"{self.source.convention} to {self.target.convention}{hint}",
-                                  record_id=sample.id, field="image") from None
-            self.images.add(images[0])
-            return dims
+            return self.image_size(sample.images[0], path, record_id=sample.id)
 
         objects = {"ref": [], "bbox": []}
         for k, turn in enumerate(sample.conversations):
             try:
-                turn.text, count = rewrite_boxes(turn.text, self.source, self.target, size, objects)
+                turn.text = self.rewrite_texts([turn.text], size, objects=objects)[0]
             except RecordError:
                 raise
             except CurateError as e:
                 raise RecordError(path, str(e), record_id=sample.id, field=f"conversations[{k}]") from None
-            self.boxes += count
         self.target.attach(sample, objects)
         return sample
 

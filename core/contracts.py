@@ -53,6 +53,9 @@ class Options:
     - ``path``: the output file, for writers (to choose JSON Lines by extension, say).
     - ``state``: a dict shared by every input file of one pass, so that counters and random
       generators continue from one file to the next (SVIT ids, seeded instructions).
+    - ``boxes``: for a reader that declares ``rewrites_boxes``, the run's
+      :class:`curate.boxes.BoxRewriter` when it can rewrite texts in the reader's own pass;
+      None otherwise (the engine then rewrites the samples the reader yields).
     """
 
     image_root: Path | None = None
@@ -63,6 +66,7 @@ class Options:
     reject: Callable[[RecordError, object], None] = None
     path: Path | None = None
     state: dict = field(default_factory=dict)
+    boxes: object = None
 
     def __post_init__(self):
         if self.reject is None:
@@ -77,14 +81,18 @@ class Reader(ABC):
 
     Class attributes: ``name`` (what users type), ``description`` (one line for `curate
     formats`), ``box_style`` (a :class:`curate.boxes.BoxStyle` saying how boxes in the text
-    are written and what they mean; None: no boxes) and ``cli_options`` (click options shown
-    on the commands that read; their values reach ``options.extra`` under the option's name).
+    are written and what they mean; None: no boxes), ``cli_options`` (click options shown
+    on the commands that read; their values reach ``options.extra`` under the option's name)
+    and ``rewrites_boxes``: True when the reader passes each text through ``options.boxes``
+    itself whenever that is given (so that a text is parsed, checked and converted in one
+    pass; the engine then leaves its samples' boxes alone).
     """
 
     name: str = ""
     description: str = ""
     box_style = None
     cli_options: list = []
+    rewrites_boxes: bool = False
 
     def sniff(self, path: Path, head: str) -> int:
         """How sure this reader is that it can read ``path``: 0 means not mine, higher wins

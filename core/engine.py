@@ -154,12 +154,14 @@ class Inputs:
                        state=state if state is not None else {})
 
     def items(self, *, progress: Callable[[int], None] | None = None,
-              reject: Callable = raise_error) -> Iterator[Item]:
+              reject: Callable = raise_error, boxes: dict | None = None) -> Iterator[Item]:
         """One pass over every input, in order. Readers share one ``state`` per pass, so ids
-        and seeded draws continue from file to file and are the same on every pass."""
+        and seeded draws continue from file to file and are the same on every pass.
+        ``boxes``: reader name -> the BoxRewriter handed to a reader that rewrites its own texts."""
         state: dict = {}
         for path, reader in zip(self.paths, self.readers):
             options = self.options_for_pass(progress, reject, state)
+            options.boxes = (boxes or {}).get(reader.name)
             with plugin_call("reader", reader):
                 for number, sample in enumerate(reader.read(path, options)):
                     if not isinstance(sample, Sample):
@@ -373,6 +375,10 @@ class Run:
             outputs.claim(sidecar.path, sidecar.role, overwrite=True if sidecar.merge else None)
         locator = ImageLocator(inputs.image_root)
         self.rewriters = {reader.name: BoxRewriter(reader.box_style, target, locator) for reader in inputs.readers}
+        # readers that rewrite in their own pass, where the rewriter has a fast lane for it
+        self.rewritten_by_reader = {reader.name: self.rewriters[reader.name] for reader in inputs.readers
+                                    if getattr(reader, "rewrites_boxes", False)
+                                    and self.rewriters[reader.name].lane is not None}
         self.ids = IdPolicy(ids)
         self.show_progress = show_progress
         self.title = title or f"{inputs.reader_names} → {self.writer.name}"
@@ -393,7 +399,8 @@ class Run:
 
         with ProgressBar(self.title, inputs.total_bytes, enabled=self.show_progress) as bar:
             def read() -> Iterator[Item]:
-                for item in inputs.items(progress=bar.advance, reject=counted("reader_rejects")):
+                for item in inputs.items(progress=bar.advance, reject=counted("reader_rejects"),
+                                         boxes=self.rewritten_by_reader):
                     counts["read"] += 1
                     duplicates.add(item.sample, item.path)
                     yield item
@@ -410,7 +417,7 @@ class Run:
                     for item in items:
                         rewriter = self.rewriters[item.reader.name]
                         sample = item.sample
-                        if rewriter.active:
+                        if rewriter.active and item.reader.name not in self.rewritten_by_reader:
                             try:
                                 sample = rewriter.apply(sample, item.path)
                             except RecordError as error:

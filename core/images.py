@@ -3,6 +3,7 @@ pixels are decoded at reduced size where the format allows it."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -24,11 +25,16 @@ class UnreadableImage(Exception):
 MAX_PATH_CHARS = 1024
 
 
-def resolve_image(root: Path, relative: str, real_root: str | None = None) -> Path:
+def resolve_image(root: Path, relative: str, real_root: str | None = None, real_folders: dict | None = None) -> Path:
+    return Path(_resolve(os.fspath(root), relative, real_root, real_folders))
+
+
+def _resolve(root: str, relative: str, real_root: str | None, real_folders: dict | None) -> str:
     """``root/relative``, refusing what could leave the root or break a system call: absolute
     paths, ``..``, NUL bytes, over-long paths, and symbolic links (of files or folders) that
     point outside the root once resolved. The root itself may be a link (``real_root``: its
-    resolved path, when the caller already has it)."""
+    resolved path, when the caller already has it). ``real_folders``: a cache of resolved
+    folders, so that a dataset's images (which sit in few folders) cost one ``lstat`` each."""
     if "\0" in relative:
         raise UnreadableImage(f"the image path {relative[:80]!r} holds a NUL byte")
     if len(relative) > MAX_PATH_CHARS:
@@ -38,10 +44,10 @@ def resolve_image(root: Path, relative: str, real_root: str | None = None) -> Pa
     normal = os.path.normpath(relative)
     if normal == ".." or normal.startswith(".." + os.sep) or normal.startswith("/"):
         raise UnreadableImage(f"the image path {relative!r} climbs out of the image root")
-    path = Path(root) / normal
+    path = os.path.join(root, normal)
     real_root = real_root or os.path.realpath(root)
     try:
-        real = os.path.realpath(path)
+        real = _real_path(path, real_folders)
     except (OSError, ValueError) as e:
         raise UnreadableImage(f"cannot resolve the image path ({e})") from None
     if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
@@ -49,15 +55,40 @@ def resolve_image(root: Path, relative: str, real_root: str | None = None) -> Pa
     return path
 
 
+_KEPT_FOLDERS = 65_536
+
+
+def _real_path(path: str, real_folders: dict | None) -> str:
+    """``os.path.realpath(path)``, with the folder's resolved path taken from ``real_folders``:
+    only the file itself is then checked for being a link."""
+    if real_folders is None:
+        return os.path.realpath(path)
+    folder, name = os.path.split(path)
+    real_folder = real_folders.get(folder)
+    if real_folder is None:
+        if len(real_folders) >= _KEPT_FOLDERS:
+            real_folders.clear()
+        real_folder = real_folders[folder] = os.path.realpath(folder)
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    return os.path.join(real_folder, name)
+
+
 def image_size(path: Path, exif: bool = True) -> tuple[int, int]:
     """Width and height from the header only (Pillow does not decode pixels here).
 
     ``exif``: as displayed (EXIF rotation applied). Box padding uses ``exif=False``, the
     stored size, because LLaVA pads ``Image.open(path).size``."""
+    if not exif:
+        _check_file_size(path)
+        size = _jpeg_frame_size(path)
+        if size is not None:
+            _check_pixels(*size)
+            return size
     try:
         with open_image(path) as image:
             width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)
+            orientation = image.getexif().get(0x0112, 1) if exif else 1
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise UnreadableImage(f"not a readable image ({e})") from None
     return (height, width) if exif and orientation in (5, 6, 7, 8) else (width, height)
@@ -65,6 +96,20 @@ def image_size(path: Path, exif: bool = True) -> tuple[int, int]:
 
 def open_image(path: Path) -> Image.Image:
     """``Image.open`` (the header only) after the bounds: the file's size, then the pixel count."""
+    _check_file_size(path)
+    try:
+        image = Image.open(path)
+    except FileNotFoundError:
+        raise UnreadableImage("missing file") from None
+    try:
+        _check_pixels(*image.size)
+    except UnreadableImage:
+        image.close()
+        raise
+    return image
+
+
+def _check_file_size(path) -> None:
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
@@ -73,15 +118,51 @@ def open_image(path: Path) -> Image.Image:
         raise UnreadableImage("empty file (0 bytes)")
     if size > MAX_IMAGE_BYTES:
         raise UnreadableImage(f"{size:,} bytes is over the {MAX_IMAGE_BYTES:,}-byte limit for an image")
-    try:
-        image = Image.open(path)
-    except FileNotFoundError:
-        raise UnreadableImage("missing file") from None
-    width, height = image.size
+
+
+def _check_pixels(width: int, height: int) -> None:
     if width * height > MAX_PIXELS:
-        image.close()
         raise UnreadableImage(f"{width}x{height} pixels is over the {MAX_PIXELS:,} limit (decompression bomb?)")
-    return image
+
+
+# JPEG markers: frame headers (SOF0-15 but DHT, JPG, DAC), and the segments Pillow skips or
+# reads without changing the size (DHT, DAC, DQT, DNL, DRI, APP0-15, COM)
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_SEGMENTS = frozenset({0xC4, 0xCC, 0xDB, 0xDC, 0xDD, 0xFE, *range(0xE0, 0xF0)})
+
+
+def _jpeg_frame_size(path) -> tuple[int, int] | None:
+    """A JPEG's stored size from its frame header, as Pillow's ``Image.open`` reads it (the last
+    frame header before the scan) but without parsing every segment in Python (a 108K-image
+    dataset: a quarter of a second). None for anything but a plain JPEG: the caller then asks
+    Pillow, which also gives the reason when the file is broken."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(3) != b"\xff\xd8\xff":
+                return None
+            f.seek(2)
+            size = None
+            while True:
+                head = f.read(4)
+                if len(head) < 4 or head[0] != 0xFF:
+                    return None
+                marker, length = head[1], head[2] << 8 | head[3]
+                if marker == 0xDA:                               # start of scan
+                    return size
+                if marker in _JPEG_FRAMES and length >= 8:
+                    frame = f.read(6)      # precision, height, width, components
+                    if len(frame) < 6 or frame[0] != 8 or frame[5] not in (1, 3, 4):
+                        return None
+                    size = (frame[3] << 8 | frame[4], frame[1] << 8 | frame[2])
+                    if 0 in size:
+                        return None
+                    f.seek(length - 8, 1)
+                elif marker in _JPEG_SEGMENTS and length >= 2:
+                    f.seek(length - 2, 1)
+                else:
+                    return None
+    except OSError:
+        return None
 
 
 class ImageLocator:
@@ -91,21 +172,33 @@ class ImageLocator:
 
     def __init__(self, root):
         self.root = Path(root) if root is not None else None
+        self._root = os.fspath(self.root) if self.root is not None else None
         self.real_root = os.path.realpath(self.root) if self.root is not None else None
+        self._real_folders: dict[str, str] = {}
+        self._last: tuple[str | None, Path | None] = (None, None)
         self._sizes: dict[str, tuple[int, int]] = {}
 
     def path(self, relative: str) -> Path:
+        """The image's file (which may not exist: then the path under the root as given)."""
+        found = self.find(relative)
+        return found if found is not None else resolve_image(self.root, relative, self.real_root, self._real_folders)
+
+    def find(self, relative: str) -> Path | None:
+        """The image's file, or None when it is in neither place."""
+        if self._last[0] == relative:
+            return self._last[1]
         if self.root is None:
             raise UnreadableImage("no --image-root given")
-        direct = resolve_image(self.root, relative, self.real_root)
-        if _exists(direct):
-            return direct
-        head, sep, rest = relative.partition("/")
-        if sep and rest:
-            inner = resolve_image(self.root, rest, self.real_root)
-            if _exists(inner):
-                return inner
-        return direct
+        root, real_root, real_folders = self._root, self.real_root, self._real_folders
+        found = _resolve(root, relative, real_root, real_folders)
+        if not _exists(found):
+            head, sep, rest = relative.partition("/")
+            found = _resolve(root, rest, real_root, real_folders) if sep and rest else None
+            if found is not None and not _exists(found):
+                found = None
+        found = Path(found) if found is not None else None
+        self._last = (relative, found)     # a reader that looks an image up often sizes it next
+        return found
 
     def size(self, relative: str) -> tuple[int, int]:
         size = self._sizes.get(relative)
@@ -114,11 +207,17 @@ class ImageLocator:
         return size
 
 
-def _exists(path: Path) -> bool:
+def _exists(path: str) -> bool:
+    """Like ``Path.exists``, but a name the file system refuses (too long, say) is a reason."""
     try:
-        return path.exists()
-    except OSError as e:      # a name too long for the file system, say
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return False
         raise UnreadableImage(f"cannot look up the image ({e.strerror})") from None
+    return True
 
 
 def load_rgb(path: Path, short_side: int | None = None) -> Image.Image:

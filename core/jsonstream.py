@@ -22,13 +22,9 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
-# Strict JSON: NaN and Infinity (which Python would accept) are errors, so that nothing is
-# silently changed on the way out.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-# A \uD800-\uDFFF escape may leave a lone surrogate, which no UTF-8 output can hold; a
-# number with a 3-digit exponent may overflow to infinity, which would be written as null.
+# A \uD800-\uDFFF escape may leave a lone surrogate, which no UTF-8 output can hold.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_BIG_EXPONENT = re.compile(r"\d[eE][+]?\d{3}")
+_INFINITE = (float("inf"), float("-inf"))
 MAX_DEPTH_MESSAGE = "the record is nested too deeply to be a dataset record"
 
 
@@ -54,9 +50,28 @@ def value_problem(value) -> str | None:
     return None
 
 
-def _problem(value, raw: str) -> str | None:
-    """:func:`value_problem`, walked only when ``raw`` shows a reason to (cheap otherwise)."""
-    if ("\\u" in raw and _SURROGATE_ESCAPE.search(raw)) or _BIG_EXPONENT.search(raw):
+def strict_decoder() -> tuple[json.JSONDecoder, list]:
+    """Strict JSON: NaN and Infinity (which Python would accept) are errors, so that nothing is
+    silently changed on the way out; and a number that overflows to infinity (``1e400``, which
+    would be written as null) is noted in the list returned beside the decoder."""
+    overflowed: list[str] = []
+
+    def parse_float(text: str) -> float:
+        value = float(text)
+        if value in _INFINITE:
+            overflowed.append(text)
+        return value
+
+    return json.JSONDecoder(parse_constant=_reject_constant, parse_float=parse_float), overflowed
+
+
+def _problem(value, raw: str, start: int, end: int, overflowed: list) -> str | None:
+    """What :func:`value_problem` would say of a record parsed from ``raw[start:end]``, with
+    the walk done only when the text shows a reason to (cheap otherwise)."""
+    if overflowed:
+        overflowed.clear()
+        return "a number is too large for a 64-bit float (it would be written as null)"
+    if raw.find("\\u", start, end) != -1 and _SURROGATE_ESCAPE.search(raw, start, end):
         return value_problem(value)
     return None
 
@@ -169,6 +184,7 @@ def _needs_more(error: json.JSONDecodeError, buffer_length: int) -> bool:
 
 def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Iterator[tuple[int, object]]:
     stream = _CharStream(path, progress)
+    decoder, overflowed = strict_decoder()
     buf = ""
     base = 0       # offset in the file of buf[0], in characters
     pos = 0
@@ -218,8 +234,9 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
                 break
             size = CHUNK_CHARS
             while True:
+                overflowed.clear()
                 try:
-                    value, end = _DECODER.raw_decode(buf, pos)
+                    value, end = decoder.raw_decode(buf, pos)
                 except RecursionError:
                     fail(MAX_DEPTH_MESSAGE, pos, index)
                 except json.JSONDecodeError as e:
@@ -234,7 +251,7 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
                 if end == len(buf) and refill(size):
                     continue  # a number or literal may go on in the next chunk: parse again
                 break
-            problem = _problem(value, buf[pos:end])
+            problem = _problem(value, buf, pos, end, overflowed)
             if problem:
                 line, column = line_and_column(path, base + pos)
                 value = RecordError(path, f"invalid JSON: {problem}", index=index, line=line, column=column)
@@ -261,6 +278,7 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
 
 def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Iterator[tuple[int, object]]:
     index = 0
+    decoder, overflowed = strict_decoder()
     with open(path, "rb") as f:
         for line_number, raw in enumerate(f, start=1):
             if progress is not None:
@@ -271,8 +289,9 @@ def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Ite
                 continue
             try:
                 text = raw.decode("utf-8")
-                value = _DECODER.decode(text)
-                problem = _problem(value, text)
+                overflowed.clear()
+                value = decoder.decode(text)
+                problem = _problem(value, text, 0, len(text), overflowed)
                 if problem:
                     value = RecordError(path, f"invalid JSON: {problem}", index=index, line=line_number)
             except RecursionError:

@@ -40,18 +40,30 @@ def json_type(value) -> str:
 
 
 def write_records(records: Iterable[dict], stream: TextIO, path: Path | None) -> int:
-    """Write dicts as JSON Lines (``.jsonl``/``.ndjson``) or as a JSON array (anything else)."""
-    count = 0
-    if path is not None and path.suffix.lower() in (".jsonl", ".ndjson"):
-        for record in records:
-            stream.write(dumps(record))
-            stream.write("\n")
-            count += 1
-        return count
-    stream.write("[")
+    """Write dicts as JSON Lines (``.jsonl``/``.ndjson``) or as a JSON array (anything else),
+    a thousand records to a write."""
+    lines = path is not None and path.suffix.lower() in (".jsonl", ".ndjson")
+    count, batch = 0, []
+
+    def flush():
+        if lines:
+            stream.write("\n".join(batch) + "\n")
+        else:
+            stream.write(("\n" if count == len(batch) else ",\n") + ",\n".join(batch))
+        batch.clear()
+
+    if not lines:
+        stream.write("[")
     for record in records:
-        stream.write(",\n" if count else "\n")
-        stream.write(dumps(record))
+        batch.append(dumps(record))
         count += 1
-    stream.write("\n]\n" if count else "]\n")
+        if len(batch) == _WRITE_BATCH:
+            flush()
+    if batch:
+        flush()
+    if not lines:
+        stream.write("\n]\n" if count else "]\n")
     return count
+
+
+_WRITE_BATCH = 1000

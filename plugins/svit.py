@@ -71,6 +71,7 @@ class SvitReader(Reader):
     name = "svit"
     description = "SVIT original files (conversation, complex reasoning, detail, referring QAs), as SVIT's LLaVA-1.5 release"
     box_style = SVIT_ORIGINAL       # <st>object<ed> [box]: writers keep the object where they can
+    rewrites_boxes = True           # checked and converted in the same pass (options.boxes)
     cli_options = [
         click.Option(["--svit-task"], type=click.Choice(TASKS), default=None,
                      help="svit reader: the task of the input files (default: from the file name, or "
@@ -99,7 +100,7 @@ class SvitReader(Reader):
                 options.reject(record, None)
                 continue
             try:
-                samples = list(self._samples(record, index, path, task, state))
+                samples = list(self._samples(record, index, path, task, state, options.boxes))
             except RecordError as error:
                 options.reject(error, record)
                 continue
@@ -108,7 +109,9 @@ class SvitReader(Reader):
             f"svit: {state['records']:,} SVIT records (one per image) became {sum(state['counters'].values()):,} "
             "samples with the release's granularity; the counts above are samples")
 
-    def _samples(self, record, index, path, task, state):
+    def _samples(self, record, index, path, task, state, boxes):
+        """The record's samples. With ``boxes`` (the run's rewriter), the texts of the whole
+        record are checked and their boxes converted in one pass, the image's size read once."""
         def bad(field, reason, record_id=None):
             return RecordError(path, reason, index=index, record_id=record_id or (
                 record.get("image_id") if isinstance(record, dict) else None), field=field)
@@ -124,47 +127,75 @@ class SvitReader(Reader):
         conversations = record.get("conversations")
         if not isinstance(conversations, list) or not conversations:
             raise bad("conversations", "missing or empty")
-        counters, rng = state["counters"], state["rng"]
+        fields, roles, texts = [], [], []       # every turn of the record, in order
+        starts = []                             # where each conversation's turns begin
         for c, conversation in enumerate(conversations):
             field = f"conversations[{c}].content"
             content = conversation.get("content") if isinstance(conversation, dict) else None
             if not isinstance(content, list) or not content:
                 raise bad(field, "missing or empty")
-            turns = []
+            starts.append(len(texts))
             for t, turn in enumerate(content):
                 role = turn.get("from") if isinstance(turn, dict) else None
                 text = turn.get("value") if isinstance(turn, dict) else None
                 if role not in ("user", "gpt") or not isinstance(text, str):
                     raise bad(f"{field}[{t}]", "a turn needs from: user|gpt and a string value")
-                if task == "referring":
-                    problem = check_boxes(text)
-                    if problem:
-                        raise bad(f"{field}[{t}].value", problem,
-                                  record_id=f"svit_referring_{counters['referring']}")
-                turns.append(("human" if role == "user" else "gpt", text))
-            if task == "detail" and turns[0][0] == "gpt":
-                turns.insert(0, ("human", rng.choice(DETAIL_INSTRUCTIONS)))
-            if len(turns) % 2 or any(role != ("human", "gpt")[i % 2] for i, (role, _) in enumerate(turns)):
+                fields.append((c, t))
+                roles.append(role)
+                texts.append(text)
+        starts.append(len(texts))
+        counters, rng = state["counters"], state["rng"]
+        texts = self._checked_boxes(texts, fields, task, counters, boxes, bad,
+                                    lambda: boxes.image_size(image, path, index=index, record_id=image_id))
+        for c, conversation in enumerate(conversations):
+            field = f"conversations[{c}].content"
+            these_roles, these_texts = roles[starts[c]:starts[c + 1]], texts[starts[c]:starts[c + 1]]
+            if task == "detail" and these_roles[0] == "gpt":
+                these_roles.insert(0, "user")
+                these_texts.insert(0, rng.choice(DETAIL_INSTRUCTIONS))
+            pairs = len(these_roles) // 2
+            if (len(these_roles) % 2 or these_roles[0::2].count("user") != pairs
+                    or these_roles[1::2].count("gpt") != pairs):
                 raise bad(field, "turns must alternate user, gpt, starting with user")
             extra = {k: v for k, v in conversation.items() if k != "content"}
-            for group in self._group(turns, task, rng):
+            for group in self._group(these_texts, task, rng):
                 n = counters[task]
-                counters[task] += 1
-                group[0] = Turn("human", "<image>\n" + group[0].text)
+                counters[task] = n + 1
                 yield Sample(f"svit_{task}_{n}", image, group, dict(extra))
 
-    def _group(self, turns, task, rng):
-        """Split one conversation into records with the release's granularity."""
+    @staticmethod
+    def _checked_boxes(texts, fields, task, counters, boxes, bad, size):
+        """The texts with their boxes checked (referring QAs) and, with ``boxes``, converted to
+        the writer's style: the whole record in one pass where every box is plain, text by
+        text where one is not (SVIT's checks then name the text)."""
+        def refuse_bad_boxes(k, text):
+            problem = check_boxes(text)
+            if problem:
+                c, t = fields[k]
+                # the id the conversation's first QA gets (one conversation per record in SVIT)
+                raise bad(f"conversations[{c}].content[{t}].value", problem,
+                          record_id=f"svit_referring_{counters['referring'] + t // 2}")
+
+        check = refuse_bad_boxes if task == "referring" else None
+        if boxes is not None:
+            return boxes.rewrite_texts(texts, size, check)
+        if check is not None:
+            for k, text in enumerate(texts):
+                check(k, text)
+        return texts
+
+    def _group(self, texts, task, rng):
+        """Split one conversation (texts of user, gpt, user, ...) into turns of records with the
+        release's granularity; ``<image>\\n`` before the first question of each."""
         if task == "conversation":
-            yield [Turn(role, text) for role, text in turns]
+            texts = ["<image>\n" + texts[0], *texts[1:]]
+            yield [Turn("gpt" if k % 2 else "human", text) for k, text in enumerate(texts)]
             return
-        for k in range(0, len(turns) - 1, 2):
-            (q_role, question), (a_role, answer) = turns[k], turns[k + 1]
+        for k in range(0, len(texts) - 1, 2):
+            question = "<image>\n" + texts[k]
             if task == "referring":
-                # the <st>/<ed> marks stay: each writer renders the referred object its own way
-                # (LLaVA drops the marks, as SVIT's release does; InternVL writes <ref>..</ref>)
-                question = question + " " + rng.choice(REFERRING_INSTRUCTIONS)
-            yield [Turn("human", question), Turn("gpt", answer)]
+                question += " " + rng.choice(REFERRING_INSTRUCTIONS)
+            yield [Turn("human", question), Turn("gpt", texts[k + 1])]
 
     def _image_path(self, image_id, state) -> str | None:
         folders = state["folders"]
@@ -174,7 +205,7 @@ class SvitReader(Reader):
         for folder in ("VG_100K", "VG_100K_2"):
             relative = f"vg/{folder}/{image_id}.jpg"
             try:
-                if state["locator"].path(relative).exists():
+                if state["locator"].find(relative) is not None:
                     found = relative
                     break
             except UnreadableImage:
