@@ -43,7 +43,7 @@ _QWEN_JSON = re.compile(r'\[?\{"bbox_2d":\s*\[[^\[\]]*\](?:,\s*"label":\s*"(?:[^
                         r'(?:,\s*\{"bbox_2d":\s*\[[^\[\]]*\](?:,\s*"label":\s*"(?:[^"\\]|\\.)*")?\})*\]?')
 _SEPARATOR = re.compile(r"\s*,\s*")
 _BRACKET = re.compile(r"\[([^\[\]\0]*)\]")
-_NUMBER_TOKEN = re.compile(rf"\s*{_NUMBER}\s*")
+_THOUSANDTHS = re.compile(r"\s*([01])(?:\.([0-9]{1,3}))?\s*")
 _UNUSUAL_GAP = re.compile(r"\](?!, \[)\s*,\s*\[")     # boxes in a row not written "], ["
 
 Box = tuple[float, float, float, float]
@@ -302,51 +302,52 @@ class _NotSimple(Exception):
     """The fast lane's way out: the text holds something only :func:`rewrite_boxes` handles."""
 
 
-class _Numbers(dict):
-    """A written number -> its value, for numbers that can be a normalised coordinate (in
-    [0, 1]), filled on first sight. Datasets write two or three decimals, so a few thousand
-    entries serve a whole dataset, whatever its image sizes."""
+class _Thousandths(dict):
+    """A written number -> its value in thousandths (0..1000), for numbers in [0, 1] written
+    with at most three decimals, as SVIT and LLaVA write boxes (anything else is not for the
+    lane). ``k / 1000`` is the very float that ``float(text)`` gives (both are the double
+    nearest to the same rational), so tables indexed by ``k`` give pad_box's exact results."""
 
-    _LIMIT = 65_536           # numbers written with many decimals must not grow it without end
+    _LIMIT = 65_536           # odd spellings (spaces, trailing zeros) must not grow it without end
 
-    def __missing__(self, token: str) -> float:
+    def __missing__(self, token: str) -> int:
+        match = _THOUSANDTHS.fullmatch(token)
+        if match is None:
+            raise _NotSimple
+        whole, decimals = match.groups()
+        k = int(whole) * 1000 + int((decimals or "").ljust(3, "0"))
+        if k > 1000:
+            raise _NotSimple
         if len(self) >= self._LIMIT:
             self.clear()
-        if not _NUMBER_TOKEN.fullmatch(token):
-            raise _NotSimple
-        value = float(token)
-        if not 0.0 <= value <= 1.0:
-            raise _NotSimple
-        self[token] = value
-        return value
+        self[token] = k
+        return k
 
 
-class BracketLane:
-    """:func:`rewrite_boxes` for its common case, bracket (or SVIT) boxes normalised to [0, 1]
-    written as bracket boxes: one split per text, a dictionary lookup per number, and for
-    SVIT -> LLaVA-1.5 (original -> padded) SVIT's recipe as integer arithmetic over a table
-    of the texts of p / side for each square side.
+class PaddingLane:
+    """:func:`rewrite_boxes` for SVIT -> LLaVA-1.5, the common case that must be fast: boxes
+    normalised to the original image (bracket or SVIT syntax) written padded to a square, in
+    one split per record and table lookups per number (pixels per image dimension, the text
+    of ``round(p / side, 3)`` per square side), for exactly :func:`pad_box`'s results.
 
-    The lane takes a text only when every bracket in it is a well-formed box with x1 <= x2
-    and y1 <= y2 (so SVIT's checks would pass); otherwise it returns None and the caller uses
-    :func:`rewrite_boxes`, which gives the same text for what the lane takes (a test compares
-    the two case by case)."""
+    The lane takes texts only when every bracket in them is a box of four numbers in [0, 1]
+    with at most three decimals, x1 <= x2 and y1 <= y2 (so SVIT's checks would pass);
+    otherwise it returns None and the caller uses :func:`rewrite_boxes`, which gives the same
+    text for what the lane takes (a test compares the two case by case)."""
 
-    _KEPT = 1_024             # renderers (one per image size) and tables (one per side) kept
+    _KEPT = 1_024             # pixel tables (one per dimension) and text tables (one per side)
 
-    def __init__(self, source: BoxStyle, target: BoxStyle):
-        self.source, self.target = source, target
-        self.sized = needs_size(source.convention, target.convention)
+    def __init__(self, source: BoxStyle):
         self.svit = source.syntax == "svit"
-        self.padding = (source.convention, target.convention) == ("original", "padded")
-        self.numbers = _Numbers()
-        self._renderers: dict = {}
-        self._tables: dict = {}
+        self.numbers = _Thousandths()
+        self._pixels: dict[int, list[int]] = {}
+        self._ints: list[int] = []
+        self._texts: dict[int, list[str]] = {}
 
     @staticmethod
     def supports(source: BoxStyle | None, target: BoxStyle | None) -> bool:
         return (source is not None and target is not None and source.syntax in ("bracket", "svit")
-                and source.convention in ("original", "padded") and target.syntax == "bracket")
+                and target.syntax == "bracket" and (source.convention, target.convention) == ("original", "padded"))
 
     def __call__(self, texts: list[str], size: Callable[[], tuple[int, int]]) -> tuple[list[str], int] | None:
         """The texts rewritten and how many boxes they held, or None. The texts of a record are
@@ -359,13 +360,16 @@ class BracketLane:
                 return None                  # rewrite_boxes writes ", " and "<ed> [" there
             numbers = self.numbers
             try:
-                render = self._renderer(size() if self.sized else None)
+                width, height = size()
+                x_pixels, y_pixels = self._pixel_table(width), self._pixel_table(height)
+                x_texts, y_texts = self._text_tables(width, height)
                 for i in range(1, len(parts), 2):
                     x1, y1, x2, y2 = parts[i].split(",")
                     x1, y1, x2, y2 = numbers[x1], numbers[y1], numbers[x2], numbers[y2]
                     if x1 > x2 or y1 > y2:
                         return None
-                    parts[i] = render(x1, y1, x2, y2)
+                    parts[i] = (f"[{x_texts[x_pixels[x1]]}, {y_texts[y_pixels[y1]]}, "
+                                f"{x_texts[x_pixels[x2]]}, {y_texts[y_pixels[y2]]}]")
             except (_NotSimple, ValueError, CurateError):     # ValueError: not four numbers
                 return None
             text = "".join(parts)
@@ -373,37 +377,33 @@ class BracketLane:
             text = _SVIT_MARKERS.sub("", text)
         return (text.split("\0") if len(texts) > 1 else [text]), len(parts) // 2
 
-    def _renderer(self, dims) -> Callable[[float, float, float, float], str]:
-        """The text of a box for an image of size ``dims``."""
-        render = self._renderers.get(dims)
-        if render is None:
-            if len(self._renderers) >= self._KEPT:
-                self._renderers.clear()
-            render = self._renderers[dims] = self._padding(*dims) if self.padding else self._converting(dims)
-        return render
+    def _pixel_table(self, dimension: int) -> list[int]:
+        """``round(v * dimension)`` for v = k / 1000, k = 0..1000 (pad_box's first step)."""
+        table = self._pixels.get(dimension)
+        if table is None:
+            if len(self._pixels) >= self._KEPT:
+                self._pixels.clear()
+            if len(self._ints) <= dimension:   # one int object per pixel value, shared by the tables
+                self._ints = list(range(2 * dimension + 1))
+            ints = self._ints
+            table = self._pixels[dimension] = [ints[round((k / 1000) * dimension)] for k in range(1001)]
+        return table
 
-    def _padding(self, width: int, height: int):
-        """:func:`pad_box` with the last step looked up: the text of round(p / side, 3)."""
+    def _text_tables(self, width: int, height: int) -> tuple[list[str], list[str]]:
+        """The text of ``round((p + shift) / side, 3)`` for pixel p along x and along y (the
+        short side is shifted by half the padding)."""
         side = max(width, height)
         shift = (side - min(width, height)) // 2
-        dx, dy = (shift, 0) if height > width else (0, shift) if width > height else (0, 0)
-        texts = self._tables.get(side)
+        texts = self._texts.get(side)
         if texts is None:
-            if len(self._tables) >= self._KEPT:
-                self._tables.clear()
-            texts = self._tables[side] = [format_number(round(p / side, 3)) for p in range(side + 1)]
-
-        def render(x1, y1, x2, y2):
-            return (f"[{texts[round(x1 * width) + dx]}, {texts[round(y1 * height) + dy]}, "
-                    f"{texts[round(x2 * width) + dx]}, {texts[round(y2 * height) + dy]}]")
-        return render
-
-    def _converting(self, dims):
-        source, target, resize = self.source.convention, self.target.convention, self.target.resize
-
-        def render(*box):
-            return "[" + ", ".join(map(format_number, convert_box(box, source, target, dims, resize))) + "]"
-        return render
+            if len(self._texts) >= self._KEPT:
+                self._texts.clear()
+            texts = self._texts[side] = [format_number(round(p / side, 3)) for p in range(side + 1)]
+        if width > height:
+            return texts, texts[shift:]
+        if height > width:
+            return texts[shift:], texts
+        return texts, texts
 
 
 class BoxRewriter:
@@ -418,7 +418,7 @@ class BoxRewriter:
             target = BoxStyle(source.convention)     # SVIT's <st>/<ed> marks are no trainer's text
         self.source, self.target, self.locator = source, target, locator
         self.active = source is not None and target is not None and source != target
-        self.lane = BracketLane(source, target) if self.active and BracketLane.supports(source, target) else None
+        self.lane = PaddingLane(source) if self.active and PaddingLane.supports(source, target) else None
         self.boxes = 0
         self.images: set[str] = set()
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from . import api
 from .boxes import CONVENTIONS
 from .engine import ID_MODES, ON_ERROR, Inputs
-from .deduplicate import DEFAULT_SIGNALS
+from .contracts import DEFAULT_SIGNALS
 from .entry import exit_interrupted, install_signal_handlers
 from .errors import CurateError
 from .registry import KINDS, get_registry, register_commands

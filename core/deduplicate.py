@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic import Outputs
 from .cache import EmbeddingCache
-from .contracts import LoadedEmbedder
+from .contracts import DEFAULT_SIGNALS, EMBEDDING, LoadedEmbedder
 from .embedding import EmbedResult, SignalSet, embed_files
 from .engine import Filter, Inputs, Item, RejectSink, Report, Run
 from .errors import CurateError, RecordError
@@ -37,9 +37,6 @@ from .similarity import Channel, kept_curve, nearest_neighbours, walk
 SCOPES = ("source", "global")
 ENGINES = ("local", "ray")
 DEFAULT_THRESHOLD = 0.9            # for an embedder that declares none
-EMBEDDING = "embedding"
-# Measured with bench/quality.py: each signal adds what the others miss, at no false removal.
-DEFAULT_SIGNALS = ("exact", EMBEDDING, "phash")
 
 
 def default_cache_dir() -> Path:

@@ -256,8 +256,9 @@ class DuplicateIds:
 
     def add(self, sample, path) -> None:
         key = (type(sample.id) is int, sample.id)
-        self.hashes.append(hash(key))
-        if len(self.hashes) <= self._NAMED_UP_TO:
+        hashes = self.hashes
+        hashes.append(hash(key))
+        if len(hashes) <= self._NAMED_UP_TO:
             if key in self.first_ids and self.first is None:
                 self.first = (sample.id, path)
             self.first_ids.add(key)
@@ -379,6 +380,9 @@ class Run:
         self.rewritten_by_reader = {reader.name: self.rewriters[reader.name] for reader in inputs.readers
                                     if getattr(reader, "rewrites_boxes", False)
                                     and self.rewriters[reader.name].lane is not None}
+        # reader name -> the rewriter the engine applies to its samples (None: nothing to do)
+        self.engine_rewriters = {name: rewriter if rewriter.active and name not in self.rewritten_by_reader
+                                 else None for name, rewriter in self.rewriters.items()}
         self.ids = IdPolicy(ids)
         self.show_progress = show_progress
         self.title = title or f"{inputs.reader_names} → {self.writer.name}"
@@ -415,9 +419,9 @@ class Run:
             def to_writer() -> Iterator[Sample]:
                 try:
                     for item in items:
-                        rewriter = self.rewriters[item.reader.name]
+                        rewriter = self.engine_rewriters[item.reader.name]
                         sample = item.sample
-                        if rewriter.active and item.reader.name not in self.rewritten_by_reader:
+                        if rewriter is not None:
                             try:
                                 sample = rewriter.apply(sample, item.path)
                             except RecordError as error:

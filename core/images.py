@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -26,15 +27,16 @@ MAX_PATH_CHARS = 1024
 
 
 def resolve_image(root: Path, relative: str, real_root: str | None = None, real_folders: dict | None = None) -> Path:
-    return Path(_resolve(os.fspath(root), relative, real_root, real_folders))
+    return Path(_resolve(os.fspath(root), relative, real_root, real_folders)[0])
 
 
-def _resolve(root: str, relative: str, real_root: str | None, real_folders: dict | None) -> str:
+def _resolve(root: str, relative: str, real_root: str | None, real_folders: dict | None) -> tuple[str, bool | None]:
     """``root/relative``, refusing what could leave the root or break a system call: absolute
     paths, ``..``, NUL bytes, over-long paths, and symbolic links (of files or folders) that
     point outside the root once resolved. The root itself may be a link (``real_root``: its
     resolved path, when the caller already has it). ``real_folders``: a cache of resolved
-    folders, so that a dataset's images (which sit in few folders) cost one ``lstat`` each."""
+    folders, so that a dataset's images (which sit in few folders) cost one ``lstat`` each.
+    Also returns whether the file exists, when that ``lstat`` told (None otherwise)."""
     if "\0" in relative:
         raise UnreadableImage(f"the image path {relative[:80]!r} holds a NUL byte")
     if len(relative) > MAX_PATH_CHARS:
@@ -47,34 +49,41 @@ def _resolve(root: str, relative: str, real_root: str | None, real_folders: dict
     path = os.path.join(root, normal)
     real_root = real_root or os.path.realpath(root)
     try:
-        real = _real_path(path, real_folders)
+        real, exists = _real_path(path, real_folders)
     except (OSError, ValueError) as e:
         raise UnreadableImage(f"cannot resolve the image path ({e})") from None
     if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
         raise UnreadableImage(f"the image path {relative!r} leads outside the image root through a symbolic link")
-    return path
+    return path, exists
 
 
 _KEPT_FOLDERS = 65_536
 
 
-def _real_path(path: str, real_folders: dict | None) -> str:
-    """``os.path.realpath(path)``, with the folder's resolved path taken from ``real_folders``:
-    only the file itself is then checked for being a link."""
+def _real_path(path: str, real_folders: dict | None) -> tuple[str, bool | None]:
+    """``os.path.realpath(path)``, with the folder's resolved path taken from ``real_folders``
+    (only the file itself is then checked for being a link); and whether the file exists,
+    when the check could tell."""
     if real_folders is None:
-        return os.path.realpath(path)
+        return os.path.realpath(path), None
     folder, name = os.path.split(path)
     real_folder = real_folders.get(folder)
     if real_folder is None:
         if len(real_folders) >= _KEPT_FOLDERS:
             real_folders.clear()
         real_folder = real_folders[folder] = os.path.realpath(folder)
-    if os.path.islink(path):
-        return os.path.realpath(path)
-    return os.path.join(real_folder, name)
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return os.path.join(real_folder, name), False
+    except OSError:
+        return os.path.realpath(path), None
+    if stat.S_ISLNK(mode):
+        return os.path.realpath(path), None
+    return os.path.join(real_folder, name), True
 
 
-def image_size(path: Path, exif: bool = True) -> tuple[int, int]:
+def image_size(path: str | Path, exif: bool = True) -> tuple[int, int]:
     """Width and height from the header only (Pillow does not decode pixels here).
 
     ``exif``: as displayed (EXIF rotation applied). Box padding uses ``exif=False``, the
@@ -175,35 +184,38 @@ class ImageLocator:
         self._root = os.fspath(self.root) if self.root is not None else None
         self.real_root = os.path.realpath(self.root) if self.root is not None else None
         self._real_folders: dict[str, str] = {}
-        self._last: tuple[str | None, Path | None] = (None, None)
+        self._last: tuple[str | None, str | None] = (None, None)
         self._sizes: dict[str, tuple[int, int]] = {}
 
     def path(self, relative: str) -> Path:
         """The image's file (which may not exist: then the path under the root as given)."""
         found = self.find(relative)
-        return found if found is not None else resolve_image(self.root, relative, self.real_root, self._real_folders)
+        return Path(found) if found is not None else resolve_image(self.root, relative, self.real_root,
+                                                                   self._real_folders)
 
-    def find(self, relative: str) -> Path | None:
-        """The image's file, or None when it is in neither place."""
+    def find(self, relative: str) -> str | None:
+        """The image's file (as a str), or None when it is in neither place."""
         if self._last[0] == relative:
             return self._last[1]
         if self.root is None:
             raise UnreadableImage("no --image-root given")
-        root, real_root, real_folders = self._root, self.real_root, self._real_folders
-        found = _resolve(root, relative, real_root, real_folders)
-        if not _exists(found):
+        found = self._existing(relative)
+        if found is None:
             head, sep, rest = relative.partition("/")
-            found = _resolve(root, rest, real_root, real_folders) if sep and rest else None
-            if found is not None and not _exists(found):
-                found = None
-        found = Path(found) if found is not None else None
+            found = self._existing(rest) if sep and rest else None
         self._last = (relative, found)     # a reader that looks an image up often sizes it next
         return found
+
+    def _existing(self, relative: str) -> str | None:
+        path, exists = _resolve(self._root, relative, self.real_root, self._real_folders)
+        return path if (exists if exists is not None else _exists(path)) else None
 
     def size(self, relative: str) -> tuple[int, int]:
         size = self._sizes.get(relative)
         if size is None:
-            size = self._sizes[relative] = image_size(self.path(relative), exif=False)
+            found = self.find(relative)
+            size = self._sizes[relative] = image_size(found if found is not None else self.path(relative),
+                                                      exif=False)
         return size
 
 

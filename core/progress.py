@@ -70,12 +70,10 @@ class ProgressBar:
             self.progress.advance(self.task, amount)
 
     def count(self, items: Iterable) -> Iterator:
-        """Pass items through, counting them for the rate column."""
-        if not self.enabled:
-            for item in items:
-                self.items += 1
-                yield item
-            return
+        """Pass items through, counting them for the rate column (as they are, with no bar)."""
+        return self._counted(items) if self.enabled else iter(items)
+
+    def _counted(self, items: Iterable) -> Iterator:
         update_every = _UPDATE_EVERY
         for item in items:
             self.items += 1

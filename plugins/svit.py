@@ -12,6 +12,7 @@ read into Samples exactly as SVIT's own LLaVA-1.5 release (``format/llava-v1.5``
 
 from __future__ import annotations
 
+import bisect
 import random
 import re
 from pathlib import Path
@@ -100,7 +101,7 @@ class SvitReader(Reader):
                 options.reject(record, None)
                 continue
             try:
-                samples = list(self._samples(record, index, path, task, state, options.boxes))
+                samples = self._samples(record, index, path, task, state, options.boxes)
             except RecordError as error:
                 options.reject(error, record)
                 continue
@@ -127,28 +128,25 @@ class SvitReader(Reader):
         conversations = record.get("conversations")
         if not isinstance(conversations, list) or not conversations:
             raise bad("conversations", "missing or empty")
-        fields, roles, texts = [], [], []       # every turn of the record, in order
+        roles, texts = [], []                   # every turn of the record, in order
         starts = []                             # where each conversation's turns begin
         for c, conversation in enumerate(conversations):
-            field = f"conversations[{c}].content"
             content = conversation.get("content") if isinstance(conversation, dict) else None
             if not isinstance(content, list) or not content:
-                raise bad(field, "missing or empty")
+                raise bad(f"conversations[{c}].content", "missing or empty")
             starts.append(len(texts))
             for t, turn in enumerate(content):
-                role = turn.get("from") if isinstance(turn, dict) else None
-                text = turn.get("value") if isinstance(turn, dict) else None
+                role, text = (turn.get("from"), turn.get("value")) if isinstance(turn, dict) else (None, None)
                 if role not in ("user", "gpt") or not isinstance(text, str):
-                    raise bad(f"{field}[{t}]", "a turn needs from: user|gpt and a string value")
-                fields.append((c, t))
+                    raise bad(f"conversations[{c}].content[{t}]", "a turn needs from: user|gpt and a string value")
                 roles.append(role)
                 texts.append(text)
         starts.append(len(texts))
         counters, rng = state["counters"], state["rng"]
-        texts = self._checked_boxes(texts, fields, task, counters, boxes, bad,
+        texts = self._checked_boxes(texts, starts, task, counters, boxes, bad,
                                     lambda: boxes.image_size(image, path, index=index, record_id=image_id))
+        samples = []
         for c, conversation in enumerate(conversations):
-            field = f"conversations[{c}].content"
             these_roles, these_texts = roles[starts[c]:starts[c + 1]], texts[starts[c]:starts[c + 1]]
             if task == "detail" and these_roles[0] == "gpt":
                 these_roles.insert(0, "user")
@@ -156,22 +154,24 @@ class SvitReader(Reader):
             pairs = len(these_roles) // 2
             if (len(these_roles) % 2 or these_roles[0::2].count("user") != pairs
                     or these_roles[1::2].count("gpt") != pairs):
-                raise bad(field, "turns must alternate user, gpt, starting with user")
+                raise bad(f"conversations[{c}].content", "turns must alternate user, gpt, starting with user")
             extra = {k: v for k, v in conversation.items() if k != "content"}
-            for group in self._group(these_texts, task, rng):
-                n = counters[task]
-                counters[task] = n + 1
-                yield Sample(f"svit_{task}_{n}", image, group, dict(extra))
+            first = counters[task]
+            groups = self._group(these_texts, task, rng)
+            counters[task] = first + len(groups)
+            samples += [Sample(f"svit_{task}_{n}", image, group, dict(extra)) for n, group in enumerate(groups, first)]
+        return samples
 
     @staticmethod
-    def _checked_boxes(texts, fields, task, counters, boxes, bad, size):
+    def _checked_boxes(texts, starts, task, counters, boxes, bad, size):
         """The texts with their boxes checked (referring QAs) and, with ``boxes``, converted to
         the writer's style: the whole record in one pass where every box is plain, text by
         text where one is not (SVIT's checks then name the text)."""
         def refuse_bad_boxes(k, text):
             problem = check_boxes(text)
             if problem:
-                c, t = fields[k]
+                c = bisect.bisect_right(starts, k) - 1        # the conversation, and the turn in it
+                t = k - starts[c]
                 # the id the conversation's first QA gets (one conversation per record in SVIT)
                 raise bad(f"conversations[{c}].content[{t}].value", problem,
                           record_id=f"svit_referring_{counters['referring'] + t // 2}")
@@ -184,18 +184,19 @@ class SvitReader(Reader):
                 check(k, text)
         return texts
 
-    def _group(self, texts, task, rng):
-        """Split one conversation (texts of user, gpt, user, ...) into turns of records with the
-        release's granularity; ``<image>\\n`` before the first question of each."""
+    @staticmethod
+    def _group(texts, task, rng) -> list[list[Turn]]:
+        """Split one conversation (texts of user, gpt, user, ...) into the turns of records with
+        the release's granularity; ``<image>\\n`` before the first question of each."""
         if task == "conversation":
             texts = ["<image>\n" + texts[0], *texts[1:]]
-            yield [Turn("gpt" if k % 2 else "human", text) for k, text in enumerate(texts)]
-            return
-        for k in range(0, len(texts) - 1, 2):
-            question = "<image>\n" + texts[k]
-            if task == "referring":
-                question += " " + rng.choice(REFERRING_INSTRUCTIONS)
-            yield [Turn("human", question), Turn("gpt", texts[k + 1])]
+            return [[Turn("gpt" if k % 2 else "human", text) for k, text in enumerate(texts)]]
+        if task != "referring":
+            return [[Turn("human", "<image>\n" + question), Turn("gpt", answer)]
+                    for question, answer in zip(texts[0::2], texts[1::2])]
+        choice = rng.choice
+        return [[Turn("human", f"<image>\n{question} {choice(REFERRING_INSTRUCTIONS)}"), Turn("gpt", answer)]
+                for question, answer in zip(texts[0::2], texts[1::2])]
 
     def _image_path(self, image_id, state) -> str | None:
         folders = state["folders"]
