@@ -423,15 +423,15 @@ class BoxRewriter:
         self.images: set[str] = set()
 
     def rewrite_texts(self, texts: list[str], size: Callable[[], tuple[int, int]],
-                      check: Callable[[int, str], None] | None = None, objects: dict | None = None) -> list[str]:
-        """The texts in the target style. ``check(k, text)`` is the caller's own validation of
-        text ``k`` (it raises to refuse it); it runs only where the fast lane cannot vouch for
-        the text. ``size()`` is called at most once per text, only when there are boxes."""
+                      check: Callable[[int, str], None] | None = None,
+                      objects: dict | None = None) -> tuple[list[str], int]:
+        """The texts in the target style, and how many boxes they held (for :meth:`tally`, once
+        the record is kept). ``check(k, text)`` is the caller's own validation of text ``k``
+        (it raises to refuse it); it runs only where the fast lane cannot vouch for the text."""
         done = self.lane(texts, size) if self.lane is not None else None
         if done is not None:
-            self.boxes += done[1]
-            return done[0]
-        out = []
+            return done
+        out, total = [], 0
         for k, text in enumerate(texts):
             one = self.lane([text], size) if self.lane is not None and len(texts) > 1 else None
             if one is None:
@@ -439,22 +439,27 @@ class BoxRewriter:
                     check(k, text)
                 text, count = rewrite_boxes(text, self.source, self.target, size, objects)
                 one = ([text], count)
-            self.boxes += one[1]
-            out.append(one[0][0])
-        return out
+            out += one[0]
+            total += one[1]
+        return out, total
+
+    def tally(self, boxes: int, image: str | None) -> None:
+        """Count the boxes of a record that was kept (for the note), and its image when its
+        size was needed for them."""
+        self.boxes += boxes
+        if boxes and image is not None and needs_size(self.source.convention, self.target.convention):
+            self.images.add(image)
 
     def image_size(self, image: str, path, **where) -> tuple[int, int]:
         """The stored size of ``image`` (from its header, once per image), or a RecordError
         located by ``where`` (index, record_id) that says why it is needed."""
         try:
-            dims = self.locator.size(image)
+            return self.locator.size(image)
         except UnreadableImage as e:
             hint = " (pass --image-root)" if self.locator.root is None else ""
             raise RecordError(path, f"image {image!r}: {e}; its size is needed to convert boxes from "
                                     f"{self.source.convention} to {self.target.convention}{hint}",
                               field="image", **where) from None
-        self.images.add(image)
-        return dims
 
     def apply(self, sample, path):
         if not self.active:
@@ -467,14 +472,17 @@ class BoxRewriter:
             return self.image_size(sample.images[0], path, record_id=sample.id)
 
         objects = {"ref": [], "bbox": []}
+        total = 0
         for k, turn in enumerate(sample.conversations):
             try:
-                turn.text = self.rewrite_texts([turn.text], size, objects=objects)[0]
+                (turn.text,), count = self.rewrite_texts([turn.text], size, objects=objects)
             except RecordError:
                 raise
             except CurateError as e:
                 raise RecordError(path, str(e), record_id=sample.id, field=f"conversations[{k}]") from None
+            total += count
         self.target.attach(sample, objects)
+        self.tally(total, sample.images[0] if sample.images else None)
         return sample
 
     def note(self) -> str | None:

@@ -143,8 +143,8 @@ class SvitReader(Reader):
                 texts.append(text)
         starts.append(len(texts))
         counters, rng = state["counters"], state["rng"]
-        texts = self._checked_boxes(texts, starts, task, counters, boxes, bad,
-                                    lambda: boxes.image_size(image, path, index=index, record_id=image_id))
+        texts, box_count = self._checked_boxes(texts, starts, task, counters, boxes, bad,
+                                               lambda: boxes.image_size(image, path, index=index, record_id=image_id))
         samples = []
         for c, conversation in enumerate(conversations):
             these_roles, these_texts = roles[starts[c]:starts[c + 1]], texts[starts[c]:starts[c + 1]]
@@ -160,13 +160,15 @@ class SvitReader(Reader):
             groups = self._group(these_texts, task, rng)
             counters[task] = first + len(groups)
             samples += [Sample(f"svit_{task}_{n}", image, group, dict(extra)) for n, group in enumerate(groups, first)]
+        if boxes is not None:
+            boxes.tally(box_count, image)
         return samples
 
     @staticmethod
     def _checked_boxes(texts, starts, task, counters, boxes, bad, size):
         """The texts with their boxes checked (referring QAs) and, with ``boxes``, converted to
-        the writer's style: the whole record in one pass where every box is plain, text by
-        text where one is not (SVIT's checks then name the text)."""
+        the writer's style (the whole record in one pass where every box is plain, text by
+        text where one is not: SVIT's checks then name the text); and how many boxes."""
         def refuse_bad_boxes(k, text):
             problem = check_boxes(text)
             if problem:
@@ -182,7 +184,7 @@ class SvitReader(Reader):
         if check is not None:
             for k, text in enumerate(texts):
                 check(k, text)
-        return texts
+        return texts, 0
 
     @staticmethod
     def _group(texts, task, rng) -> list[list[Turn]]:
