@@ -14,12 +14,13 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SHARED, print_table, run_measured  # noqa: E402
+from common import ROOT, SHARED, print_table, run_measured  # noqa: E402
 
 REAL = SHARED / "data" / "real" / "llava_v1_5_mix665k.every500.json"
 
@@ -35,8 +36,8 @@ records = orjson.loads(open(sys.argv[1], "rb").read())
 out = [dict(r) for r in records]
 open(sys.argv[2], "wb").write(orjson.dumps(out))
 """
-SVIT_JSON_BASELINE = """
-import json, random, re, sys
+SVIT_BASELINE = """
+import json, orjson, random, re, sys
 from PIL import Image
 root = sys.argv[3]
 rng = random.Random(0)
@@ -51,7 +52,7 @@ def pad(m, w, h):
     elif h > w: x1, x2 = x1 + d, x2 + d
     return "[" + ", ".join(repr(round(v / s, 3)) for v in (x1, y1, x2, y2)) + "]"
 out = []
-for rec in json.load(open(sys.argv[1])):
+for rec in LOAD:
     folder = "VG_100K" if __import__("os").path.exists(f"{root}/vg/VG_100K/{rec['image_id']}.jpg") else "VG_100K_2"
     image = f"vg/{folder}/{rec['image_id']}.jpg"
     if image not in sizes:
@@ -64,8 +65,12 @@ for rec in json.load(open(sys.argv[1])):
             a = re.sub(r"\\[([^\\]]*)\\]", lambda m: pad(m, w, h), c[k + 1]["value"].replace("<st>", "").replace("<ed>", ""))
             out.append({"id": f"svit_referring_{len(out)}", "image": image, "conversations": [
                 {"from": "human", "value": "<image>\\n" + q + " " + rng.choice(INSTR)}, {"from": "gpt", "value": a}]})
-json.dump(out, open(sys.argv[2], "w"), ensure_ascii=False)
+DUMP
 """
+SVIT_JSON_BASELINE = (SVIT_BASELINE.replace("LOAD", "json.load(open(sys.argv[1]))")
+                      .replace("DUMP", 'json.dump(out, open(sys.argv[2], "w"), ensure_ascii=False)'))
+SVIT_ORJSON_BASELINE = (SVIT_BASELINE.replace("LOAD", 'orjson.loads(open(sys.argv[1], "rb").read())')
+                        .replace("DUMP", 'open(sys.argv[2], "wb").write(orjson.dumps(out))'))
 
 
 def make_llava(path: Path, count: int) -> None:
@@ -133,38 +138,65 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=665_298)
     parser.add_argument("--svit", type=int, default=100_000, help="SVIT referring QAs")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=("llava", "svit"), default=None, help="run one of the two parts")
     args = parser.parse_args()
     if not REAL.exists():
         raise SystemExit(f"needs the shared data at {SHARED}")
-    curate = [sys.executable, "-m", "curate.cli"]
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent.parent) as tmp:
-        tmp = Path(tmp)
-        source = tmp / "llava.json"
-        make_llava(source, args.records)
-        size_mb = source.stat().st_size / 2**20
-        rows = []
-        base, _ = measure("json.load + json.dump", [sys.executable, "-c", JSON_BASELINE, str(source), str(tmp / "a.json")],
-                          args.repeats, rows)
-        orj, _ = measure("orjson.loads + orjson.dumps", [sys.executable, "-c", ORJSON_BASELINE, str(source),
-                                                          str(tmp / "b.json")], args.repeats, rows, base)
-        ours, peak = measure("curate convert llava llava", [*curate, "convert", "llava", "llava", str(source), "-o",
-                                                           str(tmp / "c.json"), "--overwrite", "-q"], args.repeats, rows, base)
-        assert json.loads((tmp / "c.json").read_text()) == json.loads(source.read_text())
-        print_table(f"LLaVA: {args.records:,} records, {size_mb:,.0f} MB (wall s, peak RSS MB, ratio to json)",
-                    ["command", "wall s", "peak MB", "ratio"], rows)
-        print(f"\nratios: curate/json = {ours / base:.2f} (target <= 0.5), curate/orjson = {ours / orj:.2f} "
-              f"(target <= 1.0), peak = {peak:.0f} MB (target < 200)")
+    # An installed package has its bytecode (pip compiles it); a checkout run with
+    # PYTHONDONTWRITEBYTECODE would compile curate's modules at every start instead.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "core"), str(ROOT / "plugins")], check=True)
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        if args.only != "svit":
+            llava_part(Path(tmp), args)
+        if args.only != "llava":
+            svit_part(Path(tmp), args)
 
-        svit, root = make_svit(tmp, args.svit)
-        rows = []
-        base, _ = measure("json script (release rules)", [sys.executable, "-c", SVIT_JSON_BASELINE, str(svit),
-                                                           str(tmp / "s1.json"), str(root)], args.repeats, rows)
-        ours, peak = measure("curate convert svit llava", [*curate, "convert", "svit", "llava", str(svit), "-o",
-                                                          str(tmp / "s2.json"), "--image-root", str(root),
-                                                          "--overwrite", "-q"], args.repeats, rows, base)
-        print_table(f"SVIT referring: {args.svit:,} QAs over {len(list(root.rglob('*.jpg')))} images",
-                    ["command", "wall s", "peak MB", "ratio"], rows)
-        print(f"\nratios: curate/json = {ours / base:.2f} (target <= 0.5), peak = {peak:.0f} MB (target < 200)")
+
+CURATE = [sys.executable, "-m", "curate.cli"]
+
+
+def llava_part(tmp: Path, args) -> None:
+    source = tmp / "llava.json"
+    make_llava(source, args.records)
+    size_mb = source.stat().st_size / 2**20
+    rows = []
+    base, _ = measure("json.load + json.dump", [sys.executable, "-c", JSON_BASELINE, str(source), str(tmp / "a.json")],
+                      args.repeats, rows)
+    orj, _ = measure("orjson.loads + orjson.dumps", [sys.executable, "-c", ORJSON_BASELINE, str(source),
+                                                      str(tmp / "b.json")], args.repeats, rows, base)
+    ours, peak = measure("curate convert llava llava", [*CURATE, "convert", "llava", "llava", str(source), "-o",
+                                                       str(tmp / "c.json"), "--overwrite", "-q"], args.repeats, rows, base)
+    assert json.loads((tmp / "c.json").read_text()) == json.loads(source.read_text())
+    print_table(f"LLaVA: {args.records:,} records, {size_mb:,.0f} MB (wall s, peak RSS MB, ratio to json)",
+                ["command", "wall s", "peak MB", "ratio"], rows)
+    print(f"\nratios: curate/json = {ours / base:.2f} (target <= 0.5), curate/orjson = {ours / orj:.2f} "
+          f"(target <= 1.0), peak = {peak:.0f} MB (target < 200)")
+
+
+def svit_part(tmp: Path, args) -> None:
+    svit, root = make_svit(tmp, args.svit)
+    half = tmp / "referring_qa.half.json"
+    records = json.loads(svit.read_text())
+    half.write_text(json.dumps(records[:len(records) // 2]))
+
+    def ours(source, output):
+        return [*CURATE, "convert", "svit", "llava", str(source), "-o", str(output), "--image-root", str(root),
+                "--overwrite", "-q"]
+
+    rows = []
+    base, _ = measure("json script (release rules)", [sys.executable, "-c", SVIT_JSON_BASELINE, str(svit),
+                                                       str(tmp / "s1.json"), str(root)], args.repeats, rows)
+    orj, _ = measure("the same script with orjson", [sys.executable, "-c", SVIT_ORJSON_BASELINE, str(svit),
+                                                     str(tmp / "s3.json"), str(root)], args.repeats, rows, base)
+    wall, peak = measure("curate convert svit llava", ours(svit, tmp / "s2.json"), args.repeats, rows, base)
+    _, half_peak = measure("curate, first half of the records", ours(half, tmp / "s4.json"), 1, rows, base)
+    expected = json.loads((tmp / "s1.json").read_text())
+    assert json.loads((tmp / "s2.json").read_text()) == expected == json.loads((tmp / "s3.json").read_text())
+    print_table(f"SVIT referring: {args.svit:,} QAs over {len(list(root.rglob('*.jpg'))):,} images "
+                "(wall s, peak RSS MB, ratio to json)", ["command", "wall s", "peak MB", "ratio"], rows)
+    print(f"\nratios: curate/json = {wall / base:.2f} (target <= 0.5), curate/orjson script = {wall / orj:.2f}; "
+          f"peak {half_peak:.0f} MB for half the input, {peak:.0f} MB for all of it (target: flat). "
+          "Outputs JSON-equal to the scripts'.")
 
 
 if __name__ == "__main__":

@@ -238,10 +238,13 @@ def embedding_options(function):
                      help="Threads that decode and resize images while the model runs."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where the model runs (auto: CUDA when available, in bf16)."),
-        click.option("--decode", type=click.Choice(["auto", "threads", "processes"]), default="auto",
+        click.option("--decode", type=click.Choice(["auto", "threads", "processes", "device"]), default="auto",
                      show_default=True,
-                     help="How workers decode images: threads (best on a few cores) or forked processes "
-                          "(scale on many cores); auto: processes when the model runs on CUDA."),
+                     help="How images are decoded: by threads (best on a few cores), forked processes (scale "
+                          "on many cores), or device: JPEGs in batches on the model's device (nvJPEG on CUDA, "
+                          "resized there too; other formats still on the CPU). auto: device when the model runs "
+                          "on CUDA and --signals is just embedding, processes on CUDA otherwise, threads on "
+                          "the CPU."),
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      help="Where embedding runs: this machine, or a Ray cluster (pip install 'curate[ray]'); "
                           "both fill the same cache."),

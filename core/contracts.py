@@ -155,6 +155,10 @@ class LoadedEmbedder(ABC):
     decoded at reduced size down to this; None: full decode), ``device``, and
     ``default_threshold`` (the cosine similarity at which dedup calls two images duplicates
     when the user gives no ``--threshold``; None: curate's 0.9).
+
+    Optional: ``preprocess_decoded(images)``, the same preprocessing on upright RGB uint8
+    (3, H, W) torch tensors already on ``device`` (JPEGs decoded there, ``--decode device``),
+    returning a batch ``embed`` takes. An embedder without it has its images decoded on the CPU.
     """
 
     embedder: str = ""

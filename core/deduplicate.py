@@ -25,6 +25,7 @@ import numpy as np
 from .atomic import Outputs
 from .cache import EmbeddingCache
 from .contracts import DEFAULT_SIGNALS, EMBEDDING, LoadedEmbedder
+from . import device_decode
 from .embedding import EmbedResult, SignalSet, embed_files
 from .engine import Filter, Inputs, Item, RejectSink, Report, Run
 from .errors import CurateError, RecordError
@@ -72,7 +73,7 @@ class EmbedSettings:
     cache_dir: Path | None = None        # None: no cache
     batch_size: int = 32
     workers: int = 2
-    decode: str = "auto"                 # threads, processes, or auto (processes on CUDA)
+    decode: str = "auto"                 # threads, processes, device, or auto (see decodes_on_device)
     engine: str = "local"                # local or ray
     ray_address: str | None = None
     show_progress: bool = False
@@ -223,11 +224,13 @@ def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, se
         except UnreadableImage as e:
             paths.append(None)
             errors[i] = str(e)
+    on_device = decodes_on_device(settings, model, signals)
+    digest = model.weights_digest + (device_decode.DEVICE_DECODE_TAG if on_device else "")
     with contextlib.ExitStack() as stack:
         cache, signal_set = None, SignalSet(list(signals))
         if settings.cache_dir is not None:
             cache = stack.enter_context(EmbeddingCache(settings.cache_dir, model.embedder, model.model_name,
-                                                       model.weights_digest, model.dim))
+                                                       digest, model.dim))
             signal_set.caches = [stack.enter_context(EmbeddingCache(settings.cache_dir, "signal", signal.name,
                                                                     signal.version, signal.dim))
                                  for signal in signals]
@@ -243,7 +246,22 @@ def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, se
             from .ray_engine import embed_files_ray
             return embed_files_ray(paths, model, spec.for_workers(), address=settings.ray_address, **common)
         processes = settings.decode == "processes" or (settings.decode == "auto" and model.device == "cuda")
-        return embed_files(paths, model, processes=processes, **common)
+        return embed_files(paths, model, processes=processes, on_device=on_device, **common)
+
+
+def decodes_on_device(settings: EmbedSettings, model: LoadedEmbedder, signals) -> bool:
+    """Whether JPEGs are decoded on the model's device: asked for (``--decode device``), or
+    ``auto`` with the model on CUDA and no signal that needs Pillow's pixels (exact and phash
+    do: decoding on the GPU as well would only add work)."""
+    if settings.decode == "device":
+        if settings.engine != "local":
+            raise CurateError("--decode device runs with --engine local (Ray's tasks decode on their CPUs)")
+        if not device_decode.supported(model):
+            raise CurateError(f"--decode device: embedder {model.embedder!r} cannot take decoded tensors "
+                              "(it has no preprocess_decoded), or torchvision's decode_jpeg is missing")
+        return True
+    return (settings.decode == "auto" and settings.engine == "local" and model.device == "cuda"
+            and not list(signals) and device_decode.supported(model))
 
 
 def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings = None, *,

@@ -153,6 +153,46 @@ def prepare_image(path: Path, model: LoadedEmbedder, signals=()):
         return None, None, f"cannot decode ({type(e).__name__}: {e})"
 
 
+def read_for_device_task(path: Path, model: LoadedEmbedder, signals=()):
+    """For the device decoder: the file's JPEG bytes and orientation (or None: decode it on the
+    CPU), the fingerprints of the signals, which need Pillow's pixels (None when there are
+    none), and the reason when the file cannot be used."""
+    from .device_decode import read_for_device
+    data, orientation, reason = read_for_device(path)
+    if reason is not None or data is None or not signals:
+        return data, orientation, ({} if not signals else None), reason
+    try:
+        image = load_rgb(path, model.short_side)
+        return data, orientation, {s.name: np.asarray(s.fingerprint(image, path), np.float32) for s in signals}, None
+    except UnreadableImage as e:
+        return None, 1, None, str(e)
+    except Exception as e:  # a broken file must not stop a million-image run
+        return None, 1, None, f"cannot decode ({type(e).__name__}: {e})"
+
+
+def decode_on_device(done: list, paths: list, model: LoadedEmbedder, signals) -> list:
+    """Turn the read files of one batch into prepared entries, (i, input, fingerprints,
+    reason): JPEGs decoded together on the model's device and preprocessed there, the rest
+    (other formats, JPEGs the device decoder refuses) decoded on the CPU as usual."""
+    from .device_decode import decode_batch, upright
+    jpegs = [(i, data, orientation, f) for i, data, orientation, f, reason in done if data is not None]
+    prepared = [(i, None, None, reason) for i, data, _, _, reason in done if reason is not None]
+    on_cpu = [i for i, data, _, _, reason in done if data is None and reason is None]
+    decoded = decode_batch([data for _, data, _, _ in jpegs], model.device) if jpegs else []
+    upright_images, kept = [], []
+    for (i, _, orientation, fingerprints), image in zip(jpegs, decoded):
+        if image is None:
+            on_cpu.append(i)
+        else:
+            upright_images.append(upright(image, orientation))
+            kept.append((i, fingerprints))
+    if kept:
+        batch = model.preprocess_decoded(upright_images)
+        prepared += [(i, batch[k], fingerprints, None) for k, (i, fingerprints) in enumerate(kept)]
+    prepared += [(i, *prepare_image(paths[i], model, signals)) for i in on_cpu]
+    return prepared
+
+
 def decode_pool(model: LoadedEmbedder, workers: int, processes: bool, signals=()):
     """Threads suit few cores (Pillow releases the GIL); forked processes scale on many cores."""
     if processes:
@@ -165,12 +205,13 @@ def decode_pool(model: LoadedEmbedder, workers: int, processes: bool, signals=()
 
 def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: EmbeddingCache | None = None,
                 batch_size: int = 32, workers: int = 2, progress: Callable[[int], None] | None = None,
-                errors: dict[int, str] | None = None, processes: bool = False,
+                errors: dict[int, str] | None = None, processes: bool = False, on_device: bool = False,
                 signals: SignalSet | None = None) -> EmbedResult:
     """Embed every file; ``None`` entries (or those in ``errors``) are failures given up front.
 
     ``workers`` threads (or forked processes) decode the next batches, and compute the
-    signals' fingerprints, while the model runs."""
+    signals' fingerprints, while the model runs. ``on_device``: the threads only read the
+    files, and JPEGs are decoded in batches on the model's device (see device_decode)."""
     started = time.monotonic()
     signals = signals or SignalSet()
     result, keys, todo = cached_or_todo(paths, model, cache, progress, errors, signals)
@@ -178,13 +219,17 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
     names = [signal.name for signal in signals.signals]
 
     def run_batch(tasks):
-        done = [(i, *prepared) for positions, future in tasks for i, prepared in zip(positions, future.result())]
+        if on_device:
+            read = [(i, *future.result()) for positions, future in tasks for i in positions]
+            done = decode_on_device(read, paths, model, signals.signals)
+        else:
+            done = [(i, *prepared) for positions, future in tasks for i, prepared in zip(positions, future.result())]
         good = [(i, x, f) for i, x, f, _ in done if x is not None]
         for i, _, _, reason in done:
             if reason is not None:
                 failures[i] = reason
         if good:
-            out, finite = checked_vectors(model, model.embed(np.stack([x for _, x, _ in good])), len(good))
+            out, finite = checked_vectors(model, model.embed(_stack([x for _, x, _ in good])), len(good))
             for (i, _, _), usable in zip(good, finite):
                 if not usable:
                     failures[i] = f"embedder {model.embedder!r} returned a vector that is not finite (NaN or inf)"
@@ -195,6 +240,7 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
             progress(len(done))
 
     # Threads take one image per task; processes a few, to keep inter-process traffic low.
+    processes = processes and not on_device
     per_task = max(1, batch_size // (2 * workers)) if processes else 1
     with decode_pool(model, max(1, workers), processes, signals.signals) as pool:
         pending: deque = deque()
@@ -204,8 +250,12 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
             for k in range(0, len(batch), per_task):
                 positions = batch[k:k + per_task]
                 chunk = [paths[i] for i in positions]
-                future = (pool.submit(prepare_images, chunk) if processes
-                          else pool.submit(prepare_images, chunk, model, signals.signals))
+                if on_device:
+                    future = pool.submit(read_for_device_task, chunk[0], model, signals.signals)
+                elif processes:
+                    future = pool.submit(prepare_images, chunk)
+                else:
+                    future = pool.submit(prepare_images, chunk, model, signals.signals)
                 tasks.append((positions, future))
             pending.append(tasks)
             if len(pending) > 2:       # two batches decode ahead while the model runs
@@ -214,3 +264,13 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
             run_batch(pending.popleft())
     result.seconds = time.monotonic() - started
     return result
+
+
+def _stack(inputs: list):
+    """One batch for ``embed``: arrays stacked by numpy; device tensors (from the device
+    decoder) and arrays (from the CPU path, in the same batch) stacked by torch."""
+    if all(isinstance(x, np.ndarray) for x in inputs):
+        return np.stack(inputs)
+    import torch
+    device = next(x.device for x in inputs if not isinstance(x, np.ndarray))
+    return torch.stack([torch.from_numpy(x).to(device) if isinstance(x, np.ndarray) else x for x in inputs])

@@ -58,6 +58,7 @@ def _resolve(root: str, relative: str, real_root: str | None, real_folders: dict
 
 
 _KEPT_FOLDERS = 65_536
+KEPT_SIZES = 65_536       # image sizes remembered (a cache: memory stays flat on any dataset)
 
 
 def _real_path(path: str, real_folders: dict | None) -> tuple[str, bool | None]:
@@ -177,7 +178,8 @@ def _jpeg_frame_size(path) -> tuple[int, int] | None:
 class ImageLocator:
     """Finds a record's image under ``--image-root``, which may be the LLaVA data root
     (``ROOT/vg/VG_100K/1.jpg``) or the dataset's own root (``ROOT/VG_100K/1.jpg``).
-    Sizes are read from headers once per image (1M referring QAs touch 108K images)."""
+    Sizes are read from headers once per image (1M referring QAs touch 108K images), and
+    remembered for the last 65,536 images."""
 
     def __init__(self, root):
         self.root = Path(root) if root is not None else None
@@ -213,6 +215,8 @@ class ImageLocator:
     def size(self, relative: str) -> tuple[int, int]:
         size = self._sizes.get(relative)
         if size is None:
+            if len(self._sizes) >= KEPT_SIZES:
+                self._sizes.clear()
             found = self.find(relative)
             size = self._sizes[relative] = image_size(found if found is not None else self.path(relative),
                                                       exif=False)

@@ -8,6 +8,12 @@ import curate
 from curate.similarity import IndexKind, SimilarityIndex
 
 _BLOCK = 8192
+# Below this many vectors numpy's blocked products beat hnswlib on this 2-core machine
+# (measured with bench/index_scale.py; see bench/README.md).
+AUTO_EXACT_MAX = 100_000
+# On a GPU the exact search stays the default up to here: a million 1024-d vectors are 4 GB and
+# 10^12 products (estimated, not yet measured on a GPU: see bench/README.md).
+AUTO_EXACT_MAX_GPU = 1_000_000
 
 
 class ExactIndex(SimilarityIndex):
@@ -56,12 +62,101 @@ class ExactIndex(SimilarityIndex):
         return np.concatenate(rows), np.concatenate(ids).astype(np.int64), np.concatenate(sims)
 
 
+class TorchExactIndex(SimilarityIndex):
+    """:class:`ExactIndex` with the vectors and the blocked products on a torch device (a GPU:
+    a million vectors are then an exact search of minutes, not hours). Float32 products at
+    full precision (no TF32), so results match the numpy index but for ties' order."""
+
+    QUERY_BLOCK, DATA_BLOCK = 4096, 65536
+
+    def __init__(self, dim: int, capacity: int, device: str):
+        import torch
+        self.torch, self.device = torch, device
+        self.data = torch.zeros((max(capacity, 1), dim), dtype=torch.float32, device=device)
+        self.size = 0
+
+    def __len__(self):
+        return self.size
+
+    def add(self, vectors):
+        torch = self.torch
+        end = self.size + len(vectors)
+        if end > len(self.data):
+            grown = torch.zeros((max(end, 2 * len(self.data)), self.data.shape[1]), dtype=torch.float32,
+                                device=self.device)
+            grown[:self.size] = self.data[:self.size]
+            self.data = grown
+        self.data[self.size:end] = torch.as_tensor(np.ascontiguousarray(vectors, np.float32), device=self.device)
+        self.size = end
+
+    def _blocks(self, queries):
+        """(query offset, data offset, similarity block) over every pair of blocks."""
+        torch = self.torch
+        precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        try:
+            with torch.inference_mode():
+                for q0 in range(0, len(queries), self.QUERY_BLOCK):
+                    chunk = torch.as_tensor(np.ascontiguousarray(queries[q0:q0 + self.QUERY_BLOCK], np.float32),
+                                            device=self.device)
+                    for d0 in range(0, self.size, self.DATA_BLOCK):
+                        yield q0, d0, chunk @ self.data[d0:min(d0 + self.DATA_BLOCK, self.size)].T
+        finally:
+            torch.set_float32_matmul_precision(precision)
+
+    def search(self, queries, k):
+        torch = self.torch
+        best_sims = np.full((len(queries), k), -np.inf, np.float32)
+        best_ids = np.full((len(queries), k), -1, np.int64)
+        merged = None                     # (query offset, sims, ids) of the block being searched
+        for q0, d0, block in self._blocks(queries):
+            sims, ids = torch.topk(block, min(k, block.shape[1]), dim=1)
+            ids = ids + d0
+            if merged is not None and merged[0] == q0:
+                sims, ids = torch.cat([merged[1], sims], 1), torch.cat([merged[2], ids], 1)
+                sims, order = torch.topk(sims, min(k, sims.shape[1]), dim=1)
+                ids = torch.gather(ids, 1, order)
+            merged = (q0, sims, ids)
+            rows = slice(q0, q0 + len(sims))
+            best_sims[rows, :sims.shape[1]] = sims.cpu().numpy()
+            best_ids[rows, :ids.shape[1]] = ids.cpu().numpy()
+        return best_sims, best_ids
+
+    def range_search(self, queries, threshold):
+        rows, ids, sims = [], [], []
+        for q0, d0, block in self._blocks(queries):
+            r, c = (block >= threshold).nonzero(as_tuple=True)
+            rows.append((r + q0).cpu().numpy())
+            ids.append((c + d0).cpu().numpy())
+            sims.append(block[r, c].cpu().numpy())
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return (np.concatenate(rows).astype(np.int64), np.concatenate(ids).astype(np.int64),
+                np.concatenate(sims).astype(np.float32))
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def exact_index(dim: int, capacity: int) -> SimilarityIndex:
+    """The exact index: numpy's products on the CPU, torch's on a GPU for large groups (where
+    the GPU's speed outweighs importing torch and copying the vectors there)."""
+    if capacity > AUTO_EXACT_MAX and cuda_available():
+        return TorchExactIndex(dim, capacity, "cuda")
+    return ExactIndex(dim, capacity)
+
+
 class Exact(IndexKind):
     name = "exact"
-    description = "exact cosine similarity by blocked matrix products (the reference)"
+    description = "exact cosine similarity by blocked matrix products (the reference; on a GPU when there is one)"
 
     def new(self, dim, capacity, **options):
-        return ExactIndex(dim, capacity)
+        return exact_index(dim, capacity)
 
 
 class HnswIndex(SimilarityIndex):
@@ -122,18 +217,14 @@ class Hnsw(IndexKind):
         return HnswIndex(dim, capacity, m=m, ef_construction=ef_construction, ef=ef)
 
 
-# Below this many vectors numpy's blocked products beat hnswlib on this 2-core machine
-# (measured with bench/index_scale.py; see bench/README.md).
-AUTO_EXACT_MAX = 100_000
-
-
 class Auto(IndexKind):
     name = "auto"
-    description = f"exact for groups up to {AUTO_EXACT_MAX:,} images, hnsw above (the measured crossover)"
+    description = (f"exact for groups up to {AUTO_EXACT_MAX:,} images ({AUTO_EXACT_MAX_GPU:,} on a GPU), "
+                   "hnsw above")
 
     def new(self, dim, capacity, **options):
-        if capacity <= AUTO_EXACT_MAX:
-            return ExactIndex(dim, capacity)
+        if capacity <= AUTO_EXACT_MAX or (capacity <= AUTO_EXACT_MAX_GPU and cuda_available()):
+            return exact_index(dim, capacity)
         return Hnsw().new(dim, capacity, **options)
 
 

@@ -25,7 +25,7 @@ from curate.boxes import SVIT_ORIGINAL
 from curate.prompts import DETAIL_INSTRUCTIONS
 from curate.errors import RecordError
 from curate.formats import Options, Reader, head_has_keys
-from curate.images import ImageLocator, UnreadableImage
+from curate.images import KEPT_SIZES, ImageLocator, UnreadableImage
 from curate.jsonstream import iter_records
 from curate.sample import Sample, Turn
 
@@ -204,6 +204,8 @@ class SvitReader(Reader):
         folders = state["folders"]
         if image_id in folders:
             return folders[image_id]
+        if len(folders) >= KEPT_SIZES:        # a cache: memory stays flat on any dataset
+            folders.clear()
         found = None
         for folder in ("VG_100K", "VG_100K_2"):
             relative = f"vg/{folder}/{image_id}.jpg"

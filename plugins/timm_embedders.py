@@ -165,6 +165,23 @@ def content_box(image) -> tuple[int, int, int, int]:
     return int(left), int(top), int(right), int(bottom)
 
 
+def tensor_content_box(image) -> tuple[int, int, int, int]:
+    """:func:`content_box` of a (3, H, W) uint8 tensor, on its device."""
+    height, width = image.shape[1:]
+    spread = image.amax(dim=2).int() - image.amin(dim=2).int()           # (3, H): per row
+    rows = (spread.amax(dim=0) >= BORDER_SPREAD).nonzero().flatten().tolist()
+    top, bottom = (rows[0], rows[-1] + 1) if rows else (0, height)
+    if bottom - top < 8:
+        top, bottom = 0, height
+    inner = image[:, top:bottom]
+    spread = inner.amax(dim=1).int() - inner.amin(dim=1).int()           # (3, W): per column
+    columns = (spread.amax(dim=0) >= BORDER_SPREAD).nonzero().flatten().tolist()
+    left, right = (columns[0], columns[-1] + 1) if columns else (0, width)
+    if right - left < 8:
+        left, right = 0, width
+    return left, top, right, bottom
+
+
 class WholeImage:
     """Dedup's preprocessing: the whole picture, never a centre crop (a crop would drop the sides
     of wide images and keep the bars of letterboxed copies). Uniform borders are trimmed, then
@@ -208,6 +225,20 @@ class TimmModel(LoadedEmbedder):
 
     def preprocessor(self):
         return WholeImage(self.size)
+
+    def preprocess_decoded(self, images):
+        """:class:`WholeImage` on upright RGB uint8 (3, H, W) tensors already on the device
+        (the device decoder's): borders trimmed, bicubic resize with antialiasing (as
+        Pillow's), one uint8 (n, 3, size, size) batch."""
+        torch = self.torch
+        out = []
+        for image in images:
+            left, top, right, bottom = tensor_content_box(image)
+            crop = image[None, :, top:bottom, left:right].float()
+            resized = torch.nn.functional.interpolate(crop, size=(self.size, self.size), mode="bicubic",
+                                                      align_corners=False, antialias=True)
+            out.append(resized.round_().clamp_(0, 255).to(torch.uint8)[0])
+        return torch.stack(out)
 
     def embed(self, batch):
         torch = self.torch

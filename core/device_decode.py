@@ -1,0 +1,91 @@
+"""Decode JPEGs where the model runs (nvJPEG through torchvision's batched ``decode_jpeg`` on
+CUDA), so that on a GPU machine the CPU decoders stop being the limit (bench/README.md: 0.15
+of EfficientNet-Lite0's forward rate and 0.70 of ViT-L/14-336's with 15 decode processes).
+
+Worker threads only read files (and look up the EXIF orientation in the header); the main
+thread decodes each batch on the device, turns it upright, and hands the images to the
+embedder's ``preprocess_decoded`` (border trim and resize there too). Other formats, and
+JPEGs the device decoder refuses, take the CPU path (Pillow) as before. The same code runs on
+the CPU (libjpeg-turbo through torchvision), which is how it is tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from .images import UnreadableImage, open_image
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+# Part of the cache key: nvJPEG's pixels (and a resize on tensors) are not Pillow's, so the
+# vectors of this path are kept apart from the CPU path's.
+DEVICE_DECODE_TAG = ";decoded-by-torchvision"
+
+
+def read_for_device(path) -> tuple[bytes | None, int, str | None]:
+    """A file's bytes when it is a JPEG for the device decoder (else None: decode it on the
+    CPU), its EXIF orientation (1-8), and the reason when the file cannot be used at all."""
+    try:
+        with open_image(path) as image:          # the same bounds as the CPU path: size, pixels
+            jpeg = image.format == "JPEG"
+            orientation = image.getexif().get(0x0112, 1) if jpeg else 1
+    except UnreadableImage as e:
+        return None, 1, str(e)
+    except Exception:  # noqa: BLE001 - a broken header is the CPU path's to explain
+        return None, 1, None
+    if not jpeg:
+        return None, 1, None
+    with open(path, "rb") as f:
+        data = f.read()
+    return (data if data.startswith(JPEG_MAGIC) else None), orientation, None
+
+
+def upright(image, orientation: int):
+    """A (C, H, W) tensor turned as Pillow's ``ImageOps.exif_transpose`` turns the image."""
+    import torch
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-1).flip(-2)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-1, -2)
+    if orientation == 6:
+        return torch.rot90(image, -1, (-2, -1))
+    if orientation == 7:
+        return image.transpose(-1, -2).flip(-1).flip(-2)
+    if orientation == 8:
+        return torch.rot90(image, 1, (-2, -1))
+    return image
+
+
+def decode_batch(datas: list[bytes], device) -> list:
+    """Each JPEG as an RGB uint8 (3, H, W) tensor on ``device``, or None where the decoder
+    refuses it (a batch that fails is decoded one by one to find which)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")           # torchvision 0.29 points to TorchCodec
+        try:
+            return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            pass
+        decoded = []
+        for tensor in tensors:
+            try:
+                decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                decoded.append(None)
+        return decoded
+
+
+def supported(model) -> bool:
+    """Whether the embedder can take device-decoded images, and torchvision can decode them."""
+    if not callable(getattr(model, "preprocess_decoded", None)):
+        return False
+    try:
+        from torchvision.io import decode_jpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True

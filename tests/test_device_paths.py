@@ -1,0 +1,132 @@
+"""Decoding on the model's device and the exact index in torch: tested on the CPU (the same code
+with device="cpu"), and on CUDA where a GPU is there (skipped otherwise)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import FIXTURES, load_json, run_curate
+
+pytestmark = pytest.mark.slow   # loads a model
+
+torch = pytest.importorskip("torch")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA device here: the GPU branch runs where one is lent")
+IMAGES = FIXTURES / "images"
+
+
+@pytest.fixture(scope="module")
+def model():
+    from curate.registry import get_registry
+    return get_registry().get("embedder", "timm-pool").load(None, None, "cpu")
+
+
+def _with_odd_files(tmp_path):
+    paths = sorted(IMAGES.rglob("*.jpg"))
+    png = tmp_path / "converted.png"                      # another format: the CPU path
+    Image.open(paths[0]).save(png)
+    named = tmp_path / "png_named.jpg"                    # a PNG named .jpg: the CPU path too
+    Image.open(paths[1]).save(named, "PNG")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(paths[2].read_bytes()[:300])
+    return paths + [png, named, broken, tmp_path / "missing.jpg"]
+
+
+def test_device_decoding_gives_the_cpu_path_vectors_within_resampling(model, tmp_path):
+    from curate.embedding import embed_files
+    paths = _with_odd_files(tmp_path)
+    cpu = embed_files(paths, model, batch_size=4, workers=2)
+    device = embed_files(paths, model, batch_size=4, workers=2, on_device=True)
+    assert set(device.failures) == set(cpu.failures) == {len(paths) - 2, len(paths) - 1}
+    assert device.failures[len(paths) - 1] == "missing file"
+    cosine = (cpu.vectors * device.vectors).sum(axis=1)[cpu.ok]
+    assert cosine.mean() > 0.99 and cosine.min() > 0.9       # Pillow's draft decode vs a full one
+    others = [len(paths) - 4, len(paths) - 3]                 # decoded by Pillow on both paths
+    assert np.allclose(cpu.vectors[others], device.vectors[others], atol=1e-5)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_turns_tensors_as_pillow_turns_images(orientation, tmp_path):
+    from curate.device_decode import decode_batch, read_for_device, upright
+    pixels = np.random.default_rng(orientation).integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(pixels).save(path, quality=100, exif=exif.tobytes())
+    data, read_orientation, reason = read_for_device(path)
+    assert reason is None and read_orientation == orientation
+    turned = upright(decode_batch([data], "cpu")[0], orientation).permute(1, 2, 0).numpy()
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    assert turned.shape == expected.shape
+    assert np.abs(turned.astype(int) - expected.astype(int)).max() <= 2     # two JPEG decoders
+
+
+def test_borders_are_trimmed_on_the_device_as_on_the_cpu():
+    from curate.plugins.timm_embedders import content_box, tensor_content_box
+    image = np.full((90, 160, 3), 0, np.uint8)                  # letterboxed: bars above and below
+    image[15:75, 10:150] = np.random.default_rng(0).integers(0, 255, (60, 140, 3))
+    tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+    assert tensor_content_box(tensor) == content_box(Image.fromarray(image)) == (10, 15, 150, 75)
+    flat = torch.full((3, 20, 30), 7, dtype=torch.uint8)
+    assert tensor_content_box(flat) == content_box(Image.fromarray(np.full((20, 30, 3), 7, np.uint8)))
+
+
+def test_dedup_decodes_on_the_device_from_the_cli_and_keeps_its_vectors_apart(tmp_path):
+    demo, cache = FIXTURES / "dedup_demo.json", tmp_path / "cache"
+    common = ("--image-root", IMAGES, "--embedder", "timm-pool", "--cache", cache, "--signals", "embedding",
+              "--index", "exact", "-q")
+    run_curate("dedup", demo, "-o", tmp_path / "device.json", "--decode", "device", *common, check=0)
+    run_curate("dedup", demo, "-o", tmp_path / "cpu.json", "--decode", "threads", *common, check=0)
+    def removed(name):
+        lines = (tmp_path / f"{name}.json.report" / "removed.jsonl").read_text().splitlines()
+        return {json.loads(line)["id"]: json.loads(line)["duplicate_of_id"] for line in lines}
+
+    assert removed("device") == removed("cpu") and len(removed("cpu")) >= 4
+    assert len(load_json(tmp_path / "device.json")) + len(removed("device")) == len(load_json(demo))
+    assert len(list(cache.glob("timm-pool-*"))) == 2             # two cache keys: the vectors never mix
+    result = run_curate("dedup", demo, "-o", tmp_path / "ray.json", "--decode", "device", "--engine", "ray",
+                        *common, check=None)
+    assert result.returncode != 0 and "--engine local" in result.stderr
+
+
+def test_torch_exact_index_equals_the_numpy_one():
+    from curate.plugins.indexes import ExactIndex, TorchExactIndex
+    _compare(ExactIndex, lambda dim, capacity: TorchExactIndex(dim, capacity, "cpu"))
+
+
+@needs_cuda
+def test_torch_exact_index_on_cuda_equals_the_numpy_one():
+    from curate.plugins.indexes import ExactIndex, TorchExactIndex
+    _compare(ExactIndex, lambda dim, capacity: TorchExactIndex(dim, capacity, "cuda"))
+
+
+@needs_cuda
+def test_nvjpeg_decodes_what_libjpeg_decodes(tmp_path):
+    from curate.device_decode import decode_batch, read_for_device
+    paths = sorted(IMAGES.rglob("*.jpg"))
+    datas = [read_for_device(path)[0] for path in paths]
+    on_cpu, on_gpu = decode_batch(datas, "cpu"), decode_batch(datas, "cuda")
+    for path, a, b in zip(paths, on_cpu, on_gpu):
+        assert b.device.type == "cuda" and a.shape == b.shape, path.name
+        assert (a.int() - b.cpu().int()).abs().float().mean() < 2, path.name
+
+
+def _compare(numpy_index, torch_index):
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((9000, 32)).astype(np.float32)
+    vectors[4000:4100] = vectors[:100] + 0.05 * rng.standard_normal((100, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    a, b = numpy_index(32, 10), torch_index(32, 10)         # both grow past their capacity
+    for index in (a, b):
+        index.add(vectors[:5000])
+        index.add(vectors[5000:])
+    if hasattr(b, "QUERY_BLOCK"):
+        b.QUERY_BLOCK, b.DATA_BLOCK = 700, 3000             # several blocks each way
+    queries = vectors[:2000]
+    (sims_a, ids_a), (sims_b, ids_b) = a.search(queries, 5), b.search(queries, 5)
+    assert np.array_equal(ids_a, ids_b) and np.allclose(sims_a, sims_b, atol=1e-5)
+    pairs_a, pairs_b = a.range_search(queries, 0.5), b.range_search(queries, 0.5)
+    assert sorted(zip(*map(np.ndarray.tolist, pairs_a[:2]))) == sorted(zip(*map(np.ndarray.tolist, pairs_b[:2])))
+    assert len(pairs_a[0]) > 2000 and len(b) == 9000
