@@ -3,8 +3,11 @@ model) as a ratio to the model's forward pass alone on pre-decoded tensors.
 
     python bench/embed_throughput.py --embedder timm-pool --images 512
     python bench/embed_throughput.py --embedder vit-cls --model vit_base_patch16_224 --random-weights
+    python bench/embed_throughput.py --device cuda --batch-size 128 --workers 8 15 --processes \
+        --device-decode --peak-tflops 989          # on an H100: also nvJPEG, and the share of bf16 peak
 
-A ratio near 1 means decoding is hidden behind the model.
+A ratio near 1 means decoding is hidden behind the model. The forward pass's FLOPs are counted
+with torch's FlopCounterMode; with --peak-tflops the achieved share of that peak is printed.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--processes", action="store_true", help="also measure forked decode processes")
+    parser.add_argument("--device-decode", action="store_true",
+                        help="also measure --decode device (JPEGs decoded by torchvision on the model's device)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak TFLOP/s in the forward's precision (H100 SXM bf16 dense: 989)")
     args = parser.parse_args()
 
     import torch
@@ -77,18 +84,32 @@ def main() -> None:
         forward = n / median_time(forward_only, args.repeats)
 
         rows = [["forward only (pre-decoded)", "-", f"{forward:.1f}", "1.00"]]
-        for processes in ([False, True] if args.processes else [False]):
+        modes = ["threads"] + (["processes"] if args.processes else []) + (["device"] if args.device_decode else [])
+        for mode in modes:
             for workers in args.workers:
-                seconds = median_time(lambda: embed_files(paths, model, batch_size=args.batch_size,
-                                                          workers=workers, processes=processes), args.repeats)
+                seconds = median_time(lambda: embed_files(paths, model, batch_size=args.batch_size, workers=workers,
+                                                          processes=mode == "processes", on_device=mode == "device"),
+                                      args.repeats)
                 rate = n / seconds
-                rows.append([f"curate pipeline ({'processes' if processes else 'threads'})", workers,
-                             f"{rate:.1f}", f"{rate / forward:.2f}"])
+                rows.append([f"curate pipeline ({mode})", workers, f"{rate:.1f}", f"{rate / forward:.2f}"])
+        flops = forward_flops(model, torch)
     title = (f"{args.embedder} {model.model_name} on {model.device}, {n} images 640x480 JPEG, batch "
              f"{args.batch_size}, torch threads {torch.get_num_threads()}, median of {args.repeats}")
     print_table(title, ["stage", "workers", "images/s", "ratio to forward"], rows)
     best = max(float(r[3]) for r in rows[1:])
     print(f"\nratio (best end-to-end / forward only): {best:.2f}")
+    achieved = forward * flops / 1e12
+    share = f", {achieved / args.peak_tflops:.0%} of the {args.peak_tflops:g} TFLOP/s peak" if args.peak_tflops else ""
+    print(f"forward: {flops / 1e9:.2f} GFLOP per image, {achieved:.2f} TFLOP/s{share}")
+
+
+def forward_flops(model, torch) -> float:
+    """FLOPs of one image's forward pass (torch's counter: matrix products and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    image = torch.zeros(1, 3, model.size, model.size, device=model.device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.owner.features(model.model, image.contiguous(memory_format=torch.channels_last))
+    return float(counter.get_total_flops())
 
 
 if __name__ == "__main__":

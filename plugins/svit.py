@@ -174,9 +174,9 @@ class SvitReader(Reader):
             if problem:
                 c = bisect.bisect_right(starts, k) - 1        # the conversation, and the turn in it
                 t = k - starts[c]
-                # the id the conversation's first QA gets (one conversation per record in SVIT)
+                # the id of the QA that holds the turn
                 raise bad(f"conversations[{c}].content[{t}].value", problem,
-                          record_id=f"svit_referring_{counters['referring'] + t // 2}")
+                          record_id=f"svit_referring_{counters['referring'] + starts[c] // 2 + t // 2}")
 
         check = refuse_bad_boxes if task == "referring" else None
         if boxes is not None:
@@ -196,6 +196,8 @@ class SvitReader(Reader):
         if task != "referring":
             return [[Turn("human", "<image>\n" + question), Turn("gpt", answer)]
                     for question, answer in zip(texts[0::2], texts[1::2])]
+        # Without a rewriter the <st>/<ed> marks stay: each writer renders the referred object
+        # its own way (LLaVA drops the marks, as SVIT's release does; InternVL writes <ref>..</ref>).
         choice = rng.choice
         return [[Turn("human", f"<image>\n{question} {choice(REFERRING_INSTRUCTIONS)}"), Turn("gpt", answer)]
                 for question, answer in zip(texts[0::2], texts[1::2])]
