@@ -165,21 +165,30 @@ def content_box(image) -> tuple[int, int, int, int]:
     return int(left), int(top), int(right), int(bottom)
 
 
-def tensor_content_box(image) -> tuple[int, int, int, int]:
-    """:func:`content_box` of a (3, H, W) uint8 tensor, on its device."""
-    height, width = image.shape[1:]
-    spread = image.amax(dim=2).int() - image.amin(dim=2).int()           # (3, H): per row
-    rows = (spread.amax(dim=0) >= BORDER_SPREAD).nonzero().flatten().tolist()
-    top, bottom = (rows[0], rows[-1] + 1) if rows else (0, height)
-    if bottom - top < 8:
-        top, bottom = 0, height
-    inner = image[:, top:bottom]
-    spread = inner.amax(dim=1).int() - inner.amin(dim=1).int()           # (3, W): per column
-    columns = (spread.amax(dim=0) >= BORDER_SPREAD).nonzero().flatten().tolist()
-    left, right = (columns[0], columns[-1] + 1) if columns else (0, width)
-    if right - left < 8:
-        left, right = 0, width
-    return left, top, right, bottom
+def tensor_content_boxes(images) -> list[tuple[int, int, int, int]]:
+    """:func:`content_box` of each (3, H, W) uint8 tensor, computed on their device with two
+    transfers for the whole batch (not two synchronisations per image)."""
+    import torch
+
+    def spread_mask(image, dim):        # rows (dim=2) or columns (dim=1) whose colours vary
+        return (image.amax(dim=dim).int() - image.amin(dim=dim).int()).amax(dim=0) >= BORDER_SPREAD
+
+    def first_and_last(masks, lengths):   # the span from the first to the last hit of each mask
+        if not masks:
+            return []
+        ends = []
+        for mask in masks:
+            at = torch.arange(mask.numel(), device=mask.device)
+            ends.append(torch.stack([torch.where(mask, at, mask.numel()).min(), torch.where(mask, at, -1).max()]))
+        spans = []
+        for (first, last), length in zip(torch.stack(ends).cpu().tolist(), lengths):
+            spans.append((first, last + 1) if last + 1 - first >= 8 else (0, length))
+        return spans
+
+    rows = first_and_last([spread_mask(image, 2) for image in images], [image.shape[1] for image in images])
+    columns = first_and_last([spread_mask(image[:, top:bottom], 1) for image, (top, bottom) in zip(images, rows)],
+                             [image.shape[2] for image in images])
+    return [(left, top, right, bottom) for (top, bottom), (left, right) in zip(rows, columns)]
 
 
 class WholeImage:
@@ -232,8 +241,7 @@ class TimmModel(LoadedEmbedder):
         Pillow's), one uint8 (n, 3, size, size) batch."""
         torch = self.torch
         out = []
-        for image in images:
-            left, top, right, bottom = tensor_content_box(image)
+        for image, (left, top, right, bottom) in zip(images, tensor_content_boxes(images)):
             crop = image[None, :, top:bottom, left:right].float()
             resized = torch.nn.functional.interpolate(crop, size=(self.size, self.size), mode="bicubic",
                                                       align_corners=False, antialias=True)

@@ -64,13 +64,17 @@ def test_upright_turns_tensors_as_pillow_turns_images(orientation, tmp_path):
 
 
 def test_borders_are_trimmed_on_the_device_as_on_the_cpu():
-    from curate.plugins.timm_embedders import content_box, tensor_content_box
-    image = np.full((90, 160, 3), 0, np.uint8)                  # letterboxed: bars above and below
-    image[15:75, 10:150] = np.random.default_rng(0).integers(0, 255, (60, 140, 3))
-    tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-    assert tensor_content_box(tensor) == content_box(Image.fromarray(image)) == (10, 15, 150, 75)
-    flat = torch.full((3, 20, 30), 7, dtype=torch.uint8)
-    assert tensor_content_box(flat) == content_box(Image.fromarray(np.full((20, 30, 3), 7, np.uint8)))
+    from curate.plugins.timm_embedders import content_box, tensor_content_boxes
+    rng = np.random.default_rng(0)
+    letterboxed = np.zeros((90, 160, 3), np.uint8)               # bars above and below, and at the sides
+    letterboxed[15:75, 10:150] = rng.integers(0, 255, (60, 140, 3))
+    flat = np.full((20, 30, 3), 7, np.uint8)                      # nothing but border: kept whole
+    thin = np.zeros((40, 40, 3), np.uint8)
+    thin[10:14, 5:35] = rng.integers(0, 255, (4, 30, 3))          # under 8 rows of content: kept whole
+    arrays = [letterboxed, flat, thin, rng.integers(0, 255, (33, 17, 3), dtype=np.uint8)]
+    tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
+    assert tensor_content_boxes(tensors) == [content_box(Image.fromarray(a)) for a in arrays]
+    assert tensor_content_boxes(tensors)[0] == (10, 15, 150, 75)
 
 
 def test_dedup_decodes_on_the_device_from_the_cli_and_keeps_its_vectors_apart(tmp_path):
@@ -130,3 +134,16 @@ def _compare(numpy_index, torch_index):
     pairs_a, pairs_b = a.range_search(queries, 0.5), b.range_search(queries, 0.5)
     assert sorted(zip(*map(np.ndarray.tolist, pairs_a[:2]))) == sorted(zip(*map(np.ndarray.tolist, pairs_b[:2])))
     assert len(pairs_a[0]) > 2000 and len(b) == 9000
+
+
+@needs_cuda
+def test_device_decoding_on_cuda_gives_the_cpu_path_vectors_within_resampling(tmp_path):
+    from curate.embedding import embed_files
+    from curate.registry import get_registry
+    model = get_registry().get("embedder", "timm-pool").load(None, None, "cuda")
+    paths = _with_odd_files(tmp_path)
+    cpu = embed_files(paths, model, batch_size=4, workers=2)
+    device = embed_files(paths, model, batch_size=4, workers=2, on_device=True)
+    assert set(device.failures) == set(cpu.failures)
+    cosine = (cpu.vectors * device.vectors).sum(axis=1)[cpu.ok]
+    assert cosine.mean() > 0.99 and cosine.min() > 0.9
