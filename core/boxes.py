@@ -491,6 +491,6 @@ class BoxRewriter:
         what = (f"{self.source.convention} ({self.source.syntax}) to {self.target.convention} "
                 f"({self.target.syntax})")
         if not self.boxes:
-            return f"boxes would be converted from {what}; none were found"
+            return f"boxes would be converted from {what}; the samples written hold none"
         sizes = f", with the sizes of {len(self.images):,} images read from their headers" if self.images else ""
         return f"converted {self.boxes:,} boxes from {what}{sizes}"
