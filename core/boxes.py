@@ -335,7 +335,8 @@ class PaddingLane:
     otherwise it returns None and the caller uses :func:`rewrite_boxes`, which gives the same
     text for what the lane takes (a test compares the two case by case)."""
 
-    _KEPT = 1_024             # pixel tables (one per dimension) and text tables (one per side)
+    _KEPT = 1_024             # pixel tables (one per dimension, 1,001 entries each)
+    _KEPT_TEXT_ENTRIES = 1 << 21    # entries of the text tables (one per side), 16 MB of pointers
 
     def __init__(self, source: BoxStyle):
         self.svit = source.syntax == "svit"
@@ -343,6 +344,7 @@ class PaddingLane:
         self._pixels: dict[int, list[int]] = {}
         self._ints: list[int] = []
         self._texts: dict[int, list[str]] = {}
+        self._shared_texts: dict[float, str] = {}
 
     @staticmethod
     def supports(source: BoxStyle | None, target: BoxStyle | None) -> bool:
@@ -396,9 +398,11 @@ class PaddingLane:
         shift = (side - min(width, height)) // 2
         texts = self._texts.get(side)
         if texts is None:
-            if len(self._texts) >= self._KEPT:
+            if sum(map(len, self._texts.values())) + side + 1 > self._KEPT_TEXT_ENTRIES:
                 self._texts.clear()
-            texts = self._texts[side] = [format_number(round(p / side, 3)) for p in range(side + 1)]
+            shared = self._shared_texts       # at most 1,001 distinct texts, shared by every table
+            texts = self._texts[side] = [shared.get(v) or shared.setdefault(v, format_number(v))
+                                         for v in (round(p / side, 3) for p in range(side + 1))]
         if width > height:
             return texts, texts[shift:]
         if height > width:

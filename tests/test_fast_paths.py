@@ -81,7 +81,8 @@ def test_padding_lane_memory_is_bounded():
     lane = PaddingLane(SVIT_ORIGINAL)
     for width in range(1, 3000):
         lane(["[0.1, 0.2, 0.3, 0.4]"], lambda: (width, 1000 + width))
-    assert len(lane._pixels) <= PaddingLane._KEPT and len(lane._texts) <= PaddingLane._KEPT
+    assert len(lane._pixels) <= PaddingLane._KEPT
+    assert sum(map(len, lane._texts.values())) <= PaddingLane._KEPT_TEXT_ENTRIES and len(lane._shared_texts) <= 1001
 
 
 # --- the fused SVIT reader -------------------------------------------------------------------------
