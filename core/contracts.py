@@ -54,8 +54,9 @@ class Options:
     - ``state``: a dict shared by every input file of one pass, so that counters and random
       generators continue from one file to the next (SVIT ids, seeded instructions).
     - ``boxes``: for a reader that declares ``rewrites_boxes``, the run's
-      :class:`curate.boxes.BoxRewriter` when it can rewrite texts in the reader's own pass;
-      None otherwise (the engine then rewrites the samples the reader yields).
+      :class:`curate.boxes.BoxRewriter` when it can rewrite texts in the reader's own pass
+      (``rewrite_texts``, then ``tally`` for a record that is kept); None otherwise (the
+      engine then rewrites the samples the reader yields).
     """
 
     image_root: Path | None = None
