@@ -355,10 +355,11 @@ class PaddingLane:
         """The texts rewritten and how many boxes they held, or None. The texts of a record are
         taken together (joined by NUL, which no bracket may hold) to pay the per-call costs once."""
         text = "\0".join(texts)
+        if text.count("\0") != len(texts) - 1:
+            return None                      # a text holds a NUL itself: they could not be split back
         parts = _BRACKET.split(text)         # text, inside of a bracket, text, ..., text
         if len(parts) > 1:
-            if (_UNUSUAL_GAP.search(text) or (self.svit and "<ed>[" in text)
-                    or text.count("\0") != len(texts) - 1):
+            if _UNUSUAL_GAP.search(text) or (self.svit and "<ed>[" in text):
                 return None                  # rewrite_boxes writes ", " and "<ed> [" there
             numbers = self.numbers
             try:

@@ -26,16 +26,15 @@ def read_for_device(path) -> tuple[bytes | None, int, str | None]:
     CPU), its EXIF orientation (1-8), and the reason when the file cannot be used at all."""
     try:
         with open_image(path) as image:          # the same bounds as the CPU path: size, pixels
-            jpeg = image.format == "JPEG"
-            orientation = image.getexif().get(0x0112, 1) if jpeg else 1
+            if image.format != "JPEG":
+                return None, 1, None
+            orientation = image.getexif().get(0x0112, 1)
+            image.fp.seek(0)                     # the whole file, through the same handle
+            data = image.fp.read()
     except UnreadableImage as e:
         return None, 1, str(e)
     except Exception:  # noqa: BLE001 - a broken header is the CPU path's to explain
         return None, 1, None
-    if not jpeg:
-        return None, 1, None
-    with open(path, "rb") as f:
-        data = f.read()
     return (data if data.startswith(JPEG_MAGIC) else None), orientation, None
 
 

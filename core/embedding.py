@@ -154,9 +154,10 @@ def prepare_image(path: Path, model: LoadedEmbedder, signals=()):
 
 
 def read_for_device_task(path: Path, model: LoadedEmbedder, signals=()):
-    """For the device decoder: the file's JPEG bytes and orientation (or None: decode it on the
-    CPU), the fingerprints of the signals, which need Pillow's pixels (None when there are
-    none), and the reason when the file cannot be used."""
+    """For the device decoder: the file's JPEG bytes and orientation (None: decode it on the
+    CPU), the fingerprints of the signals, which need Pillow's pixels ({} when there are no
+    signals; None when the file goes to the CPU path, which computes them), and the reason
+    when the file cannot be used."""
     from .device_decode import read_for_device
     data, orientation, reason = read_for_device(path)
     if reason is not None or data is None or not signals:

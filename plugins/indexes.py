@@ -117,9 +117,10 @@ class TorchExactIndex(SimilarityIndex):
                 sims, order = torch.topk(sims, min(k, sims.shape[1]), dim=1)
                 ids = torch.gather(ids, 1, order)
             merged = (q0, sims, ids)
-            rows = slice(q0, q0 + len(sims))
-            best_sims[rows, :sims.shape[1]] = sims.cpu().numpy()
-            best_ids[rows, :ids.shape[1]] = ids.cpu().numpy()
+            if d0 + self.DATA_BLOCK >= self.size:     # the query block's last data block: copy out
+                rows = slice(q0, q0 + len(sims))
+                best_sims[rows, :sims.shape[1]] = sims.cpu().numpy()
+                best_ids[rows, :ids.shape[1]] = ids.cpu().numpy()
         return best_sims, best_ids
 
     def range_search(self, queries, threshold):

@@ -93,8 +93,7 @@ def sample_to_record(sample: Sample) -> dict:
     record = {"id": sample.id} if sample.id is not None else {}
     if sample.image is not None:
         record["image"] = sample.image
-    record["conversations"] = [{"from": t.role, "value": t.text} if not t.extra else _turn_to_dict(t)
-                               for t in sample.conversations]
+    record["conversations"] = [_turn_to_dict(t) for t in sample.conversations]
     for key, value in sample.extra.items():
         record.setdefault(key, value)
     return record

@@ -45,7 +45,7 @@ FRAGMENTS = st.one_of(
     WORDS, WORDS, plain_boxes(), plain_boxes(),
     st.tuples(st.sampled_from(["<st>dog<ed> ", "<st>red car<ed>  "]), plain_boxes()).map("".join),
     st.tuples(plain_boxes(), st.just(", "), plain_boxes()).map("".join),
-    st.sampled_from(["note [sic] ", "[", "]", "<st>", "<ed>", "<e<st>d>", "<<st>ed>", "<st>dog<ed>"]),
+    st.sampled_from(["note [sic] ", "[", "]", "<st>", "<ed>", "<e<st>d>", "<<st>ed>", "<st>dog<ed>", "\0"]),
     odd_boxes(),
     st.tuples(plain_boxes(), st.sampled_from([" , ", ",", " and ", ",\n"]), plain_boxes()).map("".join))
 
@@ -75,6 +75,8 @@ def test_padding_lane_takes_the_plain_case_and_leaves_the_rest():
                 "[0.1234, 0.2, 0.3, 0.4]", "[0.5, 0.2, 0.3, 0.4]", "[1, 2, 3, 4]"):
         assert lane([odd], lambda: (800, 600)) is None, odd
     assert lane(texts, lambda: (800, 600)) is None                # "[sic]" sends the record back
+    for nul in (["a\0b", "c"], ["a\0b [0.1, 0.2, 0.3, 0.4]", "c"]):    # a NUL in a text (JSON's \u0000)
+        assert lane(nul, lambda: (800, 600)) is None, nul
 
 
 def test_padding_lane_memory_is_bounded():
@@ -93,6 +95,7 @@ TRICKY = [
     "A <st>sign<ed> [0.1234, 0.2, 0.3, 0.45] reads [sic] 'open'.",
     "Nothing to see, [1, 2, 3, 4] is not a box.",
     "A <st>car<ed> [0.2, 0.1, 0.9, 0.8].",
+    "A <st>cat<ed> [0.2, 0.1, 0.9, 0.8] and a NUL \u0000 in the text.",
 ]
 
 
