@@ -4,16 +4,19 @@ the whole set is renamed into place in one commit step, after everything else su
 from __future__ import annotations
 
 import os
-import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import CurateError
+from .interrupts import signals_held
 
 # Outputs renamed into place by this process (so an interruption can say what was written).
 COMMITTED: list[Path] = []
-_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+# Temporary files of this process not yet renamed into place or removed. A signal can land
+# where no ``with`` block will unwind (entering ``__exit__``, say), so the exit after an
+# interruption removes whatever is still here: see :func:`remove_temporaries`.
+TEMPORARIES: set[Path] = set()
 
 
 def check_output(path: Path, *, inputs=(), overwrite: bool = False) -> Path:
@@ -83,15 +86,21 @@ class Outputs:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             remove_orphans(path)
-            fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         except OSError as e:
             raise CurateError(f"{path}: cannot write the output ({e.strerror})") from None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        kwargs = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
-        stream = open(fd, mode, buffering=1 << 20, **kwargs)
-        self.open_files[path] = (Path(temp_name), stream)
+        with signals_held():       # a signal between creating the file and recording it would orphan it
+            try:
+                fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                                 dir=path.parent)
+            except OSError as e:
+                raise CurateError(f"{path}: cannot write the output ({e.strerror})") from None
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
+            kwargs = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
+            stream = open(fd, mode, buffering=1 << 20, **kwargs)
+            self.open_files[path] = (Path(temp_name), stream)
+            TEMPORARIES.add(Path(temp_name))
         return stream
 
     def discard_at_commit(self, path) -> None:
@@ -105,26 +114,26 @@ class Outputs:
             stream.flush()
             os.fsync(stream.fileno())
             stream.close()
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-        try:
+        with signals_held():
             for path, (temp, _) in self.open_files.items():
                 os.replace(temp, path)
+                TEMPORARIES.discard(temp)
                 COMMITTED.append(path)
             self.open_files.clear()
             for path in self.stale:
                 if path.is_file():
                     path.unlink()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def abort(self) -> None:
-        for temp, stream in self.open_files.values():
-            try:
-                stream.close()
-            except OSError:
-                pass
-            temp.unlink(missing_ok=True)
-        self.open_files.clear()
+        with signals_held():        # a second Ctrl-C must not leave some temporary files behind
+            for temp, stream in self.open_files.values():
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+                temp.unlink(missing_ok=True)
+                TEMPORARIES.discard(temp)
+            self.open_files.clear()
 
     def __enter__(self):
         return self
@@ -138,6 +147,17 @@ class Outputs:
                 raise
         else:
             self.abort()
+
+
+def remove_temporaries() -> None:
+    """Remove every temporary file this process still holds (the last step of an interrupted run)."""
+    with signals_held():
+        for temp in TEMPORARIES:
+            try:
+                temp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        TEMPORARIES.clear()
 
 
 def remove_orphans(path: Path) -> None:

@@ -15,7 +15,8 @@ from . import api
 from .boxes import CONVENTIONS
 from .engine import ID_MODES, ON_ERROR, Inputs
 from .contracts import DEFAULT_SIGNALS
-from .entry import exit_interrupted, install_signal_handlers
+from .entry import exit_interrupted
+from .interrupts import install_signal_handlers
 from .errors import CurateError
 from .registry import KINDS, get_registry, register_commands
 from .progress import ProgressBar, plain, safe, stderr_console
