@@ -146,6 +146,8 @@ class TimmEmbedder(Embedder):
 # padded or letterboxed copy looks like its original; a row or column counts as uniform when no
 # channel varies along it by more than this (of 255).
 BORDER_SPREAD = 24
+# Device-decoded crops of one size are resized this many at a time (bounds their float copies).
+RESIZE_GROUP = 64
 
 
 def content_box(image) -> tuple[int, int, int, int]:
@@ -238,15 +240,24 @@ class TimmModel(LoadedEmbedder):
     def preprocess_decoded(self, images):
         """:class:`WholeImage` on upright RGB uint8 (3, H, W) tensors already on the device
         (the device decoder's): borders trimmed, bicubic resize with antialiasing (as
-        Pillow's), one uint8 (n, 3, size, size) batch."""
+        Pillow's), one uint8 (n, 3, size, size) batch. Crops of one size are resized together
+        (a batch of photos holds few sizes), so the kernel launches follow the sizes, not the
+        images; each group goes in slices of ``RESIZE_GROUP`` to bound the float copies."""
         torch = self.torch
-        out = []
-        for image, (left, top, right, bottom) in zip(images, tensor_content_boxes(images)):
-            crop = image[None, :, top:bottom, left:right].float()
-            resized = torch.nn.functional.interpolate(crop, size=(self.size, self.size), mode="bicubic",
-                                                      align_corners=False, antialias=True)
-            out.append(resized.round_().clamp_(0, 255).to(torch.uint8)[0])
-        return torch.stack(out)
+        crops = [image[:, top:bottom, left:right]
+                 for image, (left, top, right, bottom) in zip(images, tensor_content_boxes(images))]
+        by_size: dict[tuple, list[int]] = {}
+        for i, crop in enumerate(crops):
+            by_size.setdefault(tuple(crop.shape[-2:]), []).append(i)
+        out = torch.empty((len(crops), 3, self.size, self.size), dtype=torch.uint8, device=images[0].device)
+        for members in by_size.values():
+            for start in range(0, len(members), RESIZE_GROUP):
+                group = members[start:start + RESIZE_GROUP]
+                batch = torch.stack([crops[i] for i in group]).float()
+                resized = torch.nn.functional.interpolate(batch, size=(self.size, self.size), mode="bicubic",
+                                                          align_corners=False, antialias=True)
+                out[group] = resized.round_().clamp_(0, 255).to(torch.uint8)
+        return out
 
     def embed(self, batch):
         torch = self.torch

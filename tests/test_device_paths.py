@@ -77,6 +77,25 @@ def test_borders_are_trimmed_on_the_device_as_on_the_cpu():
     assert tensor_content_boxes(tensors)[0] == (10, 15, 150, 75)
 
 
+def test_crops_of_one_size_are_resized_together_as_one_by_one(model, monkeypatch):
+    """The grouped resize (one interpolate per crop size, in slices) gives each image exactly
+    what resizing it alone gives, in input order."""
+    from curate.plugins import timm_embedders
+    monkeypatch.setattr(timm_embedders, "RESIZE_GROUP", 2)          # slices of a size group too
+    rng = np.random.default_rng(3)
+    shapes = [(48, 64), (64, 48), (48, 64), (30, 30), (48, 64), (64, 48)]
+    images = [torch.from_numpy(rng.integers(0, 255, (3, h, w), dtype=np.uint8)) for h, w in shapes]
+    size = model.size
+    alone = []
+    for image in images:
+        resized = torch.nn.functional.interpolate(image[None].float(), size=(size, size), mode="bicubic",
+                                                  align_corners=False, antialias=True)
+        alone.append(resized.round_().clamp_(0, 255).to(torch.uint8)[0])
+    grouped = model.preprocess_decoded(images)
+    assert grouped.shape == (len(images), 3, size, size) and grouped.dtype == torch.uint8
+    assert torch.equal(grouped, torch.stack(alone))
+
+
 def test_dedup_decodes_on_the_device_from_the_cli_and_keeps_its_vectors_apart(tmp_path):
     demo, cache = FIXTURES / "dedup_demo.json", tmp_path / "cache"
     common = ("--image-root", IMAGES, "--embedder", "timm-pool", "--cache", cache, "--signals", "embedding",
