@@ -66,3 +66,16 @@ def signals_held():
             signum = _pending[0]
             _pending.clear()
             raise _interruption(signum)
+
+
+@contextmanager
+def handlers_kept():
+    """Put curate's handlers back after a library that installs its own (Ray's driver turns
+    SIGTERM into ``sys.exit`` and its core worker into an abort with a stack dump)."""
+    saved = {signum: signal.getsignal(signum) for signum in HANDLED}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)

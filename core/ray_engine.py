@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CurateError
+from .interrupts import handlers_kept
 from .embedding import EmbedResult, SignalSet, cached_or_todo, store
 
 
@@ -67,10 +68,11 @@ def start_ray(address: str | None, num_cpus: int | None):
     import logging
     if not ray.is_initialized():
         quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
-        if address:
-            ray.init(address=address, **quiet)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+        with handlers_kept():           # Ctrl-C and SIGTERM stay clean exits with --engine ray
+            if address:
+                ray.init(address=address, **quiet)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False        # curate shows its own
     logging.getLogger("ray.data").setLevel(logging.ERROR)

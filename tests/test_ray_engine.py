@@ -1,12 +1,15 @@
 """The Ray engine (a local Ray instance, 2 CPUs, loopback only) against the local engine."""
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, load_json, run_curate
+from conftest import CURATE, FIXTURES, load_json, run_curate
 
 pytestmark = pytest.mark.slow   # a model, Ray or killed processes
 
@@ -40,3 +43,37 @@ def test_ray_dedup_makes_the_same_decisions(tmp_path):
     removed = [(Path(str(tmp_path / f"{e}.json") + ".report") / "removed.jsonl").read_text() for e in ("local", "ray")]
     strip = [[{k: v for k, v in json.loads(line).items() if k != "score"} for line in r.splitlines()] for r in removed]
     assert strip[0] == strip[1] and len(strip[0]) == 4
+
+
+def _driver_log(pid: int) -> list[Path]:
+    """Ray's log of this driver, written once ``ray.init`` has connected it."""
+    return list(Path("/tmp/ray").glob(f"session_*/logs/python-core-driver-*_{pid}.log"))
+
+
+def test_sigterm_with_ray_is_a_clean_exit(tmp_path):
+    """Ray's driver and core worker install their own SIGTERM handlers (a sys.exit, an abort
+    with a stack dump: exit 134); curate puts its own back, so SIGTERM after Ray has started
+    is the usual clean line, exit 143, and nothing written."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(300):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+        records.append({"id": str(i), "image": f"{i}.jpg",
+                        "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A."}]})
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps(records))
+    out = tmp_path / "out.json"
+    process = subprocess.Popen([*CURATE, "dedup", str(source), "-o", str(out), "--image-root", str(tmp_path),
+                                "--embedder", "timm-pool", "--no-cache", "-q", "--engine", "ray", "--batch-size", "4"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _driver_log(process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)                                 # ray.init returns a moment after it connects
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "error: interrupted; no output was written", stderr[-2000:]
+    assert "Traceback" not in stderr and "SIGTERM received" not in stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.json*"))
