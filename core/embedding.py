@@ -21,6 +21,7 @@ from .cache import EmbeddingCache, image_key
 from .contracts import Embedder, LoadedEmbedder  # noqa: F401  (re-exported)
 from .errors import CurateError
 from .images import UnreadableImage, load_rgb
+from .interrupts import ignore_signals
 
 
 @dataclass
@@ -129,7 +130,11 @@ _WORKER: tuple = (None, ())   # (model, signals), set in forked decode processes
 
 
 def _set_worker(model, signals):
+    """In each forked decode process. Ctrl-C reaches a terminal's whole process group: the
+    parent handles it (its clean line, then it shuts this pool down), so the workers ignore
+    it rather than each printing a traceback."""
     global _WORKER
+    ignore_signals()
     _WORKER = (model, signals)
 
 

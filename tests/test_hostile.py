@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -367,6 +368,47 @@ def test_signal_during_dedup_is_a_clean_exit(tmp_path, signum, code):
         assert not list(tmp_path.glob(".out.json*")), delay
         report = tmp_path / "out.json.report"
         assert not report.exists() or not list(report.glob(".*.tmp")), delay
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_to_the_process_group_with_decode_processes_is_one_clean_line(tmp_path, signum, code):
+    """A terminal's Ctrl-C reaches every process of the group, forked decode workers too: only
+    curate's own line is printed (the workers once printed a traceback each)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(400):
+        Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+        records.append({"id": str(i), "image": f"{i}.jpg", "conversations": TURNS})
+    source = records_file(tmp_path, json.dumps(records))
+    out = tmp_path / "out.json"
+    process = subprocess.Popen([*CURATE, "dedup", str(source), "-o", str(out), "--image-root", str(tmp_path),
+                                "--embedder", "timm-pool", "--no-cache", "-q", "--decode", "processes",
+                                "--workers", "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(_children(process.pid)) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)                                     # the workers are decoding, or waiting for work
+    os.killpg(process.pid, signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr[-2000:]
+    assert stderr == "error: interrupted; no output was written\n"
+    assert not out.exists() and not list(tmp_path.glob(".out.json*"))
 
 
 RACE = """
