@@ -47,7 +47,12 @@ def test_ray_dedup_makes_the_same_decisions(tmp_path):
 
 def _driver_log(pid: int) -> list[Path]:
     """Ray's log of this driver, written once ``ray.init`` has connected it."""
-    return list(Path("/tmp/ray").glob(f"session_*/logs/python-core-driver-*_{pid}.log"))
+    try:
+        from ray._common.utils import get_default_ray_temp_dir     # RAY_TMPDIR, TMPDIR or /tmp
+        root = Path(get_default_ray_temp_dir())
+    except ImportError:
+        root = Path("/tmp/ray")
+    return list(root.glob(f"session_*/logs/python-core-driver-*_{pid}.log"))
 
 
 def test_sigterm_with_ray_is_a_clean_exit(tmp_path):
@@ -70,6 +75,7 @@ def test_sigterm_with_ray_is_a_clean_exit(tmp_path):
     deadline = time.monotonic() + 120
     while not _driver_log(process.pid) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert _driver_log(process.pid), "Ray's driver log never appeared (did Ray start?)"
     time.sleep(1.0)                                 # ray.init returns a moment after it connects
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
