@@ -79,6 +79,20 @@ def start_ray(address: str | None, num_cpus: int | None):
     return ray
 
 
+def _collect(batch: dict, result: EmbedResult, keys, cache, signals: SignalSet) -> None:
+    """One embedded batch into ``result`` (and the cache): vectors, or each failure's reason."""
+    positions = batch["position"].astype(np.int64)
+    finite = np.isfinite(batch["vector"]).all(axis=1)
+    reasons = np.where(batch["ok"].astype(bool) & ~finite,
+                       "the embedder returned a vector that is not finite (NaN or inf)", batch["reason"])
+    ok = batch["ok"].astype(bool) & finite
+    for i, good, reason in zip(positions, ok, reasons):
+        if not good:
+            result.failures[int(i)] = str(reason)
+    fingerprints = {signal.name: batch[f"signal:{signal.name}"][ok] for signal in signals.signals}
+    store(result, [int(i) for i in positions[ok]], batch["vector"][ok], fingerprints, keys, cache, signals)
+
+
 def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, workers=2, progress=None,
                     errors=None, address: str | None = None, signals: SignalSet | None = None) -> EmbedResult:
     """Like :func:`curate.embedding.embed_files`, on a Ray cluster. ``spec``: how actors load the
@@ -100,18 +114,15 @@ def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, work
             _EmbedActor, fn_constructor_kwargs={**spec, "device": device}, batch_size=batch_size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=max(1, gpus) if gpus else 1),
             num_gpus=1 if gpus else 0)
-        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
-            positions = batch["position"].astype(np.int64)
-            finite = np.isfinite(batch["vector"]).all(axis=1)
-            batch["reason"] = np.where(batch["ok"].astype(bool) & ~finite,
-                                       "the embedder returned a vector that is not finite (NaN or inf)", batch["reason"])
-            ok = batch["ok"].astype(bool) & finite
-            for i, good, reason in zip(positions, ok, batch["reason"]):
-                if not good:
-                    result.failures[int(i)] = str(reason)
-            fingerprints = {signal.name: batch[f"signal:{signal.name}"][ok] for signal in signals.signals}
-            store(result, [int(i) for i in positions[ok]], batch["vector"][ok], fingerprints, keys, cache, signals)
-            if progress:
-                progress(len(positions))
+        # closed here, so an interrupted run stops Ray Data's executor before the exit, not in a
+        # thread racing it (which re-initialised Ray and logged a warning under curate's line)
+        batches = iter(embedded.iter_batches(batch_size=None, batch_format="numpy"))
+        try:
+            for batch in batches:
+                _collect(batch, result, keys, cache, signals)
+                if progress:
+                    progress(len(batch["position"]))
+        finally:
+            batches.close()
     result.seconds = time.monotonic() - started
     return result

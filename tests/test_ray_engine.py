@@ -80,6 +80,7 @@ def test_sigterm_with_ray_is_a_clean_exit(tmp_path):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1] == "error: interrupted; no output was written", stderr[-2000:]
-    assert "Traceback" not in stderr and "SIGTERM received" not in stderr
+    # Ray's own log lines (core_worker.cc on every run, ray-project/ray#57733) may sit around it
+    assert "error: interrupted; no output was written" in stderr.splitlines(), stderr[-2000:]
+    assert "Traceback" not in stderr and "SIGTERM received" not in stderr, stderr[-2000:]
     assert not out.exists() and not list(tmp_path.glob(".out.json*"))
