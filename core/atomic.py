@@ -83,13 +83,10 @@ class Outputs:
         path = Path(path)
         if path in self.open_files:
             return self.open_files[path][1]
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            remove_orphans(path)
-        except OSError as e:
-            raise CurateError(f"{path}: cannot write the output ({e.strerror})") from None
         with signals_held():       # a signal between creating the file and recording it would orphan it
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                remove_orphans(path)
                 fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
                                                  dir=path.parent)
             except OSError as e:

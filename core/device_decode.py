@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import warnings
 
-from .images import UnreadableImage, open_image
+from .images import JPEG_MAGIC, UnreadableImage, open_image
 
-JPEG_MAGIC = b"\xff\xd8\xff"
 # Part of the cache key: nvJPEG's pixels (and a resize on tensors) are not Pillow's, so the
 # vectors of this path are kept apart from the CPU path's.
 DEVICE_DECODE_TAG = ";decoded-by-torchvision"

@@ -150,12 +150,20 @@ def prepare_image(path: Path, model: LoadedEmbedder, signals=()):
     fingerprint): (array, {signal: vector}, None) or (None, None, reason)."""
     try:
         image = load_rgb(path, model.short_side)
-        fingerprints = {signal.name: np.asarray(signal.fingerprint(image, path), np.float32) for signal in signals}
-        return model.preprocess(image), fingerprints, None
-    except UnreadableImage as e:
-        return None, None, str(e)
-    except Exception as e:  # a broken file must not stop a million-image run
-        return None, None, f"cannot decode ({type(e).__name__}: {e})"
+        return model.preprocess(image), _fingerprints(image, path, signals), None
+    except Exception as e:  # noqa: BLE001 - a broken file must not stop a million-image run
+        return None, None, _failure(e)
+
+
+def _fingerprints(image, path: Path, signals) -> dict[str, np.ndarray]:
+    return {signal.name: np.asarray(signal.fingerprint(image, path), np.float32) for signal in signals}
+
+
+def _failure(error: Exception) -> str:
+    """Why an image could not be used: the bound it broke, or what the decoder raised."""
+    if isinstance(error, UnreadableImage):
+        return str(error)
+    return f"cannot decode ({type(error).__name__}: {error})"
 
 
 def read_for_device_task(path: Path, model: LoadedEmbedder, signals=()):
@@ -168,12 +176,9 @@ def read_for_device_task(path: Path, model: LoadedEmbedder, signals=()):
     if reason is not None or data is None or not signals:
         return data, orientation, ({} if not signals else None), reason
     try:
-        image = load_rgb(path, model.short_side)
-        return data, orientation, {s.name: np.asarray(s.fingerprint(image, path), np.float32) for s in signals}, None
-    except UnreadableImage as e:
-        return None, 1, None, str(e)
-    except Exception as e:  # a broken file must not stop a million-image run
-        return None, 1, None, f"cannot decode ({type(e).__name__}: {e})"
+        return data, orientation, _fingerprints(load_rgb(path, model.short_side), path, signals), None
+    except Exception as e:  # noqa: BLE001 - as in prepare_image
+        return None, 1, None, _failure(e)
 
 
 def decode_on_device(done: list, paths: list, model: LoadedEmbedder, signals) -> list:

@@ -135,6 +135,7 @@ def _check_pixels(width: int, height: int) -> None:
         raise UnreadableImage(f"{width}x{height} pixels is over the {MAX_PIXELS:,} limit (decompression bomb?)")
 
 
+JPEG_MAGIC = b"\xff\xd8\xff"      # how every JPEG file begins (SOI, then a marker)
 # JPEG markers: frame headers (SOF0-15 but DHT, JPG, DAC), and the segments Pillow skips or
 # reads without changing the size (DHT, DAC, DQT, DNL, DRI, APP0-15, COM)
 _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -148,7 +149,7 @@ def _jpeg_frame_size(path) -> tuple[int, int] | None:
     Pillow, which also gives the reason when the file is broken."""
     try:
         with open(path, "rb") as f:
-            if f.read(3) != b"\xff\xd8\xff":
+            if f.read(3) != JPEG_MAGIC:
                 return None
             f.seek(2)
             size = None

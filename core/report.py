@@ -22,12 +22,10 @@ TABLE_COLUMNS = ("samples", "unique_images", "unreadable", "similar", "kept", "s
 HISTOGRAM_BINS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
 
 
-def build_report(run, pairs_by_threshold: list[list[dict]] | None = None) -> dict:
-    """Everything report.json holds, from a :class:`curate.deduplicate.DedupResult`
-    (``pairs_by_threshold``: each threshold's :func:`removed_pairs`, when already listed)."""
+def build_report(run, pairs_by_threshold: list[list[dict]]) -> dict:
+    """Everything report.json holds, from a :class:`curate.deduplicate.DedupResult` and each
+    threshold's :func:`removed_pairs` (listed once, for the HTML report too)."""
     found = run.duplicates
-    if pairs_by_threshold is None:
-        pairs_by_threshold = [removed_pairs(run, result) for result in found.thresholds]
     images = found.images
     failures = found.embedding.failures
     report = run.report
