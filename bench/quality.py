@@ -1,6 +1,6 @@
-"""Dedup quality and cost on the quality set (bench/quality_set.py), against imagededup's
-perceptual hashes and fastdup's embedding (given a Python that has them: --peers-python),
-all measured in the same run.
+"""Dedup quality and cost on the two quality sets (photos: bench/quality_set.py; text-rich
+images: bench/quality_text_set.py), against imagededup's perceptual hashes and fastdup's
+embedding (given a Python that has them: --peers-python), all measured in the same run.
 
 For each method: recall (near-duplicates removed as a duplicate of their own photo) and false
 removals (an image removed as a duplicate of another photo), with default settings and at the
@@ -27,6 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ROOT, print_table  # noqa: E402
 from quality_set import build  # noqa: E402
+from quality_text_set import build as build_text  # noqa: E402
+
+SETS = {"photos": build, "text": build_text}
 
 SWEEP = [round(t, 2) for t in np.arange(0.98, 0.49, -0.01)]
 
@@ -34,20 +37,25 @@ SWEEP = [round(t, 2) for t in np.arange(0.98, 0.49, -0.01)]
 def score(truth: dict, order: list[str], duplicate_of: dict[str, str]) -> dict:
     """Recall and false removals of one decision (removed image -> the kept image it duplicates)."""
     per_edit: dict[str, list[int]] = {}
-    false = []
+    per_family: dict[str, list[int]] = {}
+    false, lost = [], []
     for image in order:
         edit = truth[image]["edit"]
         partner = duplicate_of.get(image)
         right = partner is not None and truth[partner]["cluster"] == truth[image]["cluster"]
         if partner is not None and not right:
             false.append((image, partner))
+            if edit == "original":
+                lost.append(image)
         if edit != "original":
-            found = per_edit.setdefault(edit, [0, 0])
-            found[0] += right
-            found[1] += 1
+            for key, table in ((edit, per_edit), (truth[image].get("family", "photo"), per_family)):
+                found = table.setdefault(key, [0, 0])
+                found[0] += right
+                found[1] += 1
     found = sum(f for f, _ in per_edit.values())
     total = sum(n for _, n in per_edit.values())
-    return {"recall": found / total, "false": len(false), "per_edit": per_edit, "false_pairs": false}
+    return {"recall": found / total, "false": len(false), "lost": len(lost), "per_edit": per_edit,
+            "per_family": per_family, "false_pairs": false}
 
 
 def best_of(results: dict[float, dict]) -> tuple[float, dict]:
@@ -86,16 +94,17 @@ def cold_cpu(folder: Path, pythonpath: Path | None, label: str) -> float:
                    "--no-cache", "-o", str(out)], env)
 
 
-def curate_quality(folder: Path, truth: dict, order: list[str], signals: tuple) -> dict:
+def curate_quality(folder: Path, truth: dict, order: list[str], signals: tuple, verify: str = "content",
+                   sweep=SWEEP) -> dict:
     """Quality of one signal set, with default thresholds and swept over the embedding's."""
     import curate
     inputs = curate.Inputs([folder / "data.json"], image_root=folder / "images")
     spec = curate.EmbedderSpec("timm-pool")
     settings = curate.EmbedSettings(cache_dir=folder / "cache")
     results = {}
-    for thresholds in (None, SWEEP):
-        found = curate.identify_duplicates(inputs, spec, curate.SearchSettings(thresholds, "global", signals=signals),
-                                           settings)
+    for thresholds in (None, sweep):
+        found = curate.identify_duplicates(inputs, spec, curate.SearchSettings(thresholds, "global", signals=signals,
+                                                                                 verify=verify), settings)
         for result in found.thresholds:
             pairs = {found.images.paths[j]: found.images.paths[result.duplicate_of[j]]
                      for j in np.flatnonzero(result.duplicate_of >= 0)}
@@ -175,8 +184,10 @@ def greedy(order, similar, strength) -> dict[str, str]:
     return pairs
 
 
-SIGNAL_SETS = {"embedding only": ("embedding",), "exact + embedding": ("exact", "embedding"),
-               "exact + embedding + phash (default)": ("exact", "embedding", "phash")}
+SIGNAL_SETS = {"embedding only, no verification": (("embedding",), "none"),
+               "default signals, no verification (--verify none)": (("exact", "embedding", "phash"), "none"),
+               "default signals, verified (default)": (("exact", "embedding", "phash"), "content")}
+VERIFIED_SWEEP = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7]   # verification per threshold costs; a coarser sweep
 
 
 def main() -> None:
@@ -187,24 +198,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="cold runs per configuration (median)")
     parser.add_argument("--peers-python", default=None,
                         help="a Python with imagededup and fastdup installed (benchmark-only; not curate dependencies)")
+    parser.add_argument("--set", choices=SETS, default="photos", help="which quality set")
+    parser.add_argument("--no-cpu", action="store_true", help="skip the cold CPU comparison with --baseline")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
-        truth = build(folder)
+        truth = SETS[args.set](folder)
         order = [r["image"] for r in json.loads((folder / "data.json").read_text())]
         n = len(order)
-        baseline = baseline_tree(args.baseline, Path(tmp))
-        try:
-            cpu_before = sorted(cold_cpu(folder, baseline, "before") for _ in range(args.repeats))
-            cpu_after = sorted(cold_cpu(folder, None, "after") for _ in range(args.repeats))
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline / "src")],
-                           capture_output=True)
-        cpu_before, cpu_after = cpu_before[len(cpu_before) // 2], cpu_after[len(cpu_after) // 2]
+        cpu_before = cpu_after = None
+        if not args.no_cpu:
+            baseline = baseline_tree(args.baseline, Path(tmp))
+            try:
+                cpu_before = sorted(cold_cpu(folder, baseline, "before") for _ in range(args.repeats))
+                cpu_after = sorted(cold_cpu(folder, None, "after") for _ in range(args.repeats))
+            finally:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline / "src")],
+                               capture_output=True)
+            cpu_before, cpu_after = cpu_before[len(cpu_before) // 2], cpu_after[len(cpu_after) // 2]
         methods = {}
-        for label, signals in SIGNAL_SETS.items():
-            methods[f"curate, {label}"] = curate_quality(folder, truth, order, signals)
-        methods[f"curate, {list(SIGNAL_SETS)[-1]}"]["cpu"] = cpu_after
+        for label, (signals, verify) in SIGNAL_SETS.items():
+            methods[f"curate, {label}"] = curate_quality(folder, truth, order, signals, verify,
+                                                         VERIFIED_SWEEP if verify != "none" else SWEEP)
+        if cpu_after is not None:
+            methods[f"curate, {list(SIGNAL_SETS)[-1]}"]["cpu"] = cpu_after
         for method in ("PHash", "AHash", "DHash", "WHash") if args.peers_python else ():
             result = imagededup_run(args.peers_python, folder / "images", truth, order, method)
             if result:
@@ -218,12 +235,20 @@ def main() -> None:
             threshold, best = best_of(result["sweep"])
             d = result["default"]
             cpu = f"{1000 * result['cpu'] / n:.0f}" if "cpu" in result else ""
-            rows.append([name, result["default_threshold"], f"{d['recall']:.1%}", d["false"], threshold,
-                         f"{best['recall']:.1%}" if best else "-", cpu])
+            rows.append([name, result["default_threshold"], f"{d['recall']:.1%}", d["false"], d.get("lost", "-"),
+                         threshold, f"{best['recall']:.1%}" if best else "-", cpu])
         print_table(f"dedup quality on {n} images ({sum(t['edit'] != 'original' for t in truth.values())} "
                     "near-duplicates, --scope global)",
                     ["method", "default threshold", "recall (default)", "false removals (default)",
-                     "best threshold", "recall (best, 0 false)", "CPU ms/image (cold)"], rows)
+                     "distinct images removed (default)", "best threshold", "recall (best, 0 false)",
+                     "CPU ms/image (cold)"], rows)
+        families = sorted({t.get("family", "photo") for t in truth.values()})
+        if len(families) > 1:
+            print_table("per family with defaults: near-duplicates found / distinct removed",
+                        ["family", *methods],
+                        [[family, *(f"{r['default']['per_family'][family][0]}/{r['default']['per_family'][family][1]}"
+                                    f" / {sum(truth[i].get('family') == family for i, _ in r['default']['false_pairs'] if truth[i]['edit'] == 'original')}"
+                                    for r in methods.values())] for family in families])
         edit_rows = []
         edits = sorted({t["edit"] for t in truth.values()} - {"original"})
         for edit in edits:
@@ -234,9 +259,10 @@ def main() -> None:
                 row.append(f"{found}/{total}" + (f" ({best['per_edit'][edit][0]})" if best else ""))
             edit_rows.append(row)
         print_table("found per edit: default (at the best threshold)", ["edit", *methods], edit_rows)
-        print(f"\ncold CPU per image: before (commit {args.baseline}) {1000 * cpu_before / n:.0f} ms, "
-              f"after {1000 * cpu_after / n:.0f} ms")
-        print(f"ratio: CPU per image, after / before = {cpu_after / cpu_before:.2f}")
+        if cpu_after is not None:
+            print(f"\ncold CPU per image: before (commit {args.baseline}) {1000 * cpu_before / n:.0f} ms, "
+                  f"after {1000 * cpu_after / n:.0f} ms")
+            print(f"ratio: CPU per image, after / before = {cpu_after / cpu_before:.2f}")
         for name, result in methods.items():
             for pair in result["default"]["false_pairs"][:5]:
                 print(f"false removal ({name}, default):", pair)

@@ -9,7 +9,7 @@
 
 Plugins implement the contracts exported here (:class:`Reader`, :class:`Writer`,
 :class:`Embedder` and its :class:`LoadedEmbedder`, :class:`IndexKind` and its
-:class:`SimilarityIndex`, :class:`Signal`) and register them with ``@curate.hookimpl`` hooks.
+:class:`SimilarityIndex`, :class:`Signal`, :class:`Verifier`) and register them with ``@curate.hookimpl`` hooks.
 
 Names are imported on first use, so ``import curate`` (and the command line's start-up)
 stays cheap until something is needed.
@@ -22,7 +22,7 @@ _EXPORTS = {
     "sample": ["Sample", "Turn", "source_of"],
     "errors": ["CurateError", "RecordError"],
     "contracts": ["Embedder", "IndexKind", "LoadedEmbedder", "Options", "Reader", "SimilarityIndex", "Writer",
-                  "Sidecar", "Signal", "head_has_keys", "samples_from_json"],
+                  "Sidecar", "Signal", "Verdict", "Verifier", "head_has_keys", "samples_from_json"],
     "engine": ["Inputs", "Report"],
     "api": ["convert", "read", "write"],
     "deduplicate": ["DedupResult", "Duplicates", "EmbedderSpec", "EmbedSettings", "Embeddings", "ReportSettings",

@@ -287,6 +287,13 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
                    "recorded: embedding (always on; its threshold is -t), exact (same bytes or pixels), "
                    "phash (perceptual hash; phash=N sets the Hamming distance, default 10), and any a plugin "
                    "adds (`curate plugins`). A pair is removed when any of them matches.")
+@click.option("--verify", default="content", show_default=True, metavar="VERIFIER|none",
+              help="What confirms each candidate pair before an image is removed: content (the pair, aligned "
+                   "past borders, scale, crop, a strip at an edge and mirroring, agrees block by block at a "
+                   "resolution where text is legible, so charts, pages, covers and screenshots that differ in a "
+                   "word, number or bar are kept), a verifier a plugin adds, or none: the signals alone decide, "
+                   "which thins by similarity as the LLaVA-1.5 study did (it removes distinct images that look "
+                   "alike). Exact matches (same bytes or pixels) need no verification.")
 @click.option("--scope", type=click.Choice(["source", "global"]), default="source", show_default=True,
               help="source: compare images within each source dataset (as in the study). global: across all.")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -299,14 +306,15 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 @output_options
 def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, hnsw_m,
-          hnsw_ef_construction, hnsw_ef, thresholds, signals, scope, report_dir, sample_every, drop_unreadable, on_error,
+          hnsw_ef_construction, hnsw_ef, thresholds, signals, verify, scope, report_dir, sample_every, drop_unreadable, on_error,
           rejects, overwrite, boxes, ids, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
     Each unique image is decoded once, embedded and hashed (--signals); within each scope
     group, images are walked in order of first appearance and an image is removed when an
     already kept image matches it in any signal (embedding similarity >= THRESHOLD, the same
-    bytes, a perceptual hash within its distance). Samples of removed images go to removed.jsonl with
+    bytes, a perceptual hash within its distance) and the verifier (--verify) confirms that the
+    two are the same picture. Samples of removed images go to removed.jsonl with
     the image they duplicate; text-only samples and samples of kept images are written.
     Inputs are read as `curate convert` reads them (--from, --image-prefix, --seed, -O and
     the formats' own options).
@@ -323,7 +331,7 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
         source, output, to=to_format, embedder=EmbedderSpec(embedder, model, weights, device),
         search=SearchSettings(thresholds, scope, index, {"m": hnsw_m, "ef_construction": hnsw_ef_construction,
                                                            "ef": hnsw_ef} if index in ("hnsw", "auto") else {},
-                              parse_signals(signals)),
+                              parse_signals(signals), verify),
         settings=embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet),
         report=ReportSettings(report_dir, sample_every), drop_unreadable=drop_unreadable, on_error=on_error,
         rejects=rejects, boxes=boxes, ids=ids, overwrite=overwrite)
@@ -352,6 +360,10 @@ def print_dedup_summary(result) -> None:
                          f"({emb['images_per_second'] or 0:,.1f}/s), {emb['cached']:,} from cache, "
                          f"{emb['unreadable']:,} unreadable", highlight=False)
     print_report(result.report)
+    looked = len(result.duplicates.applied.refused)
+    stderr_console.print(f"removed: {plain(data['settings']['intent'])}"
+                         + (f"; {looked:,} pairs looked alike but were kept (different content)" if looked else ""),
+                         highlight=False, markup=False)
     stderr_console.print(f"report: {plain(result.report_dir / 'report.html')}", highlight=False, markup=False)
 
 

@@ -13,6 +13,7 @@ hook                   registers               whose method returns
 ``register_embedders`` :class:`Embedder`       ``load()`` → a :class:`LoadedEmbedder`
 ``register_indexes``   :class:`IndexKind`      ``new()`` → a :class:`SimilarityIndex`
 ``register_signals``   :class:`Signal`         ``fingerprint()`` → a unit vector
+``register_verifiers`` :class:`Verifier`       ``prepare()`` once per image, ``compare()`` → a :class:`Verdict`
 =====================  ======================  =====================================
 """
 
@@ -256,6 +257,7 @@ class Signal(ABC):
     version: str = "1"
     unit: str = "similarity"
     default: float = 1.0
+    verified: bool = True      # False: a match is proof on its own (the same bytes or pixels)
 
     @abstractmethod
     def fingerprint(self, image, path: Path) -> np.ndarray:
@@ -271,7 +273,45 @@ class Signal(ABC):
         return {"score": round(float(similarity), 6)}
 
 
-CONTRACTS = {"reader": Reader, "writer": Writer, "embedder": Embedder, "index": IndexKind, "signal": Signal}
+@dataclass(frozen=True)
+class Verdict:
+    """A verifier's answer for one candidate pair: ``same`` (the same picture: the later image
+    may go), ``score`` (the verifier's measure, in its own ``unit``; reported with the pair) and
+    ``detail`` (a few words on how it decided, for the report)."""
+
+    same: bool
+    score: float
+    detail: str = ""
+
+
+class Verifier(ABC):
+    """Confirms a candidate pair before an image is removed: the signals propose pairs that
+    look alike, a verifier says whether they are the same picture (a chart with another bar, a
+    page with another word, a cover with another title is not).
+
+    ``prepare`` runs once per image that takes part in a candidate pair and its result is kept
+    while the walk needs it; ``compare`` runs once per candidate pair (a kept image and a later
+    one). Attributes: ``name``, ``description``, ``version`` and ``unit`` (what ``score`` means).
+    Failures: ``prepare`` may raise :class:`curate.images.UnreadableImage` (or any error): the pair
+    is then kept, never removed unverified.
+    """
+
+    name: str = ""
+    description: str = ""
+    version: str = "1"
+    unit: str = "score"
+
+    @abstractmethod
+    def prepare(self, path: Path):
+        """What ``compare`` needs of one image file (decoded once)."""
+
+    @abstractmethod
+    def compare(self, kept, candidate) -> Verdict:
+        """Whether ``candidate`` (prepared) is the same picture as ``kept`` (prepared)."""
+
+
+CONTRACTS = {"reader": Reader, "writer": Writer, "embedder": Embedder, "index": IndexKind, "signal": Signal,
+             "verifier": Verifier}
 
 
 def contract_problem(kind: str, component) -> str | None:

@@ -34,6 +34,7 @@ from .progress import ProgressBar
 from .registry import get_registry
 from .sample import source_of
 from .similarity import Channel, kept_curve, nearest_neighbours, walk
+from .verification import CANDIDATES, DEFAULT_VERIFIER, NONE, Looked, PairVerifier
 
 SCOPES = ("source", "global")
 ENGINES = ("local", "ray")
@@ -95,6 +96,19 @@ class SearchSettings:
     index: str = "auto"
     index_options: dict = field(default_factory=dict)
     signals: tuple = DEFAULT_SIGNALS
+    verify: str = DEFAULT_VERIFIER       # the verifier that confirms each removal; "none": the signals decide
+
+    @property
+    def verifier(self):
+        """The verifier plugin, or None with ``verify="none"``."""
+        return None if self.verify == NONE else get_registry().get("verifier", self.verify)
+
+    @property
+    def intent(self) -> str:
+        """What this run removes, in words for the summary and the report."""
+        if self.verify == NONE:
+            return "similar images (thinning by similarity, no verification)"
+        return f"verified near-duplicates (verifier: {self.verify})"
 
     def __post_init__(self):
         if self.thresholds:
@@ -304,6 +318,8 @@ class ThresholdResult:
     duplicate_of: np.ndarray   # per image: kept image position, -1 kept, -2 not embedded
     score: np.ndarray          # similarity in the signal that fired
     signal: np.ndarray = None  # per image: which signal fired (a position in Duplicates.signal_names)
+    verdicts: dict = field(default_factory=dict)   # removed image -> the Verdict that confirmed it
+    refused: list = field(default_factory=list)    # verification.Looked: alike, kept (different content)
 
 
 @dataclass
@@ -327,6 +343,11 @@ class Duplicates:
         shown = {"score": round(float(result.score[i]), 6)}
         if plugin is not None:
             shown.update(plugin.describe(float(result.score[i])))
+        verdict = result.verdicts.get(i)
+        if verdict is not None:
+            shown.update(verified_by=self.search.verify, verify_score=verdict.score)
+        elif self.search.verify != NONE:
+            shown.update(verified_by=f"{name} (needs no verification)")
         return {"signal": name, **shown}
 
     @property
@@ -378,7 +399,7 @@ class Duplicates:
         return dict(embedder=model.embedder, model=model.model_name, weights=model.weights_digest, dim=model.dim,
                     device=model.device, index=self.search.index, index_options=dict(self.search.index_options),
                     thresholds=list(self.search.thresholds), scope=self.search.scope,
-                    signals=self.signal_names,
+                    signals=self.signal_names, verify=self.search.verify, intent=self.search.intent,
                     signal_similarity={name: round(t, 6) for name, plugin, t in self.signals if plugin},
                     image_root=str(self.found.image_root))
 
@@ -424,11 +445,13 @@ class Neighbourhood:
 
 
 def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool):
-    """The keep/remove walk per group and threshold over every signal, then each image's
-    neighbourhood in the embedding (for the report)."""
+    """The keep/remove walk per group and threshold over every signal (each removal confirmed by
+    the verifier), then each image's neighbourhood in the embedding (for the report)."""
     index_kind = get_registry().get("index", search.index)
     options = dict(search.index_options)
     vectors, ok = found.result.vectors, found.result.ok
+    verifier = search.verifier
+    pairs = PairVerifier(verifier, found.images.paths, found.image_root) if verifier else None
     results = []
     n = len(ok)
     steps = len(groups) * (len(search.thresholds) + 1)
@@ -440,15 +463,23 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
             # (name, every image's vectors, threshold) per signal; the embedding's is this pass's
             matrices = [(name, vectors, threshold) if plugin is None else (name, found.result.signals[name], cosine)
                         for name, plugin, cosine in signals]
+            verdicts, refused = {}, []
             for members in groups.values():
-                decision = walk([Channel(name, matrix[members], t, index_kind, options)
-                                 for name, matrix, t in matrices])
+                verify = (lambda kept, candidate, m=members: pairs(int(m[kept]), int(m[candidate]))) if pairs else None
+                decision = walk([Channel(name, matrix[members], t, index_kind, options,
+                                         verified=plugin is None or plugin.verified)
+                                 for (name, matrix, t), (_, plugin, _) in zip(matrices, signals)],
+                                verify=verify, candidates=CANDIDATES)
                 removed = decision.duplicate_of >= 0
                 duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
                 score[members[removed]] = decision.score[removed]
                 fired[members[removed]] = decision.signal[removed]
+                verdicts.update((int(members[i]), verdict) for i, verdict in decision.verdicts.items())
+                refused += [Looked(int(members[kept]), int(members[candidate]), c, sim, verdict)
+                            for kept, candidate, c, sim, verdict in decision.refused
+                            if decision.duplicate_of[candidate] < 0]
                 bar.advance(1)
-            results.append(ThresholdResult(threshold, duplicate_of, score, fired))
+            results.append(ThresholdResult(threshold, duplicate_of, score, fired, verdicts, refused))
         kept_everywhere = np.logical_and.reduce([r.duplicate_of == -1 for r in results])
         neighbourhood = Neighbourhood.empty(n)
         for members in groups.values():
@@ -465,6 +496,7 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
     search = search or SearchSettings()
     settings = settings or EmbedSettings()
     get_registry().get("index", search.index)            # unknown names fail before any work
+    get_registry().get("verifier", search.verify) if search.verify != NONE else None
     signals = search.resolved_signals()
     embedder = embedder or EmbedderSpec()
     model = model or embedder.load()

@@ -43,5 +43,11 @@ def register_signals(register):
 
 
 @hookspec
+def register_verifiers(register):
+    """Register near-duplicate verifiers: :class:`curate.Verifier`, whose ``compare(kept, candidate)``
+    confirms that a candidate pair the signals proposed is the same picture before an image goes."""
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``curate`` click group."""

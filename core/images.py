@@ -260,6 +260,28 @@ def load_rgb(path: Path, short_side: int | None = None) -> Image.Image:
         raise UnreadableImage(f"cannot decode ({type(e).__name__}: {e})") from None
 
 
+def load_gray(path: Path, long_side: int) -> Image.Image:
+    """Decode an image as upright greyscale ("L") with its long side at most ``long_side``
+    (JPEGs decode in draft mode straight to greyscale, the cheapest decode there is). Transparent
+    parts are composed on white, as :func:`load_rgb` does. Raises UnreadableImage with a reason."""
+    try:
+        with open_image(path) as image:
+            if image.format == "JPEG" and image.mode in ("RGB", "L", "YCbCr"):
+                image.draft("L", (long_side, long_side))
+            image.load()
+            if image.mode != "L":
+                image = _upright_rgb(image).convert("L")
+            else:
+                image = ImageOps.exif_transpose(image)
+            scale = long_side / max(image.size)
+            if scale < 1:
+                image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                     Image.Resampling.BILINEAR, reducing_gap=2.0)
+            return image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(f"cannot decode ({type(e).__name__}: {e})") from None
+
+
 def _upright_rgb(image: Image.Image) -> Image.Image:
     image = ImageOps.exif_transpose(image)
     if image.mode == "RGB":

@@ -7,11 +7,17 @@ renaming a run's outputs into place): inside :func:`signals_held` a signal waits
 step is done. Blocking the signal in this thread is not enough on its own, because the
 kernel may hand a process signal to any thread (a decode worker, rich's refresh thread) and
 Python then runs the handler in the main thread at once; so the handler itself defers too.
+
+Once the exit code is decided (a ``SystemExit`` on its way out, or the exit after a signal),
+no signal changes it: the handlers become ``SIG_IGN``, and a signal that the C level caught
+just before, whose Python handler CPython still runs at its next check (``signal.signal``
+itself runs pending handlers first), finds the exit under way and does nothing.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import contextmanager
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -32,7 +38,14 @@ def _interruption(signum: int) -> KeyboardInterrupt:
     return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
 
+def _exiting() -> bool:
+    """A SystemExit or an interruption is being handled: the exit code is decided."""
+    return isinstance(sys.exc_info()[1], (SystemExit, KeyboardInterrupt))
+
+
 def _on_signal(signum, frame):
+    if _exiting():          # no window: true from the first instruction of the ``except`` on
+        return
     if _holding:
         _pending.append(signum)
         return
@@ -45,8 +58,9 @@ def install_signal_handlers() -> None:
 
 
 def ignore_signals() -> None:
-    """The command is over and its exit code decided: a signal now must not turn it into a
-    death by signal while Python shuts down."""
+    """The command is over and its exit code decided: from here no signal runs a handler (nor
+    turns the exit into a death by signal while Python shuts down). One caught just before,
+    whose handler runs as this is called, is dropped by the handler (see :func:`_exiting`)."""
     for signum in HANDLED:
         signal.signal(signum, signal.SIG_IGN)
 
@@ -70,12 +84,28 @@ def signals_held():
 
 @contextmanager
 def handlers_kept():
-    """Put curate's handlers back after a library that installs its own (Ray's driver turns
-    SIGTERM into ``sys.exit`` and its core worker into an abort with a stack dump)."""
+    """Run a library's start-up with curate's handlers in force throughout: its
+    ``signal.signal`` calls for these signals are refused while the block runs (Ray's driver
+    would turn SIGTERM into ``sys.exit``), and the handlers are put back at the end in case
+    it installed any by other means.
+
+    Putting them back only at the end left the start-up to the library's handlers; blocking
+    the signals in this thread meanwhile does not close that window, because the kernel then
+    hands a process signal to another thread (torch's, OpenMP's, started earlier and not
+    blocking it), which runs whatever handler is installed."""
     saved = {signum: signal.getsignal(signum) for signum in HANDLED}
+    install = signal.signal
+
+    def refuse(signum, handler):
+        if signum in HANDLED:
+            return signal.getsignal(signum)
+        return install(signum, handler)
+
+    signal.signal = refuse
     try:
         yield
     finally:
+        signal.signal = install
         for signum, handler in saved.items():
             if handler is not None:
                 signal.signal(signum, handler)

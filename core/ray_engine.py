@@ -6,12 +6,13 @@ between engines and resume. Ray is imported only here (``pip install 'curate[ray
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CurateError
-from .interrupts import handlers_kept
+from .interrupts import handlers_kept, signals_held
 from .embedding import EmbedResult, SignalSet, cached_or_todo, store
 
 
@@ -60,6 +61,27 @@ class _EmbedActor:
                 **{key: value for key, value in batch.items() if key.startswith("signal:")}}
 
 
+@contextmanager
+def _without_failure_signal_handler():
+    """Ray's C++ core worker, created in this process by ``ray.init``, installs abseil's
+    failure-signal handler with sigaction, SIGTERM among its signals (a stack dump, then an
+    abort), where no Python code can refuse it. Ray's switch for hosts that handle signals
+    themselves (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER``, made for the JVM; read from the
+    environment when Ray is imported, consulted when the core worker is created) is set for
+    this driver only, while it starts: Ray's worker processes keep their handler."""
+    try:
+        from ray._private import ray_constants
+        before = ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
+    except (ImportError, AttributeError):       # another Ray: handlers_kept still puts ours back after
+        yield
+        return
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    try:
+        yield
+    finally:
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = before
+
+
 def start_ray(address: str | None, num_cpus: int | None):
     try:
         import ray
@@ -68,7 +90,15 @@ def start_ray(address: str | None, num_cpus: int | None):
     import logging
     if not ray.is_initialized():
         quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
-        with handlers_kept():           # Ctrl-C and SIGTERM stay clean exits with --engine ray
+        # Ctrl-C and SIGTERM stay clean exits with --engine ray, start-up included. Ray's own
+        # handlers never replace curate's, not even for a moment (a signal that met them was a
+        # sys.exit, or an abort with a stack dump). While curate starts a local instance, a
+        # signal also waits until ray.init returns: raised inside it (the core worker's
+        # construction) it left Ray half started, and Ray's shutdown at exit crashed with
+        # SIGSEGV. Connecting to a cluster can wait on the network for minutes, so there it
+        # is raised as soon as Ray's code returns to Python.
+        held = nullcontext() if address else signals_held()
+        with held, handlers_kept(), _without_failure_signal_handler():
             if address:
                 ray.init(address=address, **quiet)
             else:

@@ -18,6 +18,7 @@ from .sample import TEXT_ONLY, source_of
 from .similarity import CURVE_THRESHOLDS, kept_counts
 
 KEPT_PAIRS_PER_SOURCE = 24
+LOOKED_ALIKE_LISTED = 1000      # per threshold in report.json, most similar first
 TABLE_COLUMNS = ("samples", "unique_images", "unreadable", "similar", "kept", "samples_removed")
 HISTOGRAM_BINS = np.round(np.arange(0.0, 1.0001, 0.02), 2)
 
@@ -51,7 +52,8 @@ def build_report(run, pairs_by_threshold: list[list[dict]]) -> dict:
         total = {key: sum(r[key] for r in rows) for key in TABLE_COLUMNS}
         rows.append({"source": "total", **total})
         tables.append({"threshold": result.threshold, "table": rows,
-                       "pairs": pairs[::max(1, run.sample_every)]})
+                       "pairs": pairs[::max(1, run.sample_every)],
+                       "looked_alike_kept": looked_alike_kept(found, result)})
     embed = found.embedding
     settings = dict(found.settings(), sample_every=run.sample_every, drop_unreadable=run.drop_unreadable)
     return {
@@ -84,6 +86,26 @@ def removed_pairs(run, result) -> list[dict]:
                     "duplicate_of_id": images.first_id[j], **found.match(result, i),
                     "source": source_of(images.paths[i])})
     return out
+
+
+def looked_alike_kept(found, result) -> list[dict]:
+    """Pairs a signal proposed and the verifier refused (both images stayed): what verification
+    saved, most similar first, for a person to judge (one per image that stayed)."""
+    images, names = found.images, found.signal_names
+    out = []
+    for looked in sorted(result.refused, key=lambda looked: -looked.similarity)[:LOOKED_ALIKE_LISTED]:
+        i, j = looked.candidate, looked.kept
+        out.append({"image": images.paths[i], "id": images.first_id[i], "looked_like": images.paths[j],
+                    "looked_like_id": images.first_id[j], "signal": names[looked.signal],
+                    "score": round(float(looked.similarity), 6), "verified_by": found.search.verify,
+                    "verify_score": _finite(looked.verdict.score), "why_kept": f"different content ({str(looked.verdict.detail)[:200]})" if looked.verdict.detail
+                    else "different content",
+                    "source": source_of(images.paths[i])})
+    return out
+
+
+def _finite(value: float):
+    return round(float(value), 4) if np.isfinite(value) else None
 
 
 def histograms(found, members_of: dict[str, np.ndarray]) -> dict:
@@ -137,7 +159,8 @@ def closest_kept_pairs(found, members_of: dict[str, np.ndarray], limit: int = KE
 def render_markdown(data: dict) -> str:
     lines = ["# curate dedup report", ""]
     s = data["settings"]
-    lines += [f"- inputs: {_md(', '.join(data['inputs']))}", f"- output: {_md(data['output'])}",
+    lines += [f"- removes: {_md(s['intent'])}",
+              f"- inputs: {_md(', '.join(data['inputs']))}", f"- output: {_md(data['output'])}",
               f"- embedder: {_md(s['embedder'])} ({_md(s['model'])}, {s['dim']}-d), index: {_md(s['index'])}, "
               f"scope: {_md(s['scope'])}",
               f"- records: {data['accounting']['input']:,} in = {data['accounting']['written']:,} written + "
@@ -156,6 +179,14 @@ def render_markdown(data: dict) -> str:
         for p in block["pairs"]:
             lines.append(f"| {_md(p['image'])} | {_md(p['id'])} | {_md(p['duplicate_of'])} | "
                          f"{_md(p['duplicate_of_id'])} | {p['score']:.4f} |")
+        looked = block["looked_alike_kept"]
+        if looked:
+            lines += ["", f"Looked alike, kept: different content ({len(looked):,} pairs the signals proposed and "
+                      f"verifier {_md(s['verify'])} refused; the 20 most similar):", "",
+                      "| image | looked like | signal | score | verifier score | why kept |",
+                      "| --- | --- | --- | ---: | ---: | --- |"]
+            lines += [f"| {_md(p['image'])} | {_md(p['looked_like'])} | {_md(p['signal'])} | {p['score']:.4f} | "
+                      f"{_md(p['verify_score'])} | {_md(p['why_kept'])} |" for p in looked[:20]]
         lines.append("")
     lines += ["## Closest pairs kept", "", "Per source, the most similar pairs that both stayed (embedding similarity)."
               , "", "| source | image | nearest kept image | score |", "| --- | --- | --- | ---: |"]

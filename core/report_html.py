@@ -89,7 +89,7 @@ def render_html(run, data: dict, pairs_by_threshold: list[list[dict]], show_prog
     sources = [row["source"] for row in data["thresholds"][0]["table"]
                if row["source"] in data["nearest_neighbour_histogram"]]
     shown_sources, hidden = sources[:MOST_SOURCES], sources[MOST_SOURCES:]
-    per_gallery = pairs_per_gallery(len(shown_sources) * (len(thresholds) + 1))
+    per_gallery = pairs_per_gallery(len(shown_sources) * (len(thresholds) + 2))
     out = [_head(data, thresholds)]
     with ProgressBar("report", len(shown_sources), unit="sources", enabled=show_progress) as bar:
         for name in shown_sources:
@@ -119,6 +119,7 @@ def _head(data: dict, thresholds: list[float]) -> str:
            f"<b>{escape(s['embedder'])}</b> ({escape(s['model'])}, {s['dim']}-d), index <b>{escape(s['index'])}</b>,"
            f" scope <b>{escape(s['scope'])}</b>, signals <b>{escape(signals)}</b>; output filtered at threshold "
            f"<b>{thresholds[0]}</b></p>",
+           f"<p class=intent>This run removes <b>{escape(s['intent'])}</b>.</p>",
            f"<p class=accounting>{acc['input']:,} records in = {acc['written']:,} written + {acc['removed']:,} "
            f"removed + {acc['rejected']:,} rejected</p>"]
     for block in data["thresholds"]:
@@ -156,11 +157,25 @@ def _source_section(name: str, data: dict, thresholds: list[float], pairs_by_thr
                    "lowest score to the highest</h3><div class=pairs>")
         for p in shown:
             how = p["signal"] + (f", distance {p['distance']}" if "distance" in p else "")
+            if p.get("verify_score") is not None:
+                how += f"; verified ({p['verified_by']} {p['verify_score']})"
             out.append("<div class=pair>" + thumbs.img(p["image"]) + thumbs.img(p["duplicate_of"]) +
                        f"<div class=cap>{escape(how)} <b>{p['score']:.4f}</b><br>removed: "
                        f"{escape(str(p['image']))} ({escape(str(p['id']))})<br>kept: "
                        f"{escape(str(p['duplicate_of']))} ({escape(str(p['duplicate_of_id']))})</div></div>")
         out.append("</div>")
+    for block in data["thresholds"][:1]:
+        looked = [p for p in block["looked_alike_kept"] if p["source"] == name][:per_gallery]
+        if looked:
+            out.append(f"<h3>Looked alike, kept: different content ({len(looked)} of the pairs the signals "
+                       "proposed and the verifier refused, most similar first)</h3><div class='pairs looked-pairs'>")
+            for p in looked:
+                how = f"{p['signal']} {p['score']:.4f}; {p['verified_by']}: {p['why_kept']}"
+                out.append("<div class=pair>" + thumbs.img(p["image"]) + thumbs.img(p["looked_like"]) +
+                           f"<div class=cap>{escape(how)}<br>kept: {escape(str(p['image']))} "
+                           f"({escape(str(p['id']))})<br>looked like: {escape(str(p['looked_like']))} "
+                           f"({escape(str(p['looked_like_id']))})</div></div>")
+            out.append("</div>")
     kept = data["closest_kept_pairs"].get(name, [])[:per_gallery]
     if kept:
         out.append(f"<h3>Closest pairs kept (below {min(thresholds)}): the {len(kept)} most similar pairs that "

@@ -19,13 +19,15 @@ from .contracts import IndexKind, SimilarityIndex  # noqa: F401  (re-exported)
 
 @dataclass
 class Channel:
-    """One signal's vectors for a group of images, searched with an index at its own threshold."""
+    """One signal's vectors for a group of images, searched with an index at its own threshold.
+    ``verified``: a match must be confirmed by the verifier (False for exact matches)."""
 
     name: str
     vectors: np.ndarray
     threshold: float
     kind: IndexKind
     options: dict = field(default_factory=dict)
+    verified: bool = True
 
 
 @dataclass
@@ -33,58 +35,103 @@ class WalkResult:
     duplicate_of: np.ndarray   # (n,) position of the kept image it duplicates, -1 when kept
     score: np.ndarray          # (n,) similarity to that image in the signal that fired (0 when kept)
     signal: np.ndarray = None  # (n,) which channel fired (its position), -1 when kept
+    verdicts: dict = field(default_factory=dict)   # removed image -> the Verdict that confirmed it
+    refused: list = field(default_factory=list)    # (kept, candidate, channel, similarity, Verdict): kept anyway
 
     @property
     def kept(self) -> np.ndarray:
         return self.duplicate_of < 0
 
 
-def walk(channels: list[Channel], block: int = 1024) -> WalkResult:
+def walk(channels: list[Channel], block: int = 1024, verify=None, candidates: int = 4) -> WalkResult:
     """The greedy walk over several signals at once, a block at a time: an image is removed
     when, in any channel, an already kept image reaches that channel's threshold; the first
     channel (in the order given) that fires is recorded, with its most similar kept image.
     Each block is checked against the kept images of earlier blocks through each channel's
-    index, then within itself in order (exactly)."""
+    index, then within itself in order (exactly).
+
+    ``verify(kept, candidate)`` (positions; returns a :class:`curate.Verdict`): a match in a
+    ``verified`` channel removes the image only when the verifier confirms it. The closest
+    ``candidates`` kept images that match are tried in channel order, then by similarity;
+    when none is confirmed the image stays, and the first refused pair is recorded."""
     n = len(channels[0].vectors)
     duplicate_of = np.full(n, -1, np.int64)
     score = np.zeros(n, np.float32)
     fired = np.full(n, -1, np.int8)
+    result = WalkResult(duplicate_of, score, fired)
     if n == 0:
-        return WalkResult(duplicate_of, score, fired)
+        return result
+    k = candidates if verify is not None else 1
     indexes = [c.kind.new(c.vectors.shape[1], n, **c.options) for c in channels]
     kept_ids: list[int] = []
     for start in range(0, n, block):
         stop = min(n, start + block)
-        candidates = []
+        found = []
         for channel, index in zip(channels, indexes):
             chunk = channel.vectors[start:stop]
-            best_sim = np.full(len(chunk), -np.inf, np.float32)
-            best_id = np.full(len(chunk), -1, np.int64)
+            sims = np.full((len(chunk), k), -np.inf, np.float32)
+            ids = np.full((len(chunk), k), -1, np.int64)
             if len(index):
-                sims, ids = index.search(chunk, 1)
-                found = ids[:, 0] >= 0
-                best_sim[found] = sims[found, 0]
-                best_id[found] = np.asarray(kept_ids, np.int64)[ids[found, 0]]
-            candidates.append((best_sim, best_id, chunk @ chunk.T))
+                got_sims, got_ids = index.search(chunk, min(k, len(index)))
+                hit = got_ids >= 0
+                width = got_ids.shape[1]
+                sims[:, :width] = np.where(hit, got_sims, -np.inf)
+                ids[:, :width] = np.where(hit, np.asarray(kept_ids, np.int64)[np.maximum(got_ids, 0)], -1)
+            found.append((sims, ids, chunk @ chunk.T))
         kept_here: list[int] = []
         for i in range(stop - start):
-            for k, (channel, (best_sim, best_id, within)) in enumerate(zip(channels, candidates)):
-                sim, partner = best_sim[i], best_id[i]
-                if kept_here:
-                    row = within[i, kept_here]
-                    j = int(row.argmax())
-                    if row[j] > sim:
-                        sim, partner = row[j], start + kept_here[j]
-                if partner >= 0 and sim >= channel.threshold:
-                    duplicate_of[start + i], score[start + i], fired[start + i] = partner, sim, k
-                    break
-            else:
-                kept_here.append(i)
+            matches = _matches(channels, found, i, start, kept_here, k)
+            if matches and _decide(result, start + i, matches, channels, verify, candidates):
+                continue
+            kept_here.append(i)
         if kept_here:
             for channel, index in zip(channels, indexes):
                 index.add(channel.vectors[start:stop][kept_here])
             kept_ids.extend(start + i for i in kept_here)
-    return WalkResult(duplicate_of, score, fired)
+    return result
+
+
+def _matches(channels, found, i, start, kept_here, k) -> list[tuple[int, int, float]]:
+    """Kept images that reach a channel's threshold for image ``start + i``: (channel, kept
+    position, similarity), by channel in order, then most similar first (at most ``k`` each)."""
+    matches = []
+    for c, (channel, (sims, ids, within)) in enumerate(zip(channels, found)):
+        pairs = [(float(sim), int(partner)) for sim, partner in zip(sims[i], ids[i])
+                 if partner >= 0 and sim >= channel.threshold]
+        if kept_here:
+            row = within[i, kept_here]
+            for j in np.flatnonzero(row >= channel.threshold):
+                pairs.append((float(row[j]), start + kept_here[j]))
+        pairs.sort(key=lambda pair: -pair[0])
+        matches += [(c, partner, sim) for sim, partner in pairs[:k]]
+    return matches
+
+
+def _decide(result: WalkResult, i: int, matches, channels, verify, k: int) -> bool:
+    """Remove image ``i`` for the first match that needs no verification, else for the
+    verified match that the verifier scores closest (of the first ``k`` kept images tried)."""
+    for c, partner, sim in matches:
+        if verify is None or not channels[c].verified:
+            result.duplicate_of[i], result.score[i], result.signal[i] = partner, sim, c
+            return True
+    tried, best, refused = set(), None, None
+    for c, partner, sim in matches:
+        if partner in tried or len(tried) >= k:
+            continue
+        tried.add(partner)
+        verdict = verify(partner, i)
+        if verdict.same and (best is None or verdict.score < best[3].score):
+            best = (c, partner, sim, verdict)
+        elif not verdict.same and refused is None:
+            refused = (partner, i, c, sim, verdict)
+    if best is None:
+        if refused is not None:
+            result.refused.append(refused)
+        return False
+    c, partner, sim, verdict = best
+    result.duplicate_of[i], result.score[i], result.signal[i] = partner, sim, c
+    result.verdicts[i] = verdict
+    return True
 
 
 def keep_or_remove(vectors: np.ndarray, kind: IndexKind, threshold: float, block: int = 1024,

@@ -8,10 +8,14 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from PIL import Image
 
 import curate
 
 BITS = 64
+# An image whose 32x32 thumbnail varies by less than this (standard deviation, of 255, in every
+# channel) is flat: its pHash is the same for every colour.
+FLAT_SPREAD = 2.0
 
 
 def bits_to_vector(bits) -> np.ndarray:
@@ -29,6 +33,7 @@ class Exact(curate.Signal):
     dim = BITS
     version = "1"
     default = 1.0
+    verified = False      # the same bytes or pixels: proof on its own
 
     def fingerprint(self, image, path):
         digest = hashlib.blake2b(digest_size=BITS // 8)
@@ -53,12 +58,20 @@ class PerceptualHash(curate.Signal):
     name = "phash"
     description = "perceptual hash (imagehash pHash, 64 bits); threshold: Hamming distance"
     dim = BITS
-    version = "imagehash-phash-8"
+    version = "imagehash-phash-8-flat-2"
     unit = "distance"
     default = 10
 
     def fingerprint(self, image, path):
+        """pHash; for a flat or nearly flat image, whose hash would carry no information (a red
+        and a green square share it), a digest of its colours instead: it matches only the
+        same flat image."""
         import imagehash
+        small = np.asarray(image.convert("RGB").resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
+        if small.std(axis=(0, 1)).max() < FLAT_SPREAD:
+            colour = np.round(small.mean(axis=(0, 1)) / 8).astype(np.uint8).tobytes()
+            digest = hashlib.blake2b(b"flat " + colour, digest_size=BITS // 8).digest()
+            return bits_to_vector(np.unpackbits(np.frombuffer(digest, np.uint8)))
         return bits_to_vector(imagehash.phash(image, hash_size=8).hash)
 
     def similarity(self, value):

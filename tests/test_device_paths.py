@@ -106,7 +106,7 @@ def test_dedup_decodes_on_the_device_from_the_cli_and_keeps_its_vectors_apart(tm
         lines = (tmp_path / f"{name}.json.report" / "removed.jsonl").read_text().splitlines()
         return {json.loads(line)["id"]: json.loads(line)["duplicate_of_id"] for line in lines}
 
-    assert removed("device") == removed("cpu") and len(removed("cpu")) >= 4
+    assert removed("device") == removed("cpu") and len(removed("cpu")) >= 3
     assert len(load_json(tmp_path / "device.json")) + len(removed("device")) == len(load_json(demo))
     assert len(list(cache.glob("timm-pool-*"))) == 2             # two cache keys: the vectors never mix
     result = run_curate("dedup", demo, "-o", tmp_path / "ray.json", "--decode", "device", "--engine", "ray",

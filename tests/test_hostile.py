@@ -278,7 +278,7 @@ def test_cache_rows_that_fail_verification_are_embedded_again(tmp_path):
     assert "2 cached vectors failed verification" in result.stderr
     report = json.loads((tmp_path / "o.json.report" / "report.json").read_text())
     assert report["embedding"]["cached"] == 11 and report["embedding"]["embedded"] == 2
-    assert report["accounting"]["removed"] == 4
+    assert report["accounting"]["removed"] == 3
     (folder / "meta.json").write_text("{not json")
     result = run_curate("dedup", FIXTURES / "dedup_demo.json", "-o", out, "--overwrite", *common[:-1], check=0)
     assert "meta.json is unreadable" in result.stderr

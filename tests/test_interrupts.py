@@ -66,3 +66,38 @@ def test_killed_dedup_leaves_no_partial_output(tmp_path, big_input):
                         str(FIXTURES / "images"), "--embedder", "timm-pool", "--no-cache", "-q"], out)
     assert out.read_text() == "old"
     assert not (tmp_path / "out.json.report" / "report.json").exists()
+
+
+# A signal caught (by the C level) as the command ends, its Python handler still pending: the
+# command's last act sends it with libc's kill from inside a defaultdict lookup, C code that
+# runs no handler, so the handler first runs once the ending below is under way.
+LATE_SIGNAL = """
+import ctypes, os, signal, sys, types
+from collections import defaultdict
+from functools import partial
+from curate.interrupts import Terminated
+
+kill = ctypes.CDLL(None).kill
+kill.restype = None
+late = defaultdict(partial(kill, os.getpid(), signal.{late}))
+
+def command():
+    raise {ending} from late["signal"]
+
+sys.modules["curate.cli"] = types.SimpleNamespace(main=command)    # what entry.main runs
+from curate.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize("ending, late, code, stderr", [
+    ("SystemExit(0)", "SIGTERM", 0, ""),
+    ("SystemExit(3)", "SIGHUP", 3, ""),
+    ("Terminated(signal.SIGTERM)", "SIGINT", 143, "error: interrupted; no output was written\n"),
+])
+def test_a_signal_once_the_exit_code_is_decided_changes_nothing(ending, late, code, stderr):
+    """Its handler used to run inside ``ignore_signals()`` and raise there: a traceback and
+    exit 1 instead of the command's exit code (or the first signal's)."""
+    script = LATE_SIGNAL.format(ending=ending, late=late)
+    result = subprocess.run([os.sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (code, stderr)

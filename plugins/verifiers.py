@@ -1,0 +1,394 @@
+"""``content``: the verifier that confirms a candidate pair is the same picture before dedup
+removes an image.
+
+Embeddings and perceptual hashes see layout, not words: two charts in one plotting style, two
+pages on one letterhead, two covers of one series look alike to them whatever the numbers and
+titles say (bench/README.md, "Dedup that can read"). So every pair they propose is checked here,
+at a resolution where text is legible (long side 512):
+
+1. **Undo the edits.** Uniform borders (padding, letterbox bars) are trimmed; then the pair is
+   aligned, first frame to frame (scale, re-encode, padding), else by ORB features and a RANSAC
+   similarity transform (a crop, a strip added at an edge, a rotation), mirrored if need be.
+   The images are compared at the resolution of the smaller one, tones matched by their
+   histograms (brightness, contrast, greyscale), the sharper one blurred (0, 1 or 2 px) as
+   far as that fits the other better (an upscaled or blurred copy).
+2. **Every block of the shared area must agree.** The shared area must cover at least half of
+   each image (a third of a photo is not that photo); it is cut into 16-pixel blocks and the
+   pair is the same picture only when the mean difference of every block is at most
+   ``MAX_BLOCK_DIFFERENCE`` grey levels. A different word, number, bar or title is a block that
+   differs.
+3. **An overlay is not new content.** A watermark or caption laid on a photo differs in blocks
+   too. It is told apart by what it is: the differing pixels are of one tone in one image, lie
+   on textured content in the other, and extend no stroke of that tone that both share (a 3
+   become an 8 extends one; a sign's plate is flat). Those pixels are left out, and the rest of
+   each block must still agree.
+
+The score is the largest block difference (grey levels, 0-255); the walk removes an image only
+when the verdict is ``same``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import curate
+from curate.images import load_gray
+
+WORKING_SIDE = 512          # long side at which images are aligned and compared first
+DETAIL_SIDE = 1024          # long side of the second comparison (pairs that pass the first): digits stay apart
+DETAIL_GAIN = 1.25          # ... run only when its grid is this much finer (a half-size copy has no small print left)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One comparison: the mean difference of every ``block``-pixel square must be at most
+    ``limit`` grey levels, counting only what exceeds ``noise`` at each pixel."""
+
+    block: int
+    limit: float
+    noise: int = 0
+
+
+# At WORKING_SIDE, every pair: robust to re-encoding, resampling and blur.
+COARSE = Level(16, 12.0)
+# At DETAIL_SIDE, pairs that pass the first: a changed digit of small print is a few strokes of
+# full contrast in one 8-pixel square, re-encoding noise stays under 32 levels once tones are matched.
+DETAIL = Level(8, 8.0, noise=32)
+MIN_SHARED = 0.5            # of each image's area that the aligned pair must share
+MIN_INLIERS = 12            # feature matches that must agree on one transform
+MIN_CHROMA = 12.0           # mean colour away from grey below which an image counts as greyish
+MAX_TONE_SHIFT = 48         # grey levels between the two images' median tones (a red and a green square)
+BORDER_TOLERANCE = 12       # a border row or column is uniform within this many levels of the edge's tone
+BLURS = (0.0, 1.0, -1.0, 2.0, -2.0)   # sigmas tried on the sharper image (negative: the candidate)
+PIXEL_DIFFERENCE = 48       # a pixel differs (overlay analysis)
+TONE = 24                   # pixels within this of the overlay's tone belong to it
+
+
+class Prepared:
+    """One image as the verifier compares it: greyscale, borders trimmed, at two sizes (``full``,
+    long side up to ``DETAIL_SIDE``, and ``gray``, up to ``WORKING_SIDE``), features on demand."""
+
+    def __init__(self, full: np.ndarray, chroma: np.ndarray | None = None):
+        import cv2
+        self.full = full
+        self.chroma = chroma
+        scale = WORKING_SIDE / max(full.shape)
+        self.gray = full if scale >= 1 else cv2.resize(
+            full, (max(1, round(full.shape[1] * scale)), max(1, round(full.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA)
+        self._features: dict[bool, tuple] = {}
+
+    def features(self, mirrored: bool = False):
+        """ORB keypoints (as an (n, 2) array) and descriptors, of the image or its mirror."""
+        if mirrored not in self._features:
+            import cv2
+            image = np.ascontiguousarray(self.gray[:, ::-1]) if mirrored else self.gray
+            points, descriptors = cv2.ORB_create(nfeatures=500, fastThreshold=10).detectAndCompute(image, None)
+            self._features[mirrored] = (np.float32([p.pt for p in points]).reshape(-1, 2), descriptors)
+        return self._features[mirrored]
+
+
+def trim_uniform_borders(gray: np.ndarray) -> np.ndarray:
+    """``gray`` without its uniform borders: edge rows and columns all within ``BORDER_TOLERANCE``
+    of the edge's own tone (padding to a square, letterbox bars). A smooth photo's edge rows,
+    which vary slowly, are kept."""
+    def span(lines: np.ndarray) -> tuple[int, int]:
+        n = len(lines)
+        low, high = lines.min(axis=1).astype(np.int16), lines.max(axis=1).astype(np.int16)
+        first, last = 0, n
+        for edge, step in ((0, 1), (n - 1, -1)):
+            tone_low, tone_high = int(low[edge]), int(high[edge])
+            if tone_high - tone_low > 2 * BORDER_TOLERANCE:
+                continue
+            i = edge
+            while 0 <= i < n and high[i] - tone_low <= 2 * BORDER_TOLERANCE and tone_high - low[i] <= 2 * BORDER_TOLERANCE:
+                i += step
+            if step == 1:
+                first = i
+            else:
+                last = i + 1
+        return (first, last) if last - first >= 8 else (0, n)
+
+    top, bottom = span(gray)
+    left, right = span(gray[top:bottom].T)
+    return np.ascontiguousarray(gray[top:bottom, left:right])
+
+
+def _histogram(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import cv2
+    return cv2.calcHist([image], [0], mask.view(np.uint8), [256], [0, 256]).ravel().astype(np.float64)
+
+
+def _match_tones(source: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``source`` with its tones mapped monotonically onto ``reference``'s (histogram matching
+    over the shared area): brightness, contrast, gamma and greyscale copies line up."""
+    source_cdf = _histogram(source, mask).cumsum()
+    reference_cdf = _histogram(reference, mask).cumsum()
+    source_cdf /= max(source_cdf[-1], 1)
+    reference_cdf /= max(reference_cdf[-1], 1)
+    table = np.searchsorted(reference_cdf, source_cdf, side="left").clip(0, 255).astype(np.uint8)
+    return table[source]
+
+
+def _spread(image: np.ndarray, mask: np.ndarray) -> float:
+    """The entropy of an image's tones: a re-encoded copy has more than its clean original."""
+    counts = _histogram(image, mask)
+    p = counts[counts > 0] / max(counts.sum(), 1)
+    return float(-(p * np.log2(p)).sum())
+
+
+def _tolerant_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How far each pixel of one image lies outside the range of the other's 3x3 neighbourhood
+    (the larger of both ways): an alignment off by a pixel costs nothing, a stroke that is not
+    in the other image costs its full contrast."""
+    import cv2
+    kernel = np.ones((3, 3), np.uint8)
+    a16, b16 = a.astype(np.int16), b.astype(np.int16)
+    outside_b = np.maximum(a16 - cv2.dilate(b, kernel), cv2.erode(b, kernel) - a16)
+    outside_a = np.maximum(b16 - cv2.dilate(a, kernel), cv2.erode(a, kernel) - b16)
+    return np.maximum(np.maximum(outside_a, outside_b), 0).astype(np.uint8)
+
+
+def _block_means(difference: np.ndarray, mask: np.ndarray, block: int) -> np.ndarray:
+    """Mean of ``difference`` over the shared pixels of each ``block``-pixel square (0 for squares
+    less than half shared)."""
+    rows, columns = difference.shape[0] // block, difference.shape[1] // block
+    if rows == 0 or columns == 0:
+        return np.zeros((0, 0), np.float32)
+
+    def blocks(a):
+        return a[:rows * block, :columns * block].reshape(rows, block, columns, block).sum(axis=(1, 3),
+                                                                                          dtype=np.float64)
+    shared = blocks(mask)
+    total = blocks(np.where(mask, difference, 0))
+    return np.where(shared >= block * block / 2, total / np.maximum(shared, 1), 0.0)
+
+
+class Aligned:
+    """The pair on one grid: ``kept`` and ``candidate`` (warped onto it), and where both are."""
+
+    def __init__(self, kept: np.ndarray, candidate: np.ndarray, transform: np.ndarray, mirrored: bool):
+        import cv2
+        image = np.ascontiguousarray(candidate[:, ::-1]) if mirrored else candidate
+        target = kept
+        scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))   # kept pixels per candidate pixel
+        if scale > 1.05:            # the candidate is smaller: compare at its resolution
+            shrink = 1.0 / scale
+            size = (max(8, round(target.shape[1] * shrink)), max(8, round(target.shape[0] * shrink)))
+            target = cv2.resize(target, size, interpolation=cv2.INTER_AREA)
+            transform = transform * shrink
+        height, width = target.shape
+        self.kept = target
+        self.candidate = cv2.warpAffine(image, transform, (width, height), flags=cv2.INTER_LINEAR)
+        inside = cv2.warpAffine(np.full(image.shape, 255, np.uint8), transform, (width, height),
+                                flags=cv2.INTER_NEAREST)
+        self.mask = cv2.erode(inside, np.ones((5, 5), np.uint8)) > 0
+        back = cv2.warpAffine(np.ones((height, width), np.uint8), cv2.invertAffineTransform(transform),
+                              (image.shape[1], image.shape[0]), flags=cv2.INTER_NEAREST)
+        self.shared = min(float(self.mask.mean()), float(back.mean()))
+        self.toned = _toned(self.kept, self.candidate, self.mask) if self.shared >= MIN_SHARED else None
+
+    def differences(self, blur: float, level: "Level", mask: np.ndarray | None = None):
+        """Per-pixel difference once tones are matched, its block means at ``level``, and its
+        overall mean, over the shared area (or ``mask``, a part of it). ``blur``: Gaussian sigma applied
+        to the kept image (positive) or to the candidate (negative), to match a blurrier copy."""
+        import cv2
+        mask = self.mask if mask is None else mask
+        kept, candidate = self.toned
+        if blur > 0:
+            kept = cv2.GaussianBlur(kept, (0, 0), blur)
+        elif blur < 0:
+            candidate = cv2.GaussianBlur(candidate, (0, 0), -blur)
+        difference = _tolerant_difference(kept, candidate)
+        shared = int(np.count_nonzero(mask))
+        overall = float(cv2.sumElems(cv2.bitwise_and(difference, difference, mask=mask.view(np.uint8)))[0]) / max(shared, 1)
+        counted = difference if not level.noise else np.maximum(difference.astype(np.int16) - level.noise, 0)
+        return difference, _block_means(counted, mask, level.block), overall
+
+
+def _toned(kept: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pair with the tones of the one that has more of them (a re-encoded or resampled copy)
+    mapped onto the other's: mapping a clean original onto a noisy copy's spread would add noise."""
+    if _spread(kept, mask) >= _spread(candidate, mask):
+        return _match_tones(kept, candidate, mask), candidate
+    return kept, _match_tones(candidate, kept, mask)
+
+
+def _dominant_tone(values: np.ndarray) -> tuple[int, float]:
+    """The tone (within ``TONE``) that most of ``values`` share, and their share."""
+    histogram = np.convolve(np.bincount(values, minlength=256), np.ones(2 * TONE - 1), mode="same")
+    tone = int(histogram.argmax())
+    return tone, float((np.abs(values.astype(np.int16) - tone) < TONE).mean())
+
+
+def _overlay(over: np.ndarray, under: np.ndarray, differing: np.ndarray) -> bool:
+    """Whether the ``differing`` pixels are an overlay laid on a photo: in ``over`` they are of
+    one tone (or beside such pixels), in ``under`` that tone is absent and the content is not one
+    flat tone (a plate, blank paper, a chart's background: new content there is a new word or
+    bar), and no stroke of that tone, shared by both images, lies beside them (a 3 become an 8)."""
+    import cv2
+    if differing.sum() < 20:
+        return False
+    tone, share = _dominant_tone(over[differing])
+    if share < 0.5:
+        return False
+    under_values = under[differing].astype(np.int16)
+    if (np.abs(under_values - tone) < TONE).mean() > 0.1:       # the other image has that tone there
+        return False
+    if _dominant_tone(under[differing])[1] > 0.6:                 # laid on something flat
+        return False
+    painted = differing & (np.abs(over.astype(np.int16) - tone) < TONE)
+    beside = cv2.dilate(painted.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    if beside[differing].mean() < 0.9:                            # other changes besides the overlay
+        return False
+    ring = cv2.dilate(differing.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~differing
+    under16, over16 = under.astype(np.int16), over.astype(np.int16)
+    stroke = np.abs(under16 - cv2.blur(under, (7, 7)).astype(np.int16)) > 30
+    shared_strokes = (np.abs(under16 - tone) < TONE) & (np.abs(over16 - tone) < TONE) & stroke
+    return not shared_strokes[ring].mean() > 0.1
+
+
+class ContentVerifier(curate.Verifier):
+    name = "content"
+    description = ("the pair, aligned (borders, scale, crop, strip, mirror), agrees in every 16-px block "
+                   "at 512 px: no other word, number, bar or title")
+    version = "1"
+    unit = "largest block difference (grey levels)"
+
+    def prepare(self, path: Path) -> Prepared:
+        return Prepared(trim_uniform_borders(np.asarray(load_gray(path, DETAIL_SIDE))), _chroma(path))
+
+    def compare(self, kept: Prepared, candidate: Prepared) -> curate.Verdict:
+        if abs(int(np.median(kept.gray)) - int(np.median(candidate.gray))) > MAX_TONE_SHIFT:
+            return curate.Verdict(False, 255.0, "other tones")
+        if _other_colours(kept.chroma, candidate.chroma):
+            return curate.Verdict(False, 255.0, "other colours")
+        best = None
+        for transform, mirrored, how in self._alignments(kept, candidate):
+            aligned = Aligned(kept.gray, candidate.gray, transform, mirrored)
+            if aligned.shared < MIN_SHARED or min(aligned.kept.shape) < COARSE.block:
+                continue
+            worst, overlay = self._score(aligned, COARSE)
+            detail = ", overlay left out" if overlay is not None else ""
+            same = worst <= COARSE.limit
+            if same:
+                refined = _refined(kept.gray, candidate.gray, transform, mirrored)
+                closer = self._in_detail(kept, candidate, refined, mirrored)
+                if closer.kept.shape[1] > DETAIL_GAIN * aligned.kept.shape[1]:     # more to see: small print
+                    worst, _ = self._score(closer, DETAIL, overlay)
+                    same = worst <= DETAIL.limit
+                    how += ", in detail"
+            if best is None or same or worst < best[1]:
+                best = (same, worst, f"{how}{detail}")
+            if same:
+                break
+        if best is None:
+            return curate.Verdict(False, 255.0, "too little in common")
+        return curate.Verdict(best[0], round(best[1], 2), best[2])
+
+    def _in_detail(self, kept: Prepared, candidate: Prepared, transform: np.ndarray, mirrored: bool) -> Aligned:
+        """The pair aligned at the full prepared size (up to ``DETAIL_SIDE``), so that a 0 and a 3
+        of small print are not within a pixel of each other."""
+        kept_scale = kept.full.shape[1] / kept.gray.shape[1]
+        candidate_scale = candidate.full.shape[1] / candidate.gray.shape[1]
+        detail = np.float32(transform)
+        detail[:, :2] *= kept_scale / candidate_scale
+        detail[:, 2] *= kept_scale
+        return Aligned(kept.full, candidate.full, detail, mirrored)
+
+    def _alignments(self, kept: Prepared, candidate: Prepared):
+        """Transforms from the candidate's pixels to the kept image's, cheapest first (lazily)."""
+        (kept_height, kept_width), (height, width) = kept.gray.shape, candidate.gray.shape
+        yield np.float32([[kept_width / width, 0, 0], [0, kept_height / height, 0]]), False, "frame"
+        for mirrored in (False, True):
+            transform = _feature_transform(kept, candidate, mirrored)
+            if transform is not None:
+                yield transform, mirrored, "features, mirrored" if mirrored else "features"
+
+    def _score(self, aligned: Aligned, level: Level, overlay: np.ndarray | None = None):
+        """The largest block difference at the best-fitting blur, and the overlay left out (a mask
+        of the kept image, or None). The first comparison looks for an overlay; the one in detail
+        leaves out only what the first found (resized), so that small print is never taken for one."""
+        import cv2
+        mask = aligned.mask
+        if overlay is not None:
+            around = cv2.resize(overlay.view(np.uint8), aligned.mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
+            mask = mask & ~cv2.dilate(around, np.ones((3, 3), np.uint8)).astype(bool)
+        fits = [(aligned.differences(blur, level, mask), blur) for blur in BLURS]
+        (_, blocks, _), blur = min(fits, key=lambda fit: fit[0][2])
+        worst = float(blocks.max()) if blocks.size else 255.0
+        if worst <= level.limit or overlay is not None or level is not COARSE:
+            return worst, overlay
+        differing = (fits[0][0][0] > PIXEL_DIFFERENCE) & aligned.mask
+        kept, candidate = aligned.toned
+        for over, under in ((candidate, kept), (kept, candidate)):
+            if _overlay(over, under, differing):
+                around = cv2.dilate(differing.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+                _, rest, _ = aligned.differences(blur, level, aligned.mask & ~around)
+                return (float(rest.max()) if rest.size else 255.0), around
+        return worst, None
+
+
+def _chroma(path: Path) -> np.ndarray:
+    """The image's mean colour away from grey (red-green, yellow-blue), from a small decode."""
+    from curate.images import load_rgb
+    small = np.asarray(load_rgb(path, 32).resize((32, 32)), dtype=np.float32)
+    r, g, b = small[..., 0], small[..., 1], small[..., 2]
+    return np.array([(r - g).mean(), ((r + g) / 2 - b).mean()], np.float32)
+
+
+def _other_colours(kept: np.ndarray | None, candidate: np.ndarray | None) -> bool:
+    """Whether two colourful images lean to other hues (a red and a green square, which greyscale
+    comparison cannot tell apart); a greyscale copy leans nowhere and passes."""
+    if kept is None or candidate is None:
+        return False
+    lengths = np.linalg.norm(kept), np.linalg.norm(candidate)
+    if min(lengths) < MIN_CHROMA:
+        return False
+    return float(kept @ candidate) / (lengths[0] * lengths[1]) < 0.5          # over 60 degrees apart
+
+
+def _refined(kept: np.ndarray, candidate: np.ndarray, transform: np.ndarray, mirrored: bool) -> np.ndarray:
+    """``transform`` refined to a fraction of a pixel by maximising the correlation of the two
+    images (OpenCV's ECC), so that the comparison in detail is not thrown by a border trimmed
+    one pixel differently; the transform as given when ECC does not converge."""
+    import cv2
+    image = np.ascontiguousarray(candidate[:, ::-1]) if mirrored else candidate
+    warp = cv2.invertAffineTransform(transform).astype(np.float32)
+    try:
+        _, warp = cv2.findTransformECC(kept, image, warp, cv2.MOTION_AFFINE,
+                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-4), None, 3)
+    except cv2.error:
+        return transform
+    refined = cv2.invertAffineTransform(warp).astype(np.float32)
+    if np.abs(refined[:, :2] - transform[:, :2]).max() > 0.05 or np.abs(refined[:, 2] - transform[:, 2]).max() > 4:
+        return transform          # moved too far: not a refinement
+    return refined
+
+
+def _feature_transform(kept: Prepared, candidate: Prepared, mirrored: bool) -> np.ndarray | None:
+    """A similarity transform (scale, rotation, shift) from the candidate's ORB features to the
+    kept image's, agreed by at least ``MIN_INLIERS`` matches under RANSAC; None otherwise."""
+    import cv2
+    kept_points, kept_descriptors = kept.features()
+    points, descriptors = candidate.features(mirrored)
+    if kept_descriptors is None or descriptors is None or min(len(kept_points), len(points)) < MIN_INLIERS:
+        return None
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(descriptors, kept_descriptors)
+    if len(matches) < MIN_INLIERS:
+        return None
+    source = points[[m.queryIdx for m in matches]]
+    target = kept_points[[m.trainIdx for m in matches]]
+    transform, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=3.0,
+                                                     maxIters=2000, refineIters=10)
+    if transform is None or int(inliers.sum()) < MIN_INLIERS:
+        return None
+    return transform.astype(np.float32)
+
+
+@curate.hookimpl
+def register_verifiers(register):
+    register(ContentVerifier)
