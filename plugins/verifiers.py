@@ -65,6 +65,7 @@ BORDER_TOLERANCE = 12       # a border row or column is uniform within this many
 BLURS = (0.0, 1.0, -1.0, 2.0, -2.0)   # sigmas tried on the sharper image (negative: the candidate)
 PIXEL_DIFFERENCE = 48       # a pixel differs (overlay analysis)
 TONE = 24                   # pixels within this of the overlay's tone belong to it
+PLAIN = 6.0                 # standard deviation (grey levels) under which one tone is a plain background
 
 
 class Prepared:
@@ -226,9 +227,10 @@ def _dominant_tone(values: np.ndarray) -> tuple[int, float]:
 
 def _overlay(over: np.ndarray, under: np.ndarray, differing: np.ndarray) -> bool:
     """Whether the ``differing`` pixels are an overlay laid on a photo: in ``over`` they are of
-    one tone (or beside such pixels), in ``under`` that tone is absent and the content is not one
-    flat tone (a plate, blank paper, a chart's background: new content there is a new word or
-    bar), and no stroke of that tone, shared by both images, lies beside them (a 3 become an 8)."""
+    one tone (or beside such pixels), in ``under`` that tone is absent and the content is not a
+    plain background (a plate, blank paper, a chart's background: new content there is a new
+    word or bar; a photo's smooth region still has texture), and no stroke of that tone, shared
+    by both images, lies beside them (a 3 become an 8)."""
     import cv2
     if differing.sum() < 20:
         return False
@@ -238,8 +240,11 @@ def _overlay(over: np.ndarray, under: np.ndarray, differing: np.ndarray) -> bool
     under_values = under[differing].astype(np.int16)
     if (np.abs(under_values - tone) < TONE).mean() > 0.1:       # the other image has that tone there
         return False
-    if _dominant_tone(under[differing])[1] > 0.6:                 # laid on something flat
-        return False
+    under_tone, flat_share = _dominant_tone(under[differing])
+    if flat_share > 0.6:                                          # laid on one tone: a plate, paper, a
+        band = under[differing & (np.abs(under.astype(np.int16) - under_tone) < TONE)]
+        if band.std() < PLAIN:                                    # background, or a photo's smooth sky?
+            return False
     painted = differing & (np.abs(over.astype(np.int16) - tone) < TONE)
     beside = cv2.dilate(painted.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     if beside[differing].mean() < 0.9:                            # other changes besides the overlay
