@@ -4,27 +4,33 @@ removes an image.
 Embeddings and perceptual hashes see layout, not words: two charts in one plotting style, two
 pages on one letterhead, two covers of one series look alike to them whatever the numbers and
 titles say (bench/README.md, "Dedup that can read"). So every pair they propose is checked here,
-at a resolution where text is legible (long side 512):
+at a resolution where text is legible. Chosen by measurement on the photo and text-rich quality
+sets (OCR, RapidOCR, reads the text but cost 1-7 s of CPU per text image here; SSIM maps could
+not tell JPEG noise from a changed digit):
 
 1. **Undo the edits.** Uniform borders (padding, letterbox bars) are trimmed; then the pair is
    aligned, first frame to frame (scale, re-encode, padding), else by ORB features and a RANSAC
    similarity transform (a crop, a strip added at an edge, a rotation), mirrored if need be.
-   The images are compared at the resolution of the smaller one, tones matched by their
-   histograms (brightness, contrast, greyscale), the sharper one blurred (0, 1 or 2 px) as
-   far as that fits the other better (an upscaled or blurred copy).
+   The images are compared at the resolution of the smaller one, the tones of the one that has
+   more of them (a re-encoded copy) mapped onto the other's (brightness, contrast, greyscale),
+   the sharper one blurred (0, 1 or 2 px) as far as that fits the other better, each pixel
+   compared with the other image's 3x3 neighbourhood (an alignment off by a pixel costs nothing).
 2. **Every block of the shared area must agree.** The shared area must cover at least half of
-   each image (a third of a photo is not that photo); it is cut into 16-pixel blocks and the
-   pair is the same picture only when the mean difference of every block is at most
-   ``MAX_BLOCK_DIFFERENCE`` grey levels. A different word, number, bar or title is a block that
-   differs.
-3. **An overlay is not new content.** A watermark or caption laid on a photo differs in blocks
-   too. It is told apart by what it is: the differing pixels are of one tone in one image, lie
-   on textured content in the other, and extend no stroke of that tone that both share (a 3
-   become an 8 extends one; a sign's plate is flat). Those pixels are left out, and the rest of
-   each block must still agree.
+   each image (a third of a photo is not that photo). At 512 px every 16-pixel block's mean
+   difference must be at most ``COARSE.limit`` grey levels; then, where both images hold more
+   detail (up to 1,024 px) and after ECC refines the alignment, every 8-pixel block must agree
+   too, counting only differences above JPEG's noise (``DETAIL``). A different word, number,
+   bar or title is a block that differs.
+3. **An overlay is not new content.** A watermark laid on a photo differs in blocks too. It is
+   told apart by what it is: the differing pixels are of one tone in one image, that tone is
+   absent from the other there, the other's content there is not a plain background (a plate,
+   paper, a chart's), and they extend no stroke of that tone that both share (a 3 become an 8).
+   Those pixels are left out (at both resolutions), and the rest of every block must agree.
+4. **Colour.** The comparison is in grey; two images whose colours lean to other hues (a red and
+   a green square) are refused first.
 
-The score is the largest block difference (grey levels, 0-255); the walk removes an image only
-when the verdict is ``same``.
+The score is the largest block difference (grey levels, 0-255, of the last comparison made);
+the walk removes an image only when the verdict is ``same``.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ MAX_TONE_SHIFT = 48         # grey levels between the two images' median tones (
 BORDER_TOLERANCE = 12       # a border row or column is uniform within this many levels of the edge's tone
 BLURS = (0.0, 1.0, -1.0, 2.0, -2.0)   # sigmas tried on the sharper image (negative: the candidate)
 PIXEL_DIFFERENCE = 48       # a pixel differs (overlay analysis)
+MISALIGNED = 24.0           # mean difference over the whole shared area: the alignment is wrong
 TONE = 24                   # pixels within this of the overlay's tone belong to it
 PLAIN = 6.0                 # standard deviation (grey levels) under which one tone is a plain background
 
@@ -76,6 +83,7 @@ class Prepared:
         import cv2
         self.full = full
         self.chroma = chroma
+        self.median = int(np.median(full))
         scale = WORKING_SIDE / max(full.shape)
         self.gray = full if scale >= 1 else cv2.resize(
             full, (max(1, round(full.shape[1] * scale)), max(1, round(full.shape[0] * scale))),
@@ -182,6 +190,7 @@ class Aligned:
             target = cv2.resize(target, size, interpolation=cv2.INTER_AREA)
             transform = transform * shrink
         height, width = target.shape
+        self.candidate_width = image.shape[1] * float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
         self.kept = target
         self.candidate = cv2.warpAffine(image, transform, (width, height), flags=cv2.INTER_LINEAR)
         inside = cv2.warpAffine(np.full(image.shape, 255, np.uint8), transform, (width, height),
@@ -267,7 +276,7 @@ class ContentVerifier(curate.Verifier):
         return Prepared(trim_uniform_borders(np.asarray(load_gray(path, DETAIL_SIDE))), _chroma(path))
 
     def compare(self, kept: Prepared, candidate: Prepared) -> curate.Verdict:
-        if abs(int(np.median(kept.gray)) - int(np.median(candidate.gray))) > MAX_TONE_SHIFT:
+        if abs(kept.median - candidate.median) > MAX_TONE_SHIFT:
             return curate.Verdict(False, 255.0, "other tones")
         if _other_colours(kept.chroma, candidate.chroma):
             return curate.Verdict(False, 255.0, "other colours")
@@ -279,13 +288,11 @@ class ContentVerifier(curate.Verifier):
             worst, overlay = self._score(aligned, COARSE)
             detail = ", overlay left out" if overlay is not None else ""
             same = worst <= COARSE.limit
-            if same:
+            if same and _more_detail(kept, candidate, aligned):
                 refined = _refined(kept.gray, candidate.gray, transform, mirrored)
-                closer = self._in_detail(kept, candidate, refined, mirrored)
-                if closer.kept.shape[1] > DETAIL_GAIN * aligned.kept.shape[1]:     # more to see: small print
-                    worst, _ = self._score(closer, DETAIL, overlay)
-                    same = worst <= DETAIL.limit
-                    how += ", in detail"
+                worst, _ = self._score(self._in_detail(kept, candidate, refined, mirrored), DETAIL, overlay)
+                same = worst <= DETAIL.limit
+                how += ", in detail"
             if best is None or same or worst < best[1]:
                 best = (same, worst, f"{how}{detail}")
             if same:
@@ -322,7 +329,12 @@ class ContentVerifier(curate.Verifier):
         if overlay is not None:
             around = cv2.resize(overlay.view(np.uint8), aligned.mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
             mask = mask & ~cv2.dilate(around, np.ones((3, 3), np.uint8)).astype(bool)
-        fits = [(aligned.differences(blur, level, mask), blur) for blur in BLURS]
+        fits = [(aligned.differences(0.0, level, mask), 0.0)]
+        _, sharp_blocks, sharp_overall = fits[0][0]
+        if sharp_overall > MISALIGNED:                  # not this alignment: neither blur nor overlay explains it
+            return float(sharp_blocks.max()) if sharp_blocks.size else 255.0, None
+        if sharp_blocks.size and sharp_blocks.max() > level.limit:      # sharp already agrees: no blur
+            fits += [(aligned.differences(blur, level, mask), blur) for blur in BLURS if blur]
         (_, blocks, _), blur = min(fits, key=lambda fit: fit[0][2])
         worst = float(blocks.max()) if blocks.size else 255.0
         if worst <= level.limit or overlay is not None or level is not COARSE:
@@ -354,6 +366,16 @@ def _other_colours(kept: np.ndarray | None, candidate: np.ndarray | None) -> boo
     if min(lengths) < MIN_CHROMA:
         return False
     return float(kept @ candidate) / (lengths[0] * lengths[1]) < 0.5          # over 60 degrees apart
+
+
+def _more_detail(kept: Prepared, candidate: Prepared, aligned: Aligned) -> bool:
+    """Whether the full-size pair is compared on a grid ``DETAIL_GAIN`` times finer than the first
+    comparison's: the grid is the kept image's, shrunk to the candidate's resolution where that
+    is lower (a copy at half size has no small print left to compare)."""
+    kept_scale = kept.full.shape[1] / kept.gray.shape[1]
+    candidate_scale = candidate.full.shape[1] / candidate.gray.shape[1]
+    finer = min(kept_scale, candidate_scale * aligned.kept.shape[1] / max(1, aligned.candidate_width))
+    return min(kept_scale, candidate_scale) > DETAIL_GAIN and finer > DETAIL_GAIN
 
 
 def _refined(kept: np.ndarray, candidate: np.ndarray, transform: np.ndarray, mirrored: bool) -> np.ndarray:
