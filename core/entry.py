@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from .interrupts import ignore_signals, install_signal_handlers
+from .interrupts import HANDLED, ignore_signals, install_signal_handlers
 
 
 def exit_interrupted(error: KeyboardInterrupt) -> None:
@@ -24,6 +24,8 @@ def exit_interrupted(error: KeyboardInterrupt) -> None:
 def main() -> None:
     install_signal_handlers()
     try:
+        # a signal held since start-up (``python -m curate`` holds them) arrives here, to curate's handler
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         from .cli import main as run
         run()
     except KeyboardInterrupt as e:      # during start-up or teardown; the commands catch their own
