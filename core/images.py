@@ -237,9 +237,10 @@ def _exists(path: str) -> bool:
     return True
 
 
-def load_rgb(path: Path, short_side: int | None = None) -> Image.Image:
+def load_rgb(path: Path, short_side: int | None = None, long_side: int | None = None) -> Image.Image:
     """Decode an image as upright RGB, at reduced size when ``short_side`` allows (JPEG draft;
-    ``info["draft"]`` is then True).
+    ``info["draft"]`` is then True). ``long_side``: at most this long on its longer side (JPEG
+    draft, then a resize), for whoever needs a bounded image rather than one at least so large.
 
     Handles what real datasets hold: CMYK and 16-bit images, palettes with transparency,
     EXIF-rotated photos, PNGs named .jpg. Raises UnreadableImage with a reason otherwise.
@@ -247,37 +248,20 @@ def load_rgb(path: Path, short_side: int | None = None) -> Image.Image:
     try:
         with open_image(path) as image:
             width, height = image.size
-            if short_side and image.format == "JPEG":
-                scale = short_side / min(width, height)
+            if (short_side or long_side) and image.format == "JPEG":
+                scale = short_side / min(width, height) if short_side else long_side / max(width, height)
                 if scale < 1:
                     image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
             image.load()
             drafted = image.size != (width, height)
             upright = _upright_rgb(image)
+            if long_side and max(upright.size) > long_side:
+                scale = long_side / max(upright.size)
+                upright = upright.resize((max(1, round(upright.width * scale)), max(1, round(upright.height * scale))),
+                                         Image.Resampling.BILINEAR, reducing_gap=2.0)
+                drafted = True
             upright.info["draft"] = drafted      # reduced-size pixels (signals that need all of them check)
             return upright
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise UnreadableImage(f"cannot decode ({type(e).__name__}: {e})") from None
-
-
-def load_gray(path: Path, long_side: int) -> Image.Image:
-    """Decode an image as upright greyscale ("L") with its long side at most ``long_side``
-    (JPEGs decode in draft mode straight to greyscale, the cheapest decode there is). Transparent
-    parts are composed on white, as :func:`load_rgb` does. Raises UnreadableImage with a reason."""
-    try:
-        with open_image(path) as image:
-            if image.format == "JPEG" and image.mode in ("RGB", "L", "YCbCr"):
-                image.draft("L", (long_side, long_side))
-            image.load()
-            if image.mode != "L":
-                image = _upright_rgb(image).convert("L")
-            else:
-                image = ImageOps.exif_transpose(image)
-            scale = long_side / max(image.size)
-            if scale < 1:
-                image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                     Image.Resampling.BILINEAR, reducing_gap=2.0)
-            return image
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise UnreadableImage(f"cannot decode ({type(e).__name__}: {e})") from None
 

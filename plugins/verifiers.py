@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 import curate
-from curate.images import load_gray
+from curate.images import load_rgb
 
 WORKING_SIDE = 512          # long side at which images are aligned and compared first
 DETAIL_SIDE = 1024          # long side of the second comparison (pairs that pass the first): digits stay apart
@@ -273,7 +274,8 @@ class ContentVerifier(curate.Verifier):
     unit = "largest block difference (grey levels)"
 
     def prepare(self, path: Path) -> Prepared:
-        return Prepared(trim_uniform_borders(np.asarray(load_gray(path, DETAIL_SIDE))), _chroma(path))
+        image = load_rgb(path, long_side=DETAIL_SIDE)        # one decode serves the grey and the colour
+        return Prepared(trim_uniform_borders(np.asarray(image.convert("L"))), _chroma(image))
 
     def compare(self, kept: Prepared, candidate: Prepared) -> curate.Verdict:
         if abs(kept.median - candidate.median) > MAX_TONE_SHIFT:
@@ -349,10 +351,9 @@ class ContentVerifier(curate.Verifier):
         return worst, None
 
 
-def _chroma(path: Path) -> np.ndarray:
-    """The image's mean colour away from grey (red-green, yellow-blue), from a small decode."""
-    from curate.images import load_rgb
-    small = np.asarray(load_rgb(path, 32).resize((32, 32)), dtype=np.float32)
+def _chroma(image) -> np.ndarray:
+    """An RGB image's mean colour away from grey (red-green, yellow-blue)."""
+    small = np.asarray(image.resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
     r, g, b = small[..., 0], small[..., 1], small[..., 2]
     return np.array([(r - g).mean(), ((r + g) / 2 - b).mean()], np.float32)
 
