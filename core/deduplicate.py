@@ -34,7 +34,7 @@ from .progress import ProgressBar
 from .registry import get_registry
 from .sample import source_of
 from .similarity import Channel, kept_curve, nearest_neighbours, walk
-from .verification import CANDIDATES, DEFAULT_VERIFIER, NONE, Looked, PairVerifier
+from .verification import DEFAULT_VERIFIER, NONE, Looked, PairVerifier
 
 SCOPES = ("source", "global")
 ENGINES = ("local", "ray")
@@ -469,7 +469,7 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
                 decision = walk([Channel(name, matrix[members], t, index_kind, options,
                                          verified=plugin is None or plugin.verified)
                                  for (name, matrix, t), (_, plugin, _) in zip(matrices, signals)],
-                                verify=verify, candidates=CANDIDATES)
+                                verify=verify)
                 removed = decision.duplicate_of >= 0
                 duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
                 score[members[removed]] = decision.score[removed]
@@ -496,7 +496,7 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
     search = search or SearchSettings()
     settings = settings or EmbedSettings()
     get_registry().get("index", search.index)            # unknown names fail before any work
-    get_registry().get("verifier", search.verify) if search.verify != NONE else None
+    search.verifier                                       # so do unknown verifiers
     signals = search.resolved_signals()
     embedder = embedder or EmbedderSpec()
     model = model or embedder.load()

@@ -95,11 +95,12 @@ def looked_alike_kept(found, result) -> list[dict]:
     out = []
     for looked in sorted(result.refused, key=lambda looked: -looked.similarity)[:LOOKED_ALIKE_LISTED]:
         i, j = looked.candidate, looked.kept
+        detail = str(looked.verdict.detail)[:200]          # a plugin's words: bounded
         out.append({"image": images.paths[i], "id": images.first_id[i], "looked_like": images.paths[j],
                     "looked_like_id": images.first_id[j], "signal": names[looked.signal],
                     "score": round(float(looked.similarity), 6), "verified_by": found.search.verify,
-                    "verify_score": _finite(looked.verdict.score), "why_kept": f"different content ({str(looked.verdict.detail)[:200]})" if looked.verdict.detail
-                    else "different content",
+                    "verify_score": _finite(looked.verdict.score),
+                    "why_kept": f"different content ({detail})" if detail else "different content",
                     "source": source_of(images.paths[i])})
     return out
 

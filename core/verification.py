@@ -18,7 +18,6 @@ from .images import ImageLocator, UnreadableImage
 
 NONE = "none"                 # --verify none: the signals alone decide (thinning by similarity)
 DEFAULT_VERIFIER = "content"
-CANDIDATES = 8                # closest candidates verified per image, in walk order
 PREPARED_KEPT = 512           # prepared images kept in memory (each ~0.25 MB at 512 px)
 
 
