@@ -159,13 +159,17 @@ def build(out: Path, seed: int = 0) -> dict:
             add(originals, image.crop((0, 0, third, image.height)), f"{name} left third", "original")
             add(originals, image.crop((2 * third, 0, image.width, image.height)), f"{name} right third",
                 "original")
-    order = originals + copies
-    records = [{"id": f"q{i}", "image": relative, "conversations": [
+    write_set(out, originals + copies, truth, "q")
+    return truth
+
+
+def write_set(out: Path, order: list[str], truth: dict, id_prefix: str) -> None:
+    """A quality set's dataset (LLaVA records in ``order``: originals first) and its truth."""
+    records = [{"id": f"{id_prefix}{i}", "image": relative, "conversations": [
         {"from": "human", "value": "<image>\nDescribe the image."}, {"from": "gpt", "value": "A photo."}]}
         for i, relative in enumerate(order)]
     (out / "data.json").write_text(json.dumps(records))
     (out / "truth.json").write_text(json.dumps(truth, indent=0))
-    return truth
 
 
 if __name__ == "__main__":

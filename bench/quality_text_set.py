@@ -29,7 +29,6 @@ family), OUT/data.json (LLaVA records, originals first, then copies) and OUT/tru
 from __future__ import annotations
 
 import io
-import json
 import random
 import sys
 import time
@@ -39,8 +38,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ROOT.parent / "shared" / "data" / "images"
+sys.path.insert(0, str(Path(__file__).parent))
+from quality_set import PHOTOS, write_set  # noqa: E402
+
 LLAVA_PAD = (122, 116, 104)      # the colour LLaVA-1.5 pads images to a square with
 SOURCES = {"charts": "chartqa/images", "documents": "docvqa/images", "covers": "ocr_vqa/images",
            "screenshots": "screen/images", "tables": "tables/images", "signs": "textvqa/train_images"}
@@ -731,12 +731,7 @@ def build(out: Path, seed: int = 0) -> dict:
             for edit in EDITS:      # copies are made from the original as stored (a JPEG's artefacts included)
                 name, copy, copy_fmt, quality = edit(stored, fmt, rng)
                 add(copies, copy, family, cluster, name, copy_fmt, quality)
-    order = originals + copies
-    records = [{"id": f"t{i}", "image": relative, "conversations": [
-        {"from": "human", "value": "<image>\nDescribe the image."}, {"from": "gpt", "value": "A photo."}]}
-        for i, relative in enumerate(order)]
-    (out / "data.json").write_text(json.dumps(records))
-    (out / "truth.json").write_text(json.dumps(truth, indent=0))
+    write_set(out, originals + copies, truth, "t")
     return truth
 
 
