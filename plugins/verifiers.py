@@ -21,11 +21,15 @@ not tell JPEG noise from a changed digit):
    detail (up to 1,024 px) and after ECC refines the alignment, every 8-pixel block must agree
    too, counting only differences above JPEG's noise (``DETAIL``). A different word, number,
    bar or title is a block that differs.
-3. **An overlay is not new content.** A watermark laid on a photo differs in blocks too. It is
-   told apart by what it is: the differing pixels are of one tone in one image, that tone is
-   absent from the other there, the other's content there is not a plain background (a plate,
-   paper, a chart's), and they extend no stroke of that tone that both share (a 3 become an 8).
-   Those pixels are left out (at both resolutions), and the rest of every block must agree.
+3. **An overlay is not new content.** A watermark laid on a photo differs in blocks too. The
+   differing pixels are grouped into regions (the words of one line), and a region is an
+   overlay by what it is: its pixels are of one tone in one image, in thin strokes (a plate or
+   box hides what lies under it), that tone is absent from the other image there, whose content
+   there is not a plain background (a plate, paper, a chart's), and they extend no stroke of
+   that tone that both share (a 3 become an 8). Overlays are left out (at both resolutions) only from one image: two photos each with
+   words the other lacks are two captioned pictures, and the rest of every block must agree.
+   The tones are matched only where that fits better than leaving them: a white mark shifts the
+   histogram and would misplace the tones of every smooth gradient.
 4. **Colour.** The comparison is in grey; two images whose colours lean to other hues (a red and
    a green square) are refused first.
 
@@ -69,11 +73,17 @@ MIN_INLIERS = 12            # feature matches that must agree on one transform
 MIN_CHROMA = 12.0           # mean colour away from grey below which an image counts as greyish
 MAX_TONE_SHIFT = 48         # grey levels between the two images' median tones (a red and a green square)
 BORDER_TOLERANCE = 12       # a border row or column is uniform within this many levels of the edge's tone
+PADDING_NOISE = 1           # ... and most of its pixels within this many (padding is flat, grain is not)
 BLURS = (0.0, 1.0, -1.0, 2.0, -2.0)   # sigmas tried on the sharper image (negative: the candidate)
 PIXEL_DIFFERENCE = 48       # a pixel differs (overlay analysis)
 MISALIGNED = 24.0           # mean difference over the whole shared area: the alignment is wrong
 TONE = 24                   # pixels within this of the overlay's tone belong to it
 PLAIN = 6.0                 # standard deviation (grey levels) under which one tone is a plain background
+SOLID = 7                   # an overlay's strokes are thinner than this (pixels at 512 px) ...
+MAX_SOLID = 0.2             # ... but for this share of them: a plate or box hides what lies under it
+REGION_GAP = 31             # differing pixels this close belong to one region (the words of one line)
+MAX_REGIONS = 24            # more regions than this are no overlay
+TONE_FIT_CAP = 16           # a pixel's difference counts up to this when choosing how to match tones
 
 
 class Prepared:
@@ -102,19 +112,20 @@ class Prepared:
 
 
 def trim_uniform_borders(gray: np.ndarray) -> np.ndarray:
-    """``gray`` without its uniform borders: edge rows and columns all within ``BORDER_TOLERANCE``
-    of the edge's own tone (padding to a square, letterbox bars). A smooth photo's edge rows,
-    which vary slowly, are kept."""
+    """``gray`` without its uniform borders (padding to a square, letterbox bars): edge rows and
+    columns that most of their pixels share the edge's tone exactly (within ``PADDING_NOISE``) and
+    none strays further than JPEG's ringing (``2 * BORDER_TOLERANCE``). A smooth photo's edge rows,
+    which vary slowly, and a flat but grainy background (a microscope's, a studio's) are content:
+    trimming them in one image and not in its crop would misalign the pair."""
     def span(lines: np.ndarray) -> tuple[int, int]:
         n = len(lines)
-        low, high = lines.min(axis=1).astype(np.int16), lines.max(axis=1).astype(np.int16)
         first, last = 0, n
         for edge, step in ((0, 1), (n - 1, -1)):
-            tone_low, tone_high = int(low[edge]), int(high[edge])
-            if tone_high - tone_low > 2 * BORDER_TOLERANCE:
-                continue
+            deviation = np.abs(lines.astype(np.int16) - int(np.median(lines[edge])))
+            uniform = (deviation.max(axis=1) <= 2 * BORDER_TOLERANCE) & \
+                ((deviation <= PADDING_NOISE).mean(axis=1) >= 0.5)
             i = edge
-            while 0 <= i < n and high[i] - tone_low <= 2 * BORDER_TOLERANCE and tone_high - low[i] <= 2 * BORDER_TOLERANCE:
+            while 0 <= i < n and uniform[i]:
                 i += step
             if step == 1:
                 first = i
@@ -222,10 +233,21 @@ class Aligned:
 
 def _toned(kept: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pair with the tones of the one that has more of them (a re-encoded or resampled copy)
-    mapped onto the other's: mapping a clean original onto a noisy copy's spread would add noise."""
+    mapped onto the other's (mapping a clean original onto a noisy copy's spread would add noise),
+    or as they are where that fits better: an overlay's tones (a white watermark) shift the
+    histogram, and matching it would then misplace the tones of every smooth gradient."""
     if _spread(kept, mask) >= _spread(candidate, mask):
-        return _match_tones(kept, candidate, mask), candidate
-    return kept, _match_tones(candidate, kept, mask)
+        matched = _match_tones(kept, candidate, mask), candidate
+    else:
+        matched = kept, _match_tones(candidate, kept, mask)
+    return min((kept, candidate), matched, key=lambda pair: _mean_difference(*pair, mask))
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Mean difference, each pixel's capped at ``TONE_FIT_CAP``: an overlay's few pixels of full
+    contrast count no more than a tone misplaced across a whole region."""
+    import cv2
+    return cv2.mean(cv2.min(cv2.absdiff(a, b), TONE_FIT_CAP), mask=mask.view(np.uint8))[0]
 
 
 def _dominant_tone(values: np.ndarray) -> tuple[int, float]:
@@ -236,11 +258,12 @@ def _dominant_tone(values: np.ndarray) -> tuple[int, float]:
 
 
 def _overlay(over: np.ndarray, under: np.ndarray, differing: np.ndarray) -> bool:
-    """Whether the ``differing`` pixels are an overlay laid on a photo: in ``over`` they are of
-    one tone (or beside such pixels), in ``under`` that tone is absent and the content is not a
-    plain background (a plate, blank paper, a chart's background: new content there is a new
-    word or bar; a photo's smooth region still has texture), and no stroke of that tone, shared
-    by both images, lies beside them (a 3 become an 8)."""
+    """Whether the ``differing`` pixels (one region of them) are an overlay laid on a photo: in
+    ``over`` they are of one tone (or beside such pixels), in ``under`` that tone is absent, and
+    the content there is not a plain background (a plate, blank paper, a chart's background: new
+    content there is a new word or bar; a photo's smooth region still has texture); the strokes
+    are thin (a plate hides what lay beneath it); no stroke of that tone, shared by both images,
+    lies beside them (a 3 become an 8)."""
     import cv2
     if differing.sum() < 20:
         return False
@@ -259,11 +282,26 @@ def _overlay(over: np.ndarray, under: np.ndarray, differing: np.ndarray) -> bool
     beside = cv2.dilate(painted.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     if beside[differing].mean() < 0.9:                            # other changes besides the overlay
         return False
+    solid = float(cv2.erode(painted.view(np.uint8), np.ones((SOLID, SOLID), np.uint8)).sum()) / max(1, painted.sum())
+    if solid > MAX_SOLID:                                         # a plate or box hiding what lies under it
+        return False
     ring = cv2.dilate(differing.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~differing
     under16, over16 = under.astype(np.int16), over.astype(np.int16)
-    stroke = np.abs(under16 - cv2.blur(under, (7, 7)).astype(np.int16)) > 30
-    shared_strokes = (np.abs(under16 - tone) < TONE) & (np.abs(over16 - tone) < TONE) & stroke
+    contrast = np.abs(under16 - cv2.blur(under, (7, 7)).astype(np.int16))
+    shared_strokes = (np.abs(under16 - tone) < TONE) & (np.abs(over16 - tone) < TONE) & (contrast > 30)
     return not shared_strokes[ring].mean() > 0.1
+
+
+def _regions(differing: np.ndarray) -> list[np.ndarray]:
+    """The differing pixels grouped into regions (pixels within a few of each other: the letters
+    of one word), largest first; none when there are too many to be an overlay."""
+    import cv2
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        cv2.dilate(differing.view(np.uint8), np.ones((REGION_GAP, REGION_GAP), np.uint8)), connectivity=8)
+    order = np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
+    if len(order) > MAX_REGIONS:
+        return []
+    return [differing & (labels == i) for i in order]
 
 
 class ContentVerifier(curate.Verifier):
@@ -343,9 +381,11 @@ class ContentVerifier(curate.Verifier):
             return worst, overlay
         differing = (fits[0][0][0] > PIXEL_DIFFERENCE) & aligned.mask
         kept, candidate = aligned.toned
+        regions = _regions(differing)
         for over, under in ((candidate, kept), (kept, candidate)):
-            if _overlay(over, under, differing):
-                around = cv2.dilate(differing.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            laid = [region for region in regions if _overlay(over, under, region)]
+            if laid:
+                around = cv2.dilate(np.logical_or.reduce(laid).view(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
                 _, rest, _ = aligned.differences(blur, level, aligned.mask & ~around)
                 return (float(rest.max()) if rest.size else 255.0), around
         return worst, None

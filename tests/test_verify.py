@@ -258,3 +258,55 @@ def test_a_third_party_verifier_plugs_in_and_its_failure_is_named(registry_with,
     unknown = run_curate("dedup", data, "-o", tmp_path / "u.json", "--image-root", root, "--embedder", "timm-pool",
                          "--no-cache", "-q", "--verify", "nonesuch")
     assert_one_line_error(unknown, "unknown verifier 'nonesuch'")
+
+
+def photo():
+    return Image.open(curate_fixture("coco/train2017/000000000001.jpg")).convert("RGB")
+
+
+def photo_with_smooth_sky():
+    """A photo whose large smooth areas a tone mapping skewed by the mark's white would misplace."""
+    return Image.open(curate_fixture("coco/train2017/000000000005.jpg")).convert("RGB")
+
+
+def lettered(image, text, at, size):
+    """``image`` with white ``text`` laid on it at ``at`` (fractions of its size)."""
+    image = image.copy()
+    ImageDraw.Draw(image).text((image.width * at[0], image.height * at[1]), text, fill="white", font=font(size))
+    return image
+
+
+def plated(image, text, fill):
+    """``image`` with a sign plate of ``fill`` colour carrying ``text`` at its top left."""
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((20, 20, 200, 70), fill=fill, outline="black", width=2)
+    draw.text((32, 30), text, fill="black", font=font(26))
+    return image
+
+
+def test_a_watermark_is_the_same_picture_but_other_words_on_the_photo_are_not(verifier, tmp_path):
+    original = photo()
+    brightened = original.point(lambda v: min(255, v + 70))     # the mark crosses light parts too
+    for image in (original, brightened, photo_with_smooth_sky()):
+        marked = lettered(image, "© stock-photos.example", (0.05, 0.82), image.width // 14)
+        assert verdict(verifier, tmp_path, image, jpeg(marked, 90)).same
+    # Each image has words the other lacks: two captioned photos, not one watermarked.
+    shop = lettered(original, "Cafe Lumen", (0.1, 0.1), 30)
+    hours = lettered(original, "Open 7am - 4pm", (0.45, 0.8), 28)
+    assert not verdict(verifier, tmp_path, shop, hours).same
+    # One plate, other words and another colour: the plate hides what lay beneath it.
+    assert not verdict(verifier, tmp_path, plated(original, "BAY 7", (250, 204, 21)),
+                       plated(original, "STAFF ONLY", (245, 245, 245))).same
+
+
+def test_padding_is_trimmed_but_a_plain_grainy_edge_is_content():
+    """Trimming a flat, grainy background (a microscope's, a studio's) in one image and not in
+    its crop would misalign the pair: only padding, uniform but for JPEG's noise, is trimmed."""
+    from curate.plugins.verifiers import trim_uniform_borders
+    content = np.asarray(photo().convert("L").resize((300, 200)))
+    grainy = np.clip(np.random.default_rng(0).normal(100, 3, (400, 600)), 0, 255).astype(np.uint8)
+    grainy[100:300, 150:450] = content
+    assert trim_uniform_borders(grainy).shape == grainy.shape
+    padded = np.asarray(jpeg(pad(Image.fromarray(content).convert("RGB")), 75).convert("L"))
+    assert trim_uniform_borders(padded).shape[0] <= 210          # 300 high, 200 of them the photo
