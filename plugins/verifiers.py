@@ -94,11 +94,12 @@ class Prepared:
         import cv2
         self.full = full
         self.chroma = chroma
-        self.median = int(np.median(full))
         scale = WORKING_SIDE / max(full.shape)
         self.gray = full if scale >= 1 else cv2.resize(
             full, (max(1, round(full.shape[1] * scale)), max(1, round(full.shape[0] * scale))),
             interpolation=cv2.INTER_AREA)
+        cumulative = cv2.calcHist([self.gray], [0], None, [256], [0, 256]).ravel().cumsum()
+        self.median = int(np.searchsorted(cumulative, cumulative[-1] / 2))
         self._features: dict[bool, tuple] = {}
 
     def features(self, mirrored: bool = False):
@@ -121,11 +122,9 @@ def trim_uniform_borders(gray: np.ndarray) -> np.ndarray:
         n = len(lines)
         first, last = 0, n
         for edge, step in ((0, 1), (n - 1, -1)):
-            deviation = np.abs(lines.astype(np.int16) - int(np.median(lines[edge])))
-            uniform = (deviation.max(axis=1) <= 2 * BORDER_TOLERANCE) & \
-                ((deviation <= PADDING_NOISE).mean(axis=1) >= 0.5)
+            tone = int(np.median(lines[edge]))
             i = edge
-            while 0 <= i < n and uniform[i]:
+            while 0 <= i < n and _padding(lines[i], tone):
                 i += step
             if step == 1:
                 first = i
@@ -136,6 +135,11 @@ def trim_uniform_borders(gray: np.ndarray) -> np.ndarray:
     top, bottom = span(gray)
     left, right = span(gray[top:bottom].T)
     return np.ascontiguousarray(gray[top:bottom, left:right])
+
+
+def _padding(line: np.ndarray, tone: int) -> bool:
+    deviation = np.abs(line.astype(np.int16) - tone)
+    return int(deviation.max()) <= 2 * BORDER_TOLERANCE and 2 * np.count_nonzero(deviation <= PADDING_NOISE) >= len(line)
 
 
 def _histogram(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
