@@ -3,10 +3,12 @@ the whole set is renamed into place in one commit step, after everything else su
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Callable
 
 from .errors import CurateError
 from .interrupts import signals_held
@@ -65,6 +67,7 @@ class Outputs:
         self.overwrite = overwrite
         self.claimed: dict[Path, tuple[Path, str]] = {}
         self.open_files: dict[Path, tuple[Path, object]] = {}
+        self.merges: dict[Path, Callable[[str | None], str]] = {}
         self.stale: list[Path] = []
 
     def claim(self, path, role: str = "output", *, overwrite: bool | None = None) -> Path:
@@ -100,26 +103,43 @@ class Outputs:
             TEMPORARIES.add(Path(temp_name))
         return stream
 
+    def merge(self, path, render: Callable[[str | None], str]) -> None:
+        """Write ``path`` at commit as ``render(its text then)`` (None when it does not exist).
+        The read, the render and the rename happen under a lock on ``path``, so runs that merge
+        into one file at once each add their part; none is lost."""
+        self.merges[Path(path)] = render
+
     def discard_at_commit(self, path) -> None:
         """Remove ``path`` at commit (a stale rejects list from an earlier run would mislead)."""
         self.stale.append(Path(path))
 
     def commit(self) -> None:
         """Flush everything, then rename it all with signals held, so that an interruption
-        comes before the first rename or after the last one."""
-        for temp, stream in self.open_files.values():
-            stream.flush()
-            os.fsync(stream.fileno())
-            stream.close()
-        with signals_held():
-            for path, (temp, _) in self.open_files.items():
-                os.replace(temp, path)
-                TEMPORARIES.discard(temp)
-                COMMITTED.append(path)
-            self.open_files.clear()
-            for path in self.stale:
-                if path.is_file():
-                    path.unlink()
+        comes before the first rename or after the last one. Merged files are rendered last,
+        under their locks, which are held until every file is in place."""
+        self._sync(self.open_files)
+        with ExitStack() as locks:
+            for path in sorted(self.merges):
+                locks.enter_context(locked(path))
+                self.open(path).write(self.merges[path](_read_existing(path)))
+            self._sync(self.open_files)
+            with signals_held():
+                for path, (temp, _) in self.open_files.items():
+                    os.replace(temp, path)
+                    TEMPORARIES.discard(temp)
+                    COMMITTED.append(path)
+                self.open_files.clear()
+                for path in self.stale:
+                    if path.is_file():
+                        path.unlink()
+
+    @staticmethod
+    def _sync(open_files: dict) -> None:
+        for temp, stream in open_files.values():
+            if not stream.closed:
+                stream.flush()
+                os.fsync(stream.fileno())
+                stream.close()
 
     def abort(self) -> None:
         with signals_held():        # a second Ctrl-C must not leave some temporary files behind
@@ -144,6 +164,32 @@ class Outputs:
                 raise
         else:
             self.abort()
+
+
+@contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock for ``path``: ``flock`` on ``.NAME.lock`` beside it (``path``
+    itself is replaced by a rename, so it cannot hold the lock). The lock file stays: removing
+    it would let a waiting run and a new one lock two different files."""
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise CurateError(f"{lock}: cannot create the lock file that guards {path.name} ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_existing(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CurateError(f"{path}: cannot read it to merge into ({e})") from None
 
 
 def remove_temporaries() -> None:

@@ -21,6 +21,7 @@ import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
@@ -463,18 +464,20 @@ class Run:
                               f"only (its trainer reads nothing else); name the output so")
 
     def _write_sidecars(self, report: Report) -> None:
+        """A merged sidecar is rendered when the outputs commit, from the file's text then
+        (see :meth:`Outputs.merge`); the others now."""
         for sidecar in self.sidecars:
-            existing = None
-            if sidecar.merge and sidecar.path.exists():
-                try:
-                    existing = sidecar.path.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as e:
-                    raise CurateError(f"{sidecar.path}: cannot read the {sidecar.role} to merge into ({e})") from None
-            with plugin_call("writer", self.writer):
-                text = sidecar.render(report.written, existing)
-            self.outputs.open(sidecar.path).write(text)
-            report.notes.append(f"{'updated' if existing is not None else 'wrote'} the {sidecar.role} "
-                                f"{sidecar.path}")
+            render = partial(self._render, sidecar, report.written)
+            if sidecar.merge:
+                self.outputs.merge(sidecar.path, render)
+                report.notes.append(f"merged this dataset into the {sidecar.role} {sidecar.path}")
+            else:
+                self.outputs.open(sidecar.path).write(render(None))
+                report.notes.append(f"wrote the {sidecar.role} {sidecar.path}")
+
+    def _render(self, sidecar, written: int, existing: str | None) -> str:
+        with plugin_call("writer", self.writer):
+            return sidecar.render(written, existing)
 
     def _check_writer(self, written, exhausted: bool, counts: dict) -> None:
         """A writer must take every sample and count what it wrote; otherwise records would be
