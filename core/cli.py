@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from .contracts import DEFAULT_SIGNALS
 from .entry import exit_interrupted
 from .interrupts import install_signal_handlers
 from .errors import CurateError
+from .jsonstream import dumps
 from .registry import KINDS, get_registry, register_commands
 from .progress import ProgressBar, plain, safe, stderr_console
 from .stats import PLACEMENTS, summarise_inputs
@@ -201,7 +201,7 @@ def inspect(inputs, from_format, image_root, image_prefix, seed, options, on_err
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     rows, rejected = summarise_inputs(source, on_error, show_progress=not as_json)
     if as_json:
-        click.echo(json.dumps([r.as_json() for r in rows] + [{"rejected": rejected.count}], indent=2))
+        click.echo(dumps([r.as_json() for r in rows] + [{"rejected": rejected.count}], indent=2))
         return
     table = Table(title=safe(", ".join(str(p) for p in inputs)))
     for name in ("source", "samples", "images", "text-only", "turns", *PLACEMENTS):

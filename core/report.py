@@ -5,7 +5,6 @@ Every string that comes from the data is escaped."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import Outputs
+from .jsonstream import dumps
 from .report_html import render_html
 from .sample import TEXT_ONLY, source_of
 from .similarity import CURVE_THRESHOLDS, kept_counts
@@ -229,7 +229,7 @@ def write_reports(run, files: ReportFiles, outputs: Outputs, show_progress: bool
     """report.json, report.md and report.html, into ``outputs`` (they appear when it commits)."""
     pairs_by_threshold = [removed_pairs(run, result) for result in run.duplicates.thresholds]
     data = build_report(run, pairs_by_threshold)
-    json.dump(data, outputs.open(files.json), indent=1, ensure_ascii=False, default=str)
+    outputs.open(files.json).write(dumps(data, indent=1, default=str))
     outputs.open(files.markdown).write(render_markdown(data))
     outputs.open(files.html).write(render_html(run, data, pairs_by_threshold, show_progress))
     return data

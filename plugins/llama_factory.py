@@ -9,7 +9,6 @@ loader looks for ShareGPT's ``from`` and fails), merged into the file when one i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
@@ -18,6 +17,7 @@ import click
 import curate
 from curate.contracts import Sidecar
 from curate.errors import CurateError, RecordError
+from curate.jsonstream import strict_decoder, with_member
 from curate.formats import Options, Reader, Writer, head_has_keys, samples_from_json
 from curate.records import json_type, unsafe_image_path, write_records
 from curate.sample import IMAGE_TOKEN, Sample, Turn
@@ -129,18 +129,17 @@ class LlamaFactoryWriter(Writer):
         name = dataset_name(output, options)
 
         def render(written: int, existing: str | None) -> str:
-            info = {}
-            if existing is not None:
-                try:
-                    info = json.loads(existing)
-                except ValueError as e:
-                    raise CurateError(f"{path}: not valid JSON, so this dataset cannot be merged into it ({e}); "
-                                      "fix it or pass --dataset-info overwrite --overwrite") from None
-                if not isinstance(info, dict):
-                    raise CurateError(f"{path}: holds a JSON {type(info).__name__}, not LLaMA-Factory's object of "
-                                      "datasets")
-            info[name] = entry
-            return json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+            if existing is None:
+                return with_member("{}\n", name, entry)
+            try:
+                info = strict_decoder()[0].decode(existing)
+            except ValueError as e:
+                raise CurateError(f"{path}: not valid JSON, so this dataset cannot be merged into it ({e}); "
+                                  "fix it or pass --dataset-info overwrite --overwrite") from None
+            if not isinstance(info, dict):
+                raise CurateError(f"{path}: holds a JSON {type(info).__name__}, not LLaMA-Factory's object of "
+                                  "datasets")
+            return with_member(existing, name, entry)
 
         return [Sidecar(path, "LLaMA-Factory dataset_info.json", render, merge=mode == "merge")]
 

@@ -29,3 +29,46 @@ def test_concurrent_merges_keep_every_entry(tmp_path):
     merged = json.loads(info.read_text(encoding="utf-8"))
     assert set(merged) == {"mine", *(f"part{i}" for i in range(8))}
     assert merged["part3"]["file_name"] == "part3.json"
+
+
+def strict_json(text):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_merge_keeps_the_other_entries_text_as_it_was(tmp_path):
+    info = tmp_path / "dataset_info.json"
+    other = '{\n    "other": {"file_name": "x.json", "big": 1e999, "ratio": 1.10}\n}\n'
+    info.write_text(other)
+    run_curate("convert", "llama-factory", "llama-factory", lf_input(tmp_path, 1), "-o", tmp_path / "mine.json",
+               check=0)
+    text = info.read_text(encoding="utf-8")
+    assert text.startswith('{\n    "other": {"file_name": "x.json", "big": 1e999, "ratio": 1.10}')
+    assert set(strict_json(text)) == {"other", "mine"}        # valid JSON: no Infinity, no NaN
+    run_curate("convert", "llama-factory", "llama-factory", lf_input(tmp_path, 1), "-o", tmp_path / "mine.json",
+               "--overwrite", check=0)
+    assert info.read_text(encoding="utf-8") == text           # merging the same entry again changes nothing
+
+
+def test_a_dataset_info_with_nan_is_refused_not_rewritten(tmp_path):
+    info = tmp_path / "dataset_info.json"
+    info.write_text('{"other": {"file_name": "x.json", "weight": NaN}}')
+    result = run_curate("convert", "llama-factory", "llama-factory", lf_input(tmp_path, 1),
+                        "-o", tmp_path / "mine.json")
+    assert_one_line_error(result, "dataset_info.json", "NaN is not valid JSON")
+    assert info.read_text() == '{"other": {"file_name": "x.json", "weight": NaN}}'
+    assert not (tmp_path / "mine.json").exists()
+
+
+def test_curate_never_writes_nan_infinity_or_a_null_for_them():
+    from curate.jsonstream import NOT_FINITE, dumps
+    for value in (float("inf"), float("-inf"), float("nan")):
+        for indent in (None, 2):
+            try:
+                text = dumps({"score": [1, value]}, indent=indent)
+            except ValueError as e:
+                assert str(e) == NOT_FINITE
+            else:
+                raise AssertionError(f"wrote {text}")
+    assert json.loads(dumps({"a": None, "big": 2 ** 70})) == {"a": None, "big": 2 ** 70}
