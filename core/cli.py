@@ -27,8 +27,7 @@ stdout_console = Console()
 
 def fail(message: str) -> None:
     """One line on stderr, exit code 1: the contract for every user-facing failure."""
-    lines = [plain(line.strip()) for line in str(message).splitlines() if line.strip()] or ["failed"]
-    click.echo(f"error: {lines[0]}" + (" [...]" if len(lines) > 1 else ""), err=True)
+    click.echo(f"error: {plain(str(message).strip()) or 'failed'}", err=True)
     sys.exit(1)
 
 

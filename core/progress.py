@@ -12,13 +12,15 @@ from rich.progress import (BarColumn, Progress, ProgressColumn, TaskProgressColu
 from rich.text import Text
 
 stderr_console = Console(stderr=True)
-# C0 and C1 control characters (ESC starts terminal escape sequences), shown, never sent raw.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 and C1 control characters (ESC starts terminal escape sequences; a newline in a file name
+# would split a one-line message), shown, never sent raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def plain(value) -> str:
     """Text from the data made safe for a terminal: control characters become visible escapes."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), str(value))
 
 
 def safe(value) -> str:

@@ -72,3 +72,10 @@ def test_curate_never_writes_nan_infinity_or_a_null_for_them():
             else:
                 raise AssertionError(f"wrote {text}")
     assert json.loads(dumps({"a": None, "big": 2 ** 70})) == {"a": None, "big": 2 ** 70}
+
+
+def test_a_newline_in_a_file_name_keeps_the_error_on_one_line(tmp_path):
+    source = tmp_path / "bad\nname.json"
+    source.write_text('[{"messages": 3}]')
+    result = run_curate("convert", "llama-factory", "llama-factory", source, "-o", tmp_path / "out.json")
+    assert_one_line_error(result, "bad\\nname.json: record 0", "field 'messages'")
