@@ -36,6 +36,37 @@ def _warn_plugin_problems() -> None:
         stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False, soft_wrap=True)
 
 
+def check_utf8(ctx: click.Context) -> None:
+    """Every name and text given on the command line must be UTF-8, checked here once: curate
+    writes them into UTF-8 files (dataset_info.json, reports, rejects, records' ids). A name
+    typed in a Latin-1 shell reaches Python with its other bytes escaped, which no such file holds."""
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (str, os.PathLike)) and not _is_utf8(os.fspath(item)):
+                name = max(param.opts, key=len) if isinstance(param, click.Option) else param.human_readable_name
+                shown = os.fspath(item).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise CurateError(f"{name}: '{shown}' is not UTF-8 (typed in a Latin-1 shell?); curate writes "
+                                  "names into UTF-8 files (dataset_info.json, reports, rejects): give it in UTF-8, "
+                                  "renaming the file if need be")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class CurateCommand(click.Command):
+    """A command whose names are checked (:func:`check_utf8`) before it runs."""
+
+    def invoke(self, ctx):
+        check_utf8(ctx)
+        return super().invoke(ctx)
+
+
 class CurateGroup(click.Group):
     """Turns CurateError (and broken pipes, Ctrl-C) into one-line errors, never tracebacks."""
 
@@ -58,6 +89,8 @@ class CurateGroup(click.Group):
                 raise
             fail(f"internal error: {type(e).__name__}: {e} (run with CURATE_DEBUG=1 for a traceback, "
                  f"and please report it)")
+
+    command_class = CurateCommand
 
 
 def parse_options(values) -> dict[str, str]:

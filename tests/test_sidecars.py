@@ -5,6 +5,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from conftest import CURATE, assert_one_line_error, run_curate
 
 RECORD = {"messages": [{"role": "user", "content": "<image>What is it?"},
@@ -72,6 +74,28 @@ def test_curate_never_writes_nan_infinity_or_a_null_for_them():
             else:
                 raise AssertionError(f"wrote {text}")
     assert json.loads(dumps({"a": None, "big": 2 ** 70})) == {"a": None, "big": 2 ** 70}
+
+
+def run_bytes(*args):
+    """The CLI in a subprocess with raw bytes in argv, as a Latin-1 shell passes them."""
+    argv = [os.fsencode(a) if not isinstance(a, bytes) else a for a in (*CURATE, *args)]
+    return subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
+
+
+@pytest.mark.parametrize("option", ["--dataset-name", "--output", "--image-root", "INPUTS"])
+def test_names_that_are_not_utf8_are_a_clean_error_naming_the_option(tmp_path, option):
+    source, out = lf_input(tmp_path, 1), tmp_path / "out.json"
+    latin1 = os.fsencode(tmp_path) + b"/caf\xe9"
+    (tmp_path / os.fsdecode(latin1)).mkdir()
+    args = {"--dataset-name": ["--dataset-name", b"caf\xe9"], "--output": [],
+            "--image-root": ["--image-root", latin1], "INPUTS": []}[option]
+    inputs = [latin1 + b".json"] if option == "INPUTS" else [source]
+    if option == "INPUTS":
+        source.rename(os.fsdecode(inputs[0]))
+    output = latin1 + b".json.out.json" if option == "--output" else out
+    result = run_bytes("convert", "llama-factory", "llama-factory", *inputs, "-o", output, *args)
+    assert_one_line_error(result, f"{option}: ", "caf\\xe9", "not UTF-8")
+    assert not out.exists() and not (tmp_path / "dataset_info.json").exists()
 
 
 def test_a_newline_in_a_file_name_keeps_the_error_on_one_line(tmp_path):
