@@ -112,8 +112,9 @@ class Reader(ABC):
 class Sidecar:
     """A file a trainer needs beside the data (LLaMA-Factory's ``dataset_info.json``,
     InternVL's meta JSON), written atomically with the output. ``render(written, existing)``
-    gets how many samples were written and, with ``merge``, the file's current text (None
-    when it does not exist yet), and returns the new text."""
+    gets how many samples were written and, with ``merge``, the file's text when the outputs
+    commit (None when it does not exist yet; read under a lock, so runs merging at once each
+    add their part), and returns the new text."""
 
     path: Path
     role: str
