@@ -210,8 +210,12 @@ def main() -> None:
         if not args.no_cpu:
             baseline = baseline_tree(args.baseline, Path(tmp))
             try:
-                cpu_before = sorted(cold_cpu(folder, baseline, "before") for _ in range(args.repeats))
-                cpu_after = sorted(cold_cpu(folder, None, "after") for _ in range(args.repeats))
+                cpu_before, cpu_after = [], []
+                for _ in range(args.repeats):           # interleaved: a load that comes and goes hits both
+                    cpu_before.append(cold_cpu(folder, baseline, "before"))
+                    cpu_after.append(cold_cpu(folder, None, "after"))
+                cpu_before.sort()
+                cpu_after.sort()
             finally:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline / "src")],
                                capture_output=True)
