@@ -25,6 +25,7 @@ _EXPORTS = {
                   "Sidecar", "Signal", "Verdict", "Verifier", "head_has_keys", "samples_from_json"],
     "engine": ["Inputs", "Report"],
     "api": ["convert", "read", "write"],
+    "decisions": ["Decisions", "apply"],
     "deduplicate": ["DedupResult", "Duplicates", "EmbedderSpec", "EmbedSettings", "Embeddings", "ReportSettings",
                     "SearchSettings", "dedup", "embed", "identify_duplicates"],
 }

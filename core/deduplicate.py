@@ -3,8 +3,10 @@
 1. :func:`identify_duplicates`: scan the inputs for their unique images, embed each once
    (through the cache), and decide per scope group which images stay. It returns a typed
    :class:`Duplicates` decision.
-2. apply: :class:`DuplicateFilter`, a filter stage of the engine's run, writes the kept
-   samples in input order and hands the removed ones to ``removed.jsonl``.
+2. apply: the decision becomes :class:`curate.decisions.Decisions`, one row per image, written
+   to ``decisions.jsonl``; :class:`~curate.decisions.DecisionFilter`, a filter stage of the
+   engine's run, writes the kept samples in input order and hands the removed ones to
+   ``removed.jsonl`` (``curate apply`` runs the same stage on a decisions file).
 3. report: :func:`curate.report.write_reports` renders the decision and the run's accounting.
 
 :func:`dedup` composes the three, with every output committed together.
@@ -27,7 +29,8 @@ from .cache import EmbeddingCache
 from .contracts import DEFAULT_SIGNALS, EMBEDDING, LoadedEmbedder
 from . import device_decode
 from .embedding import EmbedResult, SignalSet, embed_files
-from .engine import Filter, Inputs, Item, RejectSink, Report, Run
+from .decisions import DecisionFilter, Decisions
+from .engine import Inputs, RejectSink, Report, Run, default_writer
 from .errors import CurateError, RecordError
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
@@ -510,36 +513,9 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
     return Duplicates(found, search, results, neighbourhood, seconds, signals)
 
 
-# --- step 2: apply ---------------------------------------------------------------------------------
-
-class DuplicateFilter(Filter):
-    """The engine stage that drops samples whose images were all removed (to ``removed.jsonl``),
-    and with ``drop_unreadable`` sets samples with an unreadable image aside as rejects."""
-
-    def __init__(self, duplicates: Duplicates, removed_path: Path, drop_unreadable: bool = False):
-        super().__init__(removed_path)
-        self.duplicates = duplicates
-        self.drop_unreadable = drop_unreadable
-
-    def decide(self, item: Item):
-        removal = self.duplicates.removal(item.sample)
-        if removal is not None:
-            return removal
-        if self.drop_unreadable:
-            bad = self.duplicates.unreadable(item.sample)
-            if bad:
-                return RecordError(item.path, f"image {bad[0]!r} is unreadable: {bad[1]}", index=item.number,
-                                   record_id=item.sample.id, field="image")
-        return None
-
+# --- step 2: apply: curate.decisions.DecisionFilter --------------------------------------------------
 
 # --- all three -----------------------------------------------------------------------------------
-
-def default_writer(inputs: Inputs) -> str:
-    """The first input's format when curate can write it (llava stays llava), else llava (svit)."""
-    name = inputs.readers[0].name
-    return name if name in get_registry().components["writer"] else "llava"
-
 
 @dataclass
 class ReportSettings:
@@ -561,6 +537,19 @@ class DedupResult:
     report_data: dict | None = None      # what report.json holds
 
 
+def identify_to_file(inputs: Inputs, output, *, embedder: EmbedderSpec = None, search: SearchSettings = None,
+                     settings: EmbedSettings = None, on_error: str = "fail", overwrite: bool = False) -> Decisions:
+    """Identify near-duplicates and write only the decisions, to ``output`` (``curate dedup
+    --decisions-only``); ``curate apply`` filters any export of the inputs with them later."""
+    with Outputs(inputs.sources, overwrite=overwrite) as outputs:
+        path = outputs.claim(Path(output), "decisions file")
+        duplicates = identify_duplicates(inputs, embedder or EmbedderSpec(), search or SearchSettings(),
+                                         settings or EmbedSettings(), on_error=on_error)
+        decisions = Decisions.from_duplicates(duplicates)
+        decisions.write(outputs.open(path))
+    return decisions
+
+
 def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSpec = None,
           search: SearchSettings = None, settings: EmbedSettings = None, report: ReportSettings = None,
           drop_unreadable: bool = False, on_error: str = "fail", rejects=None, boxes: str | None = None,
@@ -577,9 +566,12 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
                   boxes=boxes, ids=ids, show_progress=settings.show_progress, title="write")
         files = ReportFiles.claim(outputs, Path(report.folder) if report.folder else
                                   output.with_name(output.name + ".report"))
+        decisions_path = outputs.claim(files.folder / "decisions.jsonl", "decisions file", overwrite=True)
         duplicates = identify_duplicates(inputs, embedder, search, settings, on_error=on_error)
+        decisions = Decisions.from_duplicates(duplicates)
+        decisions.write(outputs.open(decisions_path))
         started = time.monotonic()
-        accounting = run.execute([DuplicateFilter(duplicates, files.removed, drop_unreadable)])
+        accounting = run.execute([DecisionFilter(decisions, files.removed, drop_unreadable)])
         seconds = dict(duplicates.stage_seconds, write=time.monotonic() - started)
         accounting.seconds = time.monotonic() - run_started
         accounting.warnings += duplicates.embedding.warnings

@@ -95,6 +95,12 @@ def resolve_writer(name: str):
     return get_registry().get("writer", name)
 
 
+def default_writer(inputs: "Inputs") -> str:
+    """The first input's format when curate can write it (llava stays llava), else llava (svit)."""
+    name = inputs.readers[0].name
+    return name if name in get_registry().components["writer"] else "llava"
+
+
 def apply_image_prefix(image, prefix: str):
     """Prefix bare file names (``000000033471.jpg``) with a folder; paths with a folder stay."""
     def one(path: str) -> str:
