@@ -32,12 +32,18 @@ from .images import UnreadableImage
 CONVENTIONS = ("original", "padded", "thousand", "pixels", "smart-resize", "qwen-1000")
 # Qwen2.5-VL's smart_resize defaults, as in QwenLM's process_bbox.ipynb (factor, min and max pixels)
 QWEN25_RESIZE = (28, 56 * 56, 14 * 14 * 4 * 1280)
-_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?"
+_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_ONE_NUMBER = re.compile(rf"\s*{_NUMBER}\s*")
 _BRACKET_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
-_INTERNVL_BOX = re.compile(r"<box>\s*\[(\s*\[[^\[\]]*\]\s*(?:,\s*\[[^\[\]]*\]\s*)*)\]\s*</box>")
+_INSIDE = re.compile(r"\[([^\[\]]*)\]")                       # what one bracket holds
+_INTERNVL_BOX = re.compile(r"<box>([^<]*)</box>")
+_BOX_LIST = re.compile(r"\s*\[\s*(\[[^\[\]]*\](?:\s*,\s*\[[^\[\]]*\])*)\s*\]\s*")   # [[..], [..]]
 _REF = re.compile(r"<ref>(.*?)</ref>", re.S)
 _REF_BEFORE = re.compile(r"<ref>([^<]*)</ref>\s*$")          # a ref right before an InternVL box
+_SVIT_REF = re.compile(r"<st>([^<]*)<ed>")
 _SVIT_REF_BEFORE = re.compile(r"<st>([^<]*)<ed>(\s*)$")      # SVIT's "<st>object<ed> [box]"
+_SVIT_MARKED = re.compile(r"<ed>((?:\s*,?\s*\[[^\[\]]*\])+)")  # the brackets SVIT marks as boxes
+_SVIT_BRACKET_IN_REF = re.compile(r"<st>[^<]*\[")
 _SVIT_MARKERS = re.compile(r"<st>|<ed>")
 _QWEN_JSON = re.compile(r'\[?\{"bbox_2d":\s*\[[^\[\]]*\](?:,\s*"label":\s*"(?:[^"\\]|\\.)*")?\}'
                         r'(?:,\s*\{"bbox_2d":\s*\[[^\[\]]*\](?:,\s*"label":\s*"(?:[^"\\]|\\.)*")?\})*\]?')
@@ -45,8 +51,66 @@ _SEPARATOR = re.compile(r"\s*,\s*")
 _BRACKET = re.compile(r"\[([^\[\]\0]*)\]")
 _THOUSANDTHS = re.compile(r"\s*([01])(?:\.([0-9]{1,3}))?\s*")
 _UNUSUAL_GAP = re.compile(r"\](?!, \[)\s*,\s*\[")     # boxes in a row not written "], ["
+# the largest value of each convention (the smallest is 0)
+TOP = {"original": 1, "padded": 1, "thousand": 1000, "qwen-1000": 1000, "pixels": math.inf, "smart-resize": math.inf}
+# ms-swift's objects say what their boxes mean by bbox_type: norm1 ([0, 1] of the image) or real (pixels)
+SWIFT_BBOX_TYPES = {"original": "norm1", "pixels": "real"}
+SWIFT_PLACEHOLDERS = ("<ref-object>", "<bbox>")
 
 Box = tuple[float, float, float, float]
+
+
+# --- what a box is ------------------------------------------------------------------------------
+
+class BoxError(CurateError):
+    """Something written as a box that is not one (or would not be one once converted): the
+    record that holds it is refused, with this reason."""
+
+
+def shown(values) -> str:
+    return "[" + ", ".join(v if isinstance(v, str) else format_number(v) for v in values) + "]"
+
+
+def check_box(values: list, convention: str, written: str | None = None) -> list[float]:
+    """``values`` as a box of ``convention``, or a BoxError saying why they are not one: four
+    finite numbers within the convention's range, x1 < x2 and y1 < y2 (not inverted, not empty).
+    ``written``: the box as the text writes it, for the message."""
+    if len(values) != 4 or not all(type(v) in (int, float) for v in values):
+        raise BoxError(f"malformed box {written or shown(map(str, values))}: expected four numbers")
+    box = written or shown(values)
+    if not all(math.isfinite(v) for v in values):
+        raise BoxError(f"box {box} holds a number that is not finite")
+    if not all(0 <= v <= TOP[convention] for v in values):
+        where = f"[0, {TOP[convention]}]" if math.isfinite(TOP[convention]) else "[0, ∞)"
+        raise BoxError(f"box {box} lies outside {where} ({convention})")
+    x1, y1, x2, y2 = values
+    if x1 > x2 or y1 > y2:
+        raise BoxError(f"box {box} has x1 > x2 or y1 > y2")
+    if x1 == x2 or y1 == y2:
+        raise BoxError(f"box {box} is empty (x1 = x2 or y1 = y2)")
+    return values
+
+
+def parse_box(inside: str, convention: str) -> list[float]:
+    """What a bracket the syntax marks as a box holds (``x1, y1, x2, y2``), as a checked box."""
+    parts = inside.split(",")
+    written = f"[{inside.strip()}]"
+    if len(parts) != 4 or not all(_ONE_NUMBER.fullmatch(p) for p in parts):
+        raise BoxError(f"malformed box {written}: expected four numbers")
+    return check_box([float(p) for p in parts], convention, written)
+
+
+def is_box(values: list[float], convention: str) -> bool:
+    """Whether four numbers in plain text (a bracket no syntax marks) mean a box: finite and
+    within the convention's range. Such a box must then pass :func:`check_box` too."""
+    return all(math.isfinite(v) and 0 <= v <= TOP[convention] for v in values)
+
+
+def check_written(box: list, before: list, convention: str) -> list:
+    """A converted box, refused when rounding to ``convention`` leaves it no area."""
+    if not (box[0] < box[2] and box[1] < box[3]):
+        raise BoxError(f"box {shown(before)} becomes {shown(box)} in {convention}, which has no area")
+    return box
 
 
 # --- the SVIT / LLaVA-1.5 square padding recipe -------------------------------------------------
@@ -81,7 +145,9 @@ def needs_size(source: str, target: str) -> bool:
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """Qwen2.5-VL's processor resize: (height, width) with sides multiples of ``factor`` and a
-    pixel count within [min_pixels, max_pixels], the aspect ratio kept as well as that allows."""
+    pixel count within [min_pixels, max_pixels], the aspect ratio kept as well as that allows.
+    As in transformers' ``image_processing_qwen2_vl.smart_resize``, shrinking never takes a
+    side below one ``factor`` (the notebook's older copy could make it 0, and every box with it)."""
     if height < factor or width < factor:
         raise CurateError(f"the image ({width}x{height}) is smaller than Qwen's resize factor {factor}")
     if max(height, width) / min(height, width) > 200:
@@ -89,7 +155,8 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
     if h_bar * w_bar > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
-        h_bar, w_bar = math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
     elif h_bar * w_bar < min_pixels:
         beta = math.sqrt(min_pixels / (height * width))
         h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
@@ -176,40 +243,60 @@ class BoxStyle:
     resize: tuple = QWEN25_RESIZE
 
     def groups(self, text: str):
-        """Each :class:`Group` of boxes in the text, in order."""
+        """Each :class:`Group` of boxes in the text, in order. Whatever the syntax marks as a box
+        must be one (:func:`check_box`), and so must four numbers in a bracket that fall within
+        the convention's range; anything else raises a BoxError."""
         if self.syntax == "internvl":
-            for m in _INTERNVL_BOX.finditer(text):
-                boxes = [[float(v) for v in b.split(",")] for b in re.findall(r"\[([^\[\]]*)\]", m.group(1))]
-                if all(len(b) == 4 for b in boxes):
-                    yield _with_ref(Group(m.start(), m.end(), boxes), text, _REF_BEFORE)
-            return
-        if self.syntax == "qwen-json":
-            for m in _QWEN_JSON.finditer(text):
-                try:
-                    found = json.loads(m.group())
-                except ValueError:
-                    continue
-                objects = found if isinstance(found, list) else [found]
-                boxes = [o["bbox_2d"] for o in objects]
-                if all(isinstance(b, list) and len(b) == 4 for b in boxes):
-                    yield Group(m.start(), m.end(), [[float(v) for v in b] for b in boxes])
-            return
-        if self.syntax == "swift":
+            yield from self._internvl_groups(text)
+        elif self.syntax == "qwen-json":
+            yield from self._qwen_groups(text)
+        elif self.syntax == "swift":
             raise CurateError("ms-swift's <bbox> placeholders are written, not read")
-        for group in self._bracket_groups(text):
-            yield _with_ref(group, text, _SVIT_REF_BEFORE) if self.syntax == "svit" else group
+        elif self.syntax == "svit":
+            yield from self._svit_groups(text)
+        else:
+            yield from self._bracket_groups(text)
 
     def find(self, text: str):
         """(start, end, [boxes]) for each box group in the text."""
         for group in self.groups(text):
             yield group.start, group.end, group.boxes
 
+    def _internvl_groups(self, text: str):
+        for m in _INTERNVL_BOX.finditer(text):
+            inside = _BOX_LIST.fullmatch(m.group(1))
+            if inside is None:
+                raise BoxError(f"malformed <box>{m.group(1)}</box>: expected [[x1, y1, x2, y2], ...]")
+            boxes = [parse_box(b, self.convention) for b in _INSIDE.findall(inside.group(1))]
+            yield _with_ref(Group(m.start(), m.end(), boxes), text, _REF_BEFORE)
+
+    def _qwen_groups(self, text: str):
+        for m in _QWEN_JSON.finditer(text):
+            try:
+                found = json.loads(m.group())
+            except ValueError:
+                continue
+            objects = found if isinstance(found, list) else [found]
+            yield Group(m.start(), m.end(), [check_box(o["bbox_2d"], self.convention) for o in objects])
+
+    def _svit_groups(self, text: str):
+        for m in _SVIT_MARKED.finditer(text):        # every bracket right after <ed> is a box
+            for inside in _INSIDE.findall(m.group(1)):
+                parse_box(inside, self.convention)
+        refs = [m.span(1) for m in _SVIT_REF.finditer(text)]
+        for group in self._bracket_groups(text):
+            if any(start <= group.start < end for start, end in refs):
+                raise BoxError(f"box {text[group.start:group.end]} is inside the referring expression "
+                               "<st>...<ed> (SVIT writes boxes after <ed>)")
+            yield _with_ref(group, text, _SVIT_REF_BEFORE)
+
     def _bracket_groups(self, text: str):
         group = None   # boxes written one after another ("[..], [..]") form one group
         for m in _BRACKET_BOX.finditer(text):
             values = [float(v) for v in m.groups()]
-            if self.convention in ("original", "padded") and not all(0.0 <= v <= 1.0 for v in values):
-                continue  # four numbers that are not a normalised box
+            if not is_box(values, self.convention):
+                continue  # four numbers that are not a box of this convention
+            check_box(values, self.convention, m.group())
             if group and _SEPARATOR.fullmatch(text, group.end, m.start()):
                 group.end = m.end()
                 group.boxes.append(values)
@@ -253,7 +340,7 @@ class BoxStyle:
         """Where the syntax keeps values outside the text (ms-swift's ``objects``), put them on the sample."""
         if self.syntax == "swift" and (objects["bbox"] or objects["ref"]):
             sample.extra["objects"] = {"ref": objects["ref"], "bbox": objects["bbox"],
-                                       "bbox_type": "norm1" if self.convention == "original" else "real"}
+                                       "bbox_type": SWIFT_BBOX_TYPES[self.convention]}
 
 
 def _with_ref(group: Group, text: str, pattern) -> Group:
@@ -274,11 +361,15 @@ INTERNVL = BoxStyle("thousand", "internvl")
 def rewrite_boxes(text: str, source: BoxStyle, target: BoxStyle, size: Callable[[], tuple[int, int]],
                   objects: dict | None = None) -> tuple[str, int]:
     """Rewrite every box of ``text`` from one style to another; returns (text, boxes rewritten).
-    ``objects`` collects what a ``swift`` target keeps outside the text."""
+    ``objects`` collects what a ``swift`` target keeps outside the text. A box that is not one,
+    or that would have no area once converted, raises a BoxError."""
+    if target.syntax == "swift":
+        _refuse_placeholders(text)
     pieces, last, count = [], 0, 0
     for group in list(source.groups(text)):
         dims = size() if needs_size(source.convention, target.convention) else None
-        converted = [convert_box(b, source.convention, target.convention, dims, target.resize) for b in group.boxes]
+        converted = [check_written(convert_box(b, source.convention, target.convention, dims, target.resize), b,
+                                   target.convention) for b in group.boxes]
         pieces.append(text[last:group.start])
         if group.ref is None and target.syntax == "bracket" and source.syntax == "internvl" and group.start \
                 and not text[group.start - 1].isspace():
@@ -291,10 +382,22 @@ def rewrite_boxes(text: str, source: BoxStyle, target: BoxStyle, size: Callable[
     return (source.strip_markup(out) if source.syntax != target.syntax else out), count
 
 
+def _refuse_placeholders(text: str) -> None:
+    """ms-swift counts its placeholders against the record's objects: the text may hold none of its own."""
+    for placeholder in SWIFT_PLACEHOLDERS:
+        if placeholder in text:
+            raise BoxError(f"the text already holds {placeholder}, ms-swift's placeholder for a "
+                           f"{'referring expression' if placeholder == '<ref-object>' else 'box'}: it would not "
+                           "match the record's objects")
+
+
 def style_for(convention: str, like: BoxStyle) -> BoxStyle:
     """``like`` with another convention (for --boxes)."""
     if convention not in CONVENTIONS:
         raise CurateError(f"--boxes must be one of {', '.join(CONVENTIONS)}, not {convention!r}")
+    if like.syntax == "swift" and convention not in SWIFT_BBOX_TYPES:
+        raise CurateError(f"--boxes {convention}: ms-swift's bbox_type says only norm1 (--boxes original) or "
+                          "real pixels (--boxes pixels)")
     return BoxStyle(convention, like.syntax, like.resize)
 
 
@@ -331,7 +434,8 @@ class PaddingLane:
     of ``round(p / side, 3)`` per square side), for exactly :func:`pad_box`'s results.
 
     The lane takes texts only when every bracket in them is a box of four numbers in [0, 1]
-    with at most three decimals, x1 <= x2 and y1 <= y2 (so SVIT's checks would pass);
+    with at most three decimals, x1 < x2 and y1 < y2 before and after padding, none inside
+    SVIT's ``<st>...<ed>`` (so :func:`check_box` would pass each);
     otherwise it returns None and the caller uses :func:`rewrite_boxes`, which gives the same
     text for what the lane takes (a test compares the two case by case)."""
 
@@ -361,6 +465,8 @@ class PaddingLane:
         if len(parts) > 1:
             if _UNUSUAL_GAP.search(text) or (self.svit and "<ed>[" in text):
                 return None                  # rewrite_boxes writes ", " and "<ed> [" there
+            if self.svit and _SVIT_BRACKET_IN_REF.search(text):
+                return None                  # a box inside <st>...<ed> is refused there
             numbers = self.numbers
             try:
                 width, height = size()
@@ -369,10 +475,13 @@ class PaddingLane:
                 for i in range(1, len(parts), 2):
                     x1, y1, x2, y2 = parts[i].split(",")
                     x1, y1, x2, y2 = numbers[x1], numbers[y1], numbers[x2], numbers[y2]
-                    if x1 > x2 or y1 > y2:
-                        return None
-                    parts[i] = (f"[{x_texts[x_pixels[x1]]}, {y_texts[y_pixels[y1]]}, "
-                                f"{x_texts[x_pixels[x2]]}, {y_texts[y_pixels[y2]]}]")
+                    if x1 >= x2 or y1 >= y2:
+                        return None          # inverted or empty: rewrite_boxes says which
+                    left, top, right, bottom = (x_texts[x_pixels[x1]], y_texts[y_pixels[y1]],
+                                                x_texts[x_pixels[x2]], y_texts[y_pixels[y2]])
+                    if left == right or top == bottom:
+                        return None          # no area once padded: rewrite_boxes refuses it
+                    parts[i] = f"[{left}, {top}, {right}, {bottom}]"
             except (_NotSimple, ValueError, CurateError):     # ValueError: not four numbers
                 return None
             text = "".join(parts)
@@ -428,11 +537,11 @@ class BoxRewriter:
         self.images: set[str] = set()
 
     def rewrite_texts(self, texts: list[str], size: Callable[[], tuple[int, int]],
-                      check: Callable[[int, str], None] | None = None,
+                      refuse: Callable[[int, str], Exception] | None = None,
                       objects: dict | None = None) -> tuple[list[str], int]:
         """The texts in the target style, and how many boxes they held (for :meth:`tally`, once
-        the record is kept). ``check(k, text)`` is the caller's own validation of text ``k``
-        (it raises to refuse it); it runs only where the fast lane cannot vouch for the text."""
+        the record is kept). ``refuse(k, reason)`` gives the error to raise for a bad box in
+        text ``k`` (the caller names the record and field); without it the BoxError is raised."""
         done = self.lane(texts, size) if self.lane is not None else None
         if done is not None:
             return done
@@ -440,9 +549,14 @@ class BoxRewriter:
         for k, text in enumerate(texts):
             one = self.lane([text], size) if self.lane is not None and len(texts) > 1 else None
             if one is None:
-                if check is not None:
-                    check(k, text)
-                text, count = rewrite_boxes(text, self.source, self.target, size, objects)
+                try:
+                    text, count = rewrite_boxes(text, self.source, self.target, size, objects)
+                except RecordError:
+                    raise
+                except CurateError as e:
+                    if refuse is None:
+                        raise
+                    raise refuse(k, str(e)) from None
                 one = ([text], count)
             out += one[0]
             total += one[1]
@@ -476,16 +590,13 @@ class BoxRewriter:
                                   field="image")
             return self.image_size(sample.images[0], path, record_id=sample.id)
 
+        def refuse(k, reason):
+            return RecordError(path, reason, record_id=sample.id, field=f"conversations[{k}]")
+
         objects = {"ref": [], "bbox": []}
-        total = 0
-        for k, turn in enumerate(sample.conversations):
-            try:
-                (turn.text,), count = self.rewrite_texts([turn.text], size, objects=objects)
-            except RecordError:
-                raise
-            except CurateError as e:
-                raise RecordError(path, str(e), record_id=sample.id, field=f"conversations[{k}]") from None
-            total += count
+        texts, total = self.rewrite_texts([turn.text for turn in sample.conversations], size, refuse, objects)
+        for turn, text in zip(sample.conversations, texts):
+            turn.text = text
         self.target.attach(sample, objects)
         self.tally(total, sample.images[0] if sample.images else None)
         return sample

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .boxes import BoxStyle, convert_box
+from .boxes import BoxError, BoxStyle, convert_box
 from .images import ImageLocator, UnreadableImage, load_rgb
 
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
@@ -47,26 +47,30 @@ def figure(sample, style: BoxStyle | None, locator: ImageLocator) -> tuple[str, 
         square = Image.new("RGB", (max(1, round(side * scale)),) * 2, (128, 128, 128))
         square.paste(thumb, (round((side - width) / 2 * scale), round((side - height) / 2 * scale)))
         thumb = square
-    n = 0
-    if style is not None:
-        for k, turn in enumerate(sample.conversations):
-            for start, end, boxes in style.find(turn.text):
-                colour = COLOURS[n % len(COLOURS)]
-                marks.append((k, start, end, colour))
-                for box in boxes:
-                    if padded:
-                        x1, y1, x2, y2 = (v * side for v in box)
-                    else:
-                        x1, y1, x2, y2 = (v * s for v, s in zip(convert_box(box, style.convention, "original",
-                                                                            (width, height)),
-                                                                (width, height, width, height)))
-                    rects.append(f'<rect x="{x1 * scale:.1f}" y="{y1 * scale:.1f}" width="{(x2 - x1) * scale:.1f}" '
-                                 f'height="{(y2 - y1) * scale:.1f}" stroke="{colour}"/>')
-                n += 1
+    n, problem = 0, ""
+    try:
+        found = [(k, list(style.find(turn.text))) for k, turn in enumerate(sample.conversations)] if style else []
+    except BoxError as e:           # drawn without boxes, and the reason said under the image
+        found, problem = [], f"; not drawn: {e}"
+    for k, groups in found:
+        for start, end, boxes in groups:
+            colour = COLOURS[n % len(COLOURS)]
+            marks.append((k, start, end, colour))
+            for box in boxes:
+                if padded:
+                    x1, y1, x2, y2 = (v * side for v in box)
+                else:
+                    x1, y1, x2, y2 = (v * s for v, s in zip(convert_box(box, style.convention, "original",
+                                                                        (width, height)),
+                                                            (width, height, width, height)))
+                rects.append(f'<rect x="{x1 * scale:.1f}" y="{y1 * scale:.1f}" width="{(x2 - x1) * scale:.1f}" '
+                             f'height="{(y2 - y1) * scale:.1f}" stroke="{colour}"/>')
+            n += 1
     svg = (f'<svg width="{thumb.width}" height="{thumb.height}" viewBox="0 0 {thumb.width} {thumb.height}">'
            f'<image href="{_encode(thumb)}" width="{thumb.width}" height="{thumb.height}"/>{"".join(rects)}</svg>')
     note = " (drawn padded to a square, as the boxes mean)" if padded else ""
-    return f"<figure>{svg}<figcaption>{escape(sample.images[0])} {width}×{height}{note}</figcaption></figure>", marks
+    return (f"<figure>{svg}<figcaption>{escape(sample.images[0])} {width}×{height}{note}{escape(problem)}"
+            "</figcaption></figure>", marks)
 
 
 def _marked(text: str, marks: list) -> str:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import bisect
 import random
-import re
 from pathlib import Path
 from typing import Iterator
 
 import click
 
 import curate
-from curate.boxes import SVIT_ORIGINAL
+from curate.boxes import SVIT_ORIGINAL, BoxError
 from curate.prompts import DETAIL_INSTRUCTIONS
 from curate.errors import RecordError
 from curate.formats import Options, Reader, head_has_keys
@@ -36,10 +35,6 @@ REFERRING_INSTRUCTIONS = (
     "Locate the objects with their coordinates.",
 )
 _FILE_TASKS = (("referring", "referring"), ("complex", "complex"), ("detail", "detail"), ("conversation", "conversation"))
-# "<st>object<ed>" followed by one or more "[...]" groups separated by commas
-_OBJECT_BOXES = re.compile(r"<ed>((?:\s*,?\s*\[[^\[\]]*\])+)")
-_GROUP = re.compile(r"\[([^\[\]]*)\]")
-_NUMBER = re.compile(r"^\s*-?\d+(?:\.\d+)?(?:[eE]-?\d+)?\s*$")
 
 
 def detect_task(path: Path, head: str) -> str | None:
@@ -53,18 +48,13 @@ def detect_task(path: Path, head: str) -> str | None:
 
 
 def check_boxes(text: str) -> str | None:
-    """The first problem with the boxes after an object, or None. Boxes are 4 numbers in [0, 1],
-    x1 <= x2 and y1 <= y2."""
-    for match in _OBJECT_BOXES.finditer(text):
-        for group in _GROUP.findall(match.group(1)):
-            parts = group.split(",")
-            if len(parts) != 4 or not all(_NUMBER.match(p) for p in parts):
-                return f"malformed box [{group}]: expected four numbers"
-            x1, y1, x2, y2 = (float(p) for p in parts)
-            if not all(0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
-                return f"box [{group.strip()}] lies outside [0, 1]"
-            if x1 > x2 or y1 > y2:
-                return f"box [{group.strip()}] has x1 > x2 or y1 > y2"
+    """The first problem with the boxes of an SVIT text, or None (curate's one box parser:
+    :meth:`curate.boxes.BoxStyle.groups`)."""
+    try:
+        for _ in SVIT_ORIGINAL.groups(text):
+            pass
+    except BoxError as e:
+        return str(e)
     return None
 
 
@@ -166,24 +156,22 @@ class SvitReader(Reader):
 
     @staticmethod
     def _checked_boxes(texts, starts, task, counters, boxes, bad, size):
-        """The texts with their boxes checked (referring QAs) and, with ``boxes``, converted to
-        the writer's style (the whole record in one pass where every box is plain, text by
-        text where one is not: SVIT's checks then name the text); and how many boxes."""
-        def refuse_bad_boxes(k, text):
+        """The texts with their boxes checked and, with ``boxes``, converted to the writer's
+        style (the whole record in one pass where every box is plain, text by text where one is
+        not); and how many boxes. A bad box refuses the record, naming the turn that holds it."""
+        def refuse(k, problem):
+            c = bisect.bisect_right(starts, k) - 1        # the conversation, and the turn in it
+            t = k - starts[c]
+            # referring QAs: the id of the QA that holds the turn
+            qa = f"svit_referring_{counters['referring'] + starts[c] // 2 + t // 2}" if task == "referring" else None
+            return bad(f"conversations[{c}].content[{t}].value", problem, record_id=qa)
+
+        if boxes is not None:
+            return boxes.rewrite_texts(texts, size, refuse)
+        for k, text in enumerate(texts):
             problem = check_boxes(text)
             if problem:
-                c = bisect.bisect_right(starts, k) - 1        # the conversation, and the turn in it
-                t = k - starts[c]
-                # the id of the QA that holds the turn
-                raise bad(f"conversations[{c}].content[{t}].value", problem,
-                          record_id=f"svit_referring_{counters['referring'] + starts[c] // 2 + t // 2}")
-
-        check = refuse_bad_boxes if task == "referring" else None
-        if boxes is not None:
-            return boxes.rewrite_texts(texts, size, check)
-        if check is not None:
-            for k, text in enumerate(texts):
-                check(k, text)
+                raise refuse(k, problem)
         return texts, 0
 
     @staticmethod

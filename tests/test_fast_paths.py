@@ -154,7 +154,7 @@ def test_rewriter_reads_each_size_once_and_says_so(tmp_path):
         calls.append(1)
         return rewriter.image_size("vg/VG_100K/1.jpg", "x.json", index=0)
 
-    out, count = rewriter.rewrite_texts(["<st>a<ed> [0, 0, 1, 1]", "b [0.5, 0.5, 0.5, 0.5]", "no boxes"], size)
+    out, count = rewriter.rewrite_texts(["<st>a<ed> [0, 0, 1, 1]", "b [0.5, 0.5, 0.6, 0.6]", "no boxes"], size)
     rewriter.tally(count, "vg/VG_100K/1.jpg")
     assert len(out) == 3 and out[2] == "no boxes" and len(calls) == 1
     assert rewriter.note().startswith("converted 2 boxes") and "1 images" in rewriter.note()
