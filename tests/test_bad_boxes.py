@@ -144,3 +144,44 @@ def test_svit_refuses_the_same_bad_box_wherever_it_is(tmp_path, answer, fragment
     assert_one_line_error(result, "referring_qa.json", "record 0", "svit_referring_0",
                           "conversations[0].content[1].value", fragment)
     assert not out.exists()
+
+
+# --- Qwen's pixel limits ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value", [("--qwen-max-pixels", 10 ** 400), ("--qwen-min-pixels", 10 ** 400),
+                                           ("--qwen-max-pixels", 100), ("--qwen-max-pixels", 28 * 28 - 1),
+                                           ("--qwen-min-pixels", 0)])
+def test_qwen_pixel_limits_are_checked_when_options_are_parsed(tmp_path, option, value):
+    out = tmp_path / "q.json"
+    result = run_curate("convert", "svit", "qwen-vl", FIXTURES / "svit" / "referring_qa.json", "-o", out,
+                        "--image-root", IMAGES, "-q", option, value)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr
+    assert not out.exists()
+
+
+def test_qwen_pixel_limits_are_checked_for_the_python_api_too(tmp_path):
+    for extra, fragment in (({"qwen_max_pixels": 100}, "--qwen-max-pixels must be"),
+                            ({"qwen_min_pixels": 10 ** 400}, "--qwen-min-pixels must be"),
+                            ({"qwen_min_pixels": 5000, "qwen_max_pixels": 4000}, "is above")):
+        with pytest.raises(curate.CurateError, match=fragment):
+            curate.convert([FIXTURES / "svit" / "referring_qa.json"], tmp_path / "q.json", "svit", "qwen-vl",
+                           image_root=IMAGES, extra=extra)
+        assert not (tmp_path / "q.json").exists()
+
+
+def test_smart_resize_never_makes_a_side_zero():
+    # transformers' smart_resize keeps a side at one factor at least when it shrinks
+    assert smart_resize(28, 5000, 28, 1, 784) == (28, 364)
+    assert smart_resize(320, 320, 28, 784, 784) == (28, 28)
+
+
+def test_qwen_smallest_limit_writes_boxes_or_refuses_them(tmp_path):
+    out = tmp_path / "q.json"
+    run_curate("convert", "svit", "qwen-vl", FIXTURES / "svit" / "referring_qa.json", "-o", out,
+               "--image-root", IMAGES, "-q", "--qwen-min-pixels", 784, "--qwen-max-pixels", 784,
+               "--on-error", "skip", check=0)
+    text = out.read_text()
+    assert '"bbox_2d' in text and "[0, 0, 0, 0]" not in text
+    boxes = [json.loads(b) for b in re.findall(r"\[\d+, \d+, \d+, \d+\]", text.replace("\\", ""))]
+    assert boxes and all(x1 < x2 <= 27 and y1 < y2 <= 27 for x1, y1, x2, y2 in boxes)
