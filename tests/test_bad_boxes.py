@@ -185,3 +185,53 @@ def test_qwen_smallest_limit_writes_boxes_or_refuses_them(tmp_path):
     assert '"bbox_2d' in text and "[0, 0, 0, 0]" not in text
     boxes = [json.loads(b) for b in re.findall(r"\[\d+, \d+, \d+, \d+\]", text.replace("\\", ""))]
     assert boxes and all(x1 < x2 <= 27 and y1 < y2 <= 27 for x1, y1, x2, y2 in boxes)
+
+
+# --- ms-swift ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("boxes", ["padded", "thousand", "qwen-1000", "smart-resize"])
+def test_ms_swift_refuses_conventions_bbox_type_cannot_say(tmp_path, boxes):
+    out = tmp_path / "s.jsonl"
+    result = run_curate("convert", "svit", "ms-swift", FIXTURES / "svit" / "referring_qa.json", "-o", out,
+                        "--image-root", IMAGES, "-q", "--boxes", boxes)
+    assert_one_line_error(result, f"--boxes {boxes}", "norm1", "real")
+    assert not out.exists()
+
+
+def test_ms_swift_pixels_are_real(tmp_path):
+    out = tmp_path / "s.jsonl"
+    run_curate("convert", "svit", "ms-swift", FIXTURES / "svit" / "referring_qa.json", "-o", out,
+               "--image-root", IMAGES, "-q", "--boxes", "pixels", check=0)
+    objects = load_json(out)[0]["objects"]
+    assert objects["bbox_type"] == "real" and objects["bbox"][0] == [16, 32, 304, 288]     # 320x320
+
+
+def test_ms_swift_placeholders_already_in_the_text_are_refused(tmp_path):
+    turns = [("Where is the <bbox>?", "dog [0.1, 0.2, 0.3, 0.4]"), ("Where <ref-object>?", "nowhere"),
+             ("Where?", "dog [0.1, 0.2, 0.3, 0.4]")]
+    records = [{"id": f"r{n}", "image": IMAGE, "conversations": [{"from": "human", "value": "<image>\n" + q},
+                                                                  {"from": "gpt", "value": a}]}
+               for n, (q, a) in enumerate(turns)]
+    source, out = tmp_path / "in.json", tmp_path / "s.jsonl"
+    source.write_text(json.dumps(records))
+    result = run_curate("convert", "llava", "ms-swift", source, "-o", out, "--image-root", IMAGES, "-q")
+    assert_one_line_error(result, "in.json", "'r0'", "conversations[0]", "<bbox>")
+    run_curate("convert", "llava", "ms-swift", source, "-o", out, "--image-root", IMAGES, "-q", "--on-error",
+               "skip", check=0)
+    assert [r["id"] for r in load_json(out)] == ["r2"]
+    assert [(r["id"], "<ref-object>" in r["reason"] or "<bbox>" in r["reason"])
+            for r in load_json(str(out) + ".rejects.jsonl")] == [("r0", True), ("r1", True)]
+
+
+def test_ms_swift_writes_no_record_whose_placeholders_and_objects_disagree(tmp_path):
+    records = [{"id": "x", "messages": [{"role": "user", "content": "<image>where <bbox>"},
+                                        {"role": "assistant", "content": "ok"}], "images": [IMAGE]},
+               {"id": "y", "messages": [{"role": "user", "content": "<image>where <bbox>"},
+                                        {"role": "assistant", "content": "ok"}], "images": [IMAGE],
+                "objects": {"ref": [], "bbox": [[1, 2, 3, 4]], "bbox_type": "real"}}]
+    source, out = tmp_path / "lf.json", tmp_path / "s.jsonl"
+    source.write_text(json.dumps(records))
+    result = run_curate("convert", "llama-factory", "ms-swift", source, "-o", out, "-q")
+    assert_one_line_error(result, "'x'", "objects", "1 <bbox> placeholders", "0 objects.bbox")
+    run_curate("convert", "llama-factory", "ms-swift", source, "-o", out, "-q", "--on-error", "skip", check=0)
+    assert [r["id"] for r in load_json(out)] == ["y"]
