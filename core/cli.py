@@ -333,13 +333,17 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
                    "[default: OUTPUT.report beside the output].")
 @click.option("--sample-every", type=click.IntRange(1), default=500, show_default=True,
               help="The report lists every N-th removed image with its kept twin.")
+@click.option("--decisions-only", is_flag=True,
+              help="Identify only: write the decisions (one JSON line per unique image: keep or remove, what it "
+                   "duplicates and why) to OUTPUT, and no dataset or report. `curate apply` filters any export "
+                   "of the inputs with them later; a full run also writes them, as decisions.jsonl in its report.")
 @click.option("--drop-unreadable", is_flag=True,
               help="Set samples with a missing or unreadable image aside as rejects (default: keep them).")
 @output_options
 def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, hnsw_m,
-          hnsw_ef_construction, hnsw_ef, thresholds, signals, verify, scope, report_dir, sample_every, drop_unreadable, on_error,
-          rejects, overwrite, boxes, ids, **format_options):
+          hnsw_ef_construction, hnsw_ef, thresholds, signals, verify, scope, report_dir, sample_every, decisions_only,
+          drop_unreadable, on_error, rejects, overwrite, boxes, ids, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
     Each unique image is decoded once, embedded and hashed (--signals); within each scope
@@ -356,19 +360,67 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
       curate dedup llava_v1_5_mix665k.json -o dedup.json --image-root data/ \\
           -t 0.9 -t 0.8 -t 0.7 --report report/
     """
-    from .deduplicate import EmbedderSpec, ReportSettings, SearchSettings, dedup as run_dedup
+    from .deduplicate import EmbedderSpec, ReportSettings, SearchSettings, dedup as run_dedup, identify_to_file
     _warn_plugin_problems()
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
-    result = run_dedup(
-        source, output, to=to_format, embedder=EmbedderSpec(embedder, model, weights, device),
-        search=SearchSettings(thresholds, scope, index, {"m": hnsw_m, "ef_construction": hnsw_ef_construction,
-                                                           "ef": hnsw_ef} if index in ("hnsw", "auto") else {},
-                              parse_signals(signals), verify),
-        settings=embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet),
-        report=ReportSettings(report_dir, sample_every), drop_unreadable=drop_unreadable, on_error=on_error,
-        rejects=rejects, boxes=boxes, ids=ids, overwrite=overwrite)
+    identify = dict(embedder=EmbedderSpec(embedder, model, weights, device),
+                    search=SearchSettings(thresholds, scope, index,
+                                          {"m": hnsw_m, "ef_construction": hnsw_ef_construction, "ef": hnsw_ef}
+                                          if index in ("hnsw", "auto") else {}, parse_signals(signals), verify),
+                    settings=embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address,
+                                            quiet),
+                    on_error=on_error, overwrite=overwrite)
+    if decisions_only:
+        decisions = identify_to_file(source, output, **identify)
+        removed = sum(row["decision"] == "remove" for row in decisions.rows.values())
+        stderr_console.print(f"decisions: {len(decisions.rows):,} unique images, {removed:,} to remove "
+                             f"({plain(decisions.header['intent'])}); wrote {plain(output)}", highlight=False, markup=False)
+        return
+    result = run_dedup(source, output, to=to_format, report=ReportSettings(report_dir, sample_every),
+                       drop_unreadable=drop_unreadable, rejects=rejects, boxes=boxes, ids=ids, **identify)
     if not quiet:
         print_dedup_summary(result)
+
+
+@cli.command()
+@click.argument("decisions", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="File to write the kept samples to.")
+@click.option("--to", "to_format", default=None, help="Format to write [default: the first input's format, or llava for formats curate only reads].")
+@input_options()
+@click.option("--removed", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where removed samples go, each with what it duplicates [default: OUTPUT.removed.jsonl].")
+@click.option("--drop-unreadable", is_flag=True,
+              help="Set samples whose image was unreadable when the decisions were made aside as rejects.")
+@output_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
+def apply(decisions, inputs, output, to_format, from_format, image_root, image_prefix, seed, options, removed,
+          drop_unreadable, on_error, rejects, overwrite, boxes, ids, quiet, **format_options):
+    """Filter INPUTS with the DECISIONS of an earlier dedup.
+
+    DECISIONS is the decisions.jsonl of a `curate dedup` report (or what `curate dedup
+    --decisions-only` wrote), reviewed or edited by hand if need be (turn a row's "decision"
+    to "keep" to keep that image). INPUTS may be the same data in another format: images are
+    matched by their paths. A sample is removed when all of its images are removed; images the
+    decisions do not name are kept.
+
+    \b
+    Example:
+      curate dedup mix.json -o decisions.jsonl --image-root data/ --decisions-only
+      curate apply decisions.jsonl mix_qwen.jsonl -o mix_qwen.dedup.jsonl
+    """
+    from .decisions import apply as apply_decisions
+    _warn_plugin_problems()
+    source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
+    report = apply_decisions(decisions, source, output, to=to_format, removed=removed, drop_unreadable=drop_unreadable,
+                             on_error=on_error, rejects=rejects, boxes=boxes, ids=ids, overwrite=overwrite,
+                             show_progress=not quiet)
+    if not quiet:
+        print_report(report)
+    else:
+        for warning in report.warnings:
+            stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
 
 
 def parse_signals(text: str) -> tuple[str, ...]:
@@ -507,7 +559,7 @@ def prepare(registry) -> click.Group:
     """Give the commands the formats' own options and the plugins' commands (once per registry)."""
     if id(registry) not in _PREPARED:
         _PREPARED.add(id(registry))
-        for command in (convert, dedup):
+        for command in (convert, dedup, apply):
             add_format_options(registry, command)
         for command in (embed, inspect, preview):
             add_format_options(registry, command, kinds=("reader",))
