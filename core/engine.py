@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import math
 import os
 import shutil
 import stat
 import tempfile
 import time
 from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,6 +34,7 @@ from .errors import CurateError, RecordError
 from .images import ImageLocator
 from .jsonstream import dumps, read_head
 from .progress import ProgressBar
+from .records import json_type
 from .registry import describe, get_registry, plugin_call
 from .sample import Rejected, Sample
 
@@ -174,6 +177,10 @@ class Inputs:
                     if not isinstance(sample, Sample):
                         raise CurateError(f"{describe('reader', reader)} yielded a {type(sample).__name__} "
                                           f"from {path}, not a curate.Sample")
+                    problem = id_problem(sample.id)
+                    if problem:
+                        reject(RecordError(path, problem, index=number, field="id"), sample.as_record())
+                        continue
                     if self.image_prefix:
                         sample.image = apply_image_prefix(sample.image, self.image_prefix)
                     yield Item(path, reader, number, sample)
@@ -217,34 +224,48 @@ class RejectSink:
 
 
 ID_MODES = ("keep", "string", "drop")
+# The kinds of id that the mixed-types warning counts, by exact Python type (True is no integer here)
+_ID_KINDS = {int: "integers", str: "strings", float: "fractional numbers", bool: "booleans"}
+
+
+def id_problem(value) -> str | None:
+    """Why ``value`` cannot be a record's id, or None. An id is a JSON scalar (a string, a
+    number, a boolean) or absent (None): an object or a list cannot be compared, counted or
+    written as one id."""
+    if value is None or type(value) in _ID_KINDS and (type(value) is not float or math.isfinite(value)):
+        return None
+    kind = f"a JSON {json_type(value)}" if type(value) in (dict, list) else f"a {type(value).__name__}"
+    return f"the id must be a string or a number, not {kind}"
 
 
 class IdPolicy:
-    """How ids are written (``--ids``), and a warning when kept ids mix integers and strings:
-    Hugging Face ``datasets`` up to 4.x (what LLaMA-Factory and ms-swift pin) refuses such a
-    column with ArrowTypeError, and newer versions read ``"000000033471"`` as 33471."""
+    """How ids are written (``--ids``), and a warning when kept ids mix types (integers and
+    strings): Hugging Face ``datasets`` up to 4.x (what LLaMA-Factory and ms-swift pin) refuses
+    such a column with ArrowTypeError, and newer versions read ``"000000033471"`` as 33471.
+    ``string`` writes every id as a string, numbers and booleans as JSON spells them."""
 
     def __init__(self, mode: str = "keep"):
         if mode not in ID_MODES:
             raise CurateError(f"--ids must be one of {', '.join(ID_MODES)}, not {mode!r}")
         self.mode = mode
-        self.integers = self.strings = 0
+        self.kinds: Counter = Counter()
 
     def apply(self, sample: Sample) -> Sample:
-        if type(sample.id) is int:
-            self.integers += 1
-            if self.mode == "string":
-                sample.id = str(sample.id)
-        elif type(sample.id) is str:
-            self.strings += 1
+        kind = _ID_KINDS.get(type(sample.id))
+        if kind is not None:
+            self.kinds[kind] += 1
+            if self.mode == "string" and kind != "strings":
+                sample.id = dumps(sample.id)
         if self.mode == "drop":
             sample.id = None
         return sample
 
     def warning(self) -> str | None:
-        if self.mode != "keep" or not (self.integers and self.strings):
+        if self.mode != "keep" or len(self.kinds) < 2:
             return None
-        return (f"ids mix integers ({self.integers:,}) and strings ({self.strings:,}): Hugging Face datasets up to "
+        parts = [f"{kind} ({self.kinds[kind]:,})" for kind in _ID_KINDS.values() if kind in self.kinds]
+        mix = ", ".join(parts[:-1]) + " and " + parts[-1]
+        return (f"ids mix {mix}: Hugging Face datasets up to "
                 "4.x (pinned by LLaMA-Factory and ms-swift) cannot load such a file (ArrowTypeError on id) and newer "
                 "versions turn ids like \"000000033471\" into numbers; pass --ids string (or --ids drop)")
 

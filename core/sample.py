@@ -114,6 +114,12 @@ class Sample:
                 return "middle"
         return "none"
 
+    def as_record(self) -> dict:
+        """The sample as a LLaVA-shaped dict (for a rejects file, where the original record is
+        no longer at hand)."""
+        turns = [{"from": turn.role, "value": turn.text, **(turn.extra or {})} for turn in self.conversations]
+        return {"id": self.id, "image": self.image, "conversations": turns, **self.extra}
+
     def __eq__(self, other):
         return (isinstance(other, Sample) and self.id == other.id and type(self.id) is type(other.id)
                 and self.image == other.image and self.conversations == other.conversations
