@@ -7,16 +7,20 @@ vector without its key) is cut off. So a SIGKILL at any moment loses at most one
 
 Nothing read back is trusted: ``check`` is a keyed hash of the row's bytes (the key is the
 folder's model identity), so a row that was overwritten, or copied from another model's
-cache, fails it; so does a row that is not a finite unit vector. Such rows, and a folder
-whose ``meta.json`` is unreadable or names another model, are embedded again, with a warning.
+cache, fails it; so does a row that is not a finite unit vector, and a key line that is not
+``[path, size, mtime_ns, check]``. Such rows, and a folder whose ``meta.json`` is unreadable or
+names another model, are embedded again, with a warning. Cache files are opened without
+following symbolic links: a link (to anywhere) is an error naming it, never a target truncated.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +36,47 @@ def image_key(path: Path) -> ImageKey:
     return (str(Path(path).absolute()), st.st_size, st.st_mtime_ns)
 
 
-def _read_json(path: Path):
+def open_cache_file(path: Path, flags: int):
+    """A cache file opened without following a symbolic link (one could point anywhere, and
+    the cache truncates and overwrites its files), and only when it is a regular file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise CurateError(f"{path}: the cache file is a symbolic link; curate does not follow links "
+                              "in its cache (remove it)") from None
+        raise CurateError(f"{path}: cannot open the cache file ({e.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CurateError(f"{path}: the cache file is not a regular file (remove it)")
+    return os.fdopen(fd, "r+b" if flags & os.O_RDWR else "rb")
+
+
+def _read_meta(path: Path):
+    """The parsed ``meta.json``, None when it is unreadable, or ``_ABSENT``."""
+    if not os.path.lexists(path):
+        return _ABSENT
+    with open_cache_file(path, os.O_RDONLY) as f:
+        try:
+            return json.loads(f.read())
+        except (ValueError, RecursionError):
+            return None
+
+
+_ABSENT = object()
+
+
+def key_row(line: bytes) -> tuple[ImageKey, str] | None:
+    """One ``keys.jsonl`` line as (image key, check), or None when it is not
+    ``[path, size, mtime_ns, check]``."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
         return None
+    if (type(row) is list and len(row) == 4 and type(row[0]) is str and type(row[1]) is int
+            and type(row[2]) is int and type(row[3]) is str):
+        return (row[0], row[1], row[2]), row[3]
+    return None
 
 
 class EmbeddingCache:
@@ -47,9 +87,9 @@ class EmbeddingCache:
         self.folder = Path(root) / f"{slug}-{digest}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.folder / "lock", "w")
         except OSError as e:
             raise CurateError(f"{root}: cannot use the cache folder ({e.strerror})") from None
+        self._lock = open_cache_file(self.folder / "lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -60,44 +100,58 @@ class EmbeddingCache:
         self.vectors_path = self.folder / "vectors.f32"
         self.keys_path = self.folder / "keys.jsonl"
         meta_path = self.folder / "meta.json"
-        if meta_path.exists() and _read_json(meta_path) != meta:
+        if _read_meta(meta_path) not in (meta, _ABSENT):
             self.warnings.append(f"{self.folder}: the cache's meta.json is unreadable or names another model; "
                                  "its vectors are not used and the images are embedded again")
             self.vectors_path.unlink(missing_ok=True)
             self.keys_path.unlink(missing_ok=True)
-        meta_path.write_text(json.dumps(meta, indent=1))
+        with open_cache_file(meta_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC) as f:
+            f.write(json.dumps(meta, indent=1).encode())
         self.rows: dict[ImageKey, int] = {}
         self.checks: list[str | None] = []
+        self._vectors_out = open_cache_file(self.vectors_path, os.O_RDWR | os.O_CREAT)
+        self._keys_out = open_cache_file(self.keys_path, os.O_RDWR | os.O_CREAT)
         self._repair_and_load()
-        self._vectors_out = open(self.vectors_path, "ab")
-        self._keys_out = open(self.keys_path, "a", encoding="utf-8")
 
     def _repair_and_load(self) -> None:
-        keys: list[ImageKey] = []
-        good_bytes = 0
-        if self.keys_path.exists():
-            with open(self.keys_path, "rb") as f:
-                for line in f:
-                    if not line.endswith(b"\n"):
-                        break
-                    try:
-                        path, size, mtime, *check = json.loads(line)
-                    except (ValueError, TypeError):
-                        break
-                    keys.append((path, size, mtime))
-                    self.checks.append(check[0] if check else None)
-                    good_bytes += len(line)
+        """Read every complete key line, cut a torn tail off both files (a partial line, a vector
+        without its key, a key without its vector), and leave both positioned for appending. A
+        line that is not a valid key keeps its row, unused (its image is embedded again), and is
+        blanked, so that the warning about it is given once."""
+        keys: list[ImageKey | None] = []
+        ends = [0]                                   # byte offset after each complete line
+        for line in self._keys_out:
+            if not line.endswith(b"\n"):
+                break
+            found = key_row(line)
+            keys.append(found[0] if found else None)
+            self.checks.append(found[1] if found else None)
+            ends.append(ends[-1] + len(line))
         row_bytes = self.dim * 4
-        stored = self.vectors_path.stat().st_size // row_bytes if self.vectors_path.exists() else 0
-        count = min(len(keys), stored)
-        if self.keys_path.exists() and (count < len(keys) or good_bytes != self.keys_path.stat().st_size):
-            with open(self.keys_path, "rb") as f:
-                kept = b"".join(line for _, line in zip(range(count), f))
-            self.keys_path.write_bytes(kept)
-        if self.vectors_path.exists() and self.vectors_path.stat().st_size != count * row_bytes:
-            os.truncate(self.vectors_path, count * row_bytes)
-        self.rows = {key: row for row, key in enumerate(keys[:count])}
+        count = min(len(keys), os.fstat(self._vectors_out.fileno()).st_size // row_bytes)
+        for f, size in ((self._keys_out, ends[count]), (self._vectors_out, count * row_bytes)):
+            f.truncate(size)
+        self.rows = {key: row for row, key in enumerate(keys[:count]) if key is not None}
         del self.checks[count:]
+        self._blank_bad_rows([row for row, key in enumerate(keys[:count]) if key is None], ends)
+        self._keys_out.seek(ends[count])
+        self._vectors_out.seek(count * row_bytes)
+
+    def _blank_bad_rows(self, rows: list[int], ends: list[int]) -> None:
+        """Overwrite the key lines of ``rows`` with spaces (a blank line is a row given up)."""
+        f = self._keys_out
+        bad = 0
+        for row in rows:
+            f.seek(ends[row])
+            length = ends[row + 1] - ends[row] - 1
+            if f.read(length).strip():
+                bad += 1
+                f.seek(ends[row])
+                f.write(b" " * length)
+        f.flush()
+        if bad:
+            self.warnings.append(f"{self.keys_path}: {bad:,} rows are not [path, size, mtime, check]; "
+                                 "ignored, and their images embedded again")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -110,7 +164,7 @@ class EmbeddingCache:
         if not len(self.rows):
             return np.zeros((0, self.dim), np.float32)
         self._vectors_out.flush()
-        matrix = np.memmap(self.vectors_path, dtype=np.float32, mode="r", shape=(len(self.checks), self.dim))
+        matrix = np.memmap(self._vectors_out, dtype=np.float32, mode="r", shape=(len(self.checks), self.dim))
         return np.asarray(matrix[np.asarray(rows, dtype=np.int64)])
 
     def read_verified(self, rows) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +191,7 @@ class EmbeddingCache:
         os.fsync(self._vectors_out.fileno())
         start = len(self.checks)
         checks = [self._check(v) for v in vectors]
-        self._keys_out.write("".join(json.dumps([*k, c]) + "\n" for k, c in zip(keys, checks)))
+        self._keys_out.write("".join(json.dumps([*k, c]) + "\n" for k, c in zip(keys, checks)).encode())
         self._keys_out.flush()
         for offset, key in enumerate(keys):
             self.rows[key] = start + offset
