@@ -467,7 +467,7 @@ class Run:
             options.reject = counted("writer_rejects")
             with plugin_call("writer", writer, upstream):
                 report.written = writer.write(bar.count(to_writer()), stream, options)
-            self._check_writer(report.written, bool(exhausted), counts)
+            self._check_writer(report.written, bool(exhausted), counts, stream)
             self._write_sidecars(report)
 
         report.records_in = counts["read"] + counts["reader_rejects"]
@@ -506,10 +506,13 @@ class Run:
         with plugin_call("writer", self.writer):
             return sidecar.render(written, existing)
 
-    def _check_writer(self, written, exhausted: bool, counts: dict) -> None:
-        """A writer must take every sample and count what it wrote; otherwise records would be
-        lost silently, so the run fails before anything is renamed into place."""
+    def _check_writer(self, written, exhausted: bool, counts: dict, stream) -> None:
+        """A writer must take every sample, count what it wrote and leave curate's stream open
+        (curate closes it when the output is complete); otherwise records would be lost, so the
+        run fails before anything is renamed into place."""
         name = describe("writer", self.writer)
+        if stream.closed:
+            raise CurateError(f"{name} closed the output stream (curate closes it); nothing was written")
         if not exhausted:
             raise CurateError(f"{name} stopped before taking every sample; nothing was written")
         if type(written) is not int or written != counts["to_writer"] - counts["writer_rejects"]:

@@ -192,3 +192,19 @@ def test_identify_duplicates_returns_a_typed_decision(tmp_path):
     assert removed_ids == {"000000000002", "000000000004", 5}       # 3: the stereo pair, verified apart
     with pytest.raises(curate.CurateError, match="1.5"):
         curate.SearchSettings(thresholds=(1.5,))
+
+
+def test_writer_that_closes_the_stream_is_named(registry_with, tmp_path):
+    class Closer(curate.Writer):
+        name = "closer"
+
+        def write(self, samples, stream, options):
+            count = sum(stream.write(f"{sample.id}\n") > 0 for sample in samples)
+            stream.close()
+            return count
+
+    registry_with(_plugin(register_writers=lambda register: register(Closer)))
+    out = tmp_path / "o.txt"
+    result = run_curate("convert", "llava", "closer", FIXTURES / "llava_small.json", "-o", out)
+    assert_one_line_error(result, "writer 'closer' from package '(registered in code)'", "closed the output stream")
+    assert not out.exists() and not list(tmp_path.glob(".o.txt*"))
