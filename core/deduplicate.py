@@ -28,7 +28,7 @@ from .atomic import Outputs
 from .cache import EmbeddingCache
 from .contracts import DEFAULT_SIGNALS, EMBEDDING, LoadedEmbedder
 from . import device_decode
-from .embedding import EmbedResult, SignalSet, embed_files
+from .embedding import EmbedResult, SignalSet, checked_similarity, embed_files
 from .decisions import DecisionFilter, Decisions
 from .engine import Inputs, RejectSink, Report, Run, default_writer
 from .errors import CurateError, RecordError
@@ -156,7 +156,7 @@ class SearchSettings:
                 wanted = float(value) if sep else signal.default
             except ValueError:
                 raise CurateError(f"--signals {entry}: {value!r} is not a number") from None
-            out.append((name, signal, signal.similarity(wanted)))
+            out.append((name, signal, checked_similarity(signal, wanted)))
         return out
 
 

@@ -22,6 +22,20 @@ from .contracts import Embedder, LoadedEmbedder  # noqa: F401  (re-exported)
 from .errors import CurateError
 from .images import UnreadableImage, load_rgb
 from .interrupts import ignore_signals
+from .registry import describe, describe_name
+
+
+class PluginFailure(str):
+    """Why an image could not be used when a plugin's output was at fault, not the image: the
+    reason as shown, and ``plugin``, the component it names (``signal 'x' from package 'y'``)."""
+
+    def __new__(cls, plugin: str, what: str):
+        reason = super().__new__(cls, f"{plugin} {what}")
+        reason.plugin, reason.what = plugin, what
+        return reason
+
+    def __reduce__(self):          # to decode processes and back
+        return PluginFailure, (self.plugin, self.what)
 
 
 @dataclass
@@ -118,12 +132,74 @@ def store(result: EmbedResult, positions: list[int], vectors: np.ndarray, finger
 def checked_vectors(model: LoadedEmbedder, out, count: int) -> tuple[np.ndarray, np.ndarray]:
     """An embedder's output as float32, and which rows are finite. A wrong shape is the
     plugin's fault and stops the run, naming it."""
-    vectors = np.asarray(out, dtype=np.float32) if out is not None else None
+    vectors = _as_float32(out)
     if vectors is None or vectors.shape != (count, model.dim):
         shape = None if vectors is None else vectors.shape
-        raise CurateError(f"embedder {model.embedder!r} ({model.model_name}) returned vectors of shape {shape} "
-                          f"for {count} images; expected ({count}, {model.dim})")
+        raise CurateError(f"{describe_name('embedder', model.embedder)} ({model.model_name}) returned vectors of "
+                          f"shape {shape} for {count} images; expected ({count}, {model.dim})")
     return vectors, np.isfinite(vectors).all(axis=1)
+
+
+def not_finite(model: LoadedEmbedder) -> PluginFailure:
+    """The failure of an image whose vector came back NaN or inf."""
+    return PluginFailure(describe_name("embedder", model.embedder), "returned a vector that is not finite (NaN or inf)")
+
+
+def checked_fingerprint(signal, image, path: Path) -> np.ndarray:
+    """One signal's fingerprint of one image, held to the Signal contract. A wrong shape is the
+    plugin's fault and stops the run, naming it; an error, or a value that is not finite, makes
+    this image unusable, with a reason that names the plugin."""
+    name = describe("signal", signal)
+    try:
+        vector = _as_float32(signal.fingerprint(image, path))
+    except Exception as e:  # noqa: BLE001 - a plugin's failure on one image is that image's
+        raise UnreadableImage(PluginFailure(name, f"failed: {type(e).__name__}: {' '.join(str(e).split())}")) from None
+    if vector is None or vector.shape != (signal.dim,):
+        shape = None if vector is None else vector.shape
+        raise CurateError(f"{name} returned a fingerprint of shape {shape}; expected ({signal.dim},)")
+    if not np.isfinite(vector).all():
+        raise UnreadableImage(PluginFailure(name, "returned a fingerprint that is not finite (NaN or inf)"))
+    return vector
+
+
+def checked_similarity(signal, value: float) -> float:
+    """A signal's threshold as a cosine similarity, through its ``similarity()``: an error it
+    raises, or an answer that is not a finite number, names the plugin."""
+    name = describe("signal", signal)
+    try:
+        similarity = signal.similarity(value)
+    except CurateError:
+        raise
+    except Exception as e:
+        raise CurateError(f"{name} failed: similarity({value!r}) raised {type(e).__name__}: "
+                          f"{' '.join(str(e).split())}") from None
+    if isinstance(similarity, bool) or not isinstance(similarity, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(similarity):
+        raise CurateError(f"{name}: similarity({value!r}) returned {similarity!r}; expected a finite number")
+    return float(similarity)
+
+
+def check_plugins_gave_something(result: EmbedResult) -> None:
+    """A plugin whose every output was unusable (NaN, or an error) is broken, or does not suit
+    these images: calling every image unreadable would keep them all as if the data were at
+    fault (or, with --drop-unreadable, reject them all). So the run stops, naming it. A plugin
+    that fails on some images only leaves those images unreadable, each with its reason."""
+    if result.ok.any():
+        return
+    blamed = [reason for reason in result.failures.values() if isinstance(reason, PluginFailure)]
+    if blamed:
+        first = blamed[0]
+        count = sum(reason.plugin == first.plugin for reason in blamed)
+        raise CurateError(f"{first.plugin} gave no usable output for any of the {count:,} images it was given "
+                          f"(first: {first.what}); it is broken or does not suit these images")
+
+
+def _as_float32(value) -> np.ndarray | None:
+    """A plugin's output as a float32 array, or None when it is not numbers."""
+    try:
+        return np.asarray(value, dtype=np.float32) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 _WORKER: tuple = (None, ())   # (model, signals), set in forked decode processes
@@ -151,18 +227,21 @@ def prepare_image(path: Path, model: LoadedEmbedder, signals=()):
     try:
         image = load_rgb(path, model.short_side)
         return model.preprocess(image), _fingerprints(image, path, signals), None
+    except CurateError:
+        raise                     # a plugin that broke its contract stops the run
     except Exception as e:  # noqa: BLE001 - a broken file must not stop a million-image run
         return None, None, _failure(e)
 
 
 def _fingerprints(image, path: Path, signals) -> dict[str, np.ndarray]:
-    return {signal.name: np.asarray(signal.fingerprint(image, path), np.float32) for signal in signals}
+    return {signal.name: checked_fingerprint(signal, image, path) for signal in signals}
 
 
 def _failure(error: Exception) -> str:
-    """Why an image could not be used: the bound it broke, or what the decoder raised."""
+    """Why an image could not be used: the bound it broke (a PluginFailure when a plugin's
+    output was at fault), or what the decoder raised."""
     if isinstance(error, UnreadableImage):
-        return str(error)
+        return error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else str(error)
     return f"cannot decode ({type(error).__name__}: {error})"
 
 
@@ -177,6 +256,8 @@ def read_for_device_task(path: Path, model: LoadedEmbedder, signals=()):
         return data, orientation, ({} if not signals else None), reason
     try:
         return data, orientation, _fingerprints(load_rgb(path, model.short_side), path, signals), None
+    except CurateError:
+        raise
     except Exception as e:  # noqa: BLE001 - as in prepare_image
         return None, 1, None, _failure(e)
 
@@ -243,7 +324,7 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
             out, finite = checked_vectors(model, model.embed(_stack([x for _, x, _ in good])), len(good))
             for (i, _, _), usable in zip(good, finite):
                 if not usable:
-                    failures[i] = f"embedder {model.embedder!r} returned a vector that is not finite (NaN or inf)"
+                    failures[i] = not_finite(model)
             kept = [(i, f) for (i, _, f), usable in zip(good, finite) if usable]
             fingerprints = {name: np.stack([f[name] for _, f in kept]) if kept else None for name in names}
             store(result, [i for i, _ in kept], out[finite], fingerprints, keys, cache, signals)
@@ -274,6 +355,7 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
         while pending:
             run_batch(pending.popleft())
     result.seconds = time.monotonic() - started
+    check_plugins_gave_something(result)
     return result
 
 

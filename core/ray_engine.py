@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import CurateError
 from .interrupts import handlers_kept, signals_held
-from .embedding import EmbedResult, SignalSet, cached_or_todo, store
+from .embedding import EmbedResult, SignalSet, cached_or_todo, check_plugins_gave_something, not_finite, store
 
 
 class _Preprocessing:
@@ -109,18 +109,30 @@ def start_ray(address: str | None, num_cpus: int | None):
     return ray
 
 
-def _collect(batch: dict, result: EmbedResult, keys, cache, signals: SignalSet) -> None:
+def _collect(batch: dict, result: EmbedResult, keys, cache, signals: SignalSet, model) -> None:
     """One embedded batch into ``result`` (and the cache): vectors, or each failure's reason."""
     positions = batch["position"].astype(np.int64)
+    decoded = batch["ok"].astype(bool)
     finite = np.isfinite(batch["vector"]).all(axis=1)
-    reasons = np.where(batch["ok"].astype(bool) & ~finite,
-                       "the embedder returned a vector that is not finite (NaN or inf)", batch["reason"])
-    ok = batch["ok"].astype(bool) & finite
-    for i, good, reason in zip(positions, ok, reasons):
-        if not good:
-            result.failures[int(i)] = str(reason)
+    for i, was_decoded, usable, reason in zip(positions, decoded, finite, batch["reason"]):
+        if not was_decoded:
+            result.failures[int(i)] = reason if isinstance(reason, str) else str(reason)
+        elif not usable:
+            result.failures[int(i)] = not_finite(model)
+    ok = decoded & finite
     fingerprints = {signal.name: batch[f"signal:{signal.name}"][ok] for signal in signals.signals}
     store(result, [int(i) for i in positions[ok]], batch["vector"][ok], fingerprints, keys, cache, signals)
+
+
+def _raise_plugin_error(error: BaseException) -> None:
+    """A CurateError raised in a Ray task (a plugin that broke its contract) arrives wrapped in
+    Ray's exceptions, with the task's traceback in its text: raise it as its own one line."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, CurateError) and type(error).__module__.startswith("curate"):
+            raise CurateError(str(error)) from None
+        error = getattr(error, "cause", None) or error.__cause__
 
 
 def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, workers=2, progress=None,
@@ -149,10 +161,14 @@ def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, work
         batches = iter(embedded.iter_batches(batch_size=None, batch_format="numpy"))
         try:
             for batch in batches:
-                _collect(batch, result, keys, cache, signals)
+                _collect(batch, result, keys, cache, signals, model)
                 if progress:
                     progress(len(batch["position"]))
+        except Exception as e:
+            _raise_plugin_error(e)
+            raise
         finally:
             batches.close()
     result.seconds = time.monotonic() - started
+    check_plugins_gave_something(result)
     return result

@@ -217,6 +217,13 @@ def describe(kind: str, component) -> str:
     return f"{kind} {name!r}" + (f" from package {package!r}" if package else "")
 
 
+def describe_name(kind: str, name: str) -> str:
+    """``embedder 'x' from package 'y'`` for the component registered as ``name`` (a loaded
+    model knows its embedder's name, not the object)."""
+    registered = _REGISTRY.components[kind].get(name) if _REGISTRY is not None else None
+    return describe(kind, registered.obj) if registered is not None else f"{kind} {name!r}"
+
+
 @contextmanager
 def plugin_call(kind: str, component, upstream: list | None = None):
     """Run a plugin's code; an exception that is not a CurateError becomes one that names the
