@@ -105,6 +105,7 @@ def start_ray(address: str | None, num_cpus: int | None):
                 ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False        # curate shows its own
+    context.raise_original_map_exception = True  # a plugin's CurateError arrives as itself (see below)
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     return ray
 
@@ -126,12 +127,12 @@ def _collect(batch: dict, result: EmbedResult, keys, cache, signals: SignalSet, 
 
 def _raise_plugin_error(error: BaseException) -> None:
     """A CurateError raised in a Ray task (a plugin that broke its contract) arrives wrapped in
-    Ray's exceptions, with the task's traceback in its text: raise it as its own one line."""
+    Ray's exceptions (Ray Data adds lines about retries to its text): raise its first line."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, CurateError) and type(error).__module__.startswith("curate"):
-            raise CurateError(str(error)) from None
+            raise CurateError(str(error).splitlines()[0]) from None
         error = getattr(error, "cause", None) or error.__cause__
 
 
