@@ -1,0 +1,89 @@
+"""Issue #22, decisions on disk: dedup writes one row per unique image, and `curate apply`
+filters any input that names the same images with them: the same data in another format, or
+a decisions file reviewed and edited by hand."""
+
+import json
+
+import pytest
+
+from conftest import FIXTURES, assert_one_line_error, load_json, run_curate, summary_numbers
+
+DEMO = FIXTURES / "dedup_demo.json"
+IMAGES = FIXTURES / "images"
+
+
+def write_decisions(path, rows):
+    header = {"curate_decisions": 1, "threshold": 0.8, "verify": "content"}
+    path.write_text("".join(json.dumps(row) + "\n" for row in [header, *rows]), encoding="utf-8")
+    return path
+
+
+def removal(image, of):
+    return {"image": image, "decision": "remove", "duplicate_of": of, "signal": "embedding", "score": 0.95}
+
+
+def llava(path, images):
+    turns = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A photo."}]
+    path.write_text(json.dumps([{"id": f"s{i}", "image": image, "conversations": turns}
+                                for i, image in enumerate(images)]), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_one_dedups_decisions_remove_the_same_samples_from_a_qwen_vl_export(tmp_path):
+    out = tmp_path / "out.json"
+    run_curate("dedup", DEMO, "-o", out, "--image-root", IMAGES, "--embedder", "timm-pool", "-t", "0.85",
+               "--cache", tmp_path / "cache", check=0)
+    decisions = tmp_path / "out.json.report" / "decisions.jsonl"
+    removed_by_dedup = [row["id"] for row in load_json(tmp_path / "out.json.report" / "removed.jsonl")]
+    assert removed_by_dedup                           # the demo has near-duplicates
+
+    # Identify only: the same decisions, and no dataset or report.
+    alone = tmp_path / "alone.jsonl"
+    run_curate("dedup", DEMO, "-o", alone, "--image-root", IMAGES, "--embedder", "timm-pool", "-t", "0.85",
+               "--cache", tmp_path / "cache", "--decisions-only", check=0)
+    assert load_json(alone)[1:] == load_json(decisions)[1:]
+    assert not (tmp_path / "alone.jsonl.report").exists()
+
+    qwen = tmp_path / "qwen.jsonl"
+    run_curate("convert", "llava", "qwen-vl", DEMO, "-o", qwen, "--image-root", IMAGES, check=0)
+    kept = tmp_path / "qwen.dedup.jsonl"
+    result = run_curate("apply", decisions, qwen, "-o", kept, check=0)
+    removed = load_json(tmp_path / "qwen.dedup.jsonl.removed.jsonl")
+    assert [row["id"] for row in removed] == removed_by_dedup
+    assert [row["id"] for row in load_json(kept)] == [row["id"] for row in load_json(out)]
+    assert summary_numbers(result.stderr)["removed"] == len(removed_by_dedup)
+
+
+def test_a_hand_edit_is_honoured_and_no_picture_goes_with_all_its_copies(tmp_path):
+    data = llava(tmp_path / "data.json", ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "new.jpg"])
+    decisions = write_decisions(tmp_path / "decisions.jsonl", [
+        {"image": "a.jpg", "decision": "keep"},
+        {**removal("b.jpg", "a.jpg"), "decision": "keep"},     # reviewed: keep both
+        removal("c.jpg", "a.jpg"),
+        removal("d.jpg", "e.jpg"), removal("e.jpg", "d.jpg"),  # edited into a cycle: neither would stay
+    ])
+    out = tmp_path / "out.json"
+    result = run_curate("apply", decisions, data, "-o", out, check=0)
+    assert [r["image"] for r in load_json(out)] == ["a.jpg", "b.jpg", "d.jpg", "e.jpg", "new.jpg"]
+    assert [(r["image"], r["duplicate_of"]) for r in load_json(tmp_path / "out.json.removed.jsonl")] == \
+        [("c.jpg", "a.jpg")]
+    assert "2 removals were not carried out" in result.stderr
+    assert "1 images are not in the decisions" in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize("row, field", [({"image": "a.jpg", "decision": "maybe"}, "decision"),
+                                        ({"decision": "keep"}, "image"),
+                                        ({"image": "a.jpg", "decision": "remove"}, "duplicate_of")])
+def test_a_row_that_is_not_a_decision_is_a_one_line_error(tmp_path, row, field):
+    data = llava(tmp_path / "data.json", ["a.jpg"])
+    decisions = write_decisions(tmp_path / "decisions.jsonl", [row])
+    result = run_curate("apply", decisions, data, "-o", tmp_path / "out.json", check=1)
+    assert_one_line_error(result, "decisions.jsonl", "record 1", f"field {field!r}")
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_file_that_is_not_decisions_is_refused(tmp_path):
+    data = llava(tmp_path / "data.json", ["a.jpg"])
+    result = run_curate("apply", data, data, "-o", tmp_path / "out.json", check=1)
+    assert_one_line_error(result, "data.json", "not a curate decisions file")
