@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine import Filter, Item
+from .stages import Filter, Item
 from .errors import CurateError, RecordError
 from .jsonstream import dumps, iter_records
 

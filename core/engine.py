@@ -14,29 +14,27 @@ from __future__ import annotations
 
 import atexit
 import fcntl
-import math
 import os
 import shutil
 import stat
 import tempfile
 import time
-from array import array
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator
 
 from .atomic import Outputs
-from .boxes import BRACKET_PADDED, BoxRewriter, style_for
+from .boxes import BRACKET_PADDED, style_for
 from .contracts import Options, Reader, raise_error
 from .errors import CurateError, RecordError
 from .images import ImageLocator
 from .jsonstream import dumps, read_head
 from .progress import ProgressBar
-from .records import json_type
 from .registry import describe, get_registry, plugin_call
 from .sample import Rejected, Sample
+from .stages import (ID_MODES, ApplyIds, CheckDuplicateIds, ConvertBoxes, Filter, Item, Stage,  # noqa: F401
+                     StageContext, id_problem)
 
 ON_ERROR = ("fail", "skip")
 
@@ -116,16 +114,6 @@ def apply_image_prefix(image, prefix: str):
 
 
 # --- the input side -----------------------------------------------------------------------------
-
-class Item(NamedTuple):
-    """A sample with where it came from: its file, that file's reader, its position among the
-    file's samples."""
-
-    path: Path
-    reader: Reader
-    number: int
-    sample: Sample
-
 
 @dataclass
 class Inputs:
@@ -223,90 +211,6 @@ class RejectSink:
         self.stream.write("\n")
 
 
-ID_MODES = ("keep", "string", "drop")
-# The kinds of id that the mixed-types warning counts, by exact Python type (True is no integer here)
-_ID_KINDS = {int: "integers", str: "strings", float: "fractional numbers", bool: "booleans"}
-
-
-def id_problem(value) -> str | None:
-    """Why ``value`` cannot be a record's id, or None. An id is a JSON scalar (a string, a
-    number, a boolean) or absent (None): an object or a list cannot be compared, counted or
-    written as one id."""
-    if value is None or type(value) in _ID_KINDS and (type(value) is not float or math.isfinite(value)):
-        return None
-    kind = f"a JSON {json_type(value)}" if type(value) in (dict, list) else f"a {type(value).__name__}"
-    return f"the id must be a string or a number, not {kind}"
-
-
-class IdPolicy:
-    """How ids are written (``--ids``), and a warning when kept ids mix types (integers and
-    strings): Hugging Face ``datasets`` up to 4.x (what LLaMA-Factory and ms-swift pin) refuses
-    such a column with ArrowTypeError, and newer versions read ``"000000033471"`` as 33471.
-    ``string`` writes every id as a string, numbers and booleans as JSON spells them."""
-
-    def __init__(self, mode: str = "keep"):
-        if mode not in ID_MODES:
-            raise CurateError(f"--ids must be one of {', '.join(ID_MODES)}, not {mode!r}")
-        self.mode = mode
-        self.kinds: Counter = Counter()
-
-    def apply(self, sample: Sample) -> Sample:
-        kind = _ID_KINDS.get(type(sample.id))
-        if kind is not None:
-            self.kinds[kind] += 1
-            if self.mode == "string" and kind != "strings":
-                sample.id = dumps(sample.id)
-        if self.mode == "drop":
-            sample.id = None
-        return sample
-
-    def warning(self) -> str | None:
-        if self.mode != "keep" or len(self.kinds) < 2:
-            return None
-        parts = [f"{kind} ({self.kinds[kind]:,})" for kind in _ID_KINDS.values() if kind in self.kinds]
-        mix = ", ".join(parts[:-1]) + " and " + parts[-1]
-        return (f"ids mix {mix}: Hugging Face datasets up to "
-                "4.x (pinned by LLaMA-Factory and ms-swift) cannot load such a file (ArrowTypeError on id) and newer "
-                "versions turn ids like \"000000033471\" into numbers; pass --ids string (or --ids drop)")
-
-
-class DuplicateIds:
-    """Counts samples whose id was seen before (a warning: LLaVA trains fine on them, but users
-    should know). Keeps an 8-byte hash per sample, not the ids, so that memory stays small
-    (5 MB for the 665K mix); the first repeat is named when it comes early."""
-
-    _NAMED_UP_TO = 50_000    # ids kept as strings for the first samples, to name a repeat
-
-    def __init__(self):
-        self.hashes = array("q")
-        self.first_ids: set = set()
-        self.first = None
-
-    def add(self, sample, path) -> None:
-        key = (type(sample.id) is int, sample.id)
-        hashes = self.hashes
-        hashes.append(hash(key))
-        if len(hashes) <= self._NAMED_UP_TO:
-            if key in self.first_ids and self.first is None:
-                self.first = (sample.id, path)
-            self.first_ids.add(key)
-
-    @property
-    def count(self) -> int:
-        if not self.hashes:
-            return 0
-        import numpy as np
-        values = np.frombuffer(self.hashes, dtype=np.int64)
-        return int(len(values) - len(np.unique(values)))
-
-    def warning(self) -> str | None:
-        count = self.count
-        if not count:
-            return None
-        example = f" (first: {self.first[0]!r} in {self.first[1]})" if self.first else ""
-        return f"{count:,} samples repeat an id seen before{example}; they were kept"
-
-
 @dataclass
 class Report:
     """What a run did with every input record: input = written + removed + rejected."""
@@ -334,37 +238,6 @@ def default_rejects_path(output: Path) -> Path:
     return output.with_name(output.name + ".rejects.jsonl")
 
 
-# --- stages ------------------------------------------------------------------------------------
-
-class Filter:
-    """A stage that drops some items. ``decide(item)`` returns None to keep the item, a dict
-    to remove it (the dict is its line in the exclusion file, saying why), or a RecordError
-    to set it aside as a reject."""
-
-    def __init__(self, exclusions: Path | None = None):
-        self.exclusions = exclusions
-
-    def decide(self, item: Item):
-        raise NotImplementedError
-
-    def __call__(self, items: Iterator[Item], run: "Run") -> Iterator[Item]:
-        out = run.outputs.open(self.exclusions) if self.exclusions is not None else None
-        for item in items:
-            outcome = self.decide(item)
-            if outcome is None:
-                yield item
-            elif isinstance(outcome, RecordError):
-                run.sink.set_aside(outcome, None)
-            else:
-                run.removed += 1
-                if out is not None:
-                    out.write(dumps(outcome))
-                    out.write("\n")
-
-
-Stage = Callable[[Iterator[Item], "Run"], Iterator[Item]]
-
-
 def _optional(component, method: str, default):
     """A contract method with a default a duck-typed plugin may lack."""
     found = getattr(component, method, None)
@@ -374,11 +247,12 @@ def _optional(component, method: str, default):
 # --- the run ----------------------------------------------------------------------------------
 
 class Run:
-    """One pass of ``inputs`` through ``stages`` into ``writer``, as part of ``outputs``.
+    """One pass of ``inputs`` through stages into ``writer``, as part of ``outputs``.
 
-    The constructor claims the output and rejects paths (so a bad path fails before any slow
-    work); :meth:`execute` does the pass and returns the :class:`Report`. The files appear
-    when ``outputs`` commits.
+    The constructor claims the output, the rejects file and the writer's sidecars (so a bad
+    path fails before any slow work); :meth:`execute` composes reader -> stages -> writer and
+    returns the :class:`Report`, the sum of the stages' tallies. The files appear when
+    ``outputs`` commits.
     """
 
     def __init__(self, inputs: Inputs, output, writer: str, outputs: Outputs, *, on_error: str = "fail",
@@ -398,91 +272,69 @@ class Run:
         with plugin_call("writer", self.writer):
             target = _optional(self.writer, "box_style_for", self.writer.box_style)(self.writer_options)
             self.sidecars = _optional(self.writer, "sidecars", [])(self.output, self.writer_options)
-        if boxes:
-            target = style_for(boxes, target or BRACKET_PADDED)
         for sidecar in self.sidecars:
             outputs.claim(sidecar.path, sidecar.role, overwrite=True if sidecar.merge else None)
-        locator = ImageLocator(inputs.image_root)
-        self.rewriters = {reader.name: BoxRewriter(reader.box_style, target, locator) for reader in inputs.readers}
-        # readers that rewrite in their own pass, where the rewriter has a fast lane for it
-        self.rewritten_by_reader = {reader.name: self.rewriters[reader.name] for reader in inputs.readers
-                                    if getattr(reader, "rewrites_boxes", False)
-                                    and self.rewriters[reader.name].lane is not None}
-        # reader name -> the rewriter the engine applies to its samples (None: nothing to do)
-        self.engine_rewriters = {name: rewriter if rewriter.active and name not in self.rewritten_by_reader
-                                 else None for name, rewriter in self.rewriters.items()}
-        self.ids = IdPolicy(ids)
+        self.boxes = ConvertBoxes(inputs.readers, style_for(boxes, target or BRACKET_PADDED) if boxes else target,
+                                  ImageLocator(inputs.image_root))
+        self.ids = ids
         self.show_progress = show_progress
         self.title = title or f"{inputs.reader_names} → {self.writer.name}"
-        self.removed = 0
+
+    def stages(self, given: Iterable[Stage]) -> list[Stage]:
+        """Every stage of the pass, in order: the duplicate-id check, the ``given`` ones (a
+        filter), box conversion, then the id policy (what the writer sees)."""
+        return [CheckDuplicateIds(), *given, self.boxes, ApplyIds(self.ids)]
 
     def execute(self, stages: Iterable[Stage] = ()) -> Report:
         started = time.monotonic()
-        inputs, writer, sink = self.inputs, self.writer, self.sink
-        report = Report([str(p) for p in inputs.sources], str(self.output), inputs.reader_names, writer.name)
-        counts = {"read": 0, "reader_rejects": 0, "writer_rejects": 0, "to_writer": 0}
-        duplicates = DuplicateIds()
-
-        def counted(kind):
-            def reject(error, raw=None):
-                counts[kind] += 1
-                sink(error, raw)
-            return reject
-
-        with ProgressBar(self.title, inputs.total_bytes, enabled=self.show_progress) as bar:
-            def read() -> Iterator[Item]:
-                for item in inputs.items(progress=bar.advance, reject=counted("reader_rejects"),
-                                         boxes=self.rewritten_by_reader):
-                    counts["read"] += 1
-                    duplicates.add(item.sample, item.path)
-                    yield item
-
-            items = read()
+        stages = self.stages(stages)
+        report = Report([str(p) for p in self.inputs.sources], str(self.output), self.inputs.reader_names,
+                        self.writer.name)
+        read_rejects = CountingReject(self.sink)
+        with ProgressBar(self.title, self.inputs.total_bytes, enabled=self.show_progress) as bar:
+            read = Counted(self.inputs.items(progress=bar.advance, reject=read_rejects, boxes=self.boxes.lanes))
+            items: Iterator[Item] = read
+            context = StageContext(self.outputs, self.sink)
             for stage in stages:
-                items = stage(items, self)
-
-            upstream: list[BaseException] = []     # raised on our side while the writer pulled
-            exhausted = []
-
-            def to_writer() -> Iterator[Sample]:
-                try:
-                    for item in items:
-                        rewriter = self.engine_rewriters[item.reader.name]
-                        sample = item.sample
-                        if rewriter is not None:
-                            try:
-                                sample = rewriter.apply(sample, item.path)
-                            except RecordError as error:
-                                sink(error, None)
-                                continue
-                        counts["to_writer"] += 1
-                        yield self.ids.apply(sample)
-                except Exception as e:
-                    upstream.append(e)
-                    raise
-                exhausted.append(True)
-
-            stream = self.outputs.open(self.output)
-            options = self.writer_options
-            options.reject = counted("writer_rejects")
-            with plugin_call("writer", writer, upstream):
-                report.written = writer.write(bar.count(to_writer()), stream, options)
-            self._check_writer(report.written, bool(exhausted), counts, stream)
+                items = stage.process(items, context)
+            report.written = self._write(bar.count(item.sample for item in items))
+            for stage in stages:
+                stage.finish()
             self._write_sidecars(report)
-
-        report.records_in = counts["read"] + counts["reader_rejects"]
-        report.removed = self.removed
-        report.rejected = sink.count
-        if sink.count == 0 and not self.rejects_given:
-            self.outputs.discard_at_commit(self.rejects_path)
-        report.rejects_path = str(self.rejects_path) if sink.count else None
+        report.records_in = read.count + read_rejects.count
+        report.removed = sum(stage.tally.removed for stage in stages)
+        report.rejected = self.sink.count
+        report.rejects_path = self._rejects_file()
         report.seconds = time.monotonic() - started
-        report.notes += inputs.notes
-        report.notes += list(self.writer_options.state.get("notes", {}).values())
-        report.notes += [note for note in (r.note() for r in self.rewriters.values()) if note]
-        report.warnings += [w for w in [duplicates.warning(), self.ids.warning()] if w]
+        report.notes += self.inputs.notes + list(self.writer_options.state.get("notes", {}).values())
+        report.notes += [note for stage in stages for note in stage.tally.notes]
+        report.warnings += [warning for stage in stages for warning in stage.tally.warnings]
         report.check()
         return report
+
+    def _write(self, samples: Iterator[Sample]) -> int:
+        """Hand ``samples`` to the writer; how many it wrote (checked: :meth:`_check_writer`)."""
+        given = Counted(samples)
+        upstream: list[BaseException] = []     # raised on our side while the writer pulled
+
+        def pulled() -> Iterator[Sample]:
+            try:
+                yield from given
+            except Exception as e:
+                upstream.append(e)
+                raise
+
+        stream = self.outputs.open(self.output)
+        rejected = self.writer_options.reject = CountingReject(self.sink)
+        with plugin_call("writer", self.writer, upstream):
+            written = self.writer.write(pulled(), stream, self.writer_options)
+        self._check_writer(written, given, rejected.count, stream)
+        return written
+
+    def _rejects_file(self) -> str | None:
+        if self.sink.count == 0 and not self.rejects_given:
+            self.outputs.discard_at_commit(self.rejects_path)
+        return str(self.rejects_path) if self.sink.count else None
 
     def _check_suffix(self) -> None:
         suffixes = getattr(self.writer, "suffixes", ())
@@ -506,15 +358,42 @@ class Run:
         with plugin_call("writer", self.writer):
             return sidecar.render(written, existing)
 
-    def _check_writer(self, written, exhausted: bool, counts: dict, stream) -> None:
+    def _check_writer(self, written, given: "Counted", rejected: int, stream) -> None:
         """A writer must take every sample, count what it wrote and leave curate's stream open
         (curate closes it when the output is complete); otherwise records would be lost, so the
         run fails before anything is renamed into place."""
         name = describe("writer", self.writer)
         if stream.closed:
             raise CurateError(f"{name} closed the output stream (curate closes it); nothing was written")
-        if not exhausted:
+        if not given.exhausted:
             raise CurateError(f"{name} stopped before taking every sample; nothing was written")
-        if type(written) is not int or written != counts["to_writer"] - counts["writer_rejects"]:
+        if type(written) is not int or written != given.count - rejected:
             raise CurateError(f"{name} says it wrote {written!r} samples, but it was given "
-                              f"{counts['to_writer']:,} and rejected {counts['writer_rejects']:,}; nothing was written")
+                              f"{given.count:,} and rejected {rejected:,}; nothing was written")
+
+
+class Counted:
+    """An iterator that counts what passed through it, and knows whether it ran to its end."""
+
+    def __init__(self, items: Iterable):
+        self.items = iter(items)
+        self.count = 0
+        self.exhausted = False
+
+    def __iter__(self):
+        for item in self.items:
+            self.count += 1
+            yield item
+        self.exhausted = True
+
+
+class CountingReject:
+    """A reject callback that counts what it is given and hands it to ``sink``."""
+
+    def __init__(self, sink: RejectSink):
+        self.sink = sink
+        self.count = 0
+
+    def __call__(self, error: RecordError, raw=None) -> None:
+        self.count += 1
+        self.sink(error, raw)

@@ -76,7 +76,9 @@ def test_sigterm_with_ray_is_a_clean_exit(tmp_path):
     deadline = time.monotonic() + 120
     while not _driver_log(process.pid) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)                            # polling for the log, not waiting for a moment
-    assert _driver_log(process.pid), "Ray's driver log never appeared (did Ray start?)"
+    if not _driver_log(process.pid):
+        process.kill()
+        raise AssertionError(f"Ray's driver log never appeared (exit {process.wait()}): {process.stderr.read()[-2000:]}")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]

@@ -1,0 +1,254 @@
+"""The stages of a run: each turns an iterator of :class:`Item` into an iterator of items and
+keeps its own :class:`Tally` (removed, notes, warnings), as datatrove's pipeline steps do; the
+:class:`~curate.engine.Run` only composes reader -> stages -> writer and adds the tallies up.
+
+Built in: :class:`CheckDuplicateIds` (a warning), :class:`ConvertBoxes` (the reader's box
+convention to the writer's), :class:`ApplyIds` (``--ids``), and :class:`Filter`, the base of
+every stage that drops items with a reason (dedup's :class:`~curate.decisions.DecisionFilter`).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+from .boxes import BoxRewriter
+from .contracts import Reader
+from .errors import CurateError, RecordError
+from .jsonstream import dumps
+from .records import json_type
+from .sample import Sample
+
+
+class Item(NamedTuple):
+    """A sample with where it came from: its file, that file's reader, its position among the
+    file's samples."""
+
+    path: Path
+    reader: Reader
+    number: int
+    sample: Sample
+
+
+
+ID_MODES = ("keep", "string", "drop")
+# The kinds of id that the mixed-types warning counts, by exact Python type (True is no integer here)
+_ID_KINDS = {int: "integers", str: "strings", float: "fractional numbers", bool: "booleans"}
+
+
+def id_problem(value) -> str | None:
+    """Why ``value`` cannot be a record's id, or None. An id is a JSON scalar (a string, a
+    number, a boolean) or absent (None): an object or a list cannot be compared, counted or
+    written as one id."""
+    if value is None or type(value) in _ID_KINDS and (type(value) is not float or math.isfinite(value)):
+        return None
+    kind = f"a JSON {json_type(value)}" if type(value) in (dict, list) else f"a {type(value).__name__}"
+    return f"the id must be a string or a number, not {kind}"
+
+
+class IdPolicy:
+    """How ids are written (``--ids``), and a warning when kept ids mix types (integers and
+    strings): Hugging Face ``datasets`` up to 4.x (what LLaMA-Factory and ms-swift pin) refuses
+    such a column with ArrowTypeError, and newer versions read ``"000000033471"`` as 33471.
+    ``string`` writes every id as a string, numbers and booleans as JSON spells them."""
+
+    def __init__(self, mode: str = "keep"):
+        if mode not in ID_MODES:
+            raise CurateError(f"--ids must be one of {', '.join(ID_MODES)}, not {mode!r}")
+        self.mode = mode
+        self.kinds: Counter = Counter()
+
+    def apply(self, sample: Sample) -> Sample:
+        kind = _ID_KINDS.get(type(sample.id))
+        if kind is not None:
+            self.kinds[kind] += 1
+            if self.mode == "string" and kind != "strings":
+                sample.id = dumps(sample.id)
+        if self.mode == "drop":
+            sample.id = None
+        return sample
+
+    def warning(self) -> str | None:
+        if self.mode != "keep" or len(self.kinds) < 2:
+            return None
+        parts = [f"{kind} ({self.kinds[kind]:,})" for kind in _ID_KINDS.values() if kind in self.kinds]
+        mix = ", ".join(parts[:-1]) + " and " + parts[-1]
+        return (f"ids mix {mix}: Hugging Face datasets up to "
+                "4.x (pinned by LLaMA-Factory and ms-swift) cannot load such a file (ArrowTypeError on id) and newer "
+                "versions turn ids like \"000000033471\" into numbers; pass --ids string (or --ids drop)")
+
+
+class DuplicateIds:
+    """Counts samples whose id was seen before (a warning: LLaVA trains fine on them, but users
+    should know). Keeps an 8-byte hash per sample, not the ids, so that memory stays small
+    (5 MB for the 665K mix); the first repeat is named when it comes early."""
+
+    _NAMED_UP_TO = 50_000    # ids kept as strings for the first samples, to name a repeat
+
+    def __init__(self):
+        self.hashes = array("q")
+        self.first_ids: set = set()
+        self.first = None
+
+    def add(self, sample, path) -> None:
+        key = (type(sample.id) is int, sample.id)
+        hashes = self.hashes
+        hashes.append(hash(key))
+        if len(hashes) <= self._NAMED_UP_TO:
+            if key in self.first_ids and self.first is None:
+                self.first = (sample.id, path)
+            self.first_ids.add(key)
+
+    @property
+    def count(self) -> int:
+        if not self.hashes:
+            return 0
+        import numpy as np
+        values = np.frombuffer(self.hashes, dtype=np.int64)
+        return int(len(values) - len(np.unique(values)))
+
+    def warning(self) -> str | None:
+        count = self.count
+        if not count:
+            return None
+        example = f" (first: {self.first[0]!r} in {self.first[1]})" if self.first else ""
+        return f"{count:,} samples repeat an id seen before{example}; they were kept"
+
+
+@dataclass
+class Tally:
+    """What one stage did: items it removed (each with a reason in its exclusion file), and
+    what it has to say in the run's summary."""
+
+    removed: int = 0
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Stage:
+    """One step of a run. :meth:`process` takes the items of the step before and yields the
+    items for the next; ``context`` is the run's :class:`StageContext` (its outputs, to open an
+    exclusion file, and its reject sink). :meth:`finish` runs once the writer took every item:
+    the place for notes and warnings."""
+
+    name = "stage"
+
+    def __init__(self):
+        self.tally = Tally()
+
+    def process(self, items: Iterator[Item], context: "StageContext") -> Iterator[Item]:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class StageContext:
+    """What a stage may use of its run: ``outputs`` (claimed paths open with
+    ``outputs.open``, committed with the run's other files) and ``sink`` (``sink(error, raw)``
+    rejects a record as ``--on-error`` says; ``sink.set_aside(error, raw)`` always sets it aside)."""
+
+    outputs: object
+    sink: object
+
+
+class Filter(Stage):
+    """A stage that drops some items. ``decide(item)`` returns None to keep the item, a dict
+    to remove it (the dict is its line in the exclusion file, saying why), or a RecordError
+    to set it aside as a reject."""
+
+    name = "filter"
+
+    def __init__(self, exclusions: Path | None = None):
+        super().__init__()
+        self.exclusions = exclusions
+
+    def decide(self, item: Item):
+        raise NotImplementedError
+
+    def process(self, items: Iterator[Item], context: StageContext) -> Iterator[Item]:
+        out = context.outputs.open(self.exclusions) if self.exclusions is not None else None
+        for item in items:
+            outcome = self.decide(item)
+            if outcome is None:
+                yield item
+            elif isinstance(outcome, RecordError):
+                context.sink.set_aside(outcome, None)
+            else:
+                self.tally.removed += 1
+                if out is not None:
+                    out.write(dumps(outcome))
+                    out.write("\n")
+
+
+class CheckDuplicateIds(Stage):
+    """Warns about samples whose id was seen before (they are kept)."""
+
+    name = "duplicate ids"
+
+    def __init__(self):
+        super().__init__()
+        self.ids = DuplicateIds()
+
+    def process(self, items, context):
+        for item in items:
+            self.ids.add(item.sample, item.path)
+            yield item
+
+    def finish(self) -> None:
+        warning = self.ids.warning()
+        if warning:
+            self.tally.warnings.append(warning)
+
+
+class ApplyIds(Stage):
+    """Writes ids as ``--ids`` says (:class:`IdPolicy`); the last stage before the writer."""
+
+    name = "ids"
+
+    def __init__(self, mode: str = "keep"):
+        super().__init__()
+        self.policy = IdPolicy(mode)
+
+    def process(self, items, context):
+        for item in items:
+            yield item._replace(sample=self.policy.apply(item.sample))
+
+    def finish(self) -> None:
+        warning = self.policy.warning()
+        if warning:
+            self.tally.warnings.append(warning)
+
+
+class ConvertBoxes(Stage):
+    """Rewrites the boxes in each sample's text from its reader's convention to the writer's
+    (``target``). A reader that rewrites its own texts in its pass (SVIT, whose whole record is
+    converted at once, the image's size read once) gets its rewriter through :meth:`lanes`, and
+    its samples pass here untouched. A bad box rejects its record."""
+
+    name = "boxes"
+
+    def __init__(self, readers: list[Reader], target, locator):
+        super().__init__()
+        self._rewriters = {reader.name: BoxRewriter(reader.box_style, target, locator) for reader in readers}
+        self.lanes = {name: rewriter for name, rewriter in self._rewriters.items()
+                      if rewriter.lane is not None and any(r.name == name and getattr(r, "rewrites_boxes", False) for r in readers)}
+
+    def process(self, items, context):
+        for item in items:
+            rewriter = self._rewriters[item.reader.name]
+            if rewriter.active and item.reader.name not in self.lanes:
+                try:
+                    item = item._replace(sample=rewriter.apply(item.sample, item.path))
+                except RecordError as error:
+                    context.sink(error, None)
+                    continue
+            yield item
+
+    def finish(self) -> None:
+        self.tally.notes += [note for note in (r.note() for r in self._rewriters.values()) if note]
