@@ -24,6 +24,7 @@ _EXPORTS = {
     "contracts": ["Embedder", "IndexKind", "LoadedEmbedder", "Options", "Reader", "SimilarityIndex", "Writer",
                   "Sidecar", "Signal", "Verdict", "Verifier", "head_has_keys", "samples_from_json"],
     "engine": ["Inputs", "Report"],
+    "stages": ["Filter", "Item", "Stage", "StageContext", "Tally"],
     "api": ["convert", "read", "write"],
     "decisions": ["Decisions", "apply"],
     "deduplicate": ["DedupResult", "Duplicates", "EmbedderSpec", "EmbedSettings", "Embeddings", "ReportSettings",

@@ -416,11 +416,51 @@ def apply(decisions, inputs, output, to_format, from_format, image_root, image_p
     report = apply_decisions(decisions, source, output, to=to_format, removed=removed, drop_unreadable=drop_unreadable,
                              on_error=on_error, rejects=rejects, boxes=boxes, ids=ids, overwrite=overwrite,
                              show_progress=not quiet)
+    print_outcome(report, quiet)
+
+
+@cli.command(name="filter")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="File to write the kept samples to.")
+@click.option("--filter", "filters", multiple=True, metavar="NAME[=VALUE]",
+              help="A filter to run (repeat for a chain, run in the order given), with its setting if it takes "
+                   "one; `curate plugins` lists the installed filters.")
+@click.option("--to", "to_format", default=None, help="Format to write [default: the first input's format, or llava for formats curate only reads].")
+@input_options()
+@click.option("--removed", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where removed samples go, each with the filter and its reason [default: OUTPUT.removed.jsonl].")
+@output_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
+def filter_command(inputs, output, filters, to_format, from_format, image_root, image_prefix, seed, options, removed,
+                   on_error, rejects, overwrite, boxes, ids, quiet, **format_options):
+    """Drop samples with filter plugins, each removal with its reason.
+
+    Each --filter names a filter registered by a plugin (the `register_filters` hook); they run
+    in the order given, between the reader and the writer, and what they remove goes to one
+    file with the filter's name and reason. Inputs are read and written as `curate convert`
+    does (--from, --to, --image-root, -O and the formats' own options).
+
+    \b
+    Example:
+      curate filter mix.json -o big.json --image-root data/ --filter min-side=224
+    """
+    from .filtering import filter_stages, parse_filter, run_filters
+    _warn_plugin_problems()
+    stages = filter_stages([parse_filter(text) for text in filters])
+    source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
+    report = run_filters(source, output, stages, to=to_format, removed=removed, on_error=on_error, rejects=rejects,
+                         boxes=boxes, ids=ids, overwrite=overwrite, show_progress=not quiet)
+    print_outcome(report, quiet)
+
+
+def print_outcome(report, quiet: bool) -> None:
+    """The summary table, or with ``quiet`` the warnings alone."""
     if not quiet:
         print_report(report)
-    else:
-        for warning in report.warnings:
-            stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
+        return
+    for warning in report.warnings:
+        stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
 
 
 def parse_signals(text: str) -> tuple[str, ...]:
@@ -559,7 +599,7 @@ def prepare(registry) -> click.Group:
     """Give the commands the formats' own options and the plugins' commands (once per registry)."""
     if id(registry) not in _PREPARED:
         _PREPARED.add(id(registry))
-        for command in (convert, dedup, apply):
+        for command in (convert, dedup, apply, filter_command):
             add_format_options(registry, command)
         for command in (embed, inspect, preview):
             add_format_options(registry, command, kinds=("reader",))

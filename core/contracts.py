@@ -319,7 +319,10 @@ def contract_problem(kind: str, component) -> str | None:
     """Why ``component`` (a class or an instance) cannot serve as a ``kind``, or None.
 
     Subclassing the contract is not required: providing each abstract method is enough."""
-    contract = CONTRACTS[kind]
+    if kind == "filter":
+        from .stages import Filter as contract       # a stage: stages.py holds the run's parts
+    else:
+        contract = CONTRACTS[kind]
     cls = component if isinstance(component, type) else type(component)
     missing = sorted(m for m in contract.__abstractmethods__ if not callable(getattr(cls, m, None))
                      or getattr(getattr(cls, m), "__isabstractmethod__", False))

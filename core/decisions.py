@@ -166,6 +166,8 @@ class DecisionFilter(Filter):
     removed list), and with ``drop_unreadable`` sets samples with an unreadable image aside as
     rejects. Counts the images the decisions do not name (they are kept)."""
 
+    name = "decisions"
+
     def __init__(self, decisions: Decisions, removed_path: Path, drop_unreadable: bool = False):
         super().__init__(removed_path)
         self.decisions = decisions
@@ -185,6 +187,9 @@ class DecisionFilter(Filter):
                                    record_id=sample.id, field="image")
         return None
 
+    def exclusion(self, item: Item, outcome: dict) -> dict:
+        return outcome                   # already dedup's removed.jsonl line: id, image, what it duplicates
+
     def note(self) -> str | None:
         if not self.undecided:
             return None
@@ -193,25 +198,16 @@ class DecisionFilter(Filter):
                 f"their samples were kept")
 
 
-def apply(decisions_path, inputs, output, *, to: str | None = None, removed=None, drop_unreadable: bool = False,
-          on_error: str = "fail", rejects=None, boxes: str | None = None, ids: str = "keep",
-          overwrite: bool = False, show_progress: bool = False):
+def apply(decisions_path, inputs, output, *, drop_unreadable: bool = False, **settings):
     """Filter ``inputs`` (an :class:`~curate.engine.Inputs`) with a decisions file into ``output``:
-    samples whose images are all removed go to ``removed`` (default ``OUTPUT.removed.jsonl``)
-    with their reason, the rest is written in input order. Returns the run's Report."""
-    from .atomic import Outputs
-    from .engine import Run, default_writer
+    samples whose images are all removed go to the removed list (``removed``, default
+    ``OUTPUT.removed.jsonl``) with what they duplicate, the rest is written in input order.
+    ``settings``: those of :func:`curate.filtering.run_filters`. Returns the run's Report."""
+    from .filtering import run_filters
     decisions_path = Path(decisions_path)
     decisions = Decisions.load(decisions_path)
-    output = Path(output)
-    with Outputs([*inputs.sources, decisions_path], overwrite=overwrite) as outputs:
-        run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
-                  boxes=boxes, ids=ids, show_progress=show_progress, title="apply")
-        removed_path = outputs.claim(Path(removed) if removed else output.with_name(output.name + ".removed.jsonl"),
-                                     "removed list", overwrite=True)
-        stage = DecisionFilter(decisions, removed_path, drop_unreadable)
-        report = run.execute([stage])
+    stage = DecisionFilter(decisions, None, drop_unreadable)
+    report = run_filters(inputs, output, [stage], extra_sources=[decisions_path], **settings)
     report.notes += [note for note in (stage.note(),) if note]
-    report.notes.append(f"{report.removed:,} removed samples, with what they duplicate, in {removed_path}")
     report.warnings += decisions.warnings
     return report

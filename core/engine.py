@@ -274,8 +274,9 @@ class Run:
             self.sidecars = _optional(self.writer, "sidecars", [])(self.output, self.writer_options)
         for sidecar in self.sidecars:
             outputs.claim(sidecar.path, sidecar.role, overwrite=True if sidecar.merge else None)
+        self.images = ImageLocator(inputs.image_root)
         self.boxes = ConvertBoxes(inputs.readers, style_for(boxes, target or BRACKET_PADDED) if boxes else target,
-                                  ImageLocator(inputs.image_root))
+                                  self.images)
         self.ids = ids
         self.show_progress = show_progress
         self.title = title or f"{inputs.reader_names} → {self.writer.name}"
@@ -294,7 +295,7 @@ class Run:
         with ProgressBar(self.title, self.inputs.total_bytes, enabled=self.show_progress) as bar:
             read = Counted(self.inputs.items(progress=bar.advance, reject=read_rejects, boxes=self.boxes.lanes))
             items: Iterator[Item] = read
-            context = StageContext(self.outputs, self.sink)
+            context = StageContext(self.outputs, self.sink, self.images)
             for stage in stages:
                 items = stage.process(items, context)
             report.written = self._write(bar.count(item.sample for item in items))

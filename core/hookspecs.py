@@ -49,5 +49,12 @@ def register_verifiers(register):
 
 
 @hookspec
+def register_filters(register):
+    """Register dataset filters: :class:`curate.Filter`, a stage whose ``decide(item)`` keeps an
+    item (None) or says why it goes (a dict, written to the exclusion file); ``curate filter
+    --filter NAME[=VALUE]`` runs them."""
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``curate`` click group."""

@@ -24,10 +24,10 @@ ENTRY_POINT_GROUP = "curate"
 ONLY_ENV = "CURATE_PLUGINS"
 # When set to 0, third-party plugins are ignored and only curate's own load.
 THIRD_PARTY_ENV = "CURATE_LOAD_THIRD_PARTY"
-KINDS = ("reader", "writer", "embedder", "index", "signal", "verifier")
+KINDS = ("reader", "writer", "embedder", "index", "signal", "verifier", "filter")
 _HOOK_OF_KIND = {"reader": "register_readers", "writer": "register_writers",
                  "embedder": "register_embedders", "index": "register_indexes", "signal": "register_signals",
-                 "verifier": "register_verifiers"}
+                 "verifier": "register_verifiers", "filter": "register_filters"}
 
 
 @dataclass

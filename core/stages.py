@@ -10,18 +10,21 @@ every stage that drops items with a reason (dedup's :class:`~curate.decisions.De
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from .boxes import BoxRewriter
-from .contracts import Reader
 from .errors import CurateError, RecordError
 from .jsonstream import dumps
 from .records import json_type
 from .sample import Sample
+
+if TYPE_CHECKING:
+    from .contracts import Reader
 
 
 class Item(NamedTuple):
@@ -29,7 +32,7 @@ class Item(NamedTuple):
     file's samples."""
 
     path: Path
-    reader: Reader
+    reader: "Reader"
     number: int
     sample: Sample
 
@@ -150,28 +153,47 @@ class Stage:
 @dataclass
 class StageContext:
     """What a stage may use of its run: ``outputs`` (claimed paths open with
-    ``outputs.open``, committed with the run's other files) and ``sink`` (``sink(error, raw)``
-    rejects a record as ``--on-error`` says; ``sink.set_aside(error, raw)`` always sets it aside)."""
+    ``outputs.open``, committed with the run's other files), ``sink`` (``sink(error, raw)``
+    rejects a record as ``--on-error`` says; ``sink.set_aside(error, raw)`` always sets it
+    aside) and ``images`` (a :class:`curate.images.ImageLocator` under ``--image-root``:
+    ``images.size(path)``, ``images.find(path)``, with curate's safety rules)."""
 
     outputs: object
     sink: object
+    images: object = None
 
 
-class Filter(Stage):
-    """A stage that drops some items. ``decide(item)`` returns None to keep the item, a dict
-    to remove it (the dict is its line in the exclusion file, saying why), or a RecordError
-    to set it aside as a reject."""
+class Filter(Stage, ABC):
+    """A stage that drops some items, each with a reason: the contract of a filter plugin
+    (``register_filters``), and of dedup's. ``decide(item)`` returns None to keep the item, a
+    dict to remove it (why: it becomes the item's line in the exclusion file), or a RecordError
+    to set it aside as a reject. A filter that takes a setting (``--filter NAME=VALUE``) parses
+    it in :meth:`configure`. ``curate filter`` makes a fresh instance of the registered class
+    for each run."""
 
     name = "filter"
+    description = ""
 
     def __init__(self, exclusions: Path | None = None):
         super().__init__()
         self.exclusions = exclusions
 
+    def configure(self, value: str) -> None:
+        """Take the setting given as ``--filter NAME=VALUE``; raise CurateError when it is not
+        one this filter understands."""
+        raise CurateError(f"filter {self.name!r} takes no value (given {value!r})")
+
+    @abstractmethod
     def decide(self, item: Item):
-        raise NotImplementedError
+        """None to keep ``item``; a dict saying why to remove it; a RecordError to reject it."""
+
+    def exclusion(self, item: Item, outcome: dict) -> dict:
+        """The line of a removed item in the exclusion file: its id and image, this filter's
+        name and what ``decide`` said."""
+        return {"id": item.sample.id, "image": item.sample.image, "filter": self.name, **outcome}
 
     def process(self, items: Iterator[Item], context: StageContext) -> Iterator[Item]:
+        self.context = context
         out = context.outputs.open(self.exclusions) if self.exclusions is not None else None
         for item in items:
             outcome = self.decide(item)
@@ -182,7 +204,7 @@ class Filter(Stage):
             else:
                 self.tally.removed += 1
                 if out is not None:
-                    out.write(dumps(outcome))
+                    out.write(dumps(self.exclusion(item, outcome)))
                     out.write("\n")
 
 

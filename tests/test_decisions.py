@@ -87,3 +87,48 @@ def test_a_file_that_is_not_decisions_is_refused(tmp_path):
     data = llava(tmp_path / "data.json", ["a.jpg"])
     result = run_curate("apply", data, data, "-o", tmp_path / "out.json", check=1)
     assert_one_line_error(result, "data.json", "not a curate decisions file")
+
+
+# --- filters are plugins (#22, item 2) ---------------------------------------------------------
+
+EXAMPLE = FIXTURES.parent / "examples" / "curate-filter-example"
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory):
+    """The example filter package, pip-installed for real into a folder put on PYTHONPATH."""
+    import subprocess
+    import sys
+    target = tmp_path_factory.mktemp("filter-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
+    return target
+
+
+def test_the_example_filter_plugin_is_one_file_and_curate_filter_runs_it(example_site, tmp_path):
+    from PIL import Image
+    import os
+    for name, size in (("big.jpg", (300, 240)), ("small.jpg", (300, 100)), ("tiny.jpg", (40, 40))):
+        Image.new("RGB", size, "grey").save(tmp_path / name)
+    data = llava(tmp_path / "data.json", ["big.jpg", "small.jpg", "tiny.jpg", "missing.jpg"])
+    env = {"PYTHONPATH": os.pathsep.join([str(example_site), os.environ.get("PYTHONPATH", "")])}
+    assert "min-side" in run_curate("plugins", env=env, check=0).stdout
+    out = tmp_path / "out.json"
+    result = run_curate("filter", data, "-o", out, "--image-root", tmp_path, "--filter", "min-side=200",
+                        env=env, check=0)
+    assert [r["image"] for r in load_json(out)] == ["big.jpg", "missing.jpg"]     # unreadable: not its question
+    removed = load_json(tmp_path / "out.json.removed.jsonl")
+    assert [(r["image"], r["filter"]) for r in removed] == [("small.jpg", "min-side"), ("tiny.jpg", "min-side")]
+    assert removed[0]["reason"] == "300x100 pixels: a side under 200"
+    assert summary_numbers(result.stderr) == {"input records": 4, "written": 2, "removed": 2, "rejected": 0}
+    bad = run_curate("filter", data, "-o", tmp_path / "o2.json", "--image-root", tmp_path, "--filter",
+                     "min-side=wide", env=env, check=1)
+    assert_one_line_error(bad, "min-side", "'wide' is not a number of pixels")
+    assert not (tmp_path / "o2.json").exists()
+
+
+def test_curate_filter_without_a_filter_or_with_an_unknown_one_is_a_clean_error(tmp_path):
+    data = llava(tmp_path / "data.json", ["a.jpg"])
+    assert_one_line_error(run_curate("filter", data, "-o", tmp_path / "o.json", check=1), "name at least one filter")
+    assert_one_line_error(run_curate("filter", data, "-o", tmp_path / "o.json", "--filter", "nope", check=1),
+                          "unknown filter 'nope'")

@@ -1,0 +1,56 @@
+"""Running filter stages over a dataset: ``curate filter`` (plugins chosen by name) and
+``curate apply`` (an earlier dedup's decisions) are both one run of the engine with filters
+between the reader and the writer, their removals in one exclusion file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .atomic import Outputs
+from .engine import Inputs, Report, Run, default_writer
+from .errors import CurateError
+from .registry import get_registry, plugin_call
+from .stages import Filter
+
+
+def parse_filter(text: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME=VALUE`` (as ``--filter`` takes it)."""
+    name, equals, value = text.partition("=")
+    if not name.strip():
+        raise CurateError(f"--filter {text!r}: name a filter (NAME or NAME=VALUE)")
+    return name.strip(), value if equals else None
+
+
+def filter_stages(specs: list[tuple[str, str | None]]) -> list[Filter]:
+    """A fresh, configured stage for each ``(name, value)``, in the order given."""
+    registry = get_registry()
+    if not specs:
+        installed = ", ".join(registry.names("filter")) or "none"
+        raise CurateError(f"name at least one filter with --filter NAME[=VALUE] (installed: {installed})")
+    stages = []
+    for name, value in specs:
+        registered = registry.get("filter", name)
+        with plugin_call("filter", registered):
+            stage = type(registered)()
+            if value is not None:
+                stage.configure(value)
+        stages.append(stage)
+    return stages
+
+
+def run_filters(inputs: Inputs, output, filters: list[Filter], *, to: str | None = None, removed=None,
+                on_error: str = "fail", rejects=None, boxes: str | None = None, ids: str = "keep",
+                overwrite: bool = False, show_progress: bool = False, extra_sources=()) -> Report:
+    """Write ``inputs`` to ``output`` through ``filters``; what they remove goes, with why, to
+    ``removed`` (default ``OUTPUT.removed.jsonl``). All files appear together or not at all."""
+    output = Path(output)
+    with Outputs([*inputs.sources, *extra_sources], overwrite=overwrite) as outputs:
+        run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
+                  boxes=boxes, ids=ids, show_progress=show_progress, title="filter")
+        removed_path = outputs.claim(Path(removed) if removed else output.with_name(output.name + ".removed.jsonl"),
+                                     "removed list", overwrite=True)
+        for stage in filters:
+            stage.exclusions = removed_path
+        report = run.execute(filters)
+    report.notes.append(f"{report.removed:,} removed samples, each with why, in {removed_path}")
+    return report
