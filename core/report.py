@@ -13,7 +13,7 @@ import numpy as np
 
 from .atomic import Outputs
 from .jsonstream import dumps
-from .report_html import render_html
+from .report_html import render_html, shown
 from .sample import TEXT_ONLY, source_of
 from .similarity import CURVE_THRESHOLDS, kept_counts
 
@@ -173,36 +173,41 @@ def render_markdown(data: dict) -> str:
                   "| source | samples | unique images | similar | kept | samples removed |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for row in block["table"]:
-            lines.append(f"| {_md(row['source'])} | {row['samples']:,} | {row['unique_images']:,} | "
+            lines.append(f"| {_md_data(row['source'])} | {row['samples']:,} | {row['unique_images']:,} | "
                          f"{row['similar']:,} | {row['kept']:,} | {row['samples_removed']:,} |")
         lines += ["", f"Sampled pairs (every {s['sample_every']}-th removed image):", "",
                   "| removed image | id | kept image | id | score |", "| --- | --- | --- | --- | ---: |"]
         for p in block["pairs"]:
-            lines.append(f"| {_md(p['image'])} | {_md(p['id'])} | {_md(p['duplicate_of'])} | "
-                         f"{_md(p['duplicate_of_id'])} | {p['score']:.4f} |")
+            lines.append(f"| {_md_data(p['image'])} | {_md_data(p['id'])} | {_md_data(p['duplicate_of'])} | "
+                         f"{_md_data(p['duplicate_of_id'])} | {p['score']:.4f} |")
         looked = block["looked_alike_kept"]
         if looked:
             lines += ["", f"Looked alike, kept: different content ({len(looked):,} pairs the signals proposed and "
                       f"verifier {_md(s['verify'])} refused; the 20 most similar):", "",
                       "| image | looked like | signal | score | verifier score | why kept |",
                       "| --- | --- | --- | ---: | ---: | --- |"]
-            lines += [f"| {_md(p['image'])} | {_md(p['looked_like'])} | {_md(p['signal'])} | {p['score']:.4f} | "
-                      f"{_md(p['verify_score'])} | {_md(p['why_kept'])} |" for p in looked[:20]]
+            lines += [f"| {_md_data(p['image'])} | {_md_data(p['looked_like'])} | {_md(p['signal'])} | "
+                      f"{p['score']:.4f} | {_md(p['verify_score'])} | {_md(p['why_kept'])} |" for p in looked[:20]]
         lines.append("")
     lines += ["## Closest pairs kept", "", "Per source, the most similar pairs that both stayed (embedding similarity)."
               , "", "| source | image | nearest kept image | score |", "| --- | --- | --- | ---: |"]
     for name, pairs in data["closest_kept_pairs"].items():
-        lines += [f"| {_md(name)} | {_md(p['image'])} | {_md(p['neighbour'])} | {p['score']:.4f} |"
+        lines += [f"| {_md_data(name)} | {_md_data(p['image'])} | {_md_data(p['neighbour'])} | {p['score']:.4f} |"
                   for p in pairs[:5]]
     lines.append("")
     if data["unreadable"]:
         lines += ["## Unreadable images", "", "| image | reason |", "| --- | --- |"]
-        lines += [f"| {_md(u['image'])} | {_md(u['reason'])} |" for u in data["unreadable"]]
+        lines += [f"| {_md_data(u['image'])} | {_md_data(u['reason'])} |" for u in data["unreadable"]]
     return "\n".join(lines) + "\n"
 
 
 def _md(value) -> str:
     return escape(str(value)).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_data(value) -> str:
+    """A string from the data (an id, a path, a source, a reason), cut as the HTML page cuts it."""
+    return _md(shown(value))
 
 
 @dataclass

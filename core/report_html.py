@@ -1,7 +1,8 @@
 """report.html: one self-contained page to choose a threshold by. Per source: the
 nearest-neighbour histogram, the kept-against-threshold curve, removed pairs from the
 lowest score up, and the closest pairs that were kept. Thumbnails are small and come out
-of a fixed byte budget, so the page stays under ~2 MB whatever the dataset's size."""
+of a fixed byte budget, with their captions, and every string from the data is cut to a
+bounded length, so the page stays under ~2 MB whatever the data."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ TYPICAL_THUMBNAIL = 5_000            # bytes, a photo at the size and quality ab
 MOST_PAIRS_PER_GALLERY, FEWEST_PAIRS_PER_GALLERY = 12, 2
 MOST_SOURCES = 24                    # sections; the rest are in report.json
 MOST_UNREADABLE_ROWS = 100
+SHOWN_CHARS = 64                     # of any one string from the data: an id, a path, a source, a reason
 
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -35,8 +37,26 @@ svg text{font-size:11px;fill:#333}svg .grid{stroke:#eee}svg .axis{stroke:#888}
 .kept{fill:none;stroke:#2a7;stroke-width:2}.run{fill:#c22}"""
 
 
+def shown(value) -> str:
+    """A string from the data as the report's pages show it: whole up to SHOWN_CHARS characters,
+    else its start and its end around an ellipsis (report.json keeps it whole). Escaped, a
+    character costs at most 6 bytes, so every string costs a page a bounded number of bytes."""
+    value = str(value)
+    if len(value) <= SHOWN_CHARS:
+        return value
+    half = (SHOWN_CHARS - 1) // 2
+    return value[:half] + "…" + value[-half:]
+
+
+def text(value) -> str:
+    """:func:`shown`, escaped for HTML."""
+    return escape(shown(value))
+
+
 class Thumbnails:
-    """Small JPEG data URIs, each image encoded once, none once the byte budget is spent."""
+    """The galleries' pairs: small JPEG data URIs (each image encoded once) and their captions,
+    drawn from one byte budget; every placement of an image and every caption counts, and no
+    pair is drawn once the budget is spent."""
 
     def __init__(self, image_root, size: int = THUMBNAIL_SIZE, budget: int = THUMBNAIL_BUDGET):
         self.locator = ImageLocator(image_root)
@@ -45,29 +65,39 @@ class Thumbnails:
         self.spent = 0
         self.cache: dict[str, str | None] = {}
 
+    @property
+    def full(self) -> bool:
+        return self.spent >= self.budget
+
     def data_uri(self, relative: str) -> str | None:
-        if relative in self.cache:
-            return self.cache[relative]
-        if self.spent >= self.budget:
-            return None                  # not cached: the page is full, not the image unreadable
-        try:
-            image = load_rgb(self.locator.path(relative), self.size)
-            image.thumbnail((self.size, self.size))
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
-            uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-        except (UnreadableImage, OSError):
-            uri = None
-        self.spent += len(uri or "")
-        self.cache[relative] = uri
-        return uri
+        if relative not in self.cache:
+            try:
+                image = load_rgb(self.locator.path(relative), self.size)
+                image.thumbnail((self.size, self.size))
+                buffer = io.BytesIO()
+                image.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+                self.cache[relative] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+            except (UnreadableImage, OSError):
+                self.cache[relative] = None
+        return self.cache[relative]
 
     def img(self, relative: str) -> str:
-        uri = self.data_uri(relative)
+        uri = None if self.full else self.data_uri(relative)
         if uri is None:
-            why = "not shown: page size limit" if self.spent >= self.budget else "unreadable"
-            return f'<span class=missing title="{escape(relative)}">{why}</span>'
-        return f'<img src="{uri}" alt="{escape(relative)}">'
+            why = "not shown: page size limit" if self.full else "unreadable"
+            return self._spend(f'<span class=missing title="{text(relative)}">{why}</span>')
+        return self._spend(f'<img src="{uri}" alt="{text(relative)}">')
+
+    def pair(self, left: str, right: str, caption: str) -> str | None:
+        """One pair of images with its caption (HTML), or None once the page is full."""
+        if self.full:
+            return None
+        images = self.img(left) + self.img(right)
+        return "<div class=pair>" + images + self._spend(f"<div class=cap>{caption}</div></div>")
+
+    def _spend(self, html: str) -> str:
+        self.spent += len(html.encode())
+        return html
 
 
 def pairs_per_gallery(galleries: int) -> int:
@@ -97,12 +127,12 @@ def render_html(run, data: dict, pairs_by_threshold: list[list[dict]], show_prog
             bar.advance(1)
     if hidden:
         out.append(f"<p>{len(hidden):,} more sources are in report.json: "
-                   f"{escape(', '.join(hidden[:50]))}{' …' if len(hidden) > 50 else ''}</p>")
+                   f"{', '.join(map(text, hidden[:50]))}{' …' if len(hidden) > 50 else ''}</p>")
     if data["unreadable"]:
         rows = data["unreadable"][:MOST_UNREADABLE_ROWS]
         out.append(f"<h2>Unreadable images ({len(data['unreadable']):,})</h2><table><tr><th>image</th>"
                    "<th>reason</th></tr>")
-        out += [f"<tr><td>{escape(u['image'])}</td><td>{escape(u['reason'])}</td></tr>" for u in rows]
+        out += [f"<tr><td>{text(u['image'])}</td><td>{text(u['reason'])}</td></tr>" for u in rows]
         out.append("</table>")
         if len(data["unreadable"]) > len(rows):
             out.append(f"<p>The first {len(rows)} are shown; report.json lists all.</p>")
@@ -125,18 +155,23 @@ def _head(data: dict, thresholds: list[float]) -> str:
     for block in data["thresholds"]:
         out.append(f"<h2>Threshold {block['threshold']}</h2><table><tr><th>source</th><th>samples</th>"
                    "<th>unique images</th><th>similar</th><th>kept</th><th>samples removed</th></tr>")
-        for row in block["table"]:
-            out.append(f"<tr><td>{escape(row['source'])}</td><td>{row['samples']:,}</td>"
-                       f"<td>{row['unique_images']:,}</td><td>{row['similar']:,}</td><td>{row['kept']:,}</td>"
-                       f"<td>{row['samples_removed']:,}</td></tr>")
-        out.append("</table>")
+        *sources, total = block["table"]
+        out += [_table_row(row) for row in sources[:MOST_SOURCES]]
+        if len(sources) > MOST_SOURCES:
+            out.append(f"<tr><td colspan=6>{len(sources) - MOST_SOURCES:,} more sources are in report.json</td></tr>")
+        out += [_table_row(total), "</table>"]
     return "\n".join(out)
+
+
+def _table_row(row: dict) -> str:
+    return (f"<tr><td>{text(row['source'])}</td><td>{row['samples']:,}</td><td>{row['unique_images']:,}</td>"
+            f"<td>{row['similar']:,}</td><td>{row['kept']:,}</td><td>{row['samples_removed']:,}</td></tr>")
 
 
 def _source_section(name: str, data: dict, thresholds: list[float], pairs_by_threshold: list[list[dict]],
                     thumbs: Thumbnails, per_gallery: int) -> str:
     hist = data["nearest_neighbour_histogram"][name]
-    out = [f"<section class=source><h2>{escape(name)}</h2>",
+    out = [f"<section class=source><h2>{text(name)}</h2>",
            f"<p>Left: similarity of each of the {hist['images']:,} images to its nearest neighbour. Right: images "
            "kept at each embedding threshold (line: the embedding alone; dots: this run, every signal). "
            "Red dashes: the thresholds of this run.</p><div class=charts>",
@@ -150,41 +185,49 @@ def _source_section(name: str, data: dict, thresholds: list[float], pairs_by_thr
     out.append("</div>")
     for threshold, pairs in zip(thresholds, pairs_by_threshold):
         mine = sorted((p for p in pairs if p["source"] == name), key=lambda p: p["score"])
-        if not mine:
-            continue
-        shown = spread(mine, per_gallery)
-        out.append(f"<h3>Removed at threshold {threshold}: {len(mine):,} images; {len(shown)} pairs from the "
-                   "lowest score to the highest</h3><div class=pairs>")
-        for p in shown:
-            how = p["signal"] + (f", distance {p['distance']}" if "distance" in p else "")
-            if p.get("verify_score") is not None:
-                how += f"; verified ({p['verified_by']} {p['verify_score']})"
-            out.append("<div class=pair>" + thumbs.img(p["image"]) + thumbs.img(p["duplicate_of"]) +
-                       f"<div class=cap>{escape(how)} <b>{p['score']:.4f}</b><br>removed: "
-                       f"{escape(str(p['image']))} ({escape(str(p['id']))})<br>kept: "
-                       f"{escape(str(p['duplicate_of']))} ({escape(str(p['duplicate_of_id']))})</div></div>")
-        out.append("</div>")
+        drawn = [_removed_pair(p, thumbs) for p in spread(mine, per_gallery)]
+        out += _gallery(f"Removed at threshold {threshold}: {len(mine):,} images; {{}} pairs from the lowest score "
+                        "to the highest", "pairs", drawn)
     for block in data["thresholds"][:1]:
         looked = [p for p in block["looked_alike_kept"] if p["source"] == name][:per_gallery]
-        if looked:
-            out.append(f"<h3>Looked alike, kept: different content ({len(looked)} of the pairs the signals "
-                       "proposed and the verifier refused, most similar first)</h3><div class='pairs looked-pairs'>")
-            for p in looked:
-                how = f"{p['signal']} {p['score']:.4f}; {p['verified_by']}: {p['why_kept']}"
-                out.append("<div class=pair>" + thumbs.img(p["image"]) + thumbs.img(p["looked_like"]) +
-                           f"<div class=cap>{escape(how)}<br>kept: {escape(str(p['image']))} "
-                           f"({escape(str(p['id']))})<br>looked like: {escape(str(p['looked_like']))} "
-                           f"({escape(str(p['looked_like_id']))})</div></div>")
-            out.append("</div>")
+        drawn = [_looked_alike_pair(p, thumbs) for p in looked]
+        out += _gallery("Looked alike, kept: different content ({} of the pairs the signals proposed and the "
+                        "verifier refused, most similar first)", "pairs looked-pairs", drawn)
     kept = data["closest_kept_pairs"].get(name, [])[:per_gallery]
-    if kept:
-        out.append(f"<h3>Closest pairs kept (below {min(thresholds)}): the {len(kept)} most similar pairs that "
-                   "both stayed</h3><div class='pairs kept-pairs'>")
-        for p in kept:
-            out.append("<div class=pair>" + thumbs.img(p["image"]) + thumbs.img(p["neighbour"]) +
-                       f"<div class=cap>embedding <b>{p['score']:.4f}</b><br>{escape(str(p['image']))} "
-                       f"({escape(str(p['id']))})<br>{escape(str(p['neighbour']))} "
-                       f"({escape(str(p['neighbour_id']))})</div></div>")
-        out.append("</div>")
+    drawn = [_kept_pair(p, thumbs) for p in kept]
+    out += _gallery(f"Closest pairs kept (below {min(thresholds)}): the {{}} most similar pairs that both stayed",
+                    "pairs kept-pairs", drawn)
     out.append("</section>")
     return "\n".join(out)
+
+
+def _gallery(title: str, css_class: str, drawn: list[str | None]) -> list[str]:
+    """A heading (``{}`` in ``title`` becomes the number of pairs drawn) and the pairs drawn;
+    nothing for no pairs; a note for pairs the page had no room for."""
+    if not drawn:
+        return []
+    pairs = [html for html in drawn if html is not None]
+    out = [f"<h3>{title.format(len(pairs))}</h3><div class='{css_class}'>", *pairs, "</div>"]
+    if len(pairs) < len(drawn):
+        out.append(f"<p>{len(drawn) - len(pairs)} more pairs not shown: page size limit (report.json lists them)</p>")
+    return out
+
+
+def _removed_pair(p: dict, thumbs: Thumbnails) -> str | None:
+    how = p["signal"] + (f", distance {p['distance']}" if "distance" in p else "")
+    if p.get("verify_score") is not None:
+        how += f"; verified ({p['verified_by']} {p['verify_score']})"
+    return thumbs.pair(p["image"], p["duplicate_of"], f"{escape(how)} <b>{p['score']:.4f}</b><br>removed: "
+                       f"{text(p['image'])} ({text(p['id'])})<br>kept: {text(p['duplicate_of'])} "
+                       f"({text(p['duplicate_of_id'])})")
+
+
+def _looked_alike_pair(p: dict, thumbs: Thumbnails) -> str | None:
+    how = f"{p['signal']} {p['score']:.4f}; {p['verified_by']}: {p['why_kept']}"
+    return thumbs.pair(p["image"], p["looked_like"], f"{escape(how)}<br>kept: {text(p['image'])} ({text(p['id'])})"
+                       f"<br>looked like: {text(p['looked_like'])} ({text(p['looked_like_id'])})")
+
+
+def _kept_pair(p: dict, thumbs: Thumbnails) -> str | None:
+    return thumbs.pair(p["image"], p["neighbour"], f"embedding <b>{p['score']:.4f}</b><br>{text(p['image'])} "
+                       f"({text(p['id'])})<br>{text(p['neighbour'])} ({text(p['neighbour_id'])})")

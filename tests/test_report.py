@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import FIXTURES, load_json, run_curate
 from curate.charts import LABEL_GAP, histogram_svg, label_rows, nice_ticks
 from curate.registry import get_registry
+from curate.report_html import SHOWN_CHARS, shown
 from curate.similarity import CURVE_THRESHOLDS, kept_counts, kept_curve, keep_or_remove, nearest_neighbours
 
 DEMO = FIXTURES / "dedup_demo.json"
@@ -106,12 +107,14 @@ def test_kept_curve_meets_the_run_where_only_the_embedding_fired(demo_report):
 
 
 def _many_sources(root: Path, sources: int, per_source: int) -> Path:
-    """Busy, poorly compressible pictures in many sources, every other one a near-copy."""
+    """Busy, poorly compressible pictures in many sources, every other one a near-copy; long
+    ids, folder and file names, of the characters that HTML escaping makes longest."""
     rng = np.random.default_rng(1)
     records = []
+    folder_tail, name_head = "&<" * 100, '"' * 200
     for s in range(sources):
         for k in range(per_source):
-            rel = f"src{s:02d}/{k:03d}.jpg"
+            rel = f"src{s:02d}{folder_tail}/{name_head}{k:03d}.jpg"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             if k % 2 == 0:
                 blocks = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
@@ -119,9 +122,9 @@ def _many_sources(root: Path, sources: int, per_source: int) -> Path:
                 noise = rng.integers(-40, 40, (240, 320, 3))
                 image = Image.fromarray(np.clip(np.asarray(image, int) + noise, 0, 255).astype(np.uint8))
             else:
-                image = Image.open(root / f"src{s:02d}/{k - 1:03d}.jpg").resize((300, 225))
+                image = Image.open(root / rel.replace(f"{k:03d}.jpg", f"{k - 1:03d}.jpg")).resize((300, 225))
             image.save(root / rel, quality=95)
-            records.append({"id": f"{s}-{k}", "image": rel,
+            records.append({"id": f"{s}-{k}" + '"' * 2000, "image": rel,
                             "conversations": [{"from": "human", "value": "<image>\nWhat?"},
                                               {"from": "gpt", "value": "This."}]})
     data = root / "data.json"
@@ -141,6 +144,34 @@ def test_page_stays_small_whatever_the_dataset(tmp_path):
     assert html.count("<img ") >= 100                     # the budget is used, not just refused
     assert "more sources are in report.json" in html      # 30 sources, not all drawn
     assert len(json.loads((folder / "report.json").read_text())["kept_curve"]) == 30
+
+
+def test_a_string_from_the_data_is_shown_whole_or_cut_in_the_middle():
+    assert shown("coco/train2017/1.jpg") == "coco/train2017/1.jpg"
+    long = "start-" + "x" * 1_000_000 + "-end.jpg"
+    cut = shown(long)
+    assert len(cut) <= SHOWN_CHARS and cut.startswith("start-") and cut.endswith("-end.jpg") and "…" in cut
+
+
+def test_ids_of_a_megabyte_are_cut_on_the_pages_and_whole_in_the_data(tmp_path):
+    """Five ids of 1 MB among the closest kept pairs once made report.html 6 MB."""
+    records = load_json(DEMO)
+    for i, record in enumerate(records):
+        record["id"] = f"{i}-" + '"&<' * 350_000            # each character 4 to 6 bytes once escaped
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps(records))
+    out = tmp_path / "out.json"
+    run_curate("dedup", source, "--from", "llava", "-o", out, "--image-root", ROOT_IMAGES, "--embedder",
+               "timm-pool", "-t", "0.85", "-t", "0.7", "--cache", tmp_path / "cache", "-q", check=0)
+    folder = Path(str(out) + ".report")
+    assert (folder / "report.html").stat().st_size < 300_000
+    assert (folder / "report.md").stat().st_size < 30_000
+    assert "…" in (folder / "report.html").read_text() and "…" in (folder / "report.md").read_text()
+    ids = {record["id"] for record in records}           # the data files keep every id whole
+    data = json.loads((folder / "report.json").read_text())
+    kept = [p for pairs in data["closest_kept_pairs"].values() for p in pairs]
+    assert kept and all(p["id"] in ids and p["neighbour_id"] in ids for p in kept)
+    assert all(r["id"] in ids for r in load_json(folder / "removed.jsonl"))
 
 
 PROBE = """<script>
