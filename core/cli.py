@@ -128,7 +128,7 @@ def input_options(*, image_root_required: bool = False, with_from: bool = True):
                           "dataset's own); needed for image files, box conversion and SVIT."),
         click.option("--image-prefix", default=None,
                      help="Folder to put before bare image file names, e.g. coco/train2017."),
-        click.option("--seed", type=int, default=0, show_default=True,
+        click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
                      help="Seed for formats that draw at random (same input and seed, same output)."),
         click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
                      help="An option for a plugin's reader or writer; repeat for several."),
@@ -265,9 +265,9 @@ def embedding_options(function):
                      help="Embedding cache folder; a re-run embeds only new or changed images "
                           "[default: $XDG_CACHE_HOME/curate/embeddings]."),
         click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache."),
-        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+        click.option("--batch-size", type=click.IntRange(1, 8192), default=32, show_default=True,
                      help="Images per model call."),
-        click.option("--workers", type=click.IntRange(1), default=min(4, os.cpu_count() or 1), show_default=True,
+        click.option("--workers", type=click.IntRange(1, 1024), default=min(4, os.cpu_count() or 1), show_default=True,
                      help="Threads that decode and resize images while the model runs."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where the model runs (auto: CUDA when available, in bf16)."),
@@ -304,10 +304,10 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 @click.option("--index", default="auto", show_default=True,
               help="Similarity index: exact (blocked matrix products), hnsw (hnswlib, approximate), or auto "
                    "(exact for small groups, hnsw for large ones, by the crossover measured in bench/).")
-@click.option("--hnsw-m", type=click.IntRange(2), default=16, show_default=True, help="HNSW graph degree M.")
-@click.option("--hnsw-ef-construction", type=click.IntRange(1), default=64, show_default=True,
+@click.option("--hnsw-m", type=click.IntRange(2, 512), default=16, show_default=True, help="HNSW graph degree M.")
+@click.option("--hnsw-ef-construction", type=click.IntRange(1, 10_000), default=64, show_default=True,
               help="HNSW ef_construction (build-time search width).")
-@click.option("--hnsw-ef", type=click.IntRange(1), default=32, show_default=True,
+@click.option("--hnsw-ef", type=click.IntRange(1, 10_000), default=32, show_default=True,
               help="HNSW ef (query-time search width).")
 @click.option("-t", "--threshold", "thresholds", type=float, multiple=True,
               help="Cosine similarity of the embedding at which two images are duplicates; repeat for "
@@ -331,7 +331,7 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 @click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for report.json, report.md, report.html and removed.jsonl "
                    "[default: OUTPUT.report beside the output].")
-@click.option("--sample-every", type=click.IntRange(1), default=500, show_default=True,
+@click.option("--sample-every", type=click.IntRange(1, 10**9), default=500, show_default=True,
               help="The report lists every N-th removed image with its kept twin.")
 @click.option("--decisions-only", is_flag=True,
               help="Identify only: write the decisions (one JSON line per unique image: keep or remove, what it "
@@ -527,7 +527,7 @@ def embed(inputs, output, overwrite, from_format, image_root, image_prefix, seed
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The HTML page to write (self-contained: thumbnails are embedded).")
 @input_options()
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Records to show.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, help="Records to show.")
 @click.option("--ids", default=None, help="Only these record ids (comma-separated).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def preview(inputs, output, from_format, image_root, image_prefix, seed, options, limit, ids, overwrite,

@@ -179,6 +179,30 @@ def test_ids_with_markup_and_terminal_escapes_are_shown_not_obeyed(tmp_path):
     assert "\x1b" not in result.stdout + result.stderr
 
 
+# --- options out of range --------------------------------------------------------------------------
+
+COMMANDS = {
+    "dedup": ("dedup", FIXTURES / "dedup_demo.json", "--image-root", IMAGES, "-q", "-o"),
+    "convert": ("convert", "llava", "llava", FIXTURES / "llava_small.json", "-q", "-o"),
+    "preview": ("preview", FIXTURES / "dedup_demo.json", "--image-root", IMAGES, "-o"),
+}
+
+
+@pytest.mark.parametrize("command, option", [
+    ("dedup", "--hnsw-m"), ("dedup", "--hnsw-ef-construction"), ("dedup", "--hnsw-ef"), ("dedup", "--batch-size"),
+    ("dedup", "--workers"), ("dedup", "--sample-every"), ("dedup", "--seed"), ("convert", "--seed"),
+    ("preview", "--limit"),
+])
+@pytest.mark.parametrize("value", [2**64, 10**30])
+def test_every_integer_option_is_bounded_when_parsed(tmp_path, command, option, value):
+    """`--hnsw-m 2**64` was an internal error from hnswlib; a huge batch or thread count ran."""
+    out = tmp_path / "out"
+    result = run_curate(*COMMANDS[command], out, option, value)
+    assert result.returncode == 2, result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr and "is not in the range" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
 # --- plugins that misbehave are named ----------------------------------------------------------------
 
 def _plugin(**hooks):
