@@ -109,8 +109,12 @@ def open_image(path: Path) -> Image.Image:
     _check_file_size(path)
     try:
         image = Image.open(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UnreadableImage("missing file") from None
+    except Image.UnidentifiedImageError:
+        raise
+    except OSError as e:        # the file went away or turned into a link loop since its size was read
+        raise _cannot_open(e) from None
     try:
         _check_pixels(*image.size)
     except UnreadableImage:
@@ -122,12 +126,18 @@ def open_image(path: Path) -> Image.Image:
 def _check_file_size(path) -> None:
     try:
         size = os.path.getsize(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UnreadableImage("missing file") from None
+    except OSError as e:        # a symbolic-link loop, a name too long, no permission...
+        raise _cannot_open(e) from None
     if size == 0:
         raise UnreadableImage("empty file (0 bytes)")
     if size > MAX_IMAGE_BYTES:
         raise UnreadableImage(f"{size:,} bytes is over the {MAX_IMAGE_BYTES:,}-byte limit for an image")
+
+
+def _cannot_open(error: OSError) -> UnreadableImage:
+    return UnreadableImage(f"cannot open the file ({error.strerror or error})")
 
 
 def _check_pixels(width: int, height: int) -> None:

@@ -131,6 +131,29 @@ def test_images_that_would_eat_the_machine_are_refused_before_decoding(tmp_path)
     assert time.monotonic() - started < 60
 
 
+def test_a_symbolic_link_loop_named_as_an_image_rejects_its_record(tmp_path):
+    """Box conversion with --on-error skip once stopped at the first image that was a link loop."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "real.jpg").write_bytes((IMAGES / "coco/train2017/000000000001.jpg").read_bytes())
+    (root / "self.jpg").symlink_to("self.jpg")
+    (root / "ping.jpg").symlink_to("pong.jpg")
+    (root / "pong.jpg").symlink_to("ping.jpg")
+    turns = [{"from": "human", "value": "<image>\nWhere is it?"},
+             {"from": "gpt", "value": "Here [0.1, 0.2, 0.3, 0.4]."}]
+    records = [{"id": name, "image": f"{name}.jpg", "conversations": turns} for name in ("self", "real", "ping")]
+    source = records_file(tmp_path, json.dumps(records))
+    out = tmp_path / "o.jsonl"
+    result = run_curate("convert", "llava", "internvl", source, "-o", out, "--image-root", root, "--on-error", "skip")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["real"]
+    rejects = load_json(tmp_path / "o.jsonl.rejects.jsonl")
+    assert [r["id"] for r in rejects] == ["self", "ping"]
+    assert all("symbolic links" in r["reason"] and "boxes" in r["reason"] for r in rejects)
+    result = run_curate("convert", "llava", "internvl", source, "-o", tmp_path / "strict.jsonl", "--image-root", root)
+    assert_one_line_error(result, "'self'", "symbolic links")
+
+
 @pytest.mark.parametrize("relative, fragment", [("a\x00b.jpg", "NUL"), ("x/" * 2600 + "y.jpg", "characters long")])
 def test_image_paths_that_break_system_calls_are_unreadable_not_fatal(relative, fragment):
     from curate.images import ImageLocator, UnreadableImage
