@@ -1,9 +1,17 @@
 """Outputs appear whole or not at all: every file of a run is written beside its target and
-the whole set is renamed into place in one commit step, after everything else succeeded."""
+the whole set is renamed into place in one commit step, after everything else succeeded.
+
+The commit is journalled, so that even a SIGKILL between two renames leaves no mix of new and
+old files for long: before the first rename, a journal listing every rename is written into
+each folder the commit touches; it goes once the last rename is done. A later run that writes
+into any of those folders finds the journal of the killed process and finishes its commit
+(every copy of the journal there: the renames may have begun, so the rest are done) or drops
+it (a copy missing: none had begun, and the temporaries are orphans)."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
 from contextlib import ExitStack, contextmanager
@@ -12,6 +20,8 @@ from typing import Callable
 
 from .errors import CurateError
 from .interrupts import signals_held
+
+JOURNAL = ".curate-commit."       # a commit's journal: .curate-commit.PID.json, in each folder it touches
 
 # Outputs renamed into place by this process (so an interruption can say what was written).
 COMMITTED: list[Path] = []
@@ -69,6 +79,7 @@ class Outputs:
         self.open_files: dict[Path, tuple[Path, object]] = {}
         self.merges: dict[Path, Callable[[str | None], str]] = {}
         self.stale: list[Path] = []
+        self.journal: list[Path] = []       # the commit's journal copies, while it renames
 
     def claim(self, path, role: str = "output", *, overwrite: bool | None = None) -> Path:
         """Check that ``path`` may be written by this run; ``role`` names it in errors."""
@@ -77,6 +88,7 @@ class Outputs:
         if key in self.claimed:
             other, other_role = self.claimed[key]
             raise CurateError(f"{path}: named as both the {other_role} and the {role}; give them different paths")
+        recover_commits(path.absolute().parent)    # a killed run's half-done commit, finished first
         check_output(path, inputs=self.inputs, overwrite=self.overwrite if overwrite is None else overwrite)
         self.claimed[key] = (path, role)
         return path
@@ -115,8 +127,9 @@ class Outputs:
 
     def commit(self) -> None:
         """Flush everything, then rename it all with signals held, so that an interruption
-        comes before the first rename or after the last one. Merged files are rendered last,
-        under their locks, which are held until every file is in place."""
+        comes before the first rename or after the last one; a SIGKILL between them leaves the
+        commit's journal, for the next run to finish (see the module's note). Merged files are
+        rendered last, under their locks, which are held until every file is in place."""
         self._sync(self.open_files)
         with ExitStack() as locks:
             for path in sorted(self.merges):
@@ -124,14 +137,17 @@ class Outputs:
                 self.open(path).write(self.merges[path](_read_existing(path)))
             self._sync(self.open_files)
             with signals_held():
-                for path, (temp, _) in self.open_files.items():
+                renames = [(temp, path) for path, (temp, _) in self.open_files.items()]
+                stale = [path for path in self.stale if path.is_file()]
+                self.journal = write_journal(renames, stale)
+                for temp, path in renames:
                     os.replace(temp, path)
                     TEMPORARIES.discard(temp)
                     COMMITTED.append(path)
                 self.open_files.clear()
-                for path in self.stale:
-                    if path.is_file():
-                        path.unlink()
+                for path in stale:
+                    path.unlink(missing_ok=True)
+                self._drop_journal()
 
     @staticmethod
     def _sync(open_files: dict) -> None:
@@ -151,6 +167,12 @@ class Outputs:
                 temp.unlink(missing_ok=True)
                 TEMPORARIES.discard(temp)
             self.open_files.clear()
+            self._drop_journal()
+
+    def _drop_journal(self) -> None:
+        for copy in self.journal:
+            copy.unlink(missing_ok=True)
+        self.journal = []
 
     def __enter__(self):
         return self
@@ -192,6 +214,85 @@ def _read_existing(path: Path) -> str | None:
         raise CurateError(f"{path}: cannot read it to merge into ({e})") from None
 
 
+def write_journal(renames: list[tuple[Path, Path]], stale: list[Path]) -> list[Path]:
+    """Write a commit's journal (its renames, temporary -> target, and the files it removes)
+    into every folder the commit touches, each copy whole or absent; returns the copies.
+    Should one fail (a full disk), none is left and nothing was renamed."""
+    folders = sorted({path.absolute().parent for _, path in renames} | {path.absolute().parent for path in stale})
+    copies = [folder / f"{JOURNAL}{os.getpid()}.json" for folder in folders]
+    text = json.dumps({"renames": [[str(temp.absolute()), str(path.absolute())] for temp, path in renames],
+                       "remove": [str(path.absolute()) for path in stale], "copies": [str(c) for c in copies]})
+    try:
+        for copy in copies:
+            _write_whole(copy, text)
+    except OSError as e:
+        for copy in copies:
+            copy.unlink(missing_ok=True)
+        raise CurateError(f"{copy}: cannot write the outputs' commit journal ({e.strerror})") from None
+    return copies
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path``: the file there is whole (on disk) or absent."""
+    part = path.with_name(path.name + ".part")
+    TEMPORARIES.add(part)
+    with open(part, "w", encoding="ascii") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(part, path)
+    TEMPORARIES.discard(part)
+
+
+def recover_commits(folder: Path) -> None:
+    """Finish or drop the commits of killed curate processes that left a journal in ``folder``
+    (see the module's note); their journal copies go, in every folder."""
+    for journal in _dead_journals(folder):
+        try:
+            entry = json.loads(journal.read_text(encoding="ascii"))
+            copies = [Path(copy) for copy in entry["copies"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            journal.unlink(missing_ok=True)     # not a journal of ours: copies are written whole
+            continue
+        if all(copy.exists() for copy in copies):
+            _roll_forward(entry)
+        for copy in copies:
+            copy.unlink(missing_ok=True)
+
+
+def _dead_journals(folder: Path) -> list[Path]:
+    """The journals in ``folder`` of processes that are gone (a journal copy that was being
+    written when its process died is removed: that commit had not begun)."""
+    try:
+        names = [p for p in folder.iterdir() if p.name.startswith(JOURNAL)]
+    except OSError:
+        return []
+    journals = []
+    for path in names:
+        pid, _, suffix = path.name[len(JOURNAL):].partition(".")
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if suffix == "json":
+            journals.append(path)
+        elif suffix == "json.part":
+            path.unlink(missing_ok=True)
+    return journals
+
+
+def _roll_forward(entry: dict) -> None:
+    """The renames and removals of a journalled commit that a SIGKILL interrupted."""
+    for temp, target in entry["renames"]:
+        try:
+            os.replace(temp, target)
+        except FileNotFoundError:
+            pass                                # renamed before the kill
+        except OSError as e:
+            raise CurateError(f"{target}: cannot finish the commit of a killed earlier run ({e.strerror}); "
+                              f"its new file is {temp}") from None
+    for path in entry["remove"]:
+        Path(path).unlink(missing_ok=True)
+
+
 def remove_temporaries() -> None:
     """Remove every temporary file this process still holds (the last step of an interrupted run)."""
     with signals_held():
@@ -205,7 +306,9 @@ def remove_temporaries() -> None:
 
 def remove_orphans(path: Path) -> None:
     """Remove temporary files of ``path`` left by curate processes that were killed (SIGKILL,
-    power loss): their names carry the writer's process id, and that process is gone."""
+    power loss): their names carry the writer's process id, and that process is gone. A killed
+    commit's journal in that folder is seen to first: its temporaries may still be needed."""
+    recover_commits(path.parent)
     prefix = f".{path.name}."
     try:
         candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]

@@ -538,6 +538,84 @@ def test_temporaries_of_killed_runs_are_removed_by_the_next_run(tmp_path):
     assert not orphan.exists() and mine.exists()
 
 
+# Stops a process right after the rename that ``sys.argv[1]`` names (the first of a commit's
+# journal copies, or of its outputs) and says so on stdout, for the test to SIGKILL it there.
+STOP_AT_RENAME = """
+import os, sys
+from pathlib import Path
+from curate import atomic
+stop, real_replace = sys.argv.pop(1), os.replace
+
+def replace(source, target):
+    real_replace(source, target)
+    journal = Path(target).name.startswith(atomic.JOURNAL)
+    if Path(source) in atomic.TEMPORARIES and journal == (stop == "journal"):
+        print("stopped", flush=True)
+        sys.stdin.read()                       # until the test's SIGKILL
+
+os.replace = replace
+"""
+
+TWO_FOLDERS = STOP_AT_RENAME + """
+with atomic.Outputs() as outputs:
+    for path in sys.argv[1:]:
+        outputs.open(path).write("new")
+"""
+
+
+def kill_at_rename(script: str, stop: str, *args) -> None:
+    """Run ``script`` and SIGKILL it once it stops after the rename ``stop`` names."""
+    process = subprocess.Popen([os.sys.executable, "-c", script, stop, *map(str, args)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line == "stopped\n":
+            break
+    process.kill()
+    _, stderr = process.communicate()
+    assert process.returncode == -signal.SIGKILL, stderr
+
+
+@pytest.mark.parametrize("stop, finished", [("output", "new"), ("journal", "old")])
+def test_a_commit_killed_between_two_renames_is_finished_or_dropped_by_the_next_run(tmp_path, stop, finished):
+    """A SIGKILL between renaming the dataset and removed.jsonl once left the new dataset beside
+    the old removed list. Killed after its first output's rename, the commit is finished by the
+    next run that writes into either folder; killed before (its journal half written), dropped."""
+    from curate.atomic import Outputs, remove_orphans
+    paths = [tmp_path / "data" / "out.json", tmp_path / "report" / "removed.jsonl"]
+    for path in paths:
+        path.parent.mkdir()
+        path.write_text("old")
+    kill_at_rename(TWO_FOLDERS, stop, *paths)
+    left = [p.name for path in paths for p in path.parent.iterdir()]
+    assert [path.read_text() for path in paths] == (["new", "old"] if stop == "output" else ["old", "old"])
+    assert sum(name.startswith(".curate-commit.") for name in left) == (2 if stop == "output" else 1)
+    Outputs(overwrite=True).claim(paths[1])          # the next run, into the report folder only
+    assert [path.read_text() for path in paths] == [finished, finished]
+    for path in paths:
+        remove_orphans(path)                          # and the killed run's temporaries go, as before
+        assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+@pytest.mark.slow
+def test_dedup_killed_while_renaming_its_outputs_leaves_one_run_s_files(tmp_path):
+    """The new dataset beside the old removed.jsonl: finished by the next run, even one that
+    then refuses to overwrite."""
+    out, report = tmp_path / "out.json", tmp_path / "out.json.report"
+    command = ["dedup", FIXTURES / "dedup_demo.json", "-o", out, "--image-root", IMAGES, "--embedder", "timm-pool",
+               "--no-cache", "--verify", "none", "-q"]
+    run_curate(*command, "-t", "0.99", check=0)
+    kill_at_rename(STOP_AT_RENAME + "from curate.entry import main\nsys.argv[0] = 'curate'\nmain()\n", "output",
+                   *command, "-t", "0.7", "--overwrite")
+    assert any(p.name.startswith(".curate-commit.") for p in report.iterdir())       # killed mid-commit
+    result = run_curate(*command, "-t", "0.7")
+    assert_one_line_error(result, "exists")
+    data = json.loads((report / "report.json").read_text())
+    assert data["thresholds"][0]["threshold"] == 0.7
+    assert data["accounting"]["written"] == len(load_json(out))
+    assert data["accounting"]["removed"] == len(load_json(report / "removed.jsonl")) > 0
+    assert not [p for p in [*tmp_path.iterdir(), *report.iterdir()] if p.name.startswith(".")]
+
+
 # --- fuzz: byte mutations of real records ----------------------------------------------------------
 
 def _mutants(data: bytes, count: int, seed: int):
