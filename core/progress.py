@@ -18,6 +18,20 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+SHOWN_CHARS = 64                     # of any one string from the data: an id, a path, a source, a reason
+
+
+def shown(value) -> str:
+    """A string from the data as a page or a message shows it: whole up to SHOWN_CHARS characters,
+    else its start and its end around an ellipsis (report.json keeps it whole). Escaped, a
+    character costs at most 6 bytes, so every string costs a page a bounded number of bytes."""
+    value = str(value)
+    if len(value) <= SHOWN_CHARS:
+        return value
+    half = (SHOWN_CHARS - 1) // 2
+    return value[:half] + "…" + value[-half:]
+
+
 def plain(value) -> str:
     """Text from the data made safe for a terminal: control characters become visible escapes."""
     return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), str(value))

@@ -14,7 +14,7 @@ import numpy as np
 
 from .charts import histogram_svg, kept_curve_svg
 from .images import ImageLocator, UnreadableImage, load_rgb
-from .progress import ProgressBar
+from .progress import ProgressBar, shown
 
 THUMBNAIL_SIZE = 112                 # pixels, longest side
 THUMBNAIL_QUALITY = 70
@@ -23,7 +23,6 @@ TYPICAL_THUMBNAIL = 5_000            # bytes, a photo at the size and quality ab
 MOST_PAIRS_PER_GALLERY, FEWEST_PAIRS_PER_GALLERY = 12, 2
 MOST_SOURCES = 24                    # sections; the rest are in report.json
 MOST_UNREADABLE_ROWS = 100
-SHOWN_CHARS = 64                     # of any one string from the data: an id, a path, a source, a reason
 
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -35,17 +34,6 @@ td:first-child,th:first-child{text-align:left}.charts{display:flex;flex-wrap:wra
 svg text{font-size:11px;fill:#333}svg .grid{stroke:#eee}svg .axis{stroke:#888}
 .hist rect{fill:#4a78c2}.thr{stroke:#c22;stroke-dasharray:4}svg .thr-label{fill:#c22;font-weight:600}
 .kept{fill:none;stroke:#2a7;stroke-width:2}.run{fill:#c22}"""
-
-
-def shown(value) -> str:
-    """A string from the data as the report's pages show it: whole up to SHOWN_CHARS characters,
-    else its start and its end around an ellipsis (report.json keeps it whole). Escaped, a
-    character costs at most 6 bytes, so every string costs a page a bounded number of bytes."""
-    value = str(value)
-    if len(value) <= SHOWN_CHARS:
-        return value
-    half = (SHOWN_CHARS - 1) // 2
-    return value[:half] + "…" + value[-half:]
 
 
 def text(value) -> str:

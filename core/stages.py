@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple
 from .boxes import BoxRewriter
 from .errors import CurateError, RecordError
 from .jsonstream import dumps
+from .progress import shown
 from .records import json_type
 from .sample import Sample
 
@@ -118,7 +119,7 @@ class DuplicateIds:
         count = self.count
         if not count:
             return None
-        example = f" (first: {self.first[0]!r} in {self.first[1]})" if self.first else ""
+        example = f" (first: {shown(repr(self.first[0]))} in {self.first[1]})" if self.first else ""
         return f"{count:,} samples repeat an id seen before{example}; they were kept"
 
 

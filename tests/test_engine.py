@@ -208,3 +208,15 @@ def test_writer_that_closes_the_stream_is_named(registry_with, tmp_path):
     result = run_curate("convert", "llava", "closer", FIXTURES / "llava_small.json", "-o", out)
     assert_one_line_error(result, "writer 'closer' from package '(registered in code)'", "closed the output stream")
     assert not out.exists() and not list(tmp_path.glob(".o.txt*"))
+
+
+def test_a_repeated_id_of_a_megabyte_is_named_in_a_short_warning(tmp_path):
+    """The duplicate-id warning names the first repeat, cut like every string from the data."""
+    huge = "x" * 1_000_000
+    turns = [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A."}]
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps([{"id": huge, "image": "a.jpg", "conversations": turns}] * 2))
+    result = run_curate("convert", "llava", "llava", source, "-o", tmp_path / "out.json", check=0)
+    warning = next(line for line in result.stderr.splitlines() if "repeat an id" in line)
+    assert "…" in result.stderr and len(result.stderr) < 5_000, len(result.stderr)
+    assert warning

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import FIXTURES, load_json, run_curate
 from curate.charts import LABEL_GAP, histogram_svg, label_rows, nice_ticks
 from curate.registry import get_registry
-from curate.report_html import SHOWN_CHARS, shown
+from curate.progress import SHOWN_CHARS, shown
 from curate.similarity import CURVE_THRESHOLDS, kept_counts, kept_curve, keep_or_remove, nearest_neighbours
 
 DEMO = FIXTURES / "dedup_demo.json"
