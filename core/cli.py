@@ -15,11 +15,11 @@ from .boxes import CONVENTIONS
 from .engine import ID_MODES, ON_ERROR, Inputs
 from .contracts import DEFAULT_SIGNALS
 from .entry import exit_interrupted
-from .interrupts import install_signal_handlers
+from .interrupts import install_signal_handlers, interruption_of
 from .errors import CurateError
 from .jsonstream import dumps
 from .registry import KINDS, get_registry, register_commands
-from .progress import ProgressBar, plain, safe, stderr_console
+from .progress import plain, safe, stderr_console
 from .stats import PLACEMENTS, summarise_inputs
 
 stdout_console = Console()
@@ -85,6 +85,9 @@ class CurateGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as e:
+            interrupted = interruption_of(e)
+            if interrupted is not None:
+                exit_interrupted(interrupted)
             if os.environ.get("CURATE_DEBUG"):
                 raise
             fail(f"internal error: {type(e).__name__}: {e} (run with CURATE_DEBUG=1 for a traceback, "

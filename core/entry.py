@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from .interrupts import HANDLED, ignore_signals, install_signal_handlers
+from .interrupts import HANDLED, ignore_signals, install_signal_handlers, interruption_of
 
 
 def exit_interrupted(error: KeyboardInterrupt) -> None:
@@ -30,6 +30,11 @@ def main() -> None:
         run()
     except KeyboardInterrupt as e:      # during start-up or teardown; the commands catch their own
         exit_interrupted(e)
+    except Exception as e:              # a signal during an import can arrive wrapped (interruption_of)
+        interrupted = interruption_of(e)
+        if interrupted is None:
+            raise
+        exit_interrupted(interrupted)
     except SystemExit:
         ignore_signals()
         raise

@@ -52,6 +52,20 @@ def _on_signal(signum, frame):
     raise _interruption(signum)
 
 
+def interruption_of(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM behind ``error``, if one is: Python wraps an exception raised
+    while a class is created (``__set_name__``, as dataclasses do on import) in a RuntimeError,
+    and libraries re-raise their own errors from one, so a signal handled during an import can
+    arrive as another exception caused by it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def install_signal_handlers() -> None:
     for signum in HANDLED:
         signal.signal(signum, _on_signal)

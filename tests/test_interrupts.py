@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import CURATE, FIXTURES
+from conftest import CURATE, FIXTURES, run_curate
 
 pytestmark = pytest.mark.slow   # a model, Ray or killed processes
 
@@ -101,3 +101,28 @@ def test_a_signal_once_the_exit_code_is_decided_changes_nothing(ending, late, co
     script = LATE_SIGNAL.format(ending=ending, late=late)
     result = subprocess.run([os.sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stderr) == (code, stderr)
+
+
+def test_a_signal_that_python_wraps_during_an_import_is_still_a_clean_interruption(monkeypatch, tmp_path):
+    """Python 3.11 turns an exception raised while a class is created (a dataclass field's
+    __set_name__, as rich's Column on import) into a RuntimeError caused by it: a Ctrl-C that
+    lands there is still exit 130 with one line, not an internal error."""
+    from curate import cli
+    from curate.interrupts import interruption_of
+
+    class Field:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    with pytest.raises(RuntimeError) as caught:
+        class Column:             # noqa: F841
+            cells = Field()
+    assert isinstance(interruption_of(caught.value), KeyboardInterrupt)
+    assert interruption_of(RuntimeError("no signal here")) is None
+
+    def convert(*args, **kwargs):
+        raise caught.value
+    monkeypatch.setattr(cli.api, "convert", convert)
+    result = run_curate("convert", "llava", "llava", FIXTURES / "llava_small.json", "-o", tmp_path / "o.json")
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip() == "error: interrupted; no output was written"
