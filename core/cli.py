@@ -14,8 +14,7 @@ from . import api
 from .boxes import CONVENTIONS
 from .engine import ID_MODES, ON_ERROR, Inputs
 from .contracts import DEFAULT_SIGNALS
-from .entry import exit_interrupted
-from .interrupts import install_signal_handlers, interruption_of
+from .interrupts import exit_interrupted, install_signal_handlers, interruption_of
 from .errors import CurateError
 from .jsonstream import dumps
 from .registry import KINDS, get_registry, register_commands
@@ -595,13 +594,10 @@ def add_format_options(registry, command: click.Command, kinds=("reader", "write
                     taken.update(option.opts)
 
 
-_PREPARED: set[int] = set()
-
-
 def prepare(registry) -> click.Group:
     """Give the commands the formats' own options and the plugins' commands (once per registry)."""
-    if id(registry) not in _PREPARED:
-        _PREPARED.add(id(registry))
+    if not registry.cli_prepared:
+        registry.cli_prepared = True
         for command in (convert, dedup, apply, filter_command):
             add_format_options(registry, command)
         for command in (embed, inspect, preview):

@@ -4,21 +4,8 @@ the plugins), so that Ctrl-C or SIGTERM during start-up is a clean exit, not a t
 from __future__ import annotations
 
 import signal
-import sys
 
-from .interrupts import HANDLED, ignore_signals, install_signal_handlers, interruption_of
-
-
-def exit_interrupted(error: KeyboardInterrupt) -> None:
-    """One line saying what was committed before the signal, and exit 128 + its number."""
-    ignore_signals()
-    atomic = sys.modules.get("curate.atomic")
-    if atomic:
-        atomic.remove_temporaries()
-    committed = len(atomic.COMMITTED) if atomic else 0
-    done = f"{committed} output(s) were written before it" if committed else "no output was written"
-    sys.stderr.write(f"error: interrupted; {done}\n")
-    sys.exit(128 + getattr(error, "signal", signal.SIGINT))
+from .interrupts import HANDLED, exit_interrupted, ignore_signals, install_signal_handlers, interruption_of
 
 
 def main() -> None:

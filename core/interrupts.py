@@ -123,3 +123,15 @@ def handlers_kept():
         for signum, handler in saved.items():
             if handler is not None:
                 signal.signal(signum, handler)
+
+
+def exit_interrupted(error: KeyboardInterrupt) -> None:
+    """One line saying what was committed before the signal, and exit 128 + its number."""
+    ignore_signals()
+    atomic = sys.modules.get("curate.atomic")
+    if atomic:
+        atomic.remove_temporaries()
+    committed = len(atomic.COMMITTED) if atomic else 0
+    done = f"{committed} output(s) were written before it" if committed else "no output was written"
+    sys.stderr.write(f"error: interrupted; {done}\n")
+    sys.exit(128 + getattr(error, "signal", signal.SIGINT))

@@ -59,6 +59,7 @@ class Registry:
     warnings: list[str] = field(default_factory=list)
     broken: dict[tuple[str, str], str] = field(default_factory=dict)   # components that fail their contract
     manager: pluggy.PluginManager | None = None
+    cli_prepared: bool = False      # the commands have this registry's format options and commands
 
     def get(self, kind: str, name: str):
         """The component object registered as ``name``; a clear error when missing or ambiguous."""
