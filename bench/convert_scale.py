@@ -86,6 +86,14 @@ def make_llava(path: Path, count: int) -> None:
         f.write("]")
 
 
+def _span(rng: random.Random) -> tuple[float, float]:
+    """Two coordinates of a box side in [0, 1], the first smaller (a box has an area)."""
+    while True:
+        low, high = sorted(round(rng.random(), 3) for _ in range(2))
+        if low < high:
+            return low, high
+
+
 def make_svit(folder: Path, count: int) -> tuple[Path, Path]:
     """SVIT referring QAs as the release has them: one record per Visual Genome image with ten
     QAs, images split over VG_100K and VG_100K_2 with sizes spread like Visual Genome's (long
@@ -103,8 +111,8 @@ def make_svit(folder: Path, count: int) -> tuple[Path, Path]:
     objects = ["man", "table", "dog", "red car", "woman in a hat", "window", "tree", "street sign", "plate", "boy"]
 
     def box():      # a fresh box for every mention: no whole-box cache can help
-        x1, x2 = sorted(round(rng.random(), 3) for _ in range(2))
-        y1, y2 = sorted(round(rng.random(), 3) for _ in range(2))
+        x1, x2 = _span(rng)
+        y1, y2 = _span(rng)
         return f"[{x1}, {y1}, {x2}, {y2}]"
 
     records, qa = [], 0

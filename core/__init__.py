@@ -20,7 +20,8 @@ from importlib import import_module
 _EXPORTS = {
     "hookspecs": ["hookimpl"],
     "sample": ["Sample", "Turn", "source_of"],
-    "errors": ["CurateError", "RecordError"],
+    "errors": ["CurateError", "RecordError", "setting"],
+    "settings": ["Setting"],
     "contracts": ["Embedder", "IndexKind", "LoadedEmbedder", "Options", "Reader", "SimilarityIndex", "Writer",
                   "Sidecar", "Signal", "Verdict", "Verifier", "head_has_keys", "samples_from_json"],
     "engine": ["Inputs", "Report"],

@@ -11,33 +11,37 @@ from .contracts import Options
 from .engine import (ON_ERROR, Inputs, RejectSink, Report, Run, apply_image_prefix, check_input,  # noqa: F401
                      resolve_reader, resolve_writer)
 from .sample import Sample
+from .settings import declared, resolve
 
 
 def read(path, format: str = "auto", *, on_error: str = "fail", reject=None, progress=None,
-         extra: dict | None = None, **inputs) -> Iterator[Sample]:
+         settings: dict | None = None, **inputs) -> Iterator[Sample]:
     """Yield the Samples of one file, read as the commands read it (:class:`Inputs`).
 
     Bad records raise :class:`RecordError`; ``on_error="skip"`` drops them silently (use
     :func:`convert` to keep them), or pass your own ``reject(error, raw)``. Other keywords:
-    ``image_root``, ``image_prefix``, ``seed``; ``extra``: the readers' options.
+    ``image_root``, ``image_prefix``, ``seed``; ``settings``: the reader's settings by name
+    (``{"svit_task": "referring"}``).
     """
-    source = Inputs([path], format, options=dict(extra or {}), **inputs)
+    source = Inputs([path], format, settings=dict(settings or {}), **inputs)
     yield from source.samples(progress=progress, reject=reject or RejectSink(on_error))
 
 
 def write(samples: Iterable[Sample], path, format: str = "llava", *, overwrite: bool = False,
-          **options) -> int:
-    """Write Samples to ``path`` atomically; return how many were written."""
+          settings: dict | None = None) -> int:
+    """Write Samples to ``path`` atomically; return how many were written. ``settings``: the
+    writer's settings by name."""
     path = Path(path)
     writer = resolve_writer(format)
+    values = resolve(dict(settings or {}), declared([writer]), strict=True)
     with Outputs(overwrite=overwrite) as outputs:
         outputs.claim(path)
-        return writer.write(samples, outputs.open(path), Options(path=path, **options))
+        return writer.write(samples, outputs.open(path), Options(path=path, settings=values))
 
 
 def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite: bool = False,
             on_error: str = "fail", rejects=None, image_root=None, image_prefix: str | None = None,
-            seed: int = 0, extra: dict | None = None, boxes: str | None = None, ids: str = "keep",
+            seed: int = 0, settings: dict | None = None, boxes: str | None = None, ids: str = "keep",
             show_progress: bool = False) -> Report:
     """Read every input with one reader, write one output with one writer.
 
@@ -49,7 +53,7 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
     when the reader's convention differs from the writer's (or ``boxes``, to override it).
     """
     source = inputs if isinstance(inputs, Inputs) else Inputs(
-        inputs, from_, image_root=image_root, image_prefix=image_prefix, seed=seed, options=dict(extra or {}))
+        inputs, from_, image_root=image_root, image_prefix=image_prefix, seed=seed, settings=dict(settings or {}))
     with Outputs(source.sources, overwrite=overwrite) as outputs:
         run = Run(source, output, to, outputs, on_error=on_error, rejects=rejects, boxes=boxes, ids=ids,
                   show_progress=show_progress)

@@ -73,7 +73,7 @@ class CurateGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CurateError as e:
-            fail(str(e))
+            fail(e.for_command_line())
         except KeyboardInterrupt as e:
             exit_interrupted(e)
         except BrokenPipeError:
@@ -100,7 +100,7 @@ def parse_options(values) -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CurateError(f"-O/--option takes KEY=VALUE, not {item!r}")
+            raise CurateError(f"-O/--option takes NAME=VALUE, not {item!r}")
         options[key.strip()] = value
     return options
 
@@ -132,8 +132,9 @@ def input_options(*, image_root_required: bool = False, with_from: bool = True):
                      help="Folder to put before bare image file names, e.g. coco/train2017."),
         click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
                      help="Seed for formats that draw at random (same input and seed, same output)."),
-        click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
-                     help="An option for a plugin's reader or writer; repeat for several."),
+        click.option("-O", "--option", "options", multiple=True, metavar="NAME=VALUE",
+                     help="A setting of the reader or writer, by name (-O svit_task=referring is --svit-task "
+                          "referring); repeat for several."),
     ]
     if with_from:
         options.insert(0, click.option("--from", "from_format", default="auto", show_default=True,
@@ -164,10 +165,10 @@ def output_options(function):
 
 
 def make_inputs(paths, from_format, image_root, image_prefix, seed, options, format_options) -> Inputs:
-    """The Inputs of a command: -O pairs and the formats' own options go to the readers and writers."""
-    extra = {k: v for k, v in format_options.items() if v is not None}
-    extra.update(parse_options(options))
-    return Inputs(paths, from_format, image_root=image_root, image_prefix=image_prefix, seed=seed, options=extra)
+    """The Inputs of a command: the formats' settings, given as flags or -O NAME=VALUE pairs."""
+    settings = {k: v for k, v in format_options.items() if v is not None}
+    settings.update(parse_options(options))
+    return Inputs(paths, from_format, image_root=image_root, image_prefix=image_prefix, seed=seed, settings=settings)
 
 
 @cli.command()
@@ -584,14 +585,31 @@ def plugins():
 
 
 def add_format_options(registry, command: click.Command, kinds=("reader", "writer")) -> None:
-    """Show each reader's (and writer's) own options (``cli_options``) on a command."""
+    """Show each reader's (and writer's) settings as options of a command: one flag per
+    setting, from its declaration (:class:`curate.settings.Setting`)."""
     taken = {name for param in command.params for name in param.opts}
     for kind in kinds:
         for component in registry.components[kind].values():
-            for option in getattr(component.obj, "cli_options", []) or []:
-                if not any(name in taken for name in option.opts):
-                    command.params.append(option)
-                    taken.update(option.opts)
+            for one in getattr(component.obj, "settings", ()) or ():
+                if one.flag not in taken:
+                    command.params.append(click_option(one))
+                    taken.add(one.flag)
+
+
+def click_option(one) -> click.Option:
+    """The command-line option of a setting; click checks the type and bounds as it parses."""
+    if one.choices:
+        kind = click.Choice(one.choices)
+    elif one.type is int:
+        kind = click.IntRange(one.minimum, one.maximum)
+    elif one.type is float:
+        kind = click.FloatRange(one.minimum, one.maximum)
+    elif one.type is Path:
+        kind = click.Path(path_type=Path)
+    else:
+        kind = {bool: click.BOOL, str: click.STRING}[one.type]
+    shown = f" [default: {one.default}]" if one.default is not None else ""
+    return click.Option([one.flag, one.name], type=kind, default=None, help=one.help + shown)
 
 
 def prepare(registry) -> click.Group:

@@ -42,9 +42,9 @@ class Options:
 
     - ``image_root``, ``image_prefix``, ``seed``: the user's ``--image-root``,
       ``--image-prefix`` and ``--seed``.
-    - ``extra``: ``-O KEY=VALUE`` pairs and the values of the component's own
-      ``cli_options`` (``--svit-task`` arrives as ``extra["svit_task"]``); read them with
-      :meth:`option`.
+    - ``settings``: the typed values of the run's readers' and writer's declared
+      :class:`curate.Setting` declarations (given as their flags, ``-O NAME=VALUE`` or the Python API's
+      ``settings=``), defaults filled in; read them with :meth:`setting`.
     - ``progress(n)``: a reader calls it with the number of bytes it has consumed since the
       last call, for the progress bar. May be None.
     - ``reject(error, raw)``: how a reader or writer hands over a record it cannot handle.
@@ -63,7 +63,7 @@ class Options:
     image_root: Path | None = None
     image_prefix: str | None = None
     seed: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, object] = field(default_factory=dict)
     progress: Callable[[int], None] | None = None
     reject: Callable[[RecordError, object], None] = None
     path: Path | None = None
@@ -74,8 +74,9 @@ class Options:
         if self.reject is None:
             self.reject = raise_error
 
-    def option(self, key: str, default=None):
-        return self.extra.get(key, default)
+    def setting(self, name: str):
+        """The value of the setting ``name`` (its default when the user gave none)."""
+        return self.settings.get(name)
 
 
 class Reader(ABC):
@@ -83,9 +84,9 @@ class Reader(ABC):
 
     Class attributes: ``name`` (what users type), ``description`` (one line for `curate
     formats`), ``box_style`` (a :class:`curate.boxes.BoxStyle` saying how boxes in the text
-    are written and what they mean; None: no boxes), ``cli_options`` (click options shown
-    on the commands that read; their values reach ``options.extra`` under the option's name)
-    and ``rewrites_boxes``: True when the reader passes each text through ``options.boxes``
+    are written and what they mean; None: no boxes), ``settings`` (its
+    :class:`curate.Setting` declarations: each a flag on the commands that use it, a keyword in the
+    Python API, a typed value in ``options.setting(name)``) and ``rewrites_boxes``: True when the reader passes each text through ``options.boxes``
     itself whenever that is given (so that a text is parsed, checked and converted in one
     pass; the engine then leaves its samples' boxes alone).
     """
@@ -93,7 +94,7 @@ class Reader(ABC):
     name: str = ""
     description: str = ""
     box_style = None
-    cli_options: list = []
+    settings: tuple = ()
     rewrites_boxes: bool = False
 
     def sniff(self, path: Path, head: str) -> int:
@@ -129,7 +130,7 @@ class Writer(ABC):
     name: str = ""
     description: str = ""
     box_style = None
-    cli_options: list = []
+    settings: tuple = ()
     suffixes: tuple[str, ...] = ()
 
     @abstractmethod

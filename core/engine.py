@@ -33,6 +33,7 @@ from .jsonstream import dumps, read_head
 from .progress import ProgressBar
 from .registry import describe, get_registry, plugin_call
 from .sample import Rejected, Sample
+from .settings import declared, resolve
 from .stages import (ID_MODES, ApplyIds, CheckDuplicateIds, ConvertBoxes, Filter, Item, Stage,  # noqa: F401
                      StageContext, id_problem)
 
@@ -124,7 +125,7 @@ class Inputs:
     image_root: Path | None = None
     image_prefix: str | None = None
     seed: int = 0
-    options: dict = field(default_factory=dict)     # -O KEY=VALUE and the readers' own options
+    settings: dict = field(default_factory=dict)    # setting name -> value (typed, or a string from -O)
 
     def __post_init__(self):
         paths = [self.paths] if isinstance(self.paths, (str, Path)) else list(self.paths)
@@ -136,6 +137,7 @@ class Inputs:
         self.paths = [readable_copy(path) for path in self.sources]
         self.image_root = Path(self.image_root) if self.image_root is not None else None
         self.readers = [resolve_reader(self.reader, path) for path in self.paths]
+        self.reader_settings = resolve(self.settings, declared(self.readers), strict=False)
         self.notes: list[str] = []
 
     @property
@@ -148,7 +150,7 @@ class Inputs:
 
     def options_for_pass(self, progress=None, reject=raise_error, state=None) -> Options:
         return Options(image_root=self.image_root, image_prefix=self.image_prefix, seed=self.seed,
-                       extra=dict(self.options), progress=progress, reject=reject,
+                       settings=dict(self.reader_settings), progress=progress, reject=reject,
                        state=state if state is not None else {})
 
     def items(self, *, progress: Callable[[int], None] | None = None,
@@ -268,6 +270,7 @@ class Run:
         self.sink = RejectSink(on_error, lambda: outputs.open(self.rejects_path))
         self.writer_options = inputs.options_for_pass()
         self.writer_options.path = self.output
+        self.writer_options.settings = resolve(inputs.settings, declared([*inputs.readers, self.writer]), strict=True)
         self._check_suffix()
         with plugin_call("writer", self.writer):
             target = _optional(self.writer, "box_style_for", self.writer.box_style)(self.writer_options)

@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 
+import re
+
+_SETTING = re.compile("\ue000([A-Za-z_][A-Za-z0-9_]*)\ue001")
+
+
+def setting(name: str) -> str:
+    """A setting named in a message: the command line shows its flag (``--svit-task``), the
+    Python API its keyword (``svit_task``); see :meth:`CurateError.for_command_line`."""
+    return f"\ue000{name}\ue001"
+
+
+def as_flags(text: str) -> str:
+    """``text`` with the settings it names shown as command-line flags."""
+    return _SETTING.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
+
+
 class CurateError(Exception):
-    """Any failure caused by the user's input, arguments or environment."""
+    """Any failure caused by the user's input, arguments or environment. Its text names
+    settings as the Python API spells them; :meth:`for_command_line` as the CLI does."""
+
+    def __str__(self) -> str:
+        return _SETTING.sub(lambda m: m.group(1), super().__str__())
+
+    def for_command_line(self) -> str:
+        return as_flags(super().__str__())
 
 
 class PluginConflictError(CurateError):

@@ -56,6 +56,7 @@ class Registry:
     plugins: list[PluginInfo] = field(default_factory=list)
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     conflicts: dict[tuple[str, str], list[Component]] = field(default_factory=dict)
+    settings: dict[str, tuple] = field(default_factory=dict)    # setting name -> (Setting, package, who)
     warnings: list[str] = field(default_factory=list)
     broken: dict[tuple[str, str], str] = field(default_factory=dict)   # components that fail their contract
     manager: pluggy.PluginManager | None = None
@@ -157,6 +158,25 @@ def _collect(registry: Registry, plugin, info: PluginInfo) -> None:
             registry.warnings.append(f"plugin {info.name!r} from package {info.package!r}: {message}")
 
 
+def setting_clash(registry: Registry, kind: str, name: str, component, info: PluginInfo) -> str | None:
+    """Why ``component``'s settings cannot be registered: a name that a component of another
+    package (or of the same one, declared otherwise) already declares, or one of curate's own
+    options. None when they can; they are then recorded."""
+    from .settings import RESERVED
+    who = f"{kind} {name!r} from package {info.package!r}"
+    mine = list(getattr(component, "settings", ()) or ())
+    for one in mine:
+        if one.name in RESERVED:
+            return f"{who} declares the setting {one.name!r}, one of curate's own options"
+        taken = registry.settings.get(one.name)
+        if taken is not None and (taken[1] != info.package or taken[0] != one):
+            return (f"{who} declares the setting {one.name!r}, which {taken[2]} from package {taken[1]!r} "
+                    f"declares already; uninstall one of them")
+    for one in mine:
+        registry.settings.setdefault(one.name, (one, info.package, f"{kind} {name!r}"))
+    return None
+
+
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
@@ -172,6 +192,11 @@ def _add(registry: Registry, kind: str, component, info: PluginInfo) -> None:
         message = f"{kind} {name!r} from package {info.package!r} (plugin {info.name!r}) {problem}"
         registry.broken[(kind, name)] = message
         registry.warnings.append(f"{message}; ignored")
+        return
+    clash = setting_clash(registry, kind, name, component, info)
+    if clash:
+        registry.broken[(kind, name)] = clash
+        registry.warnings.append(f"{clash}; ignored")
         return
     obj = component() if isinstance(component, type) else component
     new = Component(kind, name, obj, info)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 
 import curate
 from curate.boxes import INTERNVL
 from curate.contracts import Sidecar
 from curate.plugins.llama_factory import DATASET_NAME, dataset_name
 from curate.plugins.llava import LlavaReader, LlavaWriter
+from curate.settings import Setting
 
 
 class InternVLReader(LlavaReader):
@@ -35,15 +35,14 @@ class InternVLWriter(LlavaWriter):
     box_style = INTERNVL
     suffixes = (".jsonl",)
     jsonl_note = None
-    cli_options = [
+    settings = (
         DATASET_NAME,
-        click.Option(["--internvl-meta"], type=click.Path(dir_okay=False), default=None,
-                     help="internvl writer: where to write InternVL's meta JSON for this dataset (default: "
-                          "OUTPUT's name with .meta.json; 'none' to skip)."),
-    ]
+        Setting("internvl_meta", help="internvl writer: where to write InternVL's meta JSON for this dataset "
+                                      "(default: OUTPUT's name with .meta.json; 'none' to skip)."),
+    )
 
     def sidecars(self, output, options):
-        where = options.option("internvl_meta")
+        where = options.setting("internvl_meta")
         if where == "none":
             return []
         output = Path(output)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
-import click
 
 import curate
 from curate.contracts import Sidecar
@@ -21,6 +20,8 @@ from curate.jsonstream import strict_decoder, with_member
 from curate.formats import Options, Reader, Writer, head_has_keys, samples_from_json
 from curate.records import json_type, unsafe_image_path, write_records
 from curate.sample import IMAGE_TOKEN, Sample, Turn
+from curate.settings import Setting
+from curate.errors import setting
 
 TO_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
 FROM_ROLE = {v: k for k, v in TO_ROLE.items()}
@@ -90,38 +91,35 @@ class LlamaFactoryReader(Reader):
         return samples_from_json(Path(path), options, record_to_sample)
 
 
-DATASET_NAME = click.Option(["--dataset-name"], default=None,
-                            help="writers with a sidecar file (llama-factory, internvl): the dataset's name in it "
-                                 "(default: the output file's name without its extension).")
+DATASET_NAME = Setting("dataset_name", help="writers with a sidecar file (llama-factory, internvl): the dataset's "
+                                           "name in it (default: the output file's name without its extension).")
 DATASET_INFO_MODES = ("merge", "overwrite", "none")
 
 
 def dataset_name(output: Path, options: Options) -> str:
-    name = options.option("dataset_name") or Path(output).name.split(".")[0]
+    name = options.setting("dataset_name") or Path(output).name.split(".")[0]
     if not name:
-        raise CurateError("--dataset-name: the dataset needs a name")
+        raise CurateError(f"{setting('dataset_name')}: the dataset needs a name")
     return name
 
 
 class LlamaFactoryWriter(Writer):
     name = "llama-factory"
     description = "LLaMA-Factory ShareGPT-style multimodal JSON (.json array or .jsonl), with its dataset_info.json"
-    cli_options = [
+    settings = (
         DATASET_NAME,
-        click.Option(["--dataset-info"], type=click.Choice(DATASET_INFO_MODES), default=None,
-                     help="llama-factory writer: the dataset_info.json beside the output: merge this dataset's "
-                          "entry into it (default; creates it when absent), overwrite it with only this entry "
-                          "(needs --overwrite when it exists), or none."),
-    ]
+        Setting("dataset_info", default="merge", choices=DATASET_INFO_MODES,
+                help="llama-factory writer: the dataset_info.json beside the output: merge this dataset's entry "
+                     "into it (creates it when absent), overwrite it with only this entry (needs --overwrite when "
+                     "it exists), or none."),
+    )
 
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
         records = (sample_to_record(s, options, i) for i, s in enumerate(samples))
         return write_records((r for r in records if r is not None), stream, options.path)
 
     def sidecars(self, output: Path, options: Options) -> list[Sidecar]:
-        mode = options.option("dataset_info") or "merge"
-        if mode not in DATASET_INFO_MODES:
-            raise CurateError(f"--dataset-info must be one of {', '.join(DATASET_INFO_MODES)}, not {mode!r}")
+        mode = options.setting("dataset_info")
         if mode == "none":
             return []
         path = Path(output).parent / "dataset_info.json"

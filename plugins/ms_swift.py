@@ -38,7 +38,7 @@ class MsSwiftWriter(LlamaFactoryWriter):
     name = "ms-swift"
     description = "ms-swift messages + images (.jsonl or .json), grounding as objects with <ref-object>/<bbox>"
     box_style = BoxStyle("original", "swift")
-    cli_options = []
+    settings = ()
 
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
         return super().write(self._paired(samples, options), stream, options)

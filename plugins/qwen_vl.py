@@ -12,12 +12,13 @@ The box numbers follow the model (QwenLM's ``qwen-vl-finetune/tools/process_bbox
 
 from __future__ import annotations
 
-import click
 
 import curate
 from curate.boxes import QWEN25_RESIZE, BoxStyle
 from curate.images import MAX_PIXELS as MAX_IMAGE_PIXELS
 from curate.plugins.llava import LlavaWriter
+from curate.settings import Setting
+from curate.errors import setting
 
 MODELS = {"qwen2.5-vl": "smart-resize", "qwen2-vl": "qwen-1000", "qwen3-vl": "qwen-1000"}
 DEFAULT_MODEL = "qwen2.5-vl"
@@ -31,16 +32,11 @@ HIGHEST_PIXELS = MAX_IMAGE_PIXELS
 
 
 def pixel_limits(options) -> tuple[int, int]:
-    """(min_pixels, max_pixels) from the options, checked (click checks each when it parses the
-    command line; this checks them again for the Python API, and checks them against each other)."""
-    low = options.option("qwen_min_pixels") or MIN_PIXELS
-    high = options.option("qwen_max_pixels") or MAX_PIXELS
-    for name, value, lowest in (("--qwen-min-pixels", low, 1), ("--qwen-max-pixels", high, LOWEST_MAX_PIXELS)):
-        if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= HIGHEST_PIXELS:
-            raise curate.CurateError(f"{name} must be a whole number from {lowest:,} to {HIGHEST_PIXELS:,}, "
-                                     f"not {str(value)[:40]}")
+    """(min_pixels, max_pixels), each checked by its setting's bounds, checked against each other."""
+    low, high = options.setting("qwen_min_pixels"), options.setting("qwen_max_pixels")
     if low > high:
-        raise curate.CurateError(f"--qwen-min-pixels ({low:,}) is above --qwen-max-pixels ({high:,})")
+        raise curate.CurateError(f"{setting('qwen_min_pixels')} ({low:,}) is above {setting('qwen_max_pixels')} "
+                                 f"({high:,})")
     return low, high
 
 
@@ -50,23 +46,20 @@ class QwenVLWriter(LlavaWriter):
                    "JSON bbox_2d in the model's coordinates")
     box_style = BoxStyle(MODELS[DEFAULT_MODEL], "qwen-json")
     jsonl_note = None          # qwen-vl-finetune reads .json and .jsonl
-    cli_options = [
-        click.Option(["--qwen-model"], type=click.Choice(sorted(MODELS)), default=None,
-                     help=f"qwen-vl writer: the model whose box coordinates to write (default {DEFAULT_MODEL}: "
-                          "pixels after smart resize; qwen2-vl and qwen3-vl: [0, 1000] of the original image)."),
-        click.Option(["--qwen-min-pixels"], type=click.IntRange(1, HIGHEST_PIXELS), default=None,
-                     help=f"qwen-vl writer, qwen2.5-vl: the processor's min_pixels (default {MIN_PIXELS:,}, as "
-                          f"QwenLM's process_bbox.ipynb; at most {HIGHEST_PIXELS:,}); use your training's value."),
-        click.Option(["--qwen-max-pixels"], type=click.IntRange(LOWEST_MAX_PIXELS, HIGHEST_PIXELS), default=None,
-                     help=f"qwen-vl writer, qwen2.5-vl: the processor's max_pixels (default {MAX_PIXELS:,}, as "
-                          "QwenLM's process_bbox.ipynb; qwen-vl-finetune trains with 451,584 unless told; from "
-                          f"{LOWEST_MAX_PIXELS:,}, one {FACTOR}x{FACTOR} block, to {HIGHEST_PIXELS:,})."),
-    ]
+    settings = (
+        Setting("qwen_model", default=DEFAULT_MODEL, choices=tuple(sorted(MODELS)),
+                help="qwen-vl writer: the model whose box coordinates to write (qwen2.5-vl: pixels after smart "
+                     "resize; qwen2-vl and qwen3-vl: [0, 1000] of the original image)."),
+        Setting("qwen_min_pixels", int, MIN_PIXELS, minimum=1, maximum=HIGHEST_PIXELS,
+                help="qwen-vl writer, qwen2.5-vl: the processor's min_pixels (as QwenLM's process_bbox.ipynb); "
+                     "use your training's value."),
+        Setting("qwen_max_pixels", int, MAX_PIXELS, minimum=LOWEST_MAX_PIXELS, maximum=HIGHEST_PIXELS,
+                help="qwen-vl writer, qwen2.5-vl: the processor's max_pixels (as QwenLM's process_bbox.ipynb; "
+                     f"qwen-vl-finetune trains with 451,584 unless told; at least one {FACTOR}x{FACTOR} block)."),
+    )
 
     def box_style_for(self, options):
-        model = options.option("qwen_model") or DEFAULT_MODEL
-        if model not in MODELS:
-            raise curate.CurateError(f"--qwen-model must be one of {', '.join(sorted(MODELS))}, not {model!r}")
+        model = options.setting("qwen_model")
         return BoxStyle(MODELS[model], "qwen-json", (FACTOR, *pixel_limits(options)))
 
 

@@ -17,16 +17,16 @@ import random
 from pathlib import Path
 from typing import Iterator
 
-import click
 
 import curate
 from curate.boxes import SVIT_ORIGINAL, BoxError
 from curate.prompts import DETAIL_INSTRUCTIONS
-from curate.errors import RecordError
+from curate.errors import RecordError, setting
 from curate.formats import Options, Reader, head_has_keys
 from curate.images import KEPT_SIZES, ImageLocator, UnreadableImage
 from curate.jsonstream import iter_records
 from curate.sample import Sample, Turn
+from curate.settings import Setting
 
 TASKS = ("conversation", "complex", "detail", "referring")
 REFERRING_INSTRUCTIONS = (
@@ -63,11 +63,11 @@ class SvitReader(Reader):
     description = "SVIT original files (conversation, complex reasoning, detail, referring QAs), as SVIT's LLaVA-1.5 release"
     box_style = SVIT_ORIGINAL       # <st>object<ed> [box]: writers keep the object where they can
     rewrites_boxes = True           # checked and converted in the same pass (options.boxes)
-    cli_options = [
-        click.Option(["--svit-task"], type=click.Choice(TASKS), default=None,
-                     help="svit reader: the task of the input files (default: from the file name, or "
-                          "<st> markers for referring QAs)."),
-    ]
+    settings = (
+        Setting("svit_task", choices=tuple(TASKS),
+                help="svit reader: the task of the input files (default: from the file name, or <st> markers "
+                     "for referring QAs)."),
+    )
 
     def sniff(self, path: Path, head: str) -> int:
         return 20 if head_has_keys(head, "image_id", "conversations", "content") else 0
@@ -75,12 +75,12 @@ class SvitReader(Reader):
     def read(self, path: Path, options: Options) -> Iterator[Sample]:
         from curate.jsonstream import read_head
         path = Path(path)
-        task = options.option("svit_task") or detect_task(path, read_head(path))
+        task = options.setting("svit_task") or detect_task(path, read_head(path))
         if task is None:
-            raise curate.CurateError(f"{path}: cannot tell which SVIT task this file holds; pass --svit-task "
+            raise curate.CurateError(f"{path}: cannot tell which SVIT task this file holds; pass {setting('svit_task')} "
                                      f"({', '.join(TASKS)})")
         if options.image_root is None:
-            raise curate.CurateError("svit: --image-root is needed to tell VG_100K from VG_100K_2 (a Visual "
+            raise curate.CurateError(f"svit: {setting('image_root')} is needed to tell VG_100K from VG_100K_2 (a Visual "
                                      "Genome root or a LLaVA data root holding vg/)")
         state = options.state.setdefault("svit", {"counters": dict.fromkeys(TASKS, 0),
                                                   "rng": random.Random(options.seed), "records": 0,

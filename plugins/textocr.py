@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 from typing import Iterator
 
-import click
 
 import curate
 from curate.errors import RecordError
@@ -17,6 +16,7 @@ from curate.jsonstream import iter_records
 from curate.prompts import DETAIL_INSTRUCTIONS
 from curate.records import unsafe_image_path
 from curate.sample import Sample, Turn
+from curate.settings import Setting
 
 CAPTION_FIELDS = ("caption", "caption_image", "caption_text", "caption_condensed")
 BRIEF_INSTRUCTIONS = (
@@ -38,21 +38,20 @@ POOLS = {"detail": DETAIL_INSTRUCTIONS, "brief": BRIEF_INSTRUCTIONS, "ocr": OCR_
 class TextOcrReader(Reader):
     name = "textocr-gpt4v"
     description = "TextOCR-GPT4V captions: one detailed-description sample per image"
-    cli_options = [
-        click.Option(["--textocr-caption"], type=click.Choice(CAPTION_FIELDS), default=None,
-                     help="textocr-gpt4v reader: which caption becomes the answer [default: caption]."),
-        click.Option(["--textocr-instructions"], type=click.Choice(tuple(POOLS)), default=None,
-                     help="textocr-gpt4v reader: the instruction pool the question is drawn from "
-                          "(seeded) [default: ocr]."),
-    ]
+    settings = (
+        Setting("textocr_caption", default="caption", choices=tuple(CAPTION_FIELDS),
+                help="textocr-gpt4v reader: which caption becomes the answer."),
+        Setting("textocr_instructions", default="ocr", choices=tuple(POOLS),
+                help="textocr-gpt4v reader: the instruction pool the question is drawn from (seeded)."),
+    )
 
     def sniff(self, path: Path, head: str) -> int:
         return 20 if head_has_keys(head, "filename", "caption_condensed") else 0
 
     def read(self, path: Path, options: Options) -> Iterator[Sample]:
         path = Path(path)
-        field = options.option("textocr_caption") or "caption"
-        pool = POOLS[options.option("textocr_instructions") or "ocr"]
+        field = options.setting("textocr_caption")
+        pool = POOLS[options.setting("textocr_instructions")]
         rng = options.state.setdefault("textocr_rng", random.Random(options.seed))
         for index, record in iter_records(path, options.progress):
             if isinstance(record, RecordError):

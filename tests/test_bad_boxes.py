@@ -161,12 +161,13 @@ def test_qwen_pixel_limits_are_checked_when_options_are_parsed(tmp_path, option,
 
 
 def test_qwen_pixel_limits_are_checked_for_the_python_api_too(tmp_path):
-    for extra, fragment in (({"qwen_max_pixels": 100}, "--qwen-max-pixels must be"),
-                            ({"qwen_min_pixels": 10 ** 400}, "--qwen-min-pixels must be"),
-                            ({"qwen_min_pixels": 5000, "qwen_max_pixels": 4000}, "is above")):
+    for settings, fragment in (({"qwen_max_pixels": 100}, "qwen_max_pixels: must lie in 784.."),
+                               ({"qwen_min_pixels": 10 ** 400}, "qwen_min_pixels: must lie in 1.."),
+                               ({"qwen_min_pixels": 5000, "qwen_max_pixels": 4000},
+                                "qwen_min_pixels .5,000. is above qwen_max_pixels")):
         with pytest.raises(curate.CurateError, match=fragment):
             curate.convert([FIXTURES / "svit" / "referring_qa.json"], tmp_path / "q.json", "svit", "qwen-vl",
-                           image_root=IMAGES, extra=extra)
+                           image_root=IMAGES, settings=settings)
         assert not (tmp_path / "q.json").exists()
 
 
