@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable
 
-from .errors import CurateError
+from .errors import CurateError, setting
 from .interrupts import signals_held
 
 JOURNAL = ".curate-commit."       # a commit's journal: .curate-commit.PID.json, in each folder it touches
@@ -46,7 +46,7 @@ def check_output(path: Path, *, inputs=(), overwrite: bool = False) -> Path:
         raise CurateError(f"{path}: the output exists and is not a regular file (a device, a pipe?); "
                           "name a regular file")
     if path.exists() and not overwrite:
-        raise CurateError(f"{path}: the output exists; pass --overwrite to replace it")
+        raise CurateError(f"{path}: the output exists; pass {setting('overwrite')} to replace it")
     parent = _nearest_existing_parent(path)
     if not parent.is_dir():
         raise CurateError(f"{path}: cannot write there: {parent} is not a folder")

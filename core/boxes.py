@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import CurateError, RecordError
+from .errors import CurateError, RecordError, setting
 from .images import UnreadableImage
 
 CONVENTIONS = ("original", "padded", "thousand", "pixels", "smart-resize", "qwen-1000")
@@ -394,10 +394,10 @@ def _refuse_placeholders(text: str) -> None:
 def style_for(convention: str, like: BoxStyle) -> BoxStyle:
     """``like`` with another convention (for --boxes)."""
     if convention not in CONVENTIONS:
-        raise CurateError(f"--boxes must be one of {', '.join(CONVENTIONS)}, not {convention!r}")
+        raise CurateError(f"{setting('boxes')} must be one of {', '.join(CONVENTIONS)}, not {convention!r}")
     if like.syntax == "swift" and convention not in SWIFT_BBOX_TYPES:
-        raise CurateError(f"--boxes {convention}: ms-swift's bbox_type says only norm1 (--boxes original) or "
-                          "real pixels (--boxes pixels)")
+        raise CurateError(f"{setting('boxes')} {convention}: ms-swift's bbox_type says only norm1 ({setting('boxes')} original) or "
+                          f"real pixels ({setting('boxes')} pixels)")
     return BoxStyle(convention, like.syntax, like.resize)
 
 
@@ -575,7 +575,7 @@ class BoxRewriter:
         try:
             return self.locator.size(image)
         except UnreadableImage as e:
-            hint = " (pass --image-root)" if self.locator.root is None else ""
+            hint = f" (pass {setting('image_root')})" if self.locator.root is None else ""
             raise RecordError(path, f"image {image!r}: {e}; its size is needed to convert boxes from "
                                     f"{self.source.convention} to {self.target.convention}{hint}",
                               field="image", **where) from None

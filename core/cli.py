@@ -15,7 +15,7 @@ from .boxes import CONVENTIONS
 from .engine import ID_MODES, ON_ERROR, Inputs
 from .contracts import DEFAULT_SIGNALS
 from .interrupts import exit_interrupted, install_signal_handlers, interruption_of
-from .errors import CurateError
+from .errors import CurateError, as_flags
 from .jsonstream import dumps
 from .registry import KINDS, get_registry, register_commands
 from .progress import plain, safe, stderr_console
@@ -32,7 +32,7 @@ def fail(message: str) -> None:
 
 def _warn_plugin_problems() -> None:
     for warning in get_registry().warnings:
-        stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False, soft_wrap=True)
+        stderr_console.print(f"[yellow]warning:[/] {safe(as_flags(warning))}", highlight=False, soft_wrap=True)
 
 
 def check_utf8(ctx: click.Context) -> None:
@@ -199,7 +199,7 @@ def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects
         print_report(report)
     else:
         for warning in report.warnings:
-            stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
+            stderr_console.print(f"[yellow]warning:[/] {safe(as_flags(warning))}", highlight=False)
 
 
 def print_report(report: api.Report) -> None:
@@ -214,9 +214,9 @@ def print_report(report: api.Report) -> None:
     table.add_row("time", f"{report.seconds:.2f} s ({rate:,.0f} records/s)")
     stderr_console.print(table)
     for note in report.notes:
-        stderr_console.print(f"note: {safe(note)}", highlight=False)
+        stderr_console.print(f"note: {safe(as_flags(note))}", highlight=False)
     for warning in report.warnings:
-        stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
+        stderr_console.print(f"[yellow]warning:[/] {safe(as_flags(warning))}", highlight=False)
     stderr_console.print(f"wrote {safe(report.output)}", highlight=False)
     if report.rejects_path:
         stderr_console.print(f"[yellow]{report.rejected:,} rejected records, with reasons, in "
@@ -463,7 +463,7 @@ def print_outcome(report, quiet: bool) -> None:
         print_report(report)
         return
     for warning in report.warnings:
-        stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
+        stderr_console.print(f"[yellow]warning:[/] {safe(as_flags(warning))}", highlight=False)
 
 
 def parse_signals(text: str) -> tuple[str, ...]:
@@ -516,7 +516,7 @@ def embed(inputs, output, overwrite, from_format, image_root, image_prefix, seed
     if output is not None:
         save_embeddings(found, output, inputs=source.sources, overwrite=overwrite)
     for warning in found.result.warnings:
-        stderr_console.print(f"[yellow]warning:[/] {safe(warning)}", highlight=False)
+        stderr_console.print(f"[yellow]warning:[/] {safe(as_flags(warning))}", highlight=False)
     if not quiet:
         result = found.result
         stderr_console.print(f"{len(found.images.paths):,} images: {result.embedded:,} embedded, {result.cached:,} "

@@ -31,7 +31,7 @@ from . import device_decode
 from .embedding import EmbedResult, SignalSet, checked_similarity, embed_files
 from .decisions import DecisionFilter, Decisions
 from .engine import Inputs, RejectSink, Report, Run, default_writer
-from .errors import CurateError, RecordError
+from .errors import CurateError, RecordError, setting
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
 from .registry import get_registry
@@ -84,7 +84,7 @@ class EmbedSettings:
 
     def __post_init__(self):
         if self.engine not in ENGINES:
-            raise CurateError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+            raise CurateError(f"{setting('engine')} must be one of {', '.join(ENGINES)}, not {self.engine!r}")
 
 
 @dataclass
@@ -118,20 +118,20 @@ class SearchSettings:
             self.thresholds = tuple(dict.fromkeys(float(t) for t in self.thresholds))
             for t in self.thresholds:
                 if not -1.0 <= t <= 1.0:
-                    raise CurateError(f"--threshold {t}: a cosine similarity must lie in [-1, 1]")
+                    raise CurateError(f"{setting('threshold')} {t}: a cosine similarity must lie in [-1, 1]")
         else:
             self.thresholds = None
         if self.scope not in SCOPES:
-            raise CurateError(f"--scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
+            raise CurateError(f"{setting('scope')} must be one of {', '.join(SCOPES)}, not {self.scope!r}")
         self.signals = tuple(self.signals)
         names = [entry.partition("=")[0] for entry in self.signals]
         if EMBEDDING not in names:
-            raise CurateError(f"--signals must name {EMBEDDING} (dedup always embeds; "
-                              f"--signals {EMBEDDING} uses the embedding alone)")
+            raise CurateError(f"{setting('signals')} must name {EMBEDDING} (dedup always embeds; "
+                              f"{setting('signals')} {EMBEDDING} uses the embedding alone)")
         if len(set(names)) != len(names):
-            raise CurateError(f"--signals names a signal twice: {','.join(self.signals)}")
+            raise CurateError(f"{setting('signals')} names a signal twice: {','.join(self.signals)}")
         if any(entry.startswith(EMBEDDING + "=") for entry in self.signals):
-            raise CurateError("--signals: the embedding's threshold is set with --threshold")
+            raise CurateError(f"{setting('signals')}: the embedding's threshold is set with {setting('threshold')}")
 
     def with_model_default(self, model: LoadedEmbedder) -> "SearchSettings":
         """These settings with the embedder's own default threshold when the user gave none."""
@@ -155,7 +155,7 @@ class SearchSettings:
             try:
                 wanted = float(value) if sep else signal.default
             except ValueError:
-                raise CurateError(f"--signals {entry}: {value!r} is not a number") from None
+                raise CurateError(f"{setting('signals')} {entry}: {value!r} is not a number") from None
             out.append((name, signal, checked_similarity(signal, wanted)))
         return out
 
@@ -272,9 +272,9 @@ def decodes_on_device(settings: EmbedSettings, model: LoadedEmbedder, signals) -
     do: decoding on the GPU as well would only add work)."""
     if settings.decode == "device":
         if settings.engine != "local":
-            raise CurateError("--decode device runs with --engine local (Ray's tasks decode on their CPUs)")
+            raise CurateError(f"{setting('decode')} device runs with {setting('engine')} local (Ray's tasks decode on their CPUs)")
         if not device_decode.supported(model):
-            raise CurateError(f"--decode device: embedder {model.embedder!r} cannot take decoded tensors "
+            raise CurateError(f"{setting('decode')} device: embedder {model.embedder!r} cannot take decoded tensors "
                               "(it has no preprocess_decoded), or torchvision's decode_jpeg is missing")
         return True
     return (settings.decode == "auto" and settings.engine == "local" and model.device == "cuda"

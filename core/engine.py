@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator
 from .atomic import Outputs
 from .boxes import BRACKET_PADDED, style_for
 from .contracts import Options, Reader, raise_error
-from .errors import CurateError, RecordError
+from .errors import CurateError, RecordError, setting
 from .images import ImageLocator
 from .jsonstream import dumps, read_head
 from .progress import ProgressBar
@@ -187,7 +187,7 @@ class RejectSink:
 
     def __init__(self, on_error: str, open_file: Callable[[], object] | None = None):
         if on_error not in ON_ERROR:
-            raise CurateError(f"--on-error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+            raise CurateError(f"{setting('on_error')} must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
         self.on_error = on_error
         self.open_file = open_file
         self.stream = None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .atomic import Outputs
 from .engine import Inputs, Report, Run, default_writer
-from .errors import CurateError
+from .errors import CurateError, setting
 from .registry import get_registry, plugin_call
 from .stages import Filter
 
@@ -17,7 +17,7 @@ def parse_filter(text: str) -> tuple[str, str | None]:
     """``NAME`` or ``NAME=VALUE`` (as ``--filter`` takes it)."""
     name, equals, value = text.partition("=")
     if not name.strip():
-        raise CurateError(f"--filter {text!r}: name a filter (NAME or NAME=VALUE)")
+        raise CurateError(f"{setting('filter')} {text!r}: name a filter (NAME or NAME=VALUE)")
     return name.strip(), value if equals else None
 
 
@@ -26,7 +26,7 @@ def filter_stages(specs: list[tuple[str, str | None]]) -> list[Filter]:
     registry = get_registry()
     if not specs:
         installed = ", ".join(registry.names("filter")) or "none"
-        raise CurateError(f"name at least one filter with --filter NAME[=VALUE] (installed: {installed})")
+        raise CurateError(f"name at least one filter with {setting('filter')} NAME[=VALUE] (installed: {installed})")
     stages = []
     for name, value in specs:
         registered = registry.get("filter", name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from .errors import CurateError
+from .errors import CurateError, setting
 
 # Bounds checked before any pixel is decoded, so that no image can eat the machine: Pillow
 # refuses images over twice this many pixels, we refuse anything over it; and no real dataset
@@ -297,7 +297,7 @@ def _upright_rgb(image: Image.Image) -> Image.Image:
 
 def check_image_root(root) -> Path:
     if root is None:
-        raise CurateError("--image-root is required: the folder that image paths are relative to")
+        raise CurateError(f"{setting('image_root')} is required: the folder that image paths are relative to")
     root = Path(root)
     if not root.is_dir():
         raise CurateError(f"{root}: the image root is not a folder")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CurateError
+from .errors import CurateError, setting
 from .interrupts import handlers_kept, signals_held
 from .embedding import EmbedResult, SignalSet, cached_or_todo, check_plugins_gave_something, not_finite, store
 
@@ -86,7 +86,7 @@ def start_ray(address: str | None, num_cpus: int | None):
     try:
         import ray
     except ImportError:
-        raise CurateError("--engine ray needs Ray: pip install 'curate[ray]'") from None
+        raise CurateError(f"{setting('engine')} ray needs Ray: pip install 'curate[ray]'") from None
     import logging
     if not ray.is_initialized():
         quiet = dict(log_to_driver=False, logging_level=logging.ERROR)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from .boxes import BoxRewriter
-from .errors import CurateError, RecordError
+from .errors import CurateError, RecordError, setting
 from .jsonstream import dumps
 from .progress import shown
 from .records import json_type
@@ -62,7 +62,7 @@ class IdPolicy:
 
     def __init__(self, mode: str = "keep"):
         if mode not in ID_MODES:
-            raise CurateError(f"--ids must be one of {', '.join(ID_MODES)}, not {mode!r}")
+            raise CurateError(f"{setting('ids')} must be one of {', '.join(ID_MODES)}, not {mode!r}")
         self.mode = mode
         self.kinds: Counter = Counter()
 
@@ -83,7 +83,7 @@ class IdPolicy:
         mix = ", ".join(parts[:-1]) + " and " + parts[-1]
         return (f"ids mix {mix}: Hugging Face datasets up to "
                 "4.x (pinned by LLaMA-Factory and ms-swift) cannot load such a file (ArrowTypeError on id) and newer "
-                "versions turn ids like \"000000033471\" into numbers; pass --ids string (or --ids drop)")
+                f"versions turn ids like \"000000033471\" into numbers; pass {setting('ids')} string (or {setting('ids')} drop)")
 
 
 class DuplicateIds:

@@ -15,13 +15,12 @@ from typing import Iterable, Iterator, TextIO
 
 import curate
 from curate.contracts import Sidecar
-from curate.errors import CurateError, RecordError
+from curate.errors import CurateError, RecordError, setting
 from curate.jsonstream import strict_decoder, with_member
 from curate.formats import Options, Reader, Writer, head_has_keys, samples_from_json
 from curate.records import json_type, unsafe_image_path, write_records
 from curate.sample import IMAGE_TOKEN, Sample, Turn
 from curate.settings import Setting
-from curate.errors import setting
 
 TO_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
 FROM_ROLE = {v: k for k, v in TO_ROLE.items()}
@@ -133,7 +132,7 @@ class LlamaFactoryWriter(Writer):
                 info = strict_decoder()[0].decode(existing)
             except ValueError as e:
                 raise CurateError(f"{path}: not valid JSON, so this dataset cannot be merged into it ({e}); "
-                                  "fix it or pass --dataset-info overwrite --overwrite") from None
+                                  f"fix it or pass {setting('dataset_info')} overwrite {setting('overwrite')}") from None
             if not isinstance(info, dict):
                 raise CurateError(f"{path}: holds a JSON {type(info).__name__}, not LLaMA-Factory's object of "
                                   "datasets")

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 import curate
+from curate.errors import setting
 
 BITS = 64
 # An image whose 32x32 thumbnail varies by less than this (standard deviation, of 255, in every
@@ -76,7 +77,7 @@ class PerceptualHash(curate.Signal):
 
     def similarity(self, value):
         if not 0 <= float(value) <= BITS:
-            raise curate.CurateError(f"--signals phash={value}: a Hamming distance lies in 0..{BITS}")
+            raise curate.CurateError(f"{setting('signals')} phash={value}: a Hamming distance lies in 0..{BITS}")
         return 1.0 - 2.0 * float(value) / BITS - 1e-6
 
     def describe(self, similarity):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import curate
 from curate.embedding import Embedder, LoadedEmbedder
-from curate.errors import CurateError
+from curate.errors import CurateError, setting
 
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
 
@@ -22,7 +22,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise CurateError("--device cuda: no CUDA device is available here (use --device cpu)")
+        raise CurateError(f"{setting('device')} cuda: no CUDA device is available here (use {setting('device')} cpu)")
     return device
 
 
@@ -38,7 +38,7 @@ def read_checkpoint(path: Path) -> dict:
     """A state dict from a .safetensors file or a PyTorch checkpoint (possibly wrapped)."""
     import torch
     if not path.is_file():
-        raise CurateError(f"{path}: --weights file not found")
+        raise CurateError(f"{path}: {setting('weights')} file not found")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -137,9 +137,9 @@ class TimmEmbedder(Embedder):
         why = ("not in the Hugging Face cache, and HF_HUB_OFFLINE=1 turns downloads off" if offline else
                f"not in the Hugging Face cache, and the download failed: {type(error).__name__}")
         return CurateError(
-            f"{self.name}: no weights for {model_name} ({why}): pass --weights PATH (.safetensors or a PyTorch "
+            f"{self.name}: no weights for {model_name} ({why}): pass {setting('weights')} PATH (.safetensors or a PyTorch "
             f"checkpoint), {'unset HF_HUB_OFFLINE to let timm download them' if offline else 'check the network'}, "
-            f"or use --embedder timm-pool, which works offline")
+            f"or use {setting('embedder')} timm-pool, which works offline")
 
 
 # Uniform borders (letterbox bars, padding to a square) are cut before embedding, so that a
@@ -285,7 +285,7 @@ class VitClsEmbedder(TimmEmbedder):
 
     def check_model(self, model, name):
         if getattr(model, "cls_token", None) is None:
-            raise CurateError(f"vit-cls: model {name} has no class token; use --embedder timm-pool")
+            raise CurateError(f"vit-cls: model {name} has no class token; use {setting('embedder')} timm-pool")
 
     def features(self, model, batch):
         return model.forward_features(batch)[:, 0]

@@ -20,8 +20,9 @@ def test_write_then_read_back(tmp_path, llava_records):
     out = tmp_path / "o.jsonl"
     n = curate.write(curate.read(FIXTURES / "llava_small.json", "llava"), out, "llava")
     assert n == 9 and load_json(out) == llava_records
-    with pytest.raises(curate.CurateError, match="--overwrite"):
-        curate.write([], out)
+    with pytest.raises(curate.CurateError, match="the output exists; pass overwrite to replace it") as caught:
+        curate.write([], out)                    # the Python API names its keyword; the command line its flag
+    assert caught.value.for_command_line().endswith("pass --overwrite to replace it")
 
 
 def test_convert_returns_a_report(tmp_path):
