@@ -106,11 +106,12 @@ def is_box(values: list[float], convention: str) -> bool:
     return all(math.isfinite(v) and 0 <= v <= TOP[convention] for v in values)
 
 
-def check_written(box: list, before: list, convention: str) -> list:
-    """A converted box, refused when rounding to ``convention`` leaves it no area."""
-    if not (box[0] < box[2] and box[1] < box[3]):
-        raise BoxError(f"box {shown(before)} becomes {shown(box)} in {convention}, which has no area")
-    return box
+def collapsed(box: list) -> bool:
+    """Whether a converted box has no area: thinner than the target's resolution, it rounds to a
+    line (a valid box one pixel high, padded and written with three decimals, as SVIT's release
+    and LLaVA's own conversion write it). It is written so, never dropped, and counted in the
+    run's note: the record is distinct training data, and the trainer's own rule gives this box."""
+    return not (box[0] < box[2] and box[1] < box[3])
 
 
 # --- the SVIT / LLaVA-1.5 square padding recipe -------------------------------------------------
@@ -359,17 +360,18 @@ INTERNVL = BoxStyle("thousand", "internvl")
 
 
 def rewrite_boxes(text: str, source: BoxStyle, target: BoxStyle, size: Callable[[], tuple[int, int]],
-                  objects: dict | None = None) -> tuple[str, int]:
+                  objects: dict | None = None, thin: list | None = None) -> tuple[str, int]:
     """Rewrite every box of ``text`` from one style to another; returns (text, boxes rewritten).
-    ``objects`` collects what a ``swift`` target keeps outside the text. A box that is not one,
-    or that would have no area once converted, raises a BoxError."""
+    ``objects`` collects what a ``swift`` target keeps outside the text; ``thin`` the boxes that
+    rounding left without area (see :func:`collapsed`). A box that is not one raises a BoxError."""
     if target.syntax == "swift":
         _refuse_placeholders(text)
     pieces, last, count = [], 0, 0
     for group in list(source.groups(text)):
         dims = size() if needs_size(source.convention, target.convention) else None
-        converted = [check_written(convert_box(b, source.convention, target.convention, dims, target.resize), b,
-                                   target.convention) for b in group.boxes]
+        converted = [convert_box(b, source.convention, target.convention, dims, target.resize) for b in group.boxes]
+        if thin is not None:
+            thin += [box for box in converted if collapsed(box)]
         pieces.append(text[last:group.start])
         if group.ref is None and target.syntax == "bracket" and source.syntax == "internvl" and group.start \
                 and not text[group.start - 1].isspace():
@@ -480,7 +482,7 @@ class PaddingLane:
                     left, top, right, bottom = (x_texts[x_pixels[x1]], y_texts[y_pixels[y1]],
                                                 x_texts[x_pixels[x2]], y_texts[y_pixels[y2]])
                     if left == right or top == bottom:
-                        return None          # no area once padded: rewrite_boxes refuses it
+                        return None          # no area once padded: rewrite_boxes writes and counts it
                     parts[i] = f"[{left}, {top}, {right}, {bottom}]"
             except (_NotSimple, ValueError, CurateError):     # ValueError: not four numbers
                 return None
@@ -535,6 +537,7 @@ class BoxRewriter:
         self.lane = PaddingLane(source) if self.active and PaddingLane.supports(source, target) else None
         self.boxes = 0
         self.images: set[str] = set()
+        self.thin: list = []             # converted boxes that rounding left without area
 
     def rewrite_texts(self, texts: list[str], size: Callable[[], tuple[int, int]],
                       refuse: Callable[[int, str], Exception] | None = None,
@@ -550,7 +553,7 @@ class BoxRewriter:
             one = self.lane([text], size) if self.lane is not None and len(texts) > 1 else None
             if one is None:
                 try:
-                    text, count = rewrite_boxes(text, self.source, self.target, size, objects)
+                    text, count = rewrite_boxes(text, self.source, self.target, size, objects, self.thin)
                 except RecordError:
                     raise
                 except CurateError as e:
@@ -609,4 +612,6 @@ class BoxRewriter:
         if not self.boxes:
             return f"boxes would be converted from {what}; the samples written hold none"
         sizes = f", with the sizes of {len(self.images):,} images read from their headers" if self.images else ""
-        return f"converted {self.boxes:,} boxes from {what}{sizes}"
+        thin = (f"; {len(self.thin):,} thinner than the target's resolution round to a line (e.g. "
+                f"{shown(self.thin[0])}), written so, as the trainer's own rule gives them") if self.thin else ""
+        return f"converted {self.boxes:,} boxes from {what}{sizes}{thin}"
