@@ -82,3 +82,59 @@ def test_two_packages_cannot_declare_one_setting_nor_take_curates_own(registry_w
 def test_a_setting_must_be_declared_with_a_name_and_a_type_curate_parses(declaration):
     with pytest.raises(ValueError):
         curate.Setting(**{"name": "fine", **declaration})
+
+
+# --- stages and the run, in process (#22, item 6) ------------------------------------------------
+
+class Halving(curate.Stage):
+    """Keeps every other sample, says so in its tally."""
+
+    name = "halving"
+
+    def process(self, items, context):
+        for n, item in enumerate(items):
+            if n % 2:
+                self.tally.removed += 1
+            else:
+                yield item
+
+    def finish(self):
+        self.tally.notes.append(f"halving removed {self.tally.removed}")
+
+
+def test_a_run_composes_stages_and_adds_their_tallies_up(tmp_path):
+    from curate.atomic import Outputs
+    from curate.engine import Run
+    inputs = curate.Inputs([SMALL], "llava")
+    with Outputs(inputs.sources) as outputs:
+        run = Run(inputs, tmp_path / "out.json", "llava", outputs)
+        report = run.execute([Halving()])
+    n = len(load_json(SMALL))
+    assert (report.records_in, report.written, report.removed, report.rejected) == (n, (n + 1) // 2, n // 2, 0)
+    assert f"halving removed {n // 2}" in report.notes
+    assert len(load_json(tmp_path / "out.json")) == (n + 1) // 2
+
+
+def test_a_filter_stage_writes_why_and_sets_rejects_aside_in_process(tmp_path):
+    from curate.atomic import Outputs
+    from curate.engine import Run
+
+    class OddOut(curate.Filter):
+        name = "odd-out"
+
+        def decide(self, item):
+            if item.number == 1:
+                return curate.RecordError(item.path, "refused on purpose", index=item.number, field="id")
+            return {"reason": "odd"} if item.number % 2 else None
+
+    inputs = curate.Inputs([SMALL], "llava")
+    with Outputs(inputs.sources) as outputs:
+        run = Run(inputs, tmp_path / "out.json", "llava", outputs, on_error="skip")
+        stage = OddOut(tmp_path / "removed.jsonl")
+        report = run.execute([stage])
+    n = len(load_json(SMALL))
+    odd = n // 2
+    assert (report.written, report.removed, report.rejected) == (n - odd, odd - 1, 1)
+    removed = load_json(tmp_path / "removed.jsonl")
+    assert {r["filter"] for r in removed} == {"odd-out"} and all(r["reason"] == "odd" for r in removed)
+    assert "refused on purpose" in (tmp_path / "out.json.rejects.jsonl").read_text()
