@@ -20,6 +20,19 @@ CURATE = [sys.executable, "-m", "curate"]
 needs_shared = pytest.mark.skipif(not REAL.is_dir(), reason=f"shared data not found at {SHARED}")
 
 
+def pip_installed(package: Path, target: Path) -> Path:
+    """``package`` (a folder with a pyproject.toml), pip-installed for real into ``target``, a
+    folder to put on PYTHONPATH: a plugin as a user installs it."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(package)], check=True, capture_output=True)
+    return target
+
+
+def with_path(*folders) -> dict:
+    """An environment whose PYTHONPATH holds ``folders``."""
+    return {"PYTHONPATH": os.pathsep.join(str(f) for f in folders)}
+
+
 def run_curate(*args, env=None, check=None, subprocess_=False, **kwargs):
     """Run the CLI as a user would; returns an object with returncode, stdout and stderr.
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import FIXTURES, assert_one_line_error, load_json, run_curate, summary_numbers
+from conftest import FIXTURES, assert_one_line_error, load_json, pip_installed, run_curate, summary_numbers, with_path
 
 DEMO = FIXTURES / "dedup_demo.json"
 IMAGES = FIXTURES / "images"
@@ -97,21 +97,15 @@ EXAMPLE = FIXTURES.parent / "examples" / "curate-filter-example"
 @pytest.fixture(scope="module")
 def example_site(tmp_path_factory):
     """The example filter package, pip-installed for real into a folder put on PYTHONPATH."""
-    import subprocess
-    import sys
-    target = tmp_path_factory.mktemp("filter-site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
-    return target
+    return pip_installed(EXAMPLE, tmp_path_factory.mktemp("filter-site"))
 
 
 def test_the_example_filter_plugin_is_one_file_and_curate_filter_runs_it(example_site, tmp_path):
     from PIL import Image
-    import os
     for name, size in (("big.jpg", (300, 240)), ("small.jpg", (300, 100)), ("tiny.jpg", (40, 40))):
         Image.new("RGB", size, "grey").save(tmp_path / name)
     data = llava(tmp_path / "data.json", ["big.jpg", "small.jpg", "tiny.jpg", "missing.jpg"])
-    env = {"PYTHONPATH": os.pathsep.join([str(example_site), os.environ.get("PYTHONPATH", "")])}
+    env = with_path(example_site)
     assert "min-side" in run_curate("plugins", env=env, check=0).stdout
     out = tmp_path / "out.json"
     result = run_curate("filter", data, "-o", out, "--image-root", tmp_path, "--filter", "min-side=200",

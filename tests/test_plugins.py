@@ -1,14 +1,11 @@
 """Plugins are found through entry points; a broken one is named and the rest keep working."""
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, ROOT, assert_one_line_error, load_json, run_curate
+from conftest import FIXTURES, ROOT, assert_one_line_error, load_json, pip_installed, run_curate, with_path
 
 EXAMPLE = ROOT / "examples" / "curate-plugin-example"
 
@@ -16,14 +13,7 @@ EXAMPLE = ROOT / "examples" / "curate-plugin-example"
 @pytest.fixture(scope="module")
 def example_site(tmp_path_factory):
     """The example plugin, pip-installed for real into a folder put on PYTHONPATH."""
-    target = tmp_path_factory.mktemp("example-site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True)
-    return target
-
-
-def with_path(*folders):
-    return {"PYTHONPATH": os.pathsep.join(str(f) for f in folders)}
+    return pip_installed(EXAMPLE, tmp_path_factory.mktemp("example-site"))
 
 
 def test_installed_example_plugin_is_listed_with_its_package(example_site):
