@@ -21,12 +21,24 @@ def parse_filter(text: str) -> tuple[str, str | None]:
     return name.strip(), value if equals else None
 
 
+def default_filters(registry) -> list[str]:
+    """The filters that run when none is named: those whose class says ``default = True``,
+    cheapest first (their ``order``)."""
+    found = [(getattr(registry.get("filter", name), "order", 100), name) for name in registry.names("filter")
+             if getattr(registry.get("filter", name), "default", False)]
+    return [name for _, name in sorted(found)]
+
+
 def filter_stages(specs: list[tuple[str, str | None]]) -> list[Filter]:
-    """A fresh, configured stage for each ``(name, value)``, in the order given."""
+    """A fresh, configured stage for each ``(name, value)``, in the order given; no specs: the
+    default filters (:func:`default_filters`)."""
     registry = get_registry()
     if not specs:
-        installed = ", ".join(registry.names("filter")) or "none"
-        raise CurateError(f"name at least one filter with {setting('filter')} NAME[=VALUE] (installed: {installed})")
+        specs = [(name, None) for name in default_filters(registry)]
+        if not specs:
+            installed = ", ".join(registry.names("filter")) or "none"
+            raise CurateError(f"name at least one filter with {setting('filter')} NAME[=VALUE] (installed: "
+                              f"{installed}; none is a default)")
     stages = []
     for name, value in specs:
         registered = registry.get("filter", name)

@@ -170,10 +170,13 @@ class Filter(Stage, ABC):
     dict to remove it (why: it becomes the item's line in the exclusion file), or a RecordError
     to set it aside as a reject. A filter that takes a setting (``--filter NAME=VALUE``) parses
     it in :meth:`configure`. ``curate filter`` makes a fresh instance of the registered class
-    for each run."""
+    for each run. ``default``: runs when ``curate filter`` is given no ``--filter`` (in
+    ``order``, lowest first)."""
 
     name = "filter"
     description = ""
+    default = False
+    order = 100
 
     def __init__(self, exclusions: Path | None = None):
         super().__init__()

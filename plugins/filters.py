@@ -1,0 +1,300 @@
+"""curate's built-in filters (``curate filter``), plugins through ``register_filters`` like any
+other. Each removal says why: the filter, a reason, and where it has one the measured value and
+the threshold it crossed. Thresholds were chosen on bench/filter_quality.py (bench/README.md).
+
+Defaults (what ``curate filter`` runs when no ``--filter`` is named) are the defects that break
+a loader or leave nothing to learn: empty-answer, duplicate-sample, unreadable, wrong-format,
+too-small, odd-aspect, flat. The judgments of quality (blurry, dark, light, low-info) and
+too-long (which depends on the model's context) run when named.
+
+Image filters judge every image of a sample (one failing image removes the sample), keep
+text-only samples, and leave images they cannot read to ``unreadable``; they share one decoded
+look per image (:mod:`curate.plugins.image_look`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import curate
+from curate.errors import CurateError
+from curate.progress import shown
+
+from .image_look import format_mismatch, look
+
+
+class CountedFilter(curate.Filter):
+    """A filter that counts its removals per source dataset (a note in the run's summary)."""
+
+    order = 50
+
+    def __init__(self, exclusions=None):
+        super().__init__(exclusions)
+        self.by_source: Counter = Counter()
+
+    def exclusion(self, item, outcome):
+        self.by_source[item.sample.source] += 1
+        return super().exclusion(item, outcome)
+
+    def finish(self):
+        if self.tally.removed:
+            sources = ", ".join(f"{name} {count:,}" for name, count in self.by_source.most_common())
+            self.tally.notes.append(f"{self.name}: removed {self.tally.removed:,} samples ({sources})")
+
+
+def _number(filter_name: str, value: str, kind=float, low=None, high=None, example: str = ""):
+    """``value`` as a number within [low, high], or a one-line error naming the filter."""
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or number != number or (low is not None and number < low) or (high is not None and number > high):
+        bounds = f" from {low} to {high}" if high is not None else f" of at least {low}" if low is not None else ""
+        raise CurateError(f"filter {filter_name!r}: {value!r} is not a {kind.__name__ == 'int' and 'whole ' or ''}"
+                          f"number{bounds} ({filter_name}={example})")
+    return number
+
+
+# --- image filters --------------------------------------------------------------------------
+
+class ImageFilter(CountedFilter):
+    """Judges each image of a sample with :meth:`judge` (a look -> None or a reason dict);
+    images that cannot be read are ``unreadable``'s question, not this filter's."""
+
+    reads_unreadable = False
+
+    def process(self, items, context):
+        if getattr(context.images, "root", None) is None:
+            raise CurateError(f"filter {self.name!r} reads images: give --image-root")
+        yield from super().process(items, context)
+
+    def decide(self, item):
+        for image in item.sample.images:
+            seen = look(self.context.images, image)
+            if seen.problem is not None and not self.reads_unreadable:
+                continue
+            outcome = self.judge(image, seen)
+            if outcome is not None:
+                return outcome
+        return None
+
+    def judge(self, image, seen):
+        raise NotImplementedError
+
+
+class ThresholdFilter(ImageFilter):
+    """An image filter that compares one measure with a threshold (``NAME=VALUE`` sets it)."""
+
+    measure = ""
+    threshold = 0.0
+    below = True            # True: a value under the threshold removes; False: over it
+    low, high, example = 0.0, None, ""
+    unit = ""
+
+    def configure(self, value):
+        self.threshold = _number(self.name, value, float, self.low, self.high, self.example)
+
+    def value(self, seen) -> float:
+        raise NotImplementedError
+
+    def judge(self, image, seen):
+        value = self.value(seen)
+        if (value < self.threshold) if self.below else (value > self.threshold):
+            side = "under" if self.below else "over"
+            return {"reason": f"{self.measure} {value:.3g}{self.unit} is {side} {self.threshold:g}{self.unit}",
+                    "measure": self.measure, "value": round(value, 4), "threshold": self.threshold}
+        return None
+
+
+class Unreadable(ImageFilter):
+    name = "unreadable"
+    description = "drop samples whose image is missing, truncated or cannot be decoded (default)"
+    default, order = True, 10
+    reads_unreadable = True
+
+    def judge(self, image, seen):
+        return {"reason": seen.problem} if seen.problem is not None else None
+
+
+class WrongFormat(ImageFilter):
+    name = "wrong-format"
+    description = ("drop samples whose image is not the format its name says, a GIF named .jpg (LLaVA #593); "
+                   "loaders that decode by extension fail on them (default)")
+    default, order = True, 11
+
+    def judge(self, image, seen):
+        mismatch = format_mismatch(image, seen.format)
+        return {"reason": mismatch, "format": seen.format} if mismatch else None
+
+
+class TooSmall(ThresholdFilter):
+    name = "too-small"
+    description = "drop samples whose image has a side under N pixels (too-small=N, default 32)"
+    default, order = True, 12
+    measure, threshold, low, example, unit = "shorter side", 32, 1, "32", " px"
+
+    def configure(self, value):
+        self.threshold = _number(self.name, value, int, 1, None, self.example)
+
+    def value(self, seen):
+        return min(seen.size)
+
+
+class OddAspect(ThresholdFilter):
+    name = "odd-aspect"
+    description = ("drop samples whose image's long side is over N times its short side (odd-aspect=N, "
+                   "default 200: Qwen2-VL's smart_resize refuses such images)")
+    default, order = True, 13
+    measure, threshold, low, example, below = "aspect ratio", 200.0, 1.0, "200", False
+
+    def value(self, seen):
+        return max(seen.size) / min(seen.size)
+
+
+class Flat(ThresholdFilter):
+    name = "flat"
+    description = ("drop samples whose image is one flat colour or nearly: every channel's standard deviation "
+                   "under N grey levels (flat=N, default 3)")
+    default, order = True, 14
+    measure, threshold, high, example = "spread", 3.0, 255.0, "3"
+
+    def value(self, seen):
+        return seen.spread
+
+
+class Blurry(ThresholdFilter):
+    name = "blurry"
+    description = ("drop samples whose image is blurred at 384 px: Crete-Roffet blur over N "
+                   "(blurry=N from 0 to 1, default 0.55)")
+    measure, threshold, high, example, below = "blur", 0.55, 1.0, "0.55", False
+
+    def value(self, seen):
+        return seen.blur
+
+
+class Dark(ThresholdFilter):
+    name = "dark"
+    description = ("drop samples whose image is too dark: the 99th percentile of brightness under N "
+                   "(dark=N from 0 to 1, default 0.17; cleanvision's score, its default 0.32)")
+    measure, threshold, high, example = "99th percentile of brightness", 0.17, 1.0, "0.17"
+
+    def value(self, seen):
+        return seen.brightness_percentile(99)
+
+
+class Light(ThresholdFilter):
+    name = "light"
+    description = ("drop samples whose image is too light: the 5th percentile of brightness over N "
+                   "(light=N from 0 to 1, default 0.83; cleanvision flags over 0.95)")
+    measure, threshold, high, example, below = "5th percentile of brightness", 0.83, 1.0, "0.83", False
+
+    def value(self, seen):
+        return seen.brightness_percentile(5)
+
+
+class LowInfo(ThresholdFilter):
+    name = "low-info"
+    description = ("drop samples whose image holds little information: RGB histogram entropy under N bits "
+                   "(low-info=N, default 3.5; cleanvision's 3.0)")
+    measure, threshold, high, example, unit = "entropy", 3.5, 16.0, "3.5", " bits"
+
+    def value(self, seen):
+        return seen.entropy
+
+
+# --- sample filters -------------------------------------------------------------------------
+
+class DuplicateSample(CountedFilter):
+    name = "duplicate-sample"
+    description = "drop a sample with the same image(s) and the same conversation as an earlier one (default)"
+    default, order = True, 2
+
+    def __init__(self, exclusions=None):
+        super().__init__(exclusions)
+        self.seen: dict[bytes, str] = {}       # 16-byte digest -> the first sample's id, shown
+
+    def decide(self, item):
+        sample = item.sample
+        digest = hashlib.blake2b(digest_size=16)
+        for part in (repr(sample.images), *(f"{t.role}\0{t.text}" for t in sample.conversations)):
+            digest.update(part.encode("utf-8", "surrogatepass"))
+            digest.update(b"\1")
+        key = digest.digest()
+        first = self.seen.get(key)
+        if first is None:
+            self.seen[key] = shown(repr(sample.id))
+            return None
+        return {"reason": f"the same image and conversation as sample {first}", "first": first}
+
+
+class EmptyAnswer(CountedFilter):
+    name = "empty-answer"
+    description = "drop samples with an empty or whitespace-only answer, or no answer at all (default)"
+    default, order = True, 1
+
+    def decide(self, item):
+        answers = [turn for turn in item.sample.conversations if turn.role == "gpt"]
+        if not answers:
+            return {"reason": "no answer (no gpt turn)"}
+        for number, turn in enumerate(answers, 1):
+            if not turn.text.strip():
+                return {"reason": f"answer {number} is empty", "turn": number}
+        return None
+
+
+class TooLong(CountedFilter):
+    name = "too-long"
+    description = ("drop samples whose conversation is over N characters (too-long=N), or N tokens of a "
+                   "tokenizer (too-long=N:tiktoken/cl100k_base, too-long=N:hf/path/to/tokenizer.json)")
+    order = 3
+    limit = 16_000
+    unit = "characters"
+
+    def __init__(self, exclusions=None):
+        super().__init__(exclusions)
+        self.count = len
+
+    def configure(self, value):
+        number, _, tokenizer = value.partition(":")
+        self.limit = _number(self.name, number, int, 1, None, "8000 or too-long=2048:tiktoken/cl100k_base")
+        if tokenizer:
+            self.count, self.unit = load_tokenizer(self.name, tokenizer), f"{tokenizer} tokens"
+
+    def decide(self, item):
+        text = "\n".join(turn.text for turn in item.sample.conversations)
+        size = self.count(text) if len(text) > self.limit or self.count is not len else len(text)
+        if size > self.limit:
+            return {"reason": f"{size:,} {self.unit}, over {self.limit:,}", "length": size, "limit": self.limit}
+        return None
+
+
+def load_tokenizer(filter_name: str, spec: str):
+    """A function counting the tokens of a text, for ``tiktoken/ENCODING`` or ``hf/FILE``."""
+    kind, _, name = spec.partition("/")
+    try:
+        if kind == "tiktoken":
+            import tiktoken
+            encoding = tiktoken.get_encoding(name)
+            return lambda text: len(encoding.encode(text, disallowed_special=()))
+        if kind == "hf":
+            from tokenizers import Tokenizer
+            tokenizer = Tokenizer.from_file(name)
+            return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+    except ImportError as e:
+        raise CurateError(f"filter {filter_name!r}: the tokenizer {spec!r} needs {e.name}, which is not installed "
+                          f"(pip install {e.name}, or give a character limit: {filter_name}=N)") from None
+    except Exception as e:       # an unknown encoding, a missing file, no network for a download
+        raise CurateError(f"filter {filter_name!r}: cannot load the tokenizer {spec!r} "
+                          f"({type(e).__name__}: {str(e)[:200]})") from None
+    raise CurateError(f"filter {filter_name!r}: a tokenizer is tiktoken/ENCODING or hf/FILE, not {spec!r}")
+
+
+FILTERS = (EmptyAnswer, DuplicateSample, TooLong, Unreadable, WrongFormat, TooSmall, OddAspect, Flat, Blurry,
+           Dark, Light, LowInfo)
+
+
+@curate.hookimpl
+def register_filters(register):
+    for cls in FILTERS:
+        register(cls)
