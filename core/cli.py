@@ -428,7 +428,8 @@ def apply(decisions, inputs, output, to_format, from_format, image_root, image_p
               help="File to write the kept samples to.")
 @click.option("--filter", "filters", multiple=True, metavar="NAME[=VALUE]",
               help="A filter to run (repeat for a chain, run in the order given), with its setting if it takes "
-                   "one; `curate plugins` lists the installed filters.")
+                   "one; `curate plugins` lists the installed filters. With none, the defaults run: empty-answer, "
+                   "duplicate-sample, unreadable, wrong-format, too-small, odd-aspect, flat.")
 @click.option("--to", "to_format", default=None, help="Format to write [default: the first input's format, or llava for formats curate only reads].")
 @input_options()
 @click.option("--removed", type=click.Path(path_type=Path, dir_okay=False), default=None,

@@ -123,6 +123,7 @@ def test_the_example_filter_plugin_is_one_file_and_curate_filter_runs_it(example
 
 def test_curate_filter_without_a_filter_or_with_an_unknown_one_is_a_clean_error(tmp_path):
     data = llava(tmp_path / "data.json", ["a.jpg"])
-    assert_one_line_error(run_curate("filter", data, "-o", tmp_path / "o.json", check=1), "name at least one filter")
+    assert_one_line_error(run_curate("filter", data, "-o", tmp_path / "o.json", check=1),     # the defaults read images
+                          "give --image-root")
     assert_one_line_error(run_curate("filter", data, "-o", tmp_path / "o.json", "--filter", "nope", check=1),
                           "unknown filter 'nope'")
