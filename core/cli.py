@@ -429,7 +429,9 @@ def apply(decisions, inputs, output, to_format, from_format, image_root, image_p
 @click.option("--filter", "filters", multiple=True, metavar="NAME[=VALUE]",
               help="A filter to run (repeat for a chain, run in the order given), with its setting if it takes "
                    "one; `curate plugins` lists the installed filters. With none, the defaults run: empty-answer, "
-                   "duplicate-sample, unreadable, wrong-format, too-small, odd-aspect, flat.")
+                   "duplicate-sample, unreadable, too-small, odd-aspect (the defects that break a trainer's loader "
+                   "or leave nothing to learn); wrong-format, flat, blurry, dark, light, low-info and too-long run "
+                   "when named.")
 @click.option("--to", "to_format", default=None, help="Format to write [default: the first input's format, or llava for formats curate only reads].")
 @input_options()
 @click.option("--removed", type=click.Path(path_type=Path, dir_okay=False), default=None,

@@ -120,8 +120,9 @@ class Unreadable(ImageFilter):
 class WrongFormat(ImageFilter):
     name = "wrong-format"
     description = ("drop samples whose image is not the format its name says, a GIF named .jpg (LLaVA #593); "
-                   "loaders that decode by extension fail on them (default)")
-    default, order = True, 11
+                   "loaders that decode by extension fail on them. Not a default: Pillow-based loaders (LLaVA, "
+                   "Qwen, InternVL) read them by their content")
+    order = 11
 
     def judge(self, image, seen):
         mismatch = format_mismatch(image, seen.format)
@@ -155,8 +156,8 @@ class OddAspect(ThresholdFilter):
 class Flat(ThresholdFilter):
     name = "flat"
     description = ("drop samples whose image is one flat colour or nearly: every channel's standard deviation "
-                   "under N grey levels (flat=N, default 3)")
-    default, order = True, 14
+                   "under N grey levels (flat=N, default 3). Not a default: its conversation may still teach")
+    order = 14
     measure, threshold, high, example = "spread", 3.0, 255.0, "3"
 
     def value(self, seen):

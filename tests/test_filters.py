@@ -169,10 +169,9 @@ def test_no_filter_named_runs_the_defaults_and_help_names_them(tmp_path):
                sample("tiny", "tiny.jpg"), sample("gone", "gone.jpg"), sample("empty", "ok.jpg", " ")]
     records[1]["id"], records[1]["conversations"] = "again", records[0]["conversations"]
     result, kept, removed = run_filter(tmp_path, records)
-    assert kept == ["ok"]
-    assert {k: r["filter"] for k, r in removed.items()} == {"again": "duplicate-sample", "white": "flat",
-                                                            "tiny": "too-small", "gone": "unreadable",
-                                                            "empty": "empty-answer"}
+    assert kept == ["ok", "white"]                  # flat is no default: when unsure, keep
+    assert {k: r["filter"] for k, r in removed.items()} == {"again": "duplicate-sample", "tiny": "too-small",
+                                                            "gone": "unreadable", "empty": "empty-answer"}
     help_text = re.sub(r"-\s+", "-", run_curate("filter", "--help", check=0).stdout)     # wrapped at hyphens
     for name in ("unreadable", "wrong-format", "too-small", "odd-aspect", "flat", "duplicate-sample", "empty-answer"):
         assert name in help_text
