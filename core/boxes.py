@@ -457,9 +457,12 @@ class PaddingLane:
         return (source is not None and target is not None and source.syntax in ("bracket", "svit")
                 and target.syntax == "bracket" and (source.convention, target.convention) == ("original", "padded"))
 
-    def __call__(self, texts: list[str], size: Callable[[], tuple[int, int]]) -> tuple[list[str], int] | None:
+    def __call__(self, texts: list[str], size: Callable[[], tuple[int, int]],
+                 thin: list | None = None) -> tuple[list[str], int] | None:
         """The texts rewritten and how many boxes they held, or None. The texts of a record are
-        taken together (joined by NUL, which no bracket may hold) to pay the per-call costs once."""
+        taken together (joined by NUL, which no bracket may hold) to pay the per-call costs once.
+        ``thin`` collects the boxes that padding left without area (see :func:`collapsed`);
+        without it, such a text is left to :func:`rewrite_boxes`."""
         text = "\0".join(texts)
         if text.count("\0") != len(texts) - 1:
             return None                      # a text holds a NUL itself: they could not be split back
@@ -482,7 +485,9 @@ class PaddingLane:
                     left, top, right, bottom = (x_texts[x_pixels[x1]], y_texts[y_pixels[y1]],
                                                 x_texts[x_pixels[x2]], y_texts[y_pixels[y2]])
                     if left == right or top == bottom:
-                        return None          # no area once padded: rewrite_boxes writes and counts it
+                        if thin is None:
+                            return None      # no area once padded: rewrite_boxes writes and counts it
+                        thin.append([float(left), float(top), float(right), float(bottom)])
                     parts[i] = f"[{left}, {top}, {right}, {bottom}]"
             except (_NotSimple, ValueError, CurateError):     # ValueError: not four numbers
                 return None
@@ -545,12 +550,12 @@ class BoxRewriter:
         """The texts in the target style, and how many boxes they held (for :meth:`tally`, once
         the record is kept). ``refuse(k, reason)`` gives the error to raise for a bad box in
         text ``k`` (the caller names the record and field); without it the BoxError is raised."""
-        done = self.lane(texts, size) if self.lane is not None else None
+        done = self.lane(texts, size, self.thin) if self.lane is not None else None
         if done is not None:
             return done
         out, total = [], 0
         for k, text in enumerate(texts):
-            one = self.lane([text], size) if self.lane is not None and len(texts) > 1 else None
+            one = self.lane([text], size, self.thin) if self.lane is not None and len(texts) > 1 else None
             if one is None:
                 try:
                     text, count = rewrite_boxes(text, self.source, self.target, size, objects, self.thin)
