@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared"))
+SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared"))   # as the tests read it
 
 
 def median_time(function, repeats: int = 3) -> float:

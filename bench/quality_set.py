@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ROOT.parent / "shared" / "data" / "images"
+PHOTOS = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared")) / "data" / "images"
 SOURCES = ("coco/train2017", "gqa/images", "vg/VG_100K")
 LLAVA_PAD = (122, 116, 104)      # the colour LLaVA-1.5 pads images to a square with
 STEREO = ("skimage_motorcycle_left", "skimage_motorcycle_right")
