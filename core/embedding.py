@@ -48,6 +48,7 @@ class EmbedResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     signals: dict[str, np.ndarray] = field(default_factory=dict)   # per signal: (n, dim) fingerprints
+    runtime: str | None = None                            # what ran the model (torch, onnxruntime)
 
 
 @dataclass
@@ -69,6 +70,8 @@ def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, p
     n = len(paths)
     signals = signals or SignalSet()
     result = EmbedResult(np.zeros((n, model.dim), np.float32), np.zeros(n, bool), dict(errors or {}))
+    result.warnings += list(getattr(model, "warnings", ()))     # such as a runtime that fell back
+    result.runtime = getattr(model, "runtime", None)
     result.signals = {signal.name: np.zeros((n, signal.dim), np.float32) for signal in signals.signals}
     failures = result.failures
     keys: dict[int, tuple] = {}

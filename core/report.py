@@ -65,7 +65,7 @@ def build_report(run, pairs_by_threshold: list[list[dict]]) -> dict:
                        "rejected": report.rejected},
         "stages_seconds": {k: round(v, 3) for k, v in run.stage_seconds.items()},
         "embedding": {"unique_images": len(images.paths), "embedded": embed.embedded, "cached": embed.cached,
-                      "unreadable": len(failures),
+                      "runtime": embed.runtime, "unreadable": len(failures),
                       "images_per_second": round(embed.embedded / embed.seconds, 2) if embed.seconds else None},
         "thresholds": tables,
         "unreadable": [{"image": images.paths[i], "reason": reason, "first_id": images.first_id[i]}

@@ -1,13 +1,16 @@
 """Image embedders built on timm: ``vit-cls`` (a ViT's class token) and ``timm-pool``
 (globally pooled features of any timm model, offline by default with EfficientNet-Lite0).
 
-torch and timm are imported only when a model is loaded, so listing plugins stays fast.
+torch and timm are imported only when a model is loaded, so listing plugins stays fast; on the
+CPU the default embedder runs in ONNX Runtime (see timm_onnx), and a run that finds its exported
+model in the model cache imports neither.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import curate
@@ -17,11 +20,19 @@ from curate.errors import CurateError, setting
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
 
 
-def resolve_device(device: str) -> str:
+def cuda_possible() -> bool:
+    """``torch.cuda.is_available()``, answered without importing torch (seconds of CPU) where
+    the answer is plainly no: Linux without NVIDIA's driver."""
+    if "torch" not in sys.modules and sys.platform == "linux" and not os.path.exists("/dev/nvidiactl"):
+        return False
     import torch
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str) -> str:
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+        return "cuda" if cuda_possible() else "cpu"
+    if device == "cuda" and not cuda_possible():
         raise CurateError(f"{setting('device')} cuda: no CUDA device is available here (use {setting('device')} cpu)")
     return device
 
@@ -96,14 +107,46 @@ class TimmEmbedder(Embedder):
         """The square side images are resized to: the model's own unless measured otherwise."""
         return int(config["input_size"][-1])
 
+    # The CPU runtime: "onnxruntime" (exported at run time, see timm_onnx) or "torch".
+    cpu_runtime = "torch"
+
     def load(self, model_name: str | None, weights: str | None, device: str) -> LoadedEmbedder:
+        model_name = model_name or self.default_model
+        device = resolve_device(device)
+        weights_path = Path(weights) if weights else self.default_weights(model_name)
+        if device == "cpu" and self.cpu_runtime == "onnxruntime" and os.environ.get("CURATE_CPU_RUNTIME") != "torch":
+            return self._load_onnx(model_name, weights_path)
+        return self._load_torch(model_name, weights_path, device)
+
+    def _load_onnx(self, model_name: str, weights_path: Path | None) -> LoadedEmbedder:
+        """The model in ONNX Runtime: from the model cache, else exported from torch's; torch's
+        own, with a warning that says why, when ONNX Runtime cannot run it."""
+        from . import timm_onnx
+        ort = timm_onnx.onnxruntime_module()
+        if ort is None:
+            return self._on_torch(model_name, weights_path, "onnxruntime is not installed")
+        if weights_path is not None and not weights_path.is_file():
+            return self._load_torch(model_name, weights_path, "cpu")      # which names the missing file
+        digest = file_digest(weights_path) if weights_path is not None else f"timm-pretrained:{model_name}"
+        path = timm_onnx.cache_path(self.name, model_name, digest)
+        found = timm_onnx.cached(ort, path, WholeImage)
+        if found is not None:
+            return found
+        torch_model = self._load_torch(model_name, weights_path, "cpu")
+        exported, why = timm_onnx.export(ort, torch_model, path)
+        return exported if exported is not None else self._on_torch(model_name, weights_path, why, torch_model)
+
+    def _on_torch(self, model_name, weights_path, why: str, loaded=None) -> LoadedEmbedder:
+        model = loaded or self._load_torch(model_name, weights_path, "cpu")
+        model.warnings = [f"{self.name}: the model runs in torch, not ONNX Runtime ({why}); "
+                          f"it costs about 3x the CPU"]
+        return model
+
+    def _load_torch(self, model_name: str, weights_path: Path | None, device: str) -> LoadedEmbedder:
         # Hugging Face's convention: weights come from its cache, downloaded (with progress) when
         # online and not there yet; HF_HUB_OFFLINE=1 keeps everything local
         import timm
         import torch
-        model_name = model_name or self.default_model
-        device = resolve_device(device)
-        weights_path = Path(weights) if weights else self.default_weights(model_name)
         try:
             if weights_path is None:
                 model = self._pretrained(timm, model_name)
@@ -214,6 +257,9 @@ class WholeImage:
 
 
 class TimmModel(LoadedEmbedder):
+    runtime = "torch"
+    warnings: list = []
+
     def __init__(self, embedder: TimmEmbedder, model, model_name, digest, config, device, torch):
         self.owner = embedder
         self.model = model
@@ -300,6 +346,7 @@ class TimmPoolEmbedder(TimmEmbedder):
     # lowest threshold that removed a distinct photo on the quality set.
     default_threshold = 0.8
     MEASURED_SIZE = {EFFICIENTNET_LITE0: 160}
+    cpu_runtime = "onnxruntime"
 
     def input_size(self, model_name, config):
         return self.MEASURED_SIZE.get(model_name) or super().input_size(model_name, config)

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -13,6 +14,8 @@ SHARED = Path(os.environ.get("CURATE_SHARED", ROOT.parent / "shared"))
 # Tests never download: model weights come from files they make (Hugging Face's own switch)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Models exported for ONNX Runtime go to a cache of the test session's own (exported once)
+os.environ["CURATE_MODEL_CACHE"] = tempfile.mkdtemp(prefix="curate-test-models-")
 REAL = SHARED / "data" / "real"
 IMAGES = SHARED / "data" / "images"
 CURATE = [sys.executable, "-m", "curate"]
