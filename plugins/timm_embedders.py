@@ -198,14 +198,17 @@ RESIZE_GROUP = {"cuda": 64}
 def content_box(image) -> tuple[int, int, int, int]:
     """The box inside uniform borders (left, top, right, bottom), at least 8 pixels a side."""
     import numpy as np
-    a = np.asarray(image, dtype=np.int16)
-    height, width = a.shape[:2]
-    rows = np.flatnonzero((a.max(axis=1) - a.min(axis=1)).max(axis=1) >= BORDER_SPREAD)
+    height, width = image.height, image.width
+    planes = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))   # (3, H, W): 10x faster reductions
+
+    def spread(lines, axis):        # per row (axis 2) or column (axis 1): the largest channel range
+        return (lines.max(axis=axis).astype(np.int16) - lines.min(axis=axis)).max(axis=0)
+
+    rows = np.flatnonzero(spread(planes, 2) >= BORDER_SPREAD)
     top, bottom = (rows[0], rows[-1] + 1) if len(rows) else (0, height)
     if bottom - top < 8:
         top, bottom = 0, height
-    inner = a[top:bottom]
-    columns = np.flatnonzero((inner.max(axis=0) - inner.min(axis=0)).max(axis=1) >= BORDER_SPREAD)
+    columns = np.flatnonzero(spread(planes[:, top:bottom], 1) >= BORDER_SPREAD)
     left, right = (columns[0], columns[-1] + 1) if len(columns) else (0, width)
     if right - left < 8:
         left, right = 0, width
@@ -256,6 +259,30 @@ class WholeImage:
         return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
 
+def preprocess_decoded(images, size: int):
+    """:class:`WholeImage` on upright RGB uint8 (3, H, W) tensors already on the device
+    (the device decoder's): borders trimmed, bicubic resize with antialiasing (as
+    Pillow's), one uint8 (n, 3, size, size) batch. Crops of one size are resized together
+    (a batch of photos holds few sizes), so the kernel launches follow the sizes, not the
+    images; each group goes in slices of ``RESIZE_GROUP`` for the device."""
+    import torch
+    crops = [image[:, top:bottom, left:right]
+             for image, (left, top, right, bottom) in zip(images, tensor_content_boxes(images))]
+    by_size: dict[tuple, list[int]] = {}
+    for i, crop in enumerate(crops):
+        by_size.setdefault(tuple(crop.shape[-2:]), []).append(i)
+    out = torch.empty((len(crops), 3, size, size), dtype=torch.uint8, device=images[0].device)
+    slice_size = RESIZE_GROUP.get(images[0].device.type, 1)
+    for members in by_size.values():
+        for start in range(0, len(members), slice_size):
+            group = members[start:start + slice_size]
+            batch = torch.stack([crops[i] for i in group]).float()
+            resized = torch.nn.functional.interpolate(batch, size=(size, size), mode="bicubic",
+                                                      align_corners=False, antialias=True)
+            out[group] = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
 class TimmModel(LoadedEmbedder):
     runtime = "torch"
     warnings: list = []
@@ -286,27 +313,7 @@ class TimmModel(LoadedEmbedder):
         return WholeImage(self.size)
 
     def preprocess_decoded(self, images):
-        """:class:`WholeImage` on upright RGB uint8 (3, H, W) tensors already on the device
-        (the device decoder's): borders trimmed, bicubic resize with antialiasing (as
-        Pillow's), one uint8 (n, 3, size, size) batch. Crops of one size are resized together
-        (a batch of photos holds few sizes), so the kernel launches follow the sizes, not the
-        images; each group goes in slices of ``RESIZE_GROUP`` for the device."""
-        torch = self.torch
-        crops = [image[:, top:bottom, left:right]
-                 for image, (left, top, right, bottom) in zip(images, tensor_content_boxes(images))]
-        by_size: dict[tuple, list[int]] = {}
-        for i, crop in enumerate(crops):
-            by_size.setdefault(tuple(crop.shape[-2:]), []).append(i)
-        out = torch.empty((len(crops), 3, self.size, self.size), dtype=torch.uint8, device=images[0].device)
-        slice_size = RESIZE_GROUP.get(images[0].device.type, 1)
-        for members in by_size.values():
-            for start in range(0, len(members), slice_size):
-                group = members[start:start + slice_size]
-                batch = torch.stack([crops[i] for i in group]).float()
-                resized = torch.nn.functional.interpolate(batch, size=(self.size, self.size), mode="bicubic",
-                                                          align_corners=False, antialias=True)
-                out[group] = resized.round_().clamp_(0, 255).to(torch.uint8)
-        return out
+        return preprocess_decoded(images, self.size)
 
     def embed(self, batch):
         torch = self.torch

@@ -82,6 +82,11 @@ class OnnxModel(LoadedEmbedder):
     def preprocessor(self):
         return self._preprocessor
 
+    def preprocess_decoded(self, images):
+        """As the torch model's (``--decode device`` on the CPU)."""
+        from .timm_embedders import preprocess_decoded
+        return preprocess_decoded(images, self.size)
+
     def embed(self, batch):
         batch = (np.asarray(batch, np.float32) - self.mean) / self.std
         out = self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)
