@@ -67,6 +67,8 @@ class OnnxModel(LoadedEmbedder):
         options = ort.SessionOptions()
         options.intra_op_num_threads = cpu_threads()
         options.inter_op_num_threads = 1
+        # idle threads sleep rather than spin: spinning burnt the CPU the decode threads needed
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.embedder, self.model_name = meta["embedder"], meta["model_name"]
