@@ -65,7 +65,7 @@ class OnnxModel(LoadedEmbedder):
 
     def __init__(self, ort, model_bytes: bytes, meta: dict, preprocessor):
         options = ort.SessionOptions()
-        options.intra_op_num_threads = cpu_threads()
+        options.intra_op_num_threads = max(1, cpu_threads() - 1)     # a core is left to the decode threads
         options.inter_op_num_threads = 1
         # idle threads sleep rather than spin: spinning burnt the CPU the decode threads needed
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
