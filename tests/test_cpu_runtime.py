@@ -38,8 +38,10 @@ def test_onnx_runtime_gives_torchs_vectors_under_the_same_cache_key(monkeypatch)
 
 def test_a_cached_export_loads_without_importing_torch_or_timm():
     load()                                                   # exported (or found) in the test cache
+    # --device auto finds no CUDA without torch where there is no NVIDIA driver
+    device = "cpu" if os.path.exists("/dev/nvidiactl") else "auto"
     code = ("import sys; from curate.registry import get_registry; "
-            "m = get_registry().get('embedder', 'timm-pool').load(None, None, 'cpu'); "
+            f"m = get_registry().get('embedder', 'timm-pool').load(None, None, {device!r}); "
             "print(m.runtime, 'torch' in sys.modules, 'timm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ))
