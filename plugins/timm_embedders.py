@@ -139,7 +139,7 @@ class TimmEmbedder(Embedder):
     def _on_torch(self, model_name, weights_path, why: str, loaded=None) -> LoadedEmbedder:
         model = loaded or self._load_torch(model_name, weights_path, "cpu")
         model.warnings = [f"{self.name}: the model runs in torch, not ONNX Runtime ({why}); "
-                          f"it costs about 3x the CPU"]
+                          f"its forward pass costs about 3x the CPU"]
         return model
 
     def _load_torch(self, model_name: str, weights_path: Path | None, device: str) -> LoadedEmbedder:
