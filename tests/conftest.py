@@ -1,5 +1,7 @@
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,6 +18,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Models exported for ONNX Runtime go to a cache of the test session's own (exported once)
 os.environ["CURATE_MODEL_CACHE"] = tempfile.mkdtemp(prefix="curate-test-models-")
+atexit.register(shutil.rmtree, os.environ["CURATE_MODEL_CACHE"], True)
 REAL = SHARED / "data" / "real"
 IMAGES = SHARED / "data" / "images"
 CURATE = [sys.executable, "-m", "curate"]
