@@ -123,6 +123,8 @@ def test_a_signal_that_python_wraps_during_an_import_is_still_a_clean_interrupti
     def convert(*args, **kwargs):
         raise caught.value
     monkeypatch.setattr(cli.api, "convert", convert)
+    from curate import atomic
+    monkeypatch.setattr(atomic, "COMMITTED", [])        # what earlier tests in this process committed
     result = run_curate("convert", "llava", "llava", FIXTURES / "llava_small.json", "-o", tmp_path / "o.json")
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip() == "error: interrupted; no output was written"
