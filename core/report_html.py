@@ -78,20 +78,25 @@ class Thumbnails:
 
     def pair(self, left: str, right: str, caption: str) -> str | None:
         """One pair of images with its caption (HTML), or None once the page is full."""
+        return self.figure([left, right], caption)
+
+    def figure(self, images: list[str], caption: str, css_class: str = "pair") -> str | None:
+        """Images side by side with their caption (HTML), or None once the page is full."""
         if self.full:
             return None
-        images = self.img(left) + self.img(right)
-        return "<div class=pair>" + images + self._spend(f"<div class=cap>{caption}</div></div>")
+        drawn = "".join(self.img(image) for image in images)
+        return f"<div class={css_class}>" + drawn + self._spend(f"<div class=cap>{caption}</div></div>")
 
     def _spend(self, html: str) -> str:
         self.spent += len(html.encode())
         return html
 
 
-def pairs_per_gallery(galleries: int) -> int:
-    """As many pairs as the thumbnail budget allows for every gallery, within bounds."""
-    fit = THUMBNAIL_BUDGET // (TYPICAL_THUMBNAIL * 2 * max(galleries, 1))
-    return int(min(MOST_PAIRS_PER_GALLERY, max(FEWEST_PAIRS_PER_GALLERY, fit)))
+def pairs_per_gallery(galleries: int, images: int = 2, most: int = MOST_PAIRS_PER_GALLERY) -> int:
+    """As many figures of ``images`` images as the thumbnail budget allows for every gallery,
+    within bounds."""
+    fit = THUMBNAIL_BUDGET // (TYPICAL_THUMBNAIL * images * max(galleries, 1))
+    return int(min(most, max(FEWEST_PAIRS_PER_GALLERY, fit)))
 
 
 def spread(items: list, count: int) -> list:
@@ -174,30 +179,31 @@ def _source_section(name: str, data: dict, thresholds: list[float], pairs_by_thr
     for threshold, pairs in zip(thresholds, pairs_by_threshold):
         mine = sorted((p for p in pairs if p["source"] == name), key=lambda p: p["score"])
         drawn = [_removed_pair(p, thumbs) for p in spread(mine, per_gallery)]
-        out += _gallery(f"Removed at threshold {threshold}: {len(mine):,} images; {{}} pairs from the lowest score "
+        out += gallery(f"Removed at threshold {threshold}: {len(mine):,} images; {{}} pairs from the lowest score "
                         "to the highest", "pairs", drawn)
     for block in data["thresholds"][:1]:
         looked = [p for p in block["looked_alike_kept"] if p["source"] == name][:per_gallery]
         drawn = [_looked_alike_pair(p, thumbs) for p in looked]
-        out += _gallery("Looked alike, kept: different content ({} of the pairs the signals proposed and the "
+        out += gallery("Looked alike, kept: different content ({} of the pairs the signals proposed and the "
                         "verifier refused, most similar first)", "pairs looked-pairs", drawn)
     kept = data["closest_kept_pairs"].get(name, [])[:per_gallery]
     drawn = [_kept_pair(p, thumbs) for p in kept]
-    out += _gallery(f"Closest pairs kept (below {min(thresholds)}): the {{}} most similar pairs that both stayed",
+    out += gallery(f"Closest pairs kept (below {min(thresholds)}): the {{}} most similar pairs that both stayed",
                     "pairs kept-pairs", drawn)
     out.append("</section>")
     return "\n".join(out)
 
 
-def _gallery(title: str, css_class: str, drawn: list[str | None]) -> list[str]:
-    """A heading (``{}`` in ``title`` becomes the number of pairs drawn) and the pairs drawn;
-    nothing for no pairs; a note for pairs the page had no room for."""
+def gallery(title: str, css_class: str, drawn: list[str | None], what: str = "pairs") -> list[str]:
+    """A heading (``{}`` in ``title`` becomes the number of figures drawn) and the figures
+    drawn; nothing for none; a note for the ``what`` the page had no room for."""
     if not drawn:
         return []
-    pairs = [html for html in drawn if html is not None]
-    out = [f"<h3>{title.format(len(pairs))}</h3><div class='{css_class}'>", *pairs, "</div>"]
-    if len(pairs) < len(drawn):
-        out.append(f"<p>{len(drawn) - len(pairs)} more pairs not shown: page size limit (report.json lists them)</p>")
+    figures = [html for html in drawn if html is not None]
+    out = [f"<h3>{title.format(len(figures))}</h3><div class='{css_class}'>", *figures, "</div>"]
+    if len(figures) < len(drawn):
+        out.append(f"<p>{len(drawn) - len(figures)} more {what} not shown: page size limit (report.json lists "
+                   "them)</p>")
     return out
 
 

@@ -177,10 +177,14 @@ class Filter(Stage, ABC):
     description = ""
     default = False
     order = 100
+    setting: str | None = None          # the VALUE of ``--filter NAME=VALUE``, None for the default
+    EXAMPLES = 8                        # removals kept whole for the filter report (the first ones)
 
     def __init__(self, exclusions: Path | None = None):
         super().__init__()
         self.exclusions = exclusions
+        self.removed_by_source: Counter = Counter()
+        self.examples: list[dict] = []
 
     def configure(self, value: str) -> None:
         """Take the setting given as ``--filter NAME=VALUE``; raise CurateError when it is not
@@ -190,6 +194,11 @@ class Filter(Stage, ABC):
     @abstractmethod
     def decide(self, item: Item):
         """None to keep ``item``; a dict saying why to remove it; a RecordError to reject it."""
+
+    def details(self) -> dict:
+        """What the filter report says of this filter beyond its counts: its threshold, the
+        measure, examples near the threshold (:class:`curate.filter_report.NearThreshold`)."""
+        return {}
 
     def exclusion(self, item: Item, outcome: dict) -> dict:
         """The line of a removed item in the exclusion file: its id and image, this filter's
@@ -207,8 +216,12 @@ class Filter(Stage, ABC):
                 context.sink.set_aside(outcome, None)
             else:
                 self.tally.removed += 1
+                self.removed_by_source[item.sample.source] += 1
+                line = self.exclusion(item, outcome)
+                if len(self.examples) < self.EXAMPLES:
+                    self.examples.append(line)
                 if out is not None:
-                    out.write(dumps(self.exclusion(item, outcome)))
+                    out.write(dumps(line))
                     out.write("\n")
 
 
