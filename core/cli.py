@@ -436,10 +436,13 @@ def apply(decisions, inputs, output, to_format, from_format, image_root, image_p
 @input_options()
 @click.option("--removed", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where removed samples go, each with the filter and its reason [default: OUTPUT.removed.jsonl].")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for report.json, report.md and report.html: per filter what it removed per source, "
+                   "and the images nearest each threshold [default: OUTPUT.report beside the output].")
 @output_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 def filter_command(inputs, output, filters, to_format, from_format, image_root, image_prefix, seed, options, removed,
-                   on_error, rejects, overwrite, boxes, ids, quiet, **format_options):
+                   report_dir, on_error, rejects, overwrite, boxes, ids, quiet, **format_options):
     """Drop samples with filter plugins, each removal with its reason.
 
     Each --filter names a filter registered by a plugin (the `register_filters` hook); they run
@@ -456,7 +459,8 @@ def filter_command(inputs, output, filters, to_format, from_format, image_root, 
     stages = filter_stages([parse_filter(text) for text in filters])
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     report = run_filters(source, output, stages, to=to_format, removed=removed, on_error=on_error, rejects=rejects,
-                         boxes=boxes, ids=ids, overwrite=overwrite, show_progress=not quiet)
+                         boxes=boxes, ids=ids, overwrite=overwrite, show_progress=not quiet,
+                         report_dir=report_dir or output.with_name(output.name + ".report"))
     print_outcome(report, quiet)
 
 

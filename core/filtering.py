@@ -9,6 +9,7 @@ from pathlib import Path
 from .atomic import Outputs
 from .engine import Inputs, Report, Run, default_writer
 from .errors import CurateError, setting
+from .filter_report import CountSources, FilterReportFiles, write_reports
 from .registry import get_registry, plugin_call
 from .stages import Filter
 
@@ -46,15 +47,17 @@ def filter_stages(specs: list[tuple[str, str | None]]) -> list[Filter]:
             stage = type(registered)()
             if value is not None:
                 stage.configure(value)
+                stage.setting = value
         stages.append(stage)
     return stages
 
 
 def run_filters(inputs: Inputs, output, filters: list[Filter], *, to: str | None = None, removed=None,
                 on_error: str = "fail", rejects=None, boxes: str | None = None, ids: str = "keep",
-                overwrite: bool = False, show_progress: bool = False, extra_sources=()) -> Report:
+                overwrite: bool = False, show_progress: bool = False, extra_sources=(), report_dir=None) -> Report:
     """Write ``inputs`` to ``output`` through ``filters``; what they remove goes, with why, to
-    ``removed`` (default ``OUTPUT.removed.jsonl``). All files appear together or not at all."""
+    ``removed`` (default ``OUTPUT.removed.jsonl``), and with ``report_dir`` the filter report
+    (:mod:`curate.filter_report`) to that folder. All files appear together or not at all."""
     output = Path(output)
     with Outputs([*inputs.sources, *extra_sources], overwrite=overwrite) as outputs:
         run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
@@ -63,6 +66,12 @@ def run_filters(inputs: Inputs, output, filters: list[Filter], *, to: str | None
                                      "removed list", overwrite=True)
         for stage in filters:
             stage.exclusions = removed_path
-        report = run.execute(filters)
+        files = FilterReportFiles.claim(outputs, Path(report_dir)) if report_dir is not None else None
+        sources = CountSources()
+        report = run.execute([sources, *filters])
+        if files is not None:
+            write_reports(files, outputs, report, filters, sources, removed_path, inputs.image_root)
     report.notes.append(f"{report.removed:,} removed samples, each with why, in {removed_path}")
+    if files is not None:
+        report.notes.append(f"filter report: {files.html}")
     return report

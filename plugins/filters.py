@@ -15,31 +15,24 @@ look per image (:mod:`curate.plugins.image_look`).
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from functools import cached_property
 
 import curate
 from curate.errors import CurateError
+from curate.filter_report import NearThreshold
 from curate.progress import shown
 
 from .image_look import format_mismatch, look
 
 
 class CountedFilter(curate.Filter):
-    """A filter that counts its removals per source dataset (a note in the run's summary)."""
+    """A filter that says its removals per source dataset (a note in the run's summary)."""
 
     order = 50
 
-    def __init__(self, exclusions=None):
-        super().__init__(exclusions)
-        self.by_source: Counter = Counter()
-
-    def exclusion(self, item, outcome):
-        self.by_source[item.sample.source] += 1
-        return super().exclusion(item, outcome)
-
     def finish(self):
         if self.tally.removed:
-            sources = ", ".join(f"{name} {count:,}" for name, count in self.by_source.most_common())
+            sources = ", ".join(f"{name} {count:,}" for name, count in self.removed_by_source.most_common())
             self.tally.notes.append(f"{self.name}: removed {self.tally.removed:,} samples ({sources})")
 
 
@@ -74,12 +67,13 @@ class ImageFilter(CountedFilter):
             seen = look(self.context.images, image)
             if seen.problem is not None and not self.reads_unreadable:
                 continue
-            outcome = self.judge(image, seen)
+            outcome = self.judge(item, image, seen)
             if outcome is not None:
                 return outcome
         return None
 
-    def judge(self, image, seen):
+    def judge(self, item, image, seen):
+        """None to keep ``image`` (of ``item``'s sample), a dict saying why to remove the sample."""
         raise NotImplementedError
 
 
@@ -95,16 +89,27 @@ class ThresholdFilter(ImageFilter):
     def configure(self, value):
         self.threshold = _number(self.name, value, float, self.low, self.high, self.example)
 
+    @cached_property
+    def near(self) -> NearThreshold:
+        """The images measured nearest the threshold, on both sides (for the filter report)."""
+        return NearThreshold(self.threshold)
+
     def value(self, seen) -> float:
         raise NotImplementedError
 
-    def judge(self, image, seen):
+    def judge(self, item, image, seen):
         value = self.value(seen)
-        if (value < self.threshold) if self.below else (value > self.threshold):
+        removed = (value < self.threshold) if self.below else (value > self.threshold)
+        self.near.add(value, removed, lambda: {"id": item.sample.id, "image": image, "source": item.sample.source})
+        if removed:
             side = "under" if self.below else "over"
             return {"reason": f"{self.measure} {value:.3g}{self.unit} is {side} {self.threshold:g}{self.unit}",
                     "measure": self.measure, "value": round(value, 4), "threshold": self.threshold}
         return None
+
+    def details(self):
+        return {"measure": self.measure, "threshold": self.threshold, "unit": self.unit,
+                "removes": "under" if self.below else "over", "near_threshold": self.near.as_json()}
 
 
 class Unreadable(ImageFilter):
@@ -113,7 +118,7 @@ class Unreadable(ImageFilter):
     default, order = True, 10
     reads_unreadable = True
 
-    def judge(self, image, seen):
+    def judge(self, item, image, seen):
         return {"reason": seen.problem} if seen.problem is not None else None
 
 
@@ -124,7 +129,7 @@ class WrongFormat(ImageFilter):
                    "Qwen, InternVL) read them by their content")
     order = 11
 
-    def judge(self, image, seen):
+    def judge(self, item, image, seen):
         mismatch = format_mismatch(image, seen.format)
         return {"reason": mismatch, "format": seen.format} if mismatch else None
 
@@ -268,6 +273,9 @@ class TooLong(CountedFilter):
         if size > self.limit:
             return {"reason": f"{size:,} {self.unit}, over {self.limit:,}", "length": size, "limit": self.limit}
         return None
+
+    def details(self):
+        return {"limit": self.limit, "unit": self.unit}
 
 
 def load_tokenizer(filter_name: str, spec: str):
