@@ -67,8 +67,8 @@ def run_filters(inputs: Inputs, output, filters: list[Filter], *, to: str | None
         for stage in filters:
             stage.exclusions = removed_path
         files = FilterReportFiles.claim(outputs, Path(report_dir)) if report_dir is not None else None
-        sources = CountSources()
-        report = run.execute([sources, *filters])
+        sources = CountSources()            # for the report only (curate apply has none)
+        report = run.execute([sources, *filters] if files is not None else filters)
         if files is not None:
             write_reports(files, outputs, report, filters, sources, removed_path, inputs.image_root)
     report.notes.append(f"{report.removed:,} removed samples, each with why, in {removed_path}")
