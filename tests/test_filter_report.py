@@ -158,3 +158,12 @@ def test_report_renders_in_headless_chromium(tmp_path):
                 for f in data["filters"] if "near_threshold" in f) + len(data["filters"][0]["first_removed"])
     assert probe == {"images": shown, "broken": 0, "figures": shown, "width": probe["width"]}
     assert probe["width"] <= 1280                          # nothing forces sideways scrolling
+
+
+def test_report_goes_where_report_says(tmp_path):
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(grey_set(tmp_path)[:6]))
+    run_curate("filter", data, "-o", tmp_path / "out.json", "--image-root", tmp_path, "--filter", "dark",
+               "--report", tmp_path / "mine", "-q", check=0)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["report.html", "report.json", "report.md"]
+    assert not (tmp_path / "out.json.report").exists()
