@@ -597,7 +597,7 @@ def add_format_options(registry, command: click.Command, kinds=("reader", "write
     taken = {name for param in command.params for name in param.opts}
     for kind in kinds:
         for component in registry.components[kind].values():
-            for one in getattr(component.obj, "settings", ()) or ():
+            for one in component.obj.settings:
                 if one.flag not in taken:
                     command.params.append(click_option(one))
                     taken.add(one.flag)

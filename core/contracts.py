@@ -317,9 +317,9 @@ CONTRACTS = {"reader": Reader, "writer": Writer, "embedder": Embedder, "index": 
 
 
 def contract_problem(kind: str, component) -> str | None:
-    """Why ``component`` (a class or an instance) cannot serve as a ``kind``, or None.
-
-    Subclassing the contract is not required: providing each abstract method is enough."""
+    """Why ``component`` (a class or an instance) cannot serve as a ``kind``, or None: it must
+    subclass the contract (whose base class holds the defaults) and implement each abstract
+    method."""
     if kind == "filter":
         from .stages import Filter as contract       # a stage: stages.py holds the run's parts
     else:
@@ -327,8 +327,11 @@ def contract_problem(kind: str, component) -> str | None:
     cls = component if isinstance(component, type) else type(component)
     missing = sorted(m for m in contract.__abstractmethods__ if not callable(getattr(cls, m, None))
                      or getattr(getattr(cls, m), "__isabstractmethod__", False))
+    lacks = f" ({', '.join(m + '()' for m in missing)} missing)" if missing else ""
+    if not issubclass(cls, contract):
+        return f"is not a curate {contract.__name__}: it must subclass curate.{contract.__name__}{lacks}"
     if missing:
-        return f"is not a curate {contract.__name__}: {', '.join(m + '()' for m in missing)} missing"
+        return f"is not a curate {contract.__name__}:{lacks[:-1].replace(' (', ' ')}"
     return None
 
 

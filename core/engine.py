@@ -240,12 +240,6 @@ def default_rejects_path(output: Path) -> Path:
     return output.with_name(output.name + ".rejects.jsonl")
 
 
-def _optional(component, method: str, default):
-    """A contract method with a default a duck-typed plugin may lack."""
-    found = getattr(component, method, None)
-    return found if callable(found) else (lambda *args: default)
-
-
 # --- the run ----------------------------------------------------------------------------------
 
 class Run:
@@ -273,8 +267,8 @@ class Run:
         self.writer_options.settings = resolve(inputs.settings, declared([*inputs.readers, self.writer]), strict=True)
         self._check_suffix()
         with plugin_call("writer", self.writer):
-            target = _optional(self.writer, "box_style_for", self.writer.box_style)(self.writer_options)
-            self.sidecars = _optional(self.writer, "sidecars", [])(self.output, self.writer_options)
+            target = self.writer.box_style_for(self.writer_options)
+            self.sidecars = self.writer.sidecars(self.output, self.writer_options)
         for sidecar in self.sidecars:
             outputs.claim(sidecar.path, sidecar.role, overwrite=True if sidecar.merge else None)
         self.images = ImageLocator(inputs.image_root)
@@ -341,7 +335,7 @@ class Run:
         return str(self.rejects_path) if self.sink.count else None
 
     def _check_suffix(self) -> None:
-        suffixes = getattr(self.writer, "suffixes", ())
+        suffixes = self.writer.suffixes
         if suffixes and not str(self.output).endswith(tuple(suffixes)):
             raise CurateError(f"{self.output}: the {self.writer.name} writer writes {' or '.join(suffixes)} files "
                               f"only (its trainer reads nothing else); name the output so")

@@ -276,7 +276,7 @@ class ConvertBoxes(Stage):
         super().__init__()
         self._rewriters = {reader.name: BoxRewriter(reader.box_style, target, locator) for reader in readers}
         self.lanes = {name: rewriter for name, rewriter in self._rewriters.items()
-                      if rewriter.lane is not None and any(r.name == name and getattr(r, "rewrites_boxes", False) for r in readers)}
+                      if rewriter.lane is not None and any(r.name == name and r.rewrites_boxes for r in readers)}
 
     def process(self, items, context):
         for item in items:

@@ -139,7 +139,7 @@ def curate_fixture(relative):
     return FIXTURES / "images" / relative
 
 
-class Always:
+class Always(curate.Verifier):
     name = "always"
     version = "1"
 
@@ -230,7 +230,7 @@ def test_dedup_keeps_every_distinct_text_rich_image_and_says_what_verified(tmp_p
     assert "verified_by" not in load_json(thinned.parent / "thinned.json.report" / "removed.jsonl")[0]
 
 
-class Broken:
+class Broken(curate.Verifier):
     name = "broken"
 
     def prepare(self, path):
