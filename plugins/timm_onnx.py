@@ -86,7 +86,7 @@ class OnnxModel(LoadedEmbedder):
 
     def preprocess_decoded(self, images):
         """As the torch model's (``--decode device`` on the CPU)."""
-        from .timm_embedders import preprocess_decoded
+        from curate.preprocess import preprocess_decoded
         return preprocess_decoded(images, self.size)
 
     def embed(self, batch):

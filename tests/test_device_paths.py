@@ -64,7 +64,7 @@ def test_upright_turns_tensors_as_pillow_turns_images(orientation, tmp_path):
 
 
 def test_borders_are_trimmed_on_the_device_as_on_the_cpu():
-    from curate.plugins.timm_embedders import content_box, tensor_content_boxes
+    from curate.preprocess import content_box, tensor_content_boxes
     rng = np.random.default_rng(0)
     letterboxed = np.zeros((90, 160, 3), np.uint8)               # bars above and below, and at the sides
     letterboxed[15:75, 10:150] = rng.integers(0, 255, (60, 140, 3))
@@ -80,8 +80,8 @@ def test_borders_are_trimmed_on_the_device_as_on_the_cpu():
 def test_crops_of_one_size_are_resized_together_as_one_by_one(model, monkeypatch):
     """The grouped resize (one interpolate per crop size, in slices) gives each image exactly
     what resizing it alone gives, in input order."""
-    from curate.plugins import timm_embedders
-    monkeypatch.setattr(timm_embedders, "RESIZE_GROUP", {"cpu": 2})   # as on a GPU, in slices of 2
+    from curate import preprocess
+    monkeypatch.setattr(preprocess, "RESIZE_GROUP", {"cpu": 2})   # as on a GPU, in slices of 2
     rng = np.random.default_rng(3)
     shapes = [(48, 64), (64, 48), (48, 64), (30, 30), (48, 64), (64, 48)]
     images = [torch.from_numpy(rng.integers(0, 255, (3, h, w), dtype=np.uint8)) for h, w in shapes]

@@ -128,7 +128,7 @@ def test_a_third_party_signal_plugs_in_like_the_bundled_ones(registry_with, tmp_
 
 
 def test_whole_image_preprocessing_keeps_every_part_and_trims_bars():
-    from curate.plugins.timm_embedders import WholeImage, content_box
+    from curate.preprocess import WholeImage, content_box
     photo = Image.open(PHOTOS / "coco/train2017/000000000001.jpg").convert("RGB")
     letterboxed = Image.new("RGB", (photo.width + 200, photo.height + 80), (0, 0, 0))
     letterboxed.paste(photo, (100, 40))
