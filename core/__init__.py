@@ -28,8 +28,9 @@ _EXPORTS = {
     "stages": ["Filter", "Item", "Stage", "StageContext", "Tally"],
     "api": ["convert", "read", "write"],
     "decisions": ["Decisions", "apply"],
-    "deduplicate": ["DedupResult", "Duplicates", "EmbedderSpec", "EmbedSettings", "Embeddings", "ReportSettings",
-                    "SearchSettings", "dedup", "embed", "identify_duplicates"],
+    "dedup_settings": ["EmbedderSpec", "EmbedSettings", "SearchSettings"],
+    "deduplicate": ["DedupResult", "Duplicates", "Embeddings", "ReportSettings", "dedup", "embed",
+                    "identify_duplicates"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = list(_MODULE_OF)

@@ -13,7 +13,7 @@ from rich.table import Table
 from . import api
 from .boxes import CONVENTIONS
 from .engine import ID_MODES, ON_ERROR, Inputs
-from .contracts import DEFAULT_SIGNALS
+from .dedup_settings import DEFAULT_SIGNALS
 from .interrupts import exit_interrupted, install_signal_handlers, interruption_of
 from .errors import CurateError, as_flags
 from .jsonstream import dumps

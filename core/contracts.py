@@ -234,10 +234,8 @@ class IndexKind(ABC):
         hint); ``options`` are the user's index settings (hnsw: m, ef_construction, ef)."""
 
 
-# The signal that is the embedding itself, and the signals dedup uses unless told otherwise
-# (measured with bench/quality.py: each adds what the others miss, at no false removal).
+# The signal that is the embedding itself (dedup's default signals: curate.dedup_settings).
 EMBEDDING = "embedding"
-DEFAULT_SIGNALS = ("exact", EMBEDDING, "phash")
 
 
 class Signal(ABC):
