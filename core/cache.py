@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+from dataclasses import dataclass
 import json
 import os
 import stat
@@ -79,12 +80,45 @@ def key_row(line: bytes) -> tuple[ImageKey, str] | None:
     return None
 
 
+# Vectors of images decoded on the device differ a little from Pillow's: they are kept apart.
+DEVICE_DECODE_TAG = ";decoded-by-torchvision"
+
+
+@dataclass(frozen=True)
+class CacheIdentity:
+    """What a cache folder holds vectors of, the one place it is decided: everything that changes
+    a vector (the embedder, its model, the weights' digest and how images were decoded, or a
+    signal and its version) names the folder and is checked against its meta.json."""
+
+    embedder: str
+    model: str
+    weights_digest: str
+    dim: int
+
+    @classmethod
+    def of_model(cls, model, decoded_on_device: bool = False) -> "CacheIdentity":
+        digest = model.weights_digest + (DEVICE_DECODE_TAG if decoded_on_device else "")
+        return cls(model.embedder, model.model_name, digest, model.dim)
+
+    @classmethod
+    def of_signal(cls, signal) -> "CacheIdentity":
+        return cls("signal", signal.name, signal.version, signal.dim)
+
+    @property
+    def folder_name(self) -> str:
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{self.embedder}-{self.model}")
+        digest = hashlib.sha256(f"{self.embedder}\0{self.model}\0{self.weights_digest}".encode()).hexdigest()[:12]
+        return f"{slug}-{digest}"
+
+    @property
+    def meta(self) -> dict:
+        return {"embedder": self.embedder, "model": self.model, "weights_digest": self.weights_digest, "dim": self.dim}
+
+
 class EmbeddingCache:
-    def __init__(self, root: Path, embedder: str, model: str, weights_digest: str, dim: int):
-        self.dim = dim
-        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{embedder}-{model}")
-        digest = hashlib.sha256(f"{embedder}\0{model}\0{weights_digest}".encode()).hexdigest()[:12]
-        self.folder = Path(root) / f"{slug}-{digest}"
+    def __init__(self, root: Path, identity: CacheIdentity):
+        self.dim = identity.dim
+        self.folder = Path(root) / identity.folder_name
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -94,7 +128,7 @@ class EmbeddingCache:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise CurateError(f"{self.folder}: the cache is in use by another curate process") from None
-        meta = {"embedder": embedder, "model": model, "weights_digest": weights_digest, "dim": dim}
+        meta = identity.meta
         self.fingerprint = json.dumps(meta, sort_keys=True).encode()
         self.warnings: list[str] = []
         self.vectors_path = self.folder / "vectors.f32"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import Outputs
-from .cache import EmbeddingCache
+from .cache import CacheIdentity, EmbeddingCache
 from .contracts import LoadedEmbedder
 from . import device_decode
 from .embedding import EmbedResult, SignalSet, embed_files
@@ -120,14 +120,11 @@ def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, se
             paths.append(None)
             errors[i] = str(e)
     on_device = decodes_on_device(settings, model, signals)
-    digest = model.weights_digest + (device_decode.DEVICE_DECODE_TAG if on_device else "")
     with contextlib.ExitStack() as stack:
         cache, signal_set = None, SignalSet(list(signals))
         if settings.cache_dir is not None:
-            cache = stack.enter_context(EmbeddingCache(settings.cache_dir, model.embedder, model.model_name,
-                                                       digest, model.dim))
-            signal_set.caches = [stack.enter_context(EmbeddingCache(settings.cache_dir, "signal", signal.name,
-                                                                    signal.version, signal.dim))
+            cache = stack.enter_context(EmbeddingCache(settings.cache_dir, CacheIdentity.of_model(model, on_device)))
+            signal_set.caches = [stack.enter_context(EmbeddingCache(settings.cache_dir, CacheIdentity.of_signal(signal)))
                                  for signal in signals]
         bar = stack.enter_context(ProgressBar("embed", len(paths), unit="images", enabled=settings.show_progress))
 

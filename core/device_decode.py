@@ -15,9 +15,8 @@ import warnings
 
 from .images import JPEG_MAGIC, UnreadableImage, open_image
 
-# Part of the cache key: nvJPEG's pixels (and a resize on tensors) are not Pillow's, so the
-# vectors of this path are kept apart from the CPU path's.
-DEVICE_DECODE_TAG = ";decoded-by-torchvision"
+# nvJPEG's pixels (and a resize on tensors) are not Pillow's: the cache keeps the vectors of this
+# path apart (curate.cache.CacheIdentity.of_model).
 
 
 def read_for_device(path) -> tuple[bytes | None, int, str | None]:

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 import curate
-from curate.cache import EmbeddingCache
+from curate.cache import CacheIdentity, EmbeddingCache
 
 DIM = 4
 
 
 def open_cache(root):
-    return EmbeddingCache(root, "test", "model", "digest", DIM)
+    return EmbeddingCache(root, CacheIdentity("test", "model", "digest", DIM))
 
 
 def unit_rows(n):
