@@ -18,6 +18,7 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -241,32 +242,20 @@ class Duplicates:
         """The threshold the output is filtered at (the first one given)."""
         return self.thresholds[0]
 
-    def positions(self, sample) -> list[int]:
-        return [self.images.position[p] for p in sample.images]
+    @cached_property
+    def decisions(self) -> Decisions:
+        """The decision as one row per image, at the threshold the output is filtered at: what
+        dedup writes to decisions.jsonl and applies."""
+        return Decisions.from_duplicates(self)
 
     def removal(self, sample) -> dict | None:
         """Why ``sample`` is removed (its line in removed.jsonl), or None when it stays: a
         sample goes only when all of its images are removed."""
-        result = self.applied
-        positions = self.positions(sample)
-        if not positions or not all(result.duplicate_of[i] >= 0 for i in positions):
-            return None
-        kept = [self.images.paths[result.duplicate_of[i]] for i in positions]
-        matches = [self.match(result, i) for i in positions]
-        single = len(positions) == 1
-        shown = matches[0] if single else {key: [m.get(key) for m in matches] for key in matches[0]}
-        return {"id": sample.id, "image": sample.image, "duplicate_of": kept[0] if single else kept,
-                "duplicate_of_id": self.images.first_id[result.duplicate_of[positions[0]]],
-                **shown, "threshold": result.threshold}
+        return self.decisions.removal(sample)
 
     def unreadable(self, sample) -> tuple[str, str] | None:
         """The first of the sample's images that could not be embedded, with the reason."""
-        failures = self.embedding.failures
-        for path in sample.images:
-            reason = failures.get(self.images.position[path])
-            if reason is not None:
-                return path, reason
-        return None
+        return self.decisions.unreadable(sample)
 
     def samples_removed(self) -> dict[float, dict[str, int]]:
         return {r.threshold: self.images.samples_removed(r.duplicate_of >= 0) for r in self.thresholds}
@@ -420,7 +409,7 @@ def identify_to_file(inputs: Inputs, output, *, embedder: EmbedderSpec = None, s
         path = outputs.claim(Path(output), "decisions file")
         duplicates = identify_duplicates(inputs, embedder or EmbedderSpec(), search or SearchSettings(),
                                          settings or EmbedSettings(), on_error=on_error)
-        decisions = Decisions.from_duplicates(duplicates)
+        decisions = duplicates.decisions
         decisions.write(outputs.open(path))
     return decisions
 
@@ -443,7 +432,7 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
                                   output.with_name(output.name + ".report"))
         decisions_path = outputs.claim(files.folder / "decisions.jsonl", "decisions file", overwrite=True)
         duplicates = identify_duplicates(inputs, embedder, search, settings, on_error=on_error)
-        decisions = Decisions.from_duplicates(duplicates)
+        decisions = duplicates.decisions
         decisions.write(outputs.open(decisions_path))
         started = time.monotonic()
         accounting = run.execute([DecisionFilter(decisions, files.removed, drop_unreadable)])
