@@ -530,9 +530,10 @@ class PaddingLane:
 class BoxRewriter:
     """Rewrites the boxes of each sample from the reader's style to the writer's, if they differ.
 
-    The engine calls :meth:`apply` on each sample; a reader that declares ``rewrites_boxes``
-    gets the rewriter (when it has a fast lane) and calls :meth:`rewrite_texts` in its own
-    pass, so that each text is parsed, checked and converted once."""
+    The box stage (:class:`curate.stages.ConvertBoxes`) calls :meth:`apply` on each sample; a
+    reader that converts its own records (curate's SVIT, :class:`curate.stages.ConvertsOwnBoxes`)
+    calls :meth:`rewrite_texts` in its own pass, so that each text is parsed, checked and
+    converted once."""
 
     def __init__(self, source: BoxStyle | None, target: BoxStyle | None, locator):
         if target is None and source is not None and source.syntax == "svit":

@@ -54,10 +54,6 @@ class Options:
     - ``path``: the output file, for writers (to choose JSON Lines by extension, say).
     - ``state``: a dict shared by every input file of one pass, so that counters and random
       generators continue from one file to the next (SVIT ids, seeded instructions).
-    - ``boxes``: for a reader that declares ``rewrites_boxes``, the run's
-      :class:`curate.boxes.BoxRewriter` when it can rewrite texts in the reader's own pass
-      (``rewrite_texts``, then ``tally`` for a record that is kept); None otherwise (the
-      engine then rewrites the samples the reader yields).
     """
 
     image_root: Path | None = None
@@ -68,7 +64,6 @@ class Options:
     reject: Callable[[RecordError, object], None] = None
     path: Path | None = None
     state: dict = field(default_factory=dict)
-    boxes: object = None
 
     def __post_init__(self):
         if self.reject is None:
@@ -86,16 +81,14 @@ class Reader(ABC):
     formats`), ``box_style`` (a :class:`curate.boxes.BoxStyle` saying how boxes in the text
     are written and what they mean; None: no boxes), ``settings`` (its
     :class:`curate.Setting` declarations: each a flag on the commands that use it, a keyword in the
-    Python API, a typed value in ``options.setting(name)``) and ``rewrites_boxes``: True when the reader passes each text through ``options.boxes``
-    itself whenever that is given (so that a text is parsed, checked and converted in one
-    pass; the engine then leaves its samples' boxes alone).
+    Python API, a typed value in ``options.setting(name)``). The run converts the boxes of the
+    samples a reader yields to the writer's style.
     """
 
     name: str = ""
     description: str = ""
     box_style = None
     settings: tuple = ()
-    rewrites_boxes: bool = False
 
     def sniff(self, path: Path, head: str) -> int:
         """How sure this reader is that it can read ``path``: 0 means not mine, higher wins

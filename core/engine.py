@@ -154,16 +154,17 @@ class Inputs:
                        state=state if state is not None else {})
 
     def items(self, *, progress: Callable[[int], None] | None = None,
-              reject: Callable = raise_error, boxes: dict | None = None) -> Iterator[Item]:
+              reject: Callable = raise_error, read: Callable | None = None) -> Iterator[Item]:
         """One pass over every input, in order. Readers share one ``state`` per pass, so ids
         and seeded draws continue from file to file and are the same on every pass.
-        ``boxes``: reader name -> the BoxRewriter handed to a reader that rewrites its own texts."""
+        ``read(reader, path, options)``: how a file is read (a run's :meth:`ConvertBoxes.read`);
+        by default ``reader.read(path, options)``."""
         state: dict = {}
         for path, reader in zip(self.paths, self.readers):
             options = self.options_for_pass(progress, reject, state)
-            options.boxes = (boxes or {}).get(reader.name)
             with plugin_call("reader", reader):
-                for number, sample in enumerate(reader.read(path, options)):
+                samples = read(reader, path, options) if read is not None else reader.read(path, options)
+                for number, sample in enumerate(samples):
                     if not isinstance(sample, Sample):
                         raise CurateError(f"{describe('reader', reader)} yielded a {type(sample).__name__} "
                                           f"from {path}, not a curate.Sample")
@@ -290,7 +291,7 @@ class Run:
                         self.writer.name)
         read_rejects = CountingReject(self.sink)
         with ProgressBar(self.title, self.inputs.total_bytes, enabled=self.show_progress) as bar:
-            read = Counted(self.inputs.items(progress=bar.advance, reject=read_rejects, boxes=self.boxes.lanes))
+            read = Counted(self.inputs.items(progress=bar.advance, reject=read_rejects, read=self.boxes.read))
             items: Iterator[Item] = read
             context = StageContext(self.outputs, self.sink, self.images)
             for stage in stages:

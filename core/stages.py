@@ -264,24 +264,46 @@ class ApplyIds(Stage):
             self.tally.warnings.append(warning)
 
 
+class ConvertsOwnBoxes(ABC):
+    """Curate-internal, not part of the plugin contract: a reader (SVIT's) whose records hold
+    many texts about one image, so that converting a whole record in the reading pass (parsed,
+    checked and padded once, the image's size read once) is several times faster than
+    converting the samples afterwards. Only :class:`ConvertBoxes` calls :meth:`read_converting`."""
+
+    @abstractmethod
+    def read_converting(self, path: Path, options, rewriter: BoxRewriter) -> Iterator[Sample]:
+        """``read``, with each record's texts through ``rewriter.rewrite_texts`` (and
+        ``rewriter.tally`` for a record that is kept)."""
+
+
 class ConvertBoxes(Stage):
     """Rewrites the boxes in each sample's text from its reader's convention to the writer's
-    (``target``). A reader that rewrites its own texts in its pass (SVIT, whose whole record is
-    converted at once, the image's size read once) gets its rewriter through :meth:`lanes`, and
-    its samples pass here untouched. A bad box rejects its record."""
+    (``target``). A reader that converts its own records (:class:`ConvertsOwnBoxes`) is read
+    through :meth:`read` with its rewriter when that has a fast lane, and its samples pass here
+    untouched. A bad box rejects its record."""
 
     name = "boxes"
 
     def __init__(self, readers: list[Reader], target, locator):
         super().__init__()
         self._rewriters = {reader.name: BoxRewriter(reader.box_style, target, locator) for reader in readers}
-        self.lanes = {name: rewriter for name, rewriter in self._rewriters.items()
-                      if rewriter.lane is not None and any(r.name == name and r.rewrites_boxes for r in readers)}
+        self._own_pass = {reader.name for reader in readers if self.converts_own(reader, self._rewriters[reader.name])}
+
+    @staticmethod
+    def converts_own(reader, rewriter: BoxRewriter) -> bool:
+        """Whether ``reader`` converts its boxes in its own pass with ``rewriter``."""
+        return isinstance(reader, ConvertsOwnBoxes) and rewriter.lane is not None
+
+    def read(self, reader: Reader, path: Path, options) -> Iterator[Sample]:
+        """How the run reads ``path`` with ``reader`` (the engine's ``Inputs.items`` calls it)."""
+        if reader.name in self._own_pass:
+            return reader.read_converting(path, options, self._rewriters[reader.name])
+        return reader.read(path, options)
 
     def process(self, items, context):
         for item in items:
             rewriter = self._rewriters[item.reader.name]
-            if rewriter.active and item.reader.name not in self.lanes:
+            if rewriter.active and item.reader.name not in self._own_pass:
                 try:
                     item = item._replace(sample=rewriter.apply(item.sample, item.path))
                 except RecordError as error:

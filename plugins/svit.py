@@ -27,6 +27,7 @@ from curate.images import KEPT_SIZES, ImageLocator, UnreadableImage
 from curate.jsonstream import iter_records
 from curate.sample import Sample, Turn
 from curate.settings import Setting
+from curate.stages import ConvertsOwnBoxes
 
 TASKS = ("conversation", "complex", "detail", "referring")
 REFERRING_INSTRUCTIONS = (
@@ -58,11 +59,10 @@ def check_boxes(text: str) -> str | None:
     return None
 
 
-class SvitReader(Reader):
+class SvitReader(Reader, ConvertsOwnBoxes):
     name = "svit"
     description = "SVIT original files (conversation, complex reasoning, detail, referring QAs), as SVIT's LLaVA-1.5 release"
     box_style = SVIT_ORIGINAL       # <st>object<ed> [box]: writers keep the object where they can
-    rewrites_boxes = True           # checked and converted in the same pass (options.boxes)
     settings = (
         Setting("svit_task", choices=tuple(TASKS),
                 help="svit reader: the task of the input files (default: from the file name, or <st> markers "
@@ -73,6 +73,13 @@ class SvitReader(Reader):
         return 20 if head_has_keys(head, "image_id", "conversations", "content") else 0
 
     def read(self, path: Path, options: Options) -> Iterator[Sample]:
+        return self._read(path, options, None)
+
+    def read_converting(self, path: Path, options: Options, rewriter) -> Iterator[Sample]:
+        """The box stage's fast path: each record's texts checked and converted in this pass."""
+        return self._read(path, options, rewriter)
+
+    def _read(self, path: Path, options: Options, boxes) -> Iterator[Sample]:
         from curate.jsonstream import read_head
         path = Path(path)
         task = options.setting("svit_task") or detect_task(path, read_head(path))
@@ -91,7 +98,7 @@ class SvitReader(Reader):
                 options.reject(record, None)
                 continue
             try:
-                samples = self._samples(record, index, path, task, state, options.boxes)
+                samples = self._samples(record, index, path, task, state, boxes)
             except RecordError as error:
                 options.reject(error, record)
                 continue

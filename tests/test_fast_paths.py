@@ -15,6 +15,7 @@ from conftest import FIXTURES, REAL, needs_shared
 from curate.boxes import BRACKET_ORIGINAL, BRACKET_PADDED, SVIT_ORIGINAL, BoxRewriter, PaddingLane, rewrite_boxes
 from curate.images import ImageLocator, UnreadableImage, _jpeg_frame_size, image_size
 from curate.plugins.svit import SvitReader, check_boxes
+from curate.stages import ConvertBoxes
 
 # --- the padding lane ----------------------------------------------------------------------------
 
@@ -125,9 +126,15 @@ def test_fused_svit_reader_equals_the_engine_rewrite(tmp_path, monkeypatch, bad_
         return ((tmp_path / f"{name}.json").read_text(), rejects.read_text() if rejects.exists() else None,
                 report.written, report.rejected, report.notes)
 
+    converting = SvitReader.read_converting
+    fused_reads = []
+    monkeypatch.setattr(SvitReader, "read_converting",
+                        lambda self, *args: fused_reads.append(1) or converting(self, *args))
     fused = run("fused")
-    monkeypatch.setattr(SvitReader, "rewrites_boxes", False)
+    assert fused_reads == [1]                # the box stage read SVIT through its fast path
+    monkeypatch.setattr(ConvertBoxes, "converts_own", staticmethod(lambda reader, rewriter: False))
     assert run("engine") == fused
+    assert fused_reads == [1]
     assert fused[3] == (1 if bad_box else 0)
     assert "x1 > x2" in (fused[1] or "x1 > x2")
     images = 2 if bad_box else 3             # a rejected record's boxes and image are not counted
