@@ -11,7 +11,7 @@ from .contracts import Options
 from .engine import (ON_ERROR, Inputs, RejectSink, Report, Run, apply_image_prefix, check_input,  # noqa: F401
                      resolve_reader, resolve_writer)
 from .sample import Sample
-from .settings import declared, resolve
+from .settings import refuse_unknown, values_for
 
 
 def read(path, format: str = "auto", *, on_error: str = "fail", reject=None, progress=None,
@@ -33,7 +33,9 @@ def write(samples: Iterable[Sample], path, format: str = "llava", *, overwrite: 
     writer's settings by name."""
     path = Path(path)
     writer = resolve_writer(format)
-    values = resolve(dict(settings or {}), declared([writer]), strict=True)
+    given = dict(settings or {})
+    refuse_unknown(given, [("writer", writer)])
+    values = values_for(writer, given)
     with Outputs(overwrite=overwrite) as outputs:
         outputs.claim(path)
         return writer.write(samples, outputs.open(path), Options(path=path, settings=values))

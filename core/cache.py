@@ -102,7 +102,9 @@ class CacheIdentity:
 
     @classmethod
     def of_signal(cls, signal) -> "CacheIdentity":
-        return cls("signal", signal.name, signal.version, signal.dim)
+        # a signal's settings key its cache too (a signal without settings keeps its old folder)
+        values = ",".join(f"{name}={value}" for name, value in sorted(signal.values.items()))
+        return cls("signal", signal.name, signal.version + (f"+{values}" if values else ""), signal.dim)
 
     @property
     def folder_name(self) -> str:

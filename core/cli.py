@@ -307,11 +307,6 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 @click.option("--index", default="auto", show_default=True,
               help="Similarity index: exact (blocked matrix products), hnsw (hnswlib, approximate), or auto "
                    "(exact for small groups, hnsw for large ones, by the crossover measured in bench/).")
-@click.option("--hnsw-m", type=click.IntRange(2, 512), default=16, show_default=True, help="HNSW graph degree M.")
-@click.option("--hnsw-ef-construction", type=click.IntRange(1, 10_000), default=64, show_default=True,
-              help="HNSW ef_construction (build-time search width).")
-@click.option("--hnsw-ef", type=click.IntRange(1, 10_000), default=32, show_default=True,
-              help="HNSW ef (query-time search width).")
 @click.option("-t", "--threshold", "thresholds", type=float, multiple=True,
               help="Cosine similarity of the embedding at which two images are duplicates; repeat for "
                    "several (one embedding pass, every threshold reported, output filtered at the first) "
@@ -344,9 +339,9 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
               help="Set samples with a missing or unreadable image aside as rejects (default: keep them).")
 @output_options
 def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
-          cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, hnsw_m,
-          hnsw_ef_construction, hnsw_ef, thresholds, signals, verify, scope, report_dir, sample_every, decisions_only,
-          drop_unreadable, on_error, rejects, overwrite, boxes, ids, **format_options):
+          cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, thresholds,
+          signals, verify, scope, report_dir, sample_every, decisions_only, drop_unreadable, on_error, rejects,
+          overwrite, boxes, ids, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
     Each unique image is decoded once, embedded and hashed (--signals); within each scope
@@ -367,9 +362,7 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
     _warn_plugin_problems()
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     identify = dict(embedder=EmbedderSpec(embedder, model, weights, device),
-                    search=SearchSettings(thresholds, scope, index,
-                                          {"m": hnsw_m, "ef_construction": hnsw_ef_construction, "ef": hnsw_ef}
-                                          if index in ("hnsw", "auto") else {}, parse_signals(signals), verify),
+                    search=SearchSettings(thresholds, scope, index, parse_signals(signals), verify),
                     settings=embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address,
                                             quiet),
                     on_error=on_error, overwrite=overwrite)
@@ -456,8 +449,8 @@ def filter_command(inputs, output, filters, to_format, from_format, image_root, 
     """
     from .filtering import filter_stages, parse_filter, run_filters
     _warn_plugin_problems()
-    stages = filter_stages([parse_filter(text) for text in filters])
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
+    stages = filter_stages([parse_filter(text) for text in filters], source.settings)
     report = run_filters(source, output, stages, to=to_format, removed=removed, on_error=on_error, rejects=rejects,
                          boxes=boxes, ids=ids, overwrite=overwrite, show_progress=not quiet,
                          report_dir=report_dir or output.with_name(output.name + ".report"))
@@ -592,7 +585,7 @@ def plugins():
 
 
 def add_format_options(registry, command: click.Command, kinds=("reader", "writer")) -> None:
-    """Show each reader's (and writer's) settings as options of a command: one flag per
+    """Show the settings of each component of ``kinds`` as options of a command: one flag per
     setting, from its declaration (:class:`curate.settings.Setting`)."""
     taken = {name for param in command.params for name in param.opts}
     for kind in kinds:
@@ -623,9 +616,12 @@ def prepare(registry) -> click.Group:
     """Give the commands the formats' own options and the plugins' commands (once per registry)."""
     if not registry.cli_prepared:
         registry.cli_prepared = True
-        for command in (convert, dedup, apply, filter_command):
+        for command in (convert, apply):
             add_format_options(registry, command)
-        for command in (embed, inspect, preview):
+        add_format_options(registry, dedup, kinds=("reader", "writer", "embedder", "index", "signal", "verifier"))
+        add_format_options(registry, filter_command, kinds=("reader", "writer", "filter"))
+        add_format_options(registry, embed, kinds=("reader", "embedder", "signal"))
+        for command in (inspect, preview):
             add_format_options(registry, command, kinds=("reader",))
         register_commands(registry, cli)
     return cli

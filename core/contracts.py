@@ -23,7 +23,8 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from types import MappingProxyType
+from typing import Callable, Iterable, Iterator, Mapping, TextIO
 
 import numpy as np
 
@@ -181,18 +182,22 @@ class LoadedEmbedder(ABC):
 
 class Embedder(ABC):
     """An embedder plugin: a factory that loads a model. ``default_model`` is used when the
-    user names none."""
+    user names none. ``settings``: its :class:`curate.Setting` declarations (flags of ``curate
+    dedup`` and ``curate embed``); their typed values reach :meth:`load` as keywords."""
 
     name: str = ""
     description: str = ""
     default_model: str = ""
     default_threshold: float | None = None
+    settings: tuple = ()
 
     @abstractmethod
-    def load(self, model: str | None, weights: str | None, device: str) -> LoadedEmbedder:
+    def load(self, model: str | None, weights: str | None, device: str, **settings) -> LoadedEmbedder:
         """Load ``model`` (None: ``default_model``) with ``weights`` (a file, or None for the
-        model's own pretrained weights) on ``device`` (auto, cpu or cuda). Raise
-        :class:`curate.CurateError` with a one-line reason when that cannot be done."""
+        model's own pretrained weights) on ``device`` (auto, cpu or cuda); ``settings``: the
+        values of the declared settings, by name (none when it declares none). A setting that
+        changes the vectors must change the model's ``weights_digest`` (the cache key). Raise
+        :class:`curate.CurateError` with a one-line reason when the model cannot be loaded."""
 
 
 class SimilarityIndex(ABC):
@@ -216,15 +221,18 @@ class SimilarityIndex(ABC):
 
 
 class IndexKind(ABC):
-    """An index plugin: a factory of empty indexes."""
+    """An index plugin: a factory of empty indexes. ``settings``: its :class:`curate.Setting`
+    declarations (flags of ``curate dedup``), whose typed values reach :meth:`new` as keywords."""
 
     name: str = ""
     description: str = ""
+    settings: tuple = ()
 
     @abstractmethod
-    def new(self, dim: int, capacity: int, **options) -> SimilarityIndex:
+    def new(self, dim: int, capacity: int, **settings) -> SimilarityIndex:
         """An empty index for vectors of ``dim``; ``capacity`` is how many will be added (a
-        hint); ``options`` are the user's index settings (hnsw: m, ef_construction, ef)."""
+        hint); ``settings``: the values of the declared settings, by name (hnsw: hnsw_m,
+        hnsw_ef_construction, hnsw_ef)."""
 
 
 # The signal that is the embedding itself (dedup's default signals: curate.dedup_settings).
@@ -240,12 +248,16 @@ class Signal(ABC):
     in the decode workers (beside the model's preprocessing) and cached per signal.
 
     Attributes: ``name``, ``description``, ``dim`` (the vector's length), ``version`` (change
-    it when fingerprints change: it keys the cache), ``unit`` (what users type after
-    ``--signals NAME=``, e.g. "distance") and ``default`` (the default in that unit).
+    it when fingerprints change: it keys the cache, with the values of its settings), ``unit``
+    (what users type after ``--signals NAME=``, e.g. "distance"), ``default`` (the default in
+    that unit) and ``settings`` (its :class:`curate.Setting` declarations, flags of ``curate
+    dedup``; a run uses a copy of the signal whose ``values`` holds their typed values).
     """
 
     name: str = ""
     description: str = ""
+    settings: tuple = ()
+    values: Mapping = MappingProxyType({})
     dim: int = 64
     version: str = "1"
     unit: str = "similarity"
@@ -284,7 +296,9 @@ class Verifier(ABC):
 
     ``prepare`` runs once per image that takes part in a candidate pair and its result is kept
     while the walk needs it; ``compare`` runs once per candidate pair (a kept image and a later
-    one). Attributes: ``name``, ``description``, ``version`` and ``unit`` (what ``score`` means).
+    one). Attributes: ``name``, ``description``, ``version``, ``unit`` (what ``score`` means) and
+    ``settings`` (its :class:`curate.Setting` declarations, flags of ``curate dedup``; a run uses
+    a copy of the verifier whose ``values`` holds their typed values).
     Failures: ``prepare`` may raise :class:`curate.images.UnreadableImage` (or any error): the pair
     is then kept, never removed unverified.
     """
@@ -293,6 +307,8 @@ class Verifier(ABC):
     description: str = ""
     version: str = "1"
     unit: str = "score"
+    settings: tuple = ()
+    values: Mapping = MappingProxyType({})
 
     @abstractmethod
     def prepare(self, path: Path):

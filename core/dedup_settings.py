@@ -13,6 +13,7 @@ from pathlib import Path
 from .contracts import EMBEDDING, LoadedEmbedder
 from .errors import CurateError, setting
 from .registry import get_registry
+from .settings import configured, values_for
 from .verification import DEFAULT_VERIFIER, NONE
 
 # The signals dedup uses unless told otherwise (measured with bench/quality.py: each adds what
@@ -32,20 +33,32 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class EmbedderSpec:
-    """Which model embeds the images."""
+    """Which model embeds the images. ``settings``: the run's settings (``Inputs.settings``,
+    set by :func:`curate.embed` and :func:`curate.identify_duplicates`), of which the embedder
+    gets the ones it declares."""
 
     name: str = "vit-cls"
     model: str | None = None
     weights: Path | None = None
     device: str = "auto"
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def plugin(self):
+        return get_registry().get("embedder", self.name)
+
+    @property
+    def values(self) -> dict:
+        """The typed values of the embedder's declared settings."""
+        return values_for(self.plugin, self.settings)
 
     def load(self) -> LoadedEmbedder:
         weights = str(self.weights) if self.weights else None
-        return get_registry().get("embedder", self.name).load(self.model, weights, self.device)
+        return self.plugin.load(self.model, weights, self.device, **self.values)
 
     def for_workers(self) -> dict:
         """What a Ray actor needs to load the same model (absolute paths: it runs elsewhere)."""
-        return {"embedder": self.name, "model": self.model, "device": self.device,
+        return {"embedder": self.name, "model": self.model, "device": self.device, "settings": self.values,
                 "weights": str(Path(self.weights).absolute()) if self.weights else None}
 
 
@@ -71,19 +84,35 @@ class SearchSettings:
     """How duplicates are decided: the embedding's thresholds (the output is filtered at the
     first; None: the embedder's own default), the other signals (``NAME`` or ``NAME=VALUE`` in
     the signal's unit, in the order their matches are recorded; ``embedding`` marks the
-    embedding's place), scope and index."""
+    embedding's place), scope and index. ``settings``: the run's settings (``Inputs.settings``,
+    set by :func:`curate.identify_duplicates`), of which the index, the signals and the verifier
+    get the ones they declare."""
 
     thresholds: tuple | None = None
     scope: str = "source"
     index: str = "auto"
-    index_options: dict = field(default_factory=dict)
     signals: tuple = DEFAULT_SIGNALS
     verify: str = DEFAULT_VERIFIER       # the verifier that confirms each removal; "none": the signals decide
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def index_kind(self):
+        return get_registry().get("index", self.index)
+
+    @property
+    def index_options(self) -> dict:
+        """The typed values of the index's declared settings (hnsw: hnsw_m, ...)."""
+        return values_for(self.index_kind, self.settings)
 
     @property
     def verifier(self):
-        """The verifier plugin, or None with ``verify="none"``."""
-        return None if self.verify == NONE else get_registry().get("verifier", self.verify)
+        """The verifier plugin (configured with its settings), or None with ``verify="none"``."""
+        return None if self.verify == NONE else configured(get_registry().get("verifier", self.verify), self.settings)
+
+    def components(self) -> list[tuple[str, object]]:
+        """The index, signals and verifier these settings use, as ``(kind, plugin)`` pairs."""
+        found = [("index", self.index_kind)] + [("signal", plugin) for _, plugin, _ in self.resolved_signals() if plugin]
+        return found + ([("verifier", self.verifier)] if self.verifier is not None else [])
 
     @property
     def intent(self) -> str:
@@ -131,7 +160,7 @@ class SearchSettings:
             if name == EMBEDDING:
                 out.append((name, None, None))
                 continue
-            signal = registry.get("signal", name)
+            signal = configured(registry.get("signal", name), self.settings)
             try:
                 wanted = float(value) if sep else signal.default
             except ValueError:

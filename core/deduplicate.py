@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from .engine import Inputs, RejectSink, Report, Run, default_writer
 from .errors import CurateError, setting
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
-from .registry import get_registry
+from .settings import refuse_unknown
 from .sample import source_of
 from .similarity import Channel, kept_curve, nearest_neighbours, walk
 from .verification import NONE, Looked, PairVerifier
@@ -160,18 +161,25 @@ def decodes_on_device(settings: EmbedSettings, model: LoadedEmbedder, signals) -
 def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings = None, *,
           on_error: str = "fail", model: LoadedEmbedder | None = None, signals: list | None = None) -> Embeddings:
     """Embed every unique image of ``inputs`` (relative to ``inputs.image_root``) into the cache,
-    with the fingerprints of ``signals`` (Signal plugins; None: dedup's default ones).
+    with the fingerprints of ``signals`` (Signal plugins; None: dedup's default ones). The
+    embedder's and the signals' settings are taken from ``inputs.settings``.
 
     >>> found = curate.embed(curate.Inputs(["mix.json"], image_root="data"), curate.EmbedderSpec("timm-pool"),
     ...                      curate.EmbedSettings(cache_dir=Path("cache")))
     >>> found.result.vectors.shape
     """
-    embedder = embedder or EmbedderSpec()
-    settings = settings or EmbedSettings()
+    embedder = dataclasses.replace(embedder or EmbedderSpec(), settings=dict(inputs.settings))
+    if signals is None:                  # dedup's default signals, so that the cache serves a later dedup
+        signals = [plugin for _, plugin, _ in SearchSettings(settings=dict(inputs.settings)).resolved_signals() if plugin]
+    refuse_unknown(inputs.settings, [*(("reader", reader) for reader in inputs.readers), ("embedder", embedder.plugin),
+                                     *(("signal", signal) for signal in signals)])
+    return _embed(inputs, embedder, settings or EmbedSettings(), on_error, model, signals)
+
+
+def _embed(inputs: Inputs, embedder: EmbedderSpec, settings: EmbedSettings, on_error: str,
+           model: LoadedEmbedder | None, signals: list) -> Embeddings:
     image_root = check_image_root(inputs.image_root)
     model = model or embedder.load()     # fails on weights before any work
-    if signals is None:                  # dedup's default signals, so that the cache serves a later dedup
-        signals = [plugin for _, plugin, _ in SearchSettings().resolved_signals() if plugin]
     started = time.monotonic()
     images = scan(inputs, on_error=on_error, show_progress=settings.show_progress)
     scanned = time.monotonic()
@@ -314,8 +322,8 @@ class Neighbourhood:
 def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool):
     """The keep/remove walk per group and threshold over every signal (each removal confirmed by
     the verifier), then each image's neighbourhood in the embedding (for the report)."""
-    index_kind = get_registry().get("index", search.index)
-    options = dict(search.index_options)
+    index_kind = search.index_kind
+    options = search.index_options
     vectors, ok = found.result.vectors, found.result.ok
     verifier = search.verifier
     pairs = PairVerifier(verifier, found.images.paths, found.image_root) if verifier else None
@@ -359,22 +367,32 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
 def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: SearchSettings = None,
                         settings: EmbedSettings = None, *, on_error: str = "fail",
                         model: LoadedEmbedder | None = None) -> Duplicates:
-    """Scan, embed and decide: which images of ``inputs`` duplicate an earlier kept one."""
-    search = search or SearchSettings()
+    """Scan, embed and decide: which images of ``inputs`` duplicate an earlier kept one. The
+    embedder, index, signals and verifier get their settings from ``inputs.settings``."""
+    embedder, search = for_run(inputs, embedder, search)
     settings = settings or EmbedSettings()
-    get_registry().get("index", search.index)            # unknown names fail before any work
-    search.verifier                                       # so do unknown verifiers
+    search.index_options, search.verifier                # unknown names and bad settings fail before any work
     signals = search.resolved_signals()
-    embedder = embedder or EmbedderSpec()
     model = model or embedder.load()
     search = search.with_model_default(model)
-    found = embed(inputs, embedder, settings, on_error=on_error, model=model,
-                  signals=[plugin for _, plugin, _ in signals if plugin])
+    found = _embed(inputs, embedder, settings, on_error, model, [plugin for _, plugin, _ in signals if plugin])
     started = time.monotonic()
     groups = scope_groups(found.images, found.result.ok, search.scope)
     results, neighbourhood = decide(found, groups, search, signals, settings.show_progress)
     seconds = dict(found.seconds, search=time.monotonic() - started)
     return Duplicates(found, search, results, neighbourhood, seconds, signals)
+
+
+def for_run(inputs: Inputs, embedder: EmbedderSpec | None, search: SearchSettings | None):
+    """``embedder`` and ``search`` (defaults for None) with the run's settings."""
+    given = dict(inputs.settings)
+    return (dataclasses.replace(embedder or EmbedderSpec(), settings=given),
+            dataclasses.replace(search or SearchSettings(), settings=given))
+
+
+def dedup_components(embedder: EmbedderSpec, search: SearchSettings) -> list[tuple[str, object]]:
+    """The plugins of an identify step besides the readers, as ``(kind, plugin)`` pairs."""
+    return [("embedder", embedder.plugin), *search.components()]
 
 
 # --- step 2: apply: curate.decisions.DecisionFilter --------------------------------------------------
@@ -405,10 +423,12 @@ def identify_to_file(inputs: Inputs, output, *, embedder: EmbedderSpec = None, s
                      settings: EmbedSettings = None, on_error: str = "fail", overwrite: bool = False) -> Decisions:
     """Identify near-duplicates and write only the decisions, to ``output`` (``curate dedup
     --decisions-only``); ``curate apply`` filters any export of the inputs with them later."""
+    embedder, search = for_run(inputs, embedder, search)
+    refuse_unknown(inputs.settings, [*(("reader", reader) for reader in inputs.readers),
+                                     *dedup_components(embedder, search)])
     with Outputs(inputs.sources, overwrite=overwrite) as outputs:
         path = outputs.claim(Path(output), "decisions file")
-        duplicates = identify_duplicates(inputs, embedder or EmbedderSpec(), search or SearchSettings(),
-                                         settings or EmbedSettings(), on_error=on_error)
+        duplicates = identify_duplicates(inputs, embedder, search, settings or EmbedSettings(), on_error=on_error)
         decisions = duplicates.decisions
         decisions.write(outputs.open(path))
     return decisions
@@ -421,13 +441,14 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
     """Identify near-duplicates, write the rest of ``inputs`` to ``output`` in input order, and
     report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all."""
     from .report import ReportFiles, write_reports
-    embedder, search = embedder or EmbedderSpec(), search or SearchSettings()
+    embedder, search = for_run(inputs, embedder, search)
     settings, report = settings or EmbedSettings(), report or ReportSettings()
     output = Path(output)
     run_started = time.monotonic()
     with Outputs(inputs.sources, overwrite=overwrite) as outputs:
         run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
-                  boxes=boxes, ids=ids, show_progress=settings.show_progress, title="write")
+                  boxes=boxes, ids=ids, show_progress=settings.show_progress, title="write",
+                  components=dedup_components(embedder, search))
         files = ReportFiles.claim(outputs, Path(report.folder) if report.folder else
                                   output.with_name(output.name + ".report"))
         decisions_path = outputs.claim(files.folder / "decisions.jsonl", "decisions file", overwrite=True)

@@ -33,7 +33,7 @@ from .jsonstream import dumps, read_head
 from .progress import ProgressBar
 from .registry import describe, get_registry, plugin_call
 from .sample import Rejected, Sample
-from .settings import declared, resolve
+from .settings import declared, refuse_unknown, resolve
 from .stages import (ID_MODES, ApplyIds, CheckDuplicateIds, ConvertBoxes, Filter, Item, Stage,  # noqa: F401
                      StageContext, id_problem)
 
@@ -125,7 +125,7 @@ class Inputs:
     image_root: Path | None = None
     image_prefix: str | None = None
     seed: int = 0
-    settings: dict = field(default_factory=dict)    # setting name -> value (typed, or a string from -O)
+    settings: dict = field(default_factory=dict)    # every component's settings: name -> value (typed, or a string from -O)
 
     def __post_init__(self):
         paths = [self.paths] if isinstance(self.paths, (str, Path)) else list(self.paths)
@@ -137,7 +137,7 @@ class Inputs:
         self.paths = [readable_copy(path) for path in self.sources]
         self.image_root = Path(self.image_root) if self.image_root is not None else None
         self.readers = [resolve_reader(self.reader, path) for path in self.paths]
-        self.reader_settings = resolve(self.settings, declared(self.readers), strict=False)
+        self.reader_settings = resolve(self.settings, declared(self.readers))
         self.notes: list[str] = []
 
     @property
@@ -246,15 +246,17 @@ def default_rejects_path(output: Path) -> Path:
 class Run:
     """One pass of ``inputs`` through stages into ``writer``, as part of ``outputs``.
 
-    The constructor claims the output, the rejects file and the writer's sidecars (so a bad
-    path fails before any slow work); :meth:`execute` composes reader -> stages -> writer and
+    The constructor claims the output, the rejects file and the writer's sidecars and checks
+    the settings given against every component of the run (``components``: ``(kind,
+    component)`` pairs besides the readers and the writer, such as dedup's embedder or the
+    filters), so a bad path or a misspelt setting fails before any slow work; :meth:`execute` composes reader -> stages -> writer and
     returns the :class:`Report`, the sum of the stages' tallies. The files appear when
     ``outputs`` commits.
     """
 
     def __init__(self, inputs: Inputs, output, writer: str, outputs: Outputs, *, on_error: str = "fail",
                  rejects=None, boxes: str | None = None, ids: str = "keep", show_progress: bool = False,
-                 title: str | None = None):
+                 title: str | None = None, components=()):
         self.inputs = inputs
         self.outputs = outputs
         self.writer = resolve_writer(writer)
@@ -265,7 +267,8 @@ class Run:
         self.sink = RejectSink(on_error, lambda: outputs.open(self.rejects_path))
         self.writer_options = inputs.options_for_pass()
         self.writer_options.path = self.output
-        self.writer_options.settings = resolve(inputs.settings, declared([*inputs.readers, self.writer]), strict=True)
+        refuse_unknown(inputs.settings, [*(("reader", r) for r in inputs.readers), ("writer", self.writer), *components])
+        self.writer_options.settings = resolve(inputs.settings, declared([*inputs.readers, self.writer]))
         self._check_suffix()
         with plugin_call("writer", self.writer):
             target = self.writer.box_style_for(self.writer_options)

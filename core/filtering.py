@@ -5,12 +5,14 @@ between the reader and the writer, their removals in one exclusion file."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 from .atomic import Outputs
 from .engine import Inputs, Report, Run, default_writer
 from .errors import CurateError, setting
 from .filter_report import CountSources, FilterReportFiles, write_reports
 from .registry import get_registry, plugin_call
+from .settings import values_for
 from .stages import Filter
 
 
@@ -30,9 +32,10 @@ def default_filters(registry) -> list[str]:
     return [name for _, name in sorted(found)]
 
 
-def filter_stages(specs: list[tuple[str, str | None]]) -> list[Filter]:
+def filter_stages(specs: list[tuple[str, str | None]], given: dict | None = None) -> list[Filter]:
     """A fresh, configured stage for each ``(name, value)``, in the order given; no specs: the
-    default filters (:func:`default_filters`)."""
+    default filters (:func:`default_filters`). Each takes its settings from ``given`` (the run's
+    settings, ``Inputs.settings``), then ``value`` as its primary one."""
     registry = get_registry()
     if not specs:
         specs = [(name, None) for name in default_filters(registry)]
@@ -45,6 +48,7 @@ def filter_stages(specs: list[tuple[str, str | None]]) -> list[Filter]:
         registered = registry.get("filter", name)
         with plugin_call("filter", registered):
             stage = type(registered)()
+            stage.values = MappingProxyType(values_for(stage, given or {}))
             if value is not None:
                 stage.configure(value)
                 stage.setting = value
@@ -61,7 +65,8 @@ def run_filters(inputs: Inputs, output, filters: list[Filter], *, to: str | None
     output = Path(output)
     with Outputs([*inputs.sources, *extra_sources], overwrite=overwrite) as outputs:
         run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
-                  boxes=boxes, ids=ids, show_progress=show_progress, title="filter")
+                  boxes=boxes, ids=ids, show_progress=show_progress, title="filter",
+                  components=[("filter", stage) for stage in filters])
         removed_path = outputs.claim(Path(removed) if removed else output.with_name(output.name + ".removed.jsonl"),
                                      "removed list", overwrite=True)
         for stage in filters:

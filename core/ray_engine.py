@@ -46,9 +46,9 @@ def _decode(batch: dict, model, signals) -> dict:
 class _EmbedActor:
     """Holds the model; loads it once per actor through the same plugin registry."""
 
-    def __init__(self, embedder: str, model: str | None, weights: str | None, device: str):
+    def __init__(self, embedder: str, model: str | None, weights: str | None, device: str, settings: dict):
         from .registry import get_registry
-        self.model = get_registry().get("embedder", embedder).load(model, weights, device)
+        self.model = get_registry().get("embedder", embedder).load(model, weights, device, **settings)
 
     def __call__(self, batch: dict) -> dict:
         ok = batch["ok"].astype(bool)
@@ -139,7 +139,7 @@ def _raise_plugin_error(error: BaseException) -> None:
 def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, workers=2, progress=None,
                     errors=None, address: str | None = None, signals: SignalSet | None = None) -> EmbedResult:
     """Like :func:`curate.embedding.embed_files`, on a Ray cluster. ``spec``: how actors load the
-    model (embedder, model, weights, device); ``model`` is the driver's copy, for its preprocessing."""
+    model (embedder, model, weights, device, settings); ``model`` is the driver's copy, for its preprocessing."""
     started = time.monotonic()
     signals = signals or SignalSet()
     result, keys, todo = cached_or_todo(paths, model, cache, progress, errors, signals)

@@ -1,11 +1,16 @@
-"""Typed settings of readers and writers: one declaration each.
+"""Typed settings of every component (reader, writer, embedder, index, signal, verifier,
+filter): one declaration each.
 
 A component lists its :class:`Setting` declarations (name, type, default, help, allowed values); from that
 one declaration the command line makes its flag (``svit_task`` -> ``--svit-task``, shown on every
 command that uses the component), ``-O svit_task=referring`` and the Python API
-(``settings={"svit_task": "referring"}``) are parsed and checked the same way, and the
-component reads the typed value with ``options.setting("svit_task")`` (the default when not
-given). Two packages declaring one setting name is refused when the second registers.
+(``settings={"svit_task": "referring"}``, ``Inputs(settings=...)``) are parsed and checked the
+same way, and a setting no component of the run declares is refused. The component gets the
+typed values (defaults filled in) where it works: a reader or writer from
+``options.setting("svit_task")``, an embedder as keywords of ``load()``, an index as keywords
+of ``new()``, a signal, verifier or filter in ``self.values`` (a filter's first setting is also
+the VALUE of ``--filter NAME=VALUE``). Two packages declaring one setting name is refused when
+the second registers, naming both.
 
 Messages name settings through :func:`curate.errors.setting`, so that the command line shows
 ``--svit-task`` and the Python API ``svit_task``.
@@ -13,8 +18,10 @@ Messages name settings through :func:`curate.errors.setting`, so that the comman
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from .errors import CurateError, setting
 
@@ -24,6 +31,10 @@ RESERVED = frozenset({"image_root", "image_prefix", "seed", "option", "options",
                       "rejects", "boxes", "ids", "quiet", "from_format", "to_format", "removed", "filter", "filters",
                       "threshold", "signals", "verify", "scope", "index", "embedder", "model", "weights", "cache",
                       "device", "decode", "engine", "workers", "batch_size", "report", "help"})
+
+
+class SettingError(CurateError):
+    """A value a setting does not take."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +69,24 @@ class Setting:
             raise self.error(f"must be one of {', '.join(self.choices)}, not {value!r}")
         low, high = self.minimum, self.maximum
         if (low is not None and value < low) or (high is not None and value > high):
-            raise self.error(f"must lie in {_number(low)}..{_number(high)}, not {_number(value)}")
+            bounds = (f"lie in {_number(low)}..{_number(high)}" if low is not None and high is not None else
+                      f"be at least {_number(low)}" if low is not None else f"be at most {_number(high)}")
+            raise self.error(f"must {bounds}, not {_number(value)}")
         return value
 
-    def error(self, reason: str) -> CurateError:
-        return CurateError(f"{setting(self.name)}: {reason}")
+    def error(self, reason: str) -> "SettingError":
+        return SettingError(f"{setting(self.name)}: {reason}")
+
+    def describe(self) -> str:
+        """What a value must be, in words: ``a whole number of at least 1``, ``one of a, b``."""
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if self.type in (int, float):
+            low, high = self.minimum, self.maximum
+            bounds = (f" from {low} to {high}" if low is not None and high is not None else
+                      f" of at least {low}" if low is not None else f" of at most {high}" if high is not None else "")
+            return ("a whole number" if self.type is int else "a number") + bounds
+        return {bool: "true or false", Path: "a path", str: "text"}[self.type]
 
     def _typed(self, value):
         kind = self.type
@@ -109,12 +133,33 @@ def declared(components) -> dict[str, Setting]:
     return found
 
 
-def resolve(given: dict, settings: dict[str, Setting], *, strict: bool) -> dict:
-    """The values of ``settings`` (parsed, defaults filled) from ``given`` (names -> values).
-    With ``strict``, a name no setting declares is an error naming the ones there are."""
-    values = {name: one.parse(given.get(name)) for name, one in settings.items()}
-    unknown = sorted(set(given) - set(settings))
-    if strict and unknown:
-        known = ", ".join(sorted(settings)) or "none"
-        raise CurateError(f"no reader or writer of this run takes the setting {unknown[0]!r} (theirs: {known})")
-    return values
+def resolve(given: dict, settings: dict[str, Setting]) -> dict:
+    """The values of ``settings`` (parsed, defaults filled) from ``given`` (names -> values)."""
+    return {name: one.parse(given.get(name)) for name, one in settings.items()}
+
+
+def values_for(component, given: dict) -> dict:
+    """The typed values of the settings ``component`` declares, from ``given``."""
+    return resolve(given, declared([component]))
+
+
+def configured(component, given: dict):
+    """``component`` (a signal, verifier or filter) for one run: a copy whose ``values`` holds
+    the typed values of its declared settings from ``given``; itself when it declares none."""
+    if not component.settings:
+        return component
+    one = copy.copy(component)
+    one.values = MappingProxyType(values_for(component, given))
+    return one
+
+
+def refuse_unknown(given: dict, components) -> None:
+    """A name in ``given`` that none of ``components`` (``(kind, component)`` pairs: every
+    component of one run) declares is an error naming the settings they do take."""
+    known = declared(component for _, component in components)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        kinds = list(dict.fromkeys(kind for kind, _ in components))
+        who = " or ".join(kinds) if len(kinds) < 3 else ", ".join(kinds[:-1]) + " or " + kinds[-1]
+        raise CurateError(f"no {who} of this run takes the setting {unknown[0]!r} "
+                          f"(theirs: {', '.join(sorted(known)) or 'none'})")

@@ -15,6 +15,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from .boxes import BoxRewriter
@@ -23,6 +24,7 @@ from .jsonstream import dumps
 from .progress import shown
 from .records import json_type
 from .sample import Sample
+from .settings import SettingError, values_for
 
 if TYPE_CHECKING:
     from .contracts import Reader
@@ -168,28 +170,40 @@ class Filter(Stage, ABC):
     """A stage that drops some items, each with a reason: the contract of a filter plugin
     (``register_filters``), and of dedup's. ``decide(item)`` returns None to keep the item, a
     dict to remove it (why: it becomes the item's line in the exclusion file), or a RecordError
-    to set it aside as a reject. A filter that takes a setting (``--filter NAME=VALUE``) parses
-    it in :meth:`configure`. ``curate filter`` makes a fresh instance of the registered class
-    for each run. ``default``: runs when ``curate filter`` is given no ``--filter`` (in
-    ``order``, lowest first)."""
+    to set it aside as a reject. ``curate filter`` makes a fresh instance of the registered class
+    for each run.
+
+    ``settings``: its :class:`curate.Setting` declarations (flags of ``curate filter``, ``-O
+    NAME=VALUE``); their typed values are in ``self.values``. The first is the filter's primary
+    setting: ``--filter NAME=VALUE`` sets it (:meth:`configure`). ``default``: runs when ``curate
+    filter`` is given no ``--filter`` (in ``order``, lowest first)."""
 
     name = "filter"
     description = ""
     default = False
     order = 100
-    setting: str | None = None          # the VALUE of ``--filter NAME=VALUE``, None for the default
+    settings: tuple = ()
+    setting: str | None = None          # the VALUE of ``--filter NAME=VALUE`` as given, for the report
     EXAMPLES = 8                        # removals kept whole for the filter report (the first ones)
 
     def __init__(self, exclusions: Path | None = None):
         super().__init__()
         self.exclusions = exclusions
+        self.values = MappingProxyType(values_for(self, {}))
         self.removed_by_source: Counter = Counter()
         self.examples: list[dict] = []
 
     def configure(self, value: str) -> None:
-        """Take the setting given as ``--filter NAME=VALUE``; raise CurateError when it is not
-        one this filter understands."""
-        raise CurateError(f"filter {self.name!r} takes no value (given {value!r})")
+        """Take ``--filter NAME=VALUE``: VALUE is the primary setting's (the first declared)."""
+        if not self.settings:
+            raise CurateError(f"filter {self.name!r} takes no value (given {value!r})")
+        primary = self.settings[0]
+        try:
+            typed = primary.parse(value)
+        except SettingError:
+            raise CurateError(f"filter {self.name!r}: {value!r} is not {primary.describe()} "
+                              f"({self.name}={primary.default})") from None
+        self.values = MappingProxyType({**self.values, primary.name: typed})
 
     @abstractmethod
     def decide(self, item: Item):

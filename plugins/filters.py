@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import cached_property
+from types import MappingProxyType
 
 import curate
 from curate.errors import CurateError
@@ -34,19 +35,6 @@ class CountedFilter(curate.Filter):
         if self.tally.removed:
             sources = ", ".join(f"{name} {count:,}" for name, count in self.removed_by_source.most_common())
             self.tally.notes.append(f"{self.name}: removed {self.tally.removed:,} samples ({sources})")
-
-
-def _number(filter_name: str, value: str, kind=float, low=None, high=None, example: str = ""):
-    """``value`` as a number within [low, high], or a one-line error naming the filter."""
-    try:
-        number = kind(value)
-    except ValueError:
-        number = None
-    if number is None or number != number or (low is not None and number < low) or (high is not None and number > high):
-        bounds = f" from {low} to {high}" if high is not None else f" of at least {low}" if low is not None else ""
-        raise CurateError(f"filter {filter_name!r}: {value!r} is not a {kind.__name__ == 'int' and 'whole ' or ''}"
-                          f"number{bounds} ({filter_name}={example})")
-    return number
 
 
 # --- image filters --------------------------------------------------------------------------
@@ -77,17 +65,22 @@ class ImageFilter(CountedFilter):
         raise NotImplementedError
 
 
+def threshold_setting(filter_name: str, kind, default, low=None, high=None, unit: str = "") -> tuple[curate.Setting]:
+    """The settings of a threshold filter: its threshold, ``NAME_threshold`` (``--filter NAME=VALUE``)."""
+    return (curate.Setting(filter_name.replace("-", "_") + "_threshold", kind, default, minimum=low, maximum=high,
+                           help=f"{filter_name} filter: its threshold{unit} (as --filter {filter_name}=N)."),)
+
+
 class ThresholdFilter(ImageFilter):
-    """An image filter that compares one measure with a threshold (``NAME=VALUE`` sets it)."""
+    """An image filter that compares one measure with a threshold (its one setting)."""
 
     measure = ""
-    threshold = 0.0
     below = True            # True: a value under the threshold removes; False: over it
-    low, high, example = 0.0, None, ""
     unit = ""
 
-    def configure(self, value):
-        self.threshold = _number(self.name, value, float, self.low, self.high, self.example)
+    @property
+    def threshold(self):
+        return self.values[self.settings[0].name]
 
     @cached_property
     def near(self) -> NearThreshold:
@@ -138,10 +131,8 @@ class TooSmall(ThresholdFilter):
     name = "too-small"
     description = "drop samples whose image has a side under N pixels (too-small=N, default 32)"
     default, order = True, 12
-    measure, threshold, low, example, unit = "shorter side", 32, 1, "32", " px"
-
-    def configure(self, value):
-        self.threshold = _number(self.name, value, int, 1, None, self.example)
+    measure, unit = "shorter side", " px"
+    settings = threshold_setting("too-small", int, 32, low=1, unit=" in pixels")
 
     def value(self, seen):
         return min(seen.size)
@@ -152,7 +143,8 @@ class OddAspect(ThresholdFilter):
     description = ("drop samples whose image's long side is over N times its short side (odd-aspect=N, "
                    "default 200: Qwen2-VL's smart_resize refuses such images)")
     default, order = True, 13
-    measure, threshold, low, example, below = "aspect ratio", 200.0, 1.0, "200", False
+    measure, below = "aspect ratio", False
+    settings = threshold_setting("odd-aspect", float, 200.0, low=1.0)
 
     def value(self, seen):
         return max(seen.size) / min(seen.size)
@@ -163,7 +155,8 @@ class Flat(ThresholdFilter):
     description = ("drop samples whose image is one flat colour or nearly: every channel's standard deviation "
                    "under N grey levels (flat=N, default 3). Not a default: its conversation may still teach")
     order = 14
-    measure, threshold, high, example = "spread", 3.0, 255.0, "3"
+    measure = "spread"
+    settings = threshold_setting("flat", float, 3.0, low=0.0, high=255.0, unit=" in grey levels")
 
     def value(self, seen):
         return seen.spread
@@ -173,7 +166,8 @@ class Blurry(ThresholdFilter):
     name = "blurry"
     description = ("drop samples whose image is blurred at 384 px: Crete-Roffet blur over N "
                    "(blurry=N from 0 to 1, default 0.55)")
-    measure, threshold, high, example, below = "blur", 0.55, 1.0, "0.55", False
+    measure, below = "blur", False
+    settings = threshold_setting("blurry", float, 0.55, low=0.0, high=1.0)
 
     def value(self, seen):
         return seen.blur
@@ -183,7 +177,8 @@ class Dark(ThresholdFilter):
     name = "dark"
     description = ("drop samples whose image is too dark: the 99th percentile of brightness under N "
                    "(dark=N from 0 to 1, default 0.17; cleanvision's score, its default 0.32)")
-    measure, threshold, high, example = "99th percentile of brightness", 0.17, 1.0, "0.17"
+    measure = "99th percentile of brightness"
+    settings = threshold_setting("dark", float, 0.17, low=0.0, high=1.0)
 
     def value(self, seen):
         return seen.brightness_percentile(99)
@@ -193,7 +188,8 @@ class Light(ThresholdFilter):
     name = "light"
     description = ("drop samples whose image is too light: the 5th percentile of brightness over N "
                    "(light=N from 0 to 1, default 0.83; cleanvision flags over 0.95)")
-    measure, threshold, high, example, below = "5th percentile of brightness", 0.83, 1.0, "0.83", False
+    measure, below = "5th percentile of brightness", False
+    settings = threshold_setting("light", float, 0.83, low=0.0, high=1.0)
 
     def value(self, seen):
         return seen.brightness_percentile(5)
@@ -203,7 +199,8 @@ class LowInfo(ThresholdFilter):
     name = "low-info"
     description = ("drop samples whose image holds little information: RGB histogram entropy under N bits "
                    "(low-info=N, default 3.5; cleanvision's 3.0)")
-    measure, threshold, high, example, unit = "entropy", 3.5, 16.0, "3.5", " bits"
+    measure, unit = "entropy", " bits"
+    settings = threshold_setting("low-info", float, 3.5, low=0.0, high=16.0, unit=" in bits")
 
     def value(self, seen):
         return seen.entropy
@@ -254,18 +251,28 @@ class TooLong(CountedFilter):
     description = ("drop samples whose conversation is over N characters (too-long=N), or N tokens of a "
                    "tokenizer (too-long=N:tiktoken/cl100k_base, too-long=N:hf/path/to/tokenizer.json)")
     order = 3
-    limit = 16_000
-    unit = "characters"
+    settings = (curate.Setting("too_long_limit", int, 16_000, minimum=1,
+                               help="too-long filter: the longest conversation kept (as --filter too-long=N)."),
+                curate.Setting("too_long_tokenizer", help="too-long filter: count the tokens of tiktoken/ENCODING "
+                                                          "or hf/FILE instead of characters (too-long=N:TOKENIZER)."))
+    count, unit = len, "characters"
 
-    def __init__(self, exclusions=None):
-        super().__init__(exclusions)
-        self.count = len
+    @property
+    def limit(self) -> int:
+        return self.values["too_long_limit"]
 
     def configure(self, value):
-        number, _, tokenizer = value.partition(":")
-        self.limit = _number(self.name, number, int, 1, None, "8000 or too-long=2048:tiktoken/cl100k_base")
+        """``N`` or ``N:TOKENIZER``."""
+        number, colon, tokenizer = value.partition(":")
+        super().configure(number)
+        if colon:
+            self.values = MappingProxyType({**self.values, "too_long_tokenizer": tokenizer})
+
+    def process(self, items, context):
+        tokenizer = self.values["too_long_tokenizer"]
         if tokenizer:
             self.count, self.unit = load_tokenizer(self.name, tokenizer), f"{tokenizer} tokens"
+        yield from super().process(items, context)
 
     def decide(self, item):
         text = "\n".join(turn.text for turn in item.sample.conversations)

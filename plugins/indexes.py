@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import curate
+from curate.settings import Setting
 from curate.similarity import IndexKind, SimilarityIndex
 
 _BLOCK = 8192
@@ -210,23 +211,33 @@ class HnswIndex(SimilarityIndex):
         return np.concatenate(rows_out), np.concatenate(ids_out), np.concatenate(sims_out)
 
 
+HNSW_SETTINGS = (
+    Setting("hnsw_m", int, 16, minimum=2, maximum=512, help="HNSW graph degree M."),
+    Setting("hnsw_ef_construction", int, 64, minimum=1, maximum=10_000,
+            help="HNSW ef_construction (build-time search width)."),
+    Setting("hnsw_ef", int, 32, minimum=1, maximum=10_000, help="HNSW ef (query-time search width)."),
+)
+
+
 class Hnsw(IndexKind):
     name = "hnsw"
-    description = "approximate nearest neighbours with hnswlib (cosine; options m, ef_construction, ef)"
+    description = "approximate nearest neighbours with hnswlib (cosine; settings hnsw_m, hnsw_ef_construction, hnsw_ef)"
+    settings = HNSW_SETTINGS
 
-    def new(self, dim, capacity, m=16, ef_construction=64, ef=32, **options):
-        return HnswIndex(dim, capacity, m=m, ef_construction=ef_construction, ef=ef)
+    def new(self, dim, capacity, hnsw_m=16, hnsw_ef_construction=64, hnsw_ef=32, **settings):
+        return HnswIndex(dim, capacity, m=hnsw_m, ef_construction=hnsw_ef_construction, ef=hnsw_ef)
 
 
 class Auto(IndexKind):
     name = "auto"
     description = (f"exact for groups up to {AUTO_EXACT_MAX:,} images ({AUTO_EXACT_MAX_GPU:,} on a GPU), "
                    "hnsw above")
+    settings = HNSW_SETTINGS            # for the groups that get an hnsw index
 
-    def new(self, dim, capacity, **options):
+    def new(self, dim, capacity, **settings):
         if capacity <= AUTO_EXACT_MAX or (capacity <= AUTO_EXACT_MAX_GPU and cuda_available()):
             return exact_index(dim, capacity)
-        return Hnsw().new(dim, capacity, **options)
+        return Hnsw().new(dim, capacity, **settings)
 
 
 @curate.hookimpl

@@ -117,8 +117,16 @@ def test_the_example_filter_plugin_is_one_file_and_curate_filter_runs_it(example
     assert summary_numbers(result.stderr) == {"input records": 4, "written": 2, "removed": 2, "rejected": 0}
     bad = run_curate("filter", data, "-o", tmp_path / "o2.json", "--image-root", tmp_path, "--filter",
                      "min-side=wide", env=env, check=1)
-    assert_one_line_error(bad, "min-side", "'wide' is not a number of pixels")
+    assert_one_line_error(bad, "min-side", "'wide' is not a whole number of at least 1")
     assert not (tmp_path / "o2.json").exists()
+    # its setting, declared once, is a flag and an -O pair too, checked the same way
+    for how in (["--min-side-pixels", "200"], ["-O", "min_side_pixels=200"]):
+        again = tmp_path / f"again{how[0]}.json"
+        run_curate("filter", data, "-o", again, "--image-root", tmp_path, "--filter", "min-side", *how, env=env)
+        assert [r["image"] for r in load_json(again)] == ["big.jpg", "missing.jpg"]
+    zero = run_curate("filter", data, "-o", tmp_path / "o3.json", "--image-root", tmp_path, "--filter", "min-side",
+                      "-O", "min_side_pixels=0", env=env, check=1)
+    assert_one_line_error(zero, "--min-side-pixels: must be at least 1, not 0")
 
 
 def test_curate_filter_without_a_filter_or_with_an_unknown_one_is_a_clean_error(tmp_path):
