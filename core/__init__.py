@@ -9,7 +9,10 @@
 
 Plugins implement the contracts exported here (:class:`Reader`, :class:`Writer`,
 :class:`Embedder` and its :class:`LoadedEmbedder`, :class:`IndexKind` and its
-:class:`SimilarityIndex`, :class:`Signal`, :class:`Verifier`) and register them with ``@curate.hookimpl`` hooks.
+:class:`SimilarityIndex`, :class:`Signal`, :class:`Verifier`, :class:`Filter`, a :class:`Stage`),
+declare their options with :class:`Setting` and register them with ``@curate.hookimpl`` hooks;
+everything a plugin needs (:class:`Sample`, :class:`RecordError`, :class:`UnreadableImage`,
+:class:`WholeImage`, :class:`BoxStyle`, ...) is importable from here.
 
 Names are imported on first use, so ``import curate`` (and the command line's start-up)
 stays cheap until something is needed.
@@ -21,7 +24,10 @@ _EXPORTS = {
     "hookspecs": ["hookimpl"],
     "sample": ["Sample", "Turn", "source_of"],
     "errors": ["CurateError", "RecordError", "setting"],
-    "settings": ["Setting"],
+    "settings": ["Setting", "SettingError"],
+    "images": ["UnreadableImage"],
+    "preprocess": ["WholeImage"],
+    "boxes": ["BoxStyle"],
     "contracts": ["Embedder", "IndexKind", "LoadedEmbedder", "Options", "Reader", "SimilarityIndex", "Writer",
                   "Sidecar", "Signal", "Verdict", "Verifier", "head_has_keys", "samples_from_json"],
     "engine": ["Inputs", "Report"],

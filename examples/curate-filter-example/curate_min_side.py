@@ -12,7 +12,6 @@ curate's safety rules).
 """
 
 import curate
-from curate.images import UnreadableImage
 
 
 class MinSide(curate.Filter):
@@ -26,7 +25,7 @@ class MinSide(curate.Filter):
         for image in item.sample.images:
             try:
                 width, height = self.context.images.size(image)
-            except UnreadableImage:
+            except curate.UnreadableImage:
                 continue                  # not this filter's question: the image's size is
             if min(width, height) < minimum:
                 return {"reason": f"{width}x{height} pixels: a side under {minimum}"}
