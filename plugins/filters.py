@@ -47,7 +47,7 @@ class ImageFilter(CountedFilter):
 
     def process(self, items, context):
         if getattr(context.images, "root", None) is None:
-            raise CurateError(f"filter {self.name!r} reads images: give --image-root")
+            raise CurateError(f"filter {self.name!r} reads images: give {curate.setting('image_root')}")
         yield from super().process(items, context)
 
     def decide(self, item):
