@@ -15,7 +15,7 @@ from .boxes import CONVENTIONS
 from .engine import ID_MODES, ON_ERROR, Inputs
 from .dedup_settings import DEFAULT_SIGNALS
 from .interrupts import exit_interrupted, install_signal_handlers, interruption_of
-from .errors import CurateError, as_flags
+from .errors import CurateError, as_flags, setting
 from .jsonstream import dumps
 from .registry import KINDS, get_registry, register_commands
 from .progress import plain, safe, stderr_console
@@ -337,11 +337,15 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
                    "of the inputs with them later; a full run also writes them, as decisions.jsonl in its report.")
 @click.option("--drop-unreadable", is_flag=True,
               help="Set samples with a missing or unreadable image aside as rejects (default: keep them).")
+@click.option("--filter", "filters", multiple=True, metavar="NAME[=VALUE]",
+              help="Also run a filter, as `curate filter --filter` does (repeat for several; none by default): "
+                   "before the duplicate filter, its removals with its reason in removed.jsonl. Image filters "
+                   "measure the image decoded for the embedder, not a second decode.")
 @output_options
 def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, thresholds,
-          signals, verify, scope, report_dir, sample_every, decisions_only, drop_unreadable, on_error, rejects,
-          overwrite, boxes, ids, **format_options):
+          signals, verify, scope, report_dir, sample_every, decisions_only, drop_unreadable, filters, on_error,
+          rejects, overwrite, boxes, ids, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
     Each unique image is decoded once, embedded and hashed (--signals); within each scope
@@ -359,7 +363,12 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
           -t 0.9 -t 0.8 -t 0.7 --report report/
     """
     from .deduplicate import EmbedderSpec, ReportSettings, SearchSettings, dedup as run_dedup, identify_to_file
+    from .filtering import filter_stages, parse_filter
     _warn_plugin_problems()
+    if filters and decisions_only:
+        raise CurateError(f"{setting('filter')} filters the written dataset; {setting('decisions_only')} writes none "
+                          f"(run `curate filter` on what `curate apply` writes)")
+    stages = filter_stages([parse_filter(text) for text in filters]) if filters else []
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     identify = dict(embedder=EmbedderSpec(embedder, model, weights, device),
                     search=SearchSettings(thresholds, scope, index, parse_signals(signals), verify),
@@ -373,7 +382,8 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
                              f"({plain(decisions.header['intent'])}); wrote {plain(output)}", highlight=False, markup=False)
         return
     result = run_dedup(source, output, to=to_format, report=ReportSettings(report_dir, sample_every),
-                       drop_unreadable=drop_unreadable, rejects=rejects, boxes=boxes, ids=ids, **identify)
+                       drop_unreadable=drop_unreadable, rejects=rejects, boxes=boxes, ids=ids, filters=stages,
+                       **identify)
     if not quiet:
         print_dedup_summary(result)
 

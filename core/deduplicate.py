@@ -110,9 +110,10 @@ class Embeddings:
 
 
 def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, settings: EmbedSettings,
-                 spec: EmbedderSpec, signals: list = ()) -> EmbedResult:
+                 spec: EmbedderSpec, signals: list = (), observers: list = ()) -> EmbedResult:
     """Embed the unique images, and compute each signal's fingerprint, through the caches;
-    unreadable ones become failures with reasons."""
+    unreadable ones become failures with reasons. ``observers`` see each image decoded here
+    (not those the caches had; Ray's workers do not run them)."""
     paths, errors = [], {}
     locator = ImageLocator(image_root)
     for i, relative in enumerate(images.paths):
@@ -123,7 +124,7 @@ def embed_images(images: ImageTable, image_root: Path, model: LoadedEmbedder, se
             errors[i] = str(e)
     on_device = decodes_on_device(settings, model, signals)
     with contextlib.ExitStack() as stack:
-        cache, signal_set = None, SignalSet(list(signals))
+        cache, signal_set = None, SignalSet(list(signals), observers=list(observers))
         if settings.cache_dir is not None:
             cache = stack.enter_context(EmbeddingCache(settings.cache_dir, CacheIdentity.of_model(model, on_device)))
             signal_set.caches = [stack.enter_context(EmbeddingCache(settings.cache_dir, CacheIdentity.of_signal(signal)))
@@ -159,7 +160,8 @@ def decodes_on_device(settings: EmbedSettings, model: LoadedEmbedder, signals) -
 
 
 def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings = None, *,
-          on_error: str = "fail", model: LoadedEmbedder | None = None, signals: list | None = None) -> Embeddings:
+          on_error: str = "fail", model: LoadedEmbedder | None = None, signals: list | None = None,
+          observers: list = ()) -> Embeddings:
     """Embed every unique image of ``inputs`` (relative to ``inputs.image_root``) into the cache,
     with the fingerprints of ``signals`` (Signal plugins; None: dedup's default ones). The
     embedder's and the signals' settings are taken from ``inputs.settings``.
@@ -173,17 +175,17 @@ def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings
         signals = [plugin for _, plugin, _ in SearchSettings(settings=dict(inputs.settings)).resolved_signals() if plugin]
     refuse_unknown(inputs.settings, [*(("reader", reader) for reader in inputs.readers), ("embedder", embedder.plugin),
                                      *(("signal", signal) for signal in signals)])
-    return _embed(inputs, embedder, settings or EmbedSettings(), on_error, model, signals)
+    return _embed(inputs, embedder, settings or EmbedSettings(), on_error, model, signals, observers)
 
 
 def _embed(inputs: Inputs, embedder: EmbedderSpec, settings: EmbedSettings, on_error: str,
-           model: LoadedEmbedder | None, signals: list) -> Embeddings:
+           model: LoadedEmbedder | None, signals: list, observers=()) -> Embeddings:
     image_root = check_image_root(inputs.image_root)
     model = model or embedder.load()     # fails on weights before any work
     started = time.monotonic()
     images = scan(inputs, on_error=on_error, show_progress=settings.show_progress)
     scanned = time.monotonic()
-    result = embed_images(images, image_root, model, settings, embedder, signals)
+    result = embed_images(images, image_root, model, settings, embedder, signals, observers)
     return Embeddings(images, result, model, image_root,
                       {"scan": scanned - started, "embed": time.monotonic() - scanned})
 
@@ -366,16 +368,18 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
 
 def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: SearchSettings = None,
                         settings: EmbedSettings = None, *, on_error: str = "fail",
-                        model: LoadedEmbedder | None = None) -> Duplicates:
+                        model: LoadedEmbedder | None = None, observers: list = ()) -> Duplicates:
     """Scan, embed and decide: which images of ``inputs`` duplicate an earlier kept one. The
-    embedder, index, signals and verifier get their settings from ``inputs.settings``."""
+    embedder, index, signals and verifier get their settings from ``inputs.settings``
+    (``observers``: see :func:`embed_images`)."""
     embedder, search = for_run(inputs, embedder, search)
     settings = settings or EmbedSettings()
     search.index_options, search.verifier                # unknown names and bad settings fail before any work
     signals = search.resolved_signals()
     model = model or embedder.load()
     search = search.with_model_default(model)
-    found = _embed(inputs, embedder, settings, on_error, model, [plugin for _, plugin, _ in signals if plugin])
+    found = _embed(inputs, embedder, settings, on_error, model, [plugin for _, plugin, _ in signals if plugin],
+                   observers)
     started = time.monotonic()
     groups = scope_groups(found.images, found.result.ok, search.scope)
     results, neighbourhood = decide(found, groups, search, signals, settings.show_progress)
@@ -397,6 +401,17 @@ def dedup_components(embedder: EmbedderSpec, search: SearchSettings) -> list[tup
 
 # --- step 2: apply: curate.decisions.DecisionFilter --------------------------------------------------
 
+def decode_observers(filters) -> list:
+    """The filters' decode observers, one per name (those of a name merged)."""
+    by_name: dict = {}
+    for stage in filters:
+        observer = stage.decode_observer()
+        if observer is not None:
+            first = by_name.get(observer.name)
+            by_name[observer.name] = observer if first is None else first.merged(observer)
+    return list(by_name.values())
+
+
 # --- all three -----------------------------------------------------------------------------------
 
 @dataclass
@@ -417,6 +432,7 @@ class DedupResult:
     drop_unreadable: bool
     stage_seconds: dict[str, float]
     report_data: dict | None = None      # what report.json holds
+    filters: list = field(default_factory=list)    # the filter stages that ran before the duplicate filter
 
 
 def identify_to_file(inputs: Inputs, output, *, embedder: EmbedderSpec = None, search: SearchSettings = None,
@@ -437,9 +453,13 @@ def identify_to_file(inputs: Inputs, output, *, embedder: EmbedderSpec = None, s
 def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSpec = None,
           search: SearchSettings = None, settings: EmbedSettings = None, report: ReportSettings = None,
           drop_unreadable: bool = False, on_error: str = "fail", rejects=None, boxes: str | None = None,
-          ids: str = "keep", overwrite: bool = False) -> DedupResult:
+          ids: str = "keep", overwrite: bool = False, filters=()) -> DedupResult:
     """Identify near-duplicates, write the rest of ``inputs`` to ``output`` in input order, and
-    report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all."""
+    report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all.
+
+    ``filters`` (filter stages, as ``curate filter`` runs them) run before the duplicate filter,
+    their removals in the same ``removed.jsonl``; image filters take their looks at the images
+    from the decode for the embedder (:meth:`curate.Filter.decode_observer`)."""
     from .report import ReportFiles, write_reports
     embedder, search = for_run(inputs, embedder, search)
     settings, report = settings or EmbedSettings(), report or ReportSettings()
@@ -452,15 +472,21 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
         files = ReportFiles.claim(outputs, Path(report.folder) if report.folder else
                                   output.with_name(output.name + ".report"))
         decisions_path = outputs.claim(files.folder / "decisions.jsonl", "decisions file", overwrite=True)
-        duplicates = identify_duplicates(inputs, embedder, search, settings, on_error=on_error)
+        for stage in filters:
+            stage.exclusions = files.removed
+        duplicates = identify_duplicates(inputs, embedder, search, settings, on_error=on_error,
+                                         observers=decode_observers(filters))
+        observed = duplicates.embedding.observed_by_image(duplicates.images.paths)
+        for stage in filters:
+            stage.take_observed(observed)
         decisions = duplicates.decisions
         decisions.write(outputs.open(decisions_path))
         started = time.monotonic()
-        accounting = run.execute([DecisionFilter(decisions, files.removed, drop_unreadable)])
+        accounting = run.execute([*filters, DecisionFilter(decisions, files.removed, drop_unreadable)])
         seconds = dict(duplicates.stage_seconds, write=time.monotonic() - started)
         accounting.seconds = time.monotonic() - run_started
         accounting.warnings += duplicates.embedding.warnings
         result = DedupResult(accounting, duplicates, files.folder, files.removed, report.sample_every,
-                             drop_unreadable, seconds)
+                             drop_unreadable, seconds, filters=list(filters))
         result.report_data = write_reports(result, files, outputs, show_progress=settings.show_progress)
     return result

@@ -48,15 +48,22 @@ class EmbedResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     signals: dict[str, np.ndarray] = field(default_factory=dict)   # per signal: (n, dim) fingerprints
+    observed: dict[str, dict[int, object]] = field(default_factory=dict)  # per observer: position -> its value
     runtime: str | None = None                            # what ran the model (torch, onnxruntime)
+
+    def observed_by_image(self, images: list[str]) -> dict[str, dict[str, object]]:
+        """The observers' values keyed by image (``images``: each position's image path)."""
+        return {name: {images[i]: value for i, value in values.items()} for name, values in self.observed.items()}
 
 
 @dataclass
 class SignalSet:
-    """The signals computed beside the embedding, with a cache for each (None: no cache)."""
+    """The signals computed beside the embedding, with a cache for each (None: no cache), and
+    the observers (:meth:`curate.Filter.decode_observer`) that see each image decoded for it."""
 
     signals: list = field(default_factory=list)
     caches: list = field(default_factory=list)
+    observers: list = field(default_factory=list)
 
     def __iter__(self):
         return iter(zip(self.signals, self.caches or [None] * len(self.signals)))
@@ -73,6 +80,7 @@ def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, p
     result.warnings += list(getattr(model, "warnings", ()))     # such as a runtime that fell back
     result.runtime = getattr(model, "runtime", None)
     result.signals = {signal.name: np.zeros((n, signal.dim), np.float32) for signal in signals.signals}
+    result.observed = {observer.name: {} for observer in signals.observers}
     failures = result.failures
     keys: dict[int, tuple] = {}
     for i, path in enumerate(paths):
@@ -205,35 +213,43 @@ def _as_float32(value) -> np.ndarray | None:
         return None
 
 
-_WORKER: tuple = (None, ())   # (model, signals), set in forked decode processes
+_WORKER: tuple = (None, (), ())   # (model, signals, observers), set in forked decode processes
 
 
-def _set_worker(model, signals):
+def _set_worker(model, signals, observers=()):
     """In each forked decode process. Ctrl-C reaches a terminal's whole process group: the
     parent handles it (its clean line, then it shuts this pool down), so the workers ignore
     it rather than each printing a traceback."""
     global _WORKER
     ignore_signals()
-    _WORKER = (model, signals)
+    _WORKER = (model, signals, observers)
 
 
-def prepare_images(paths: list[Path], model: LoadedEmbedder | None = None, signals=None) -> list:
+def prepare_images(paths: list[Path], model: LoadedEmbedder | None = None, signals=None, observers=()) -> list:
     """Decode and preprocess a few images: for each, (array, fingerprints, None) or (None, None, reason)."""
     if model is None:
-        model, signals = _WORKER
-    return [prepare_image(path, model, signals or ()) for path in paths]
+        model, signals, observers = _WORKER
+    return [prepare_image(path, model, signals or (), observers) for path in paths]
 
 
-def prepare_image(path: Path, model: LoadedEmbedder, signals=()):
-    """Decode one image once, for the model (its input array) and for each signal (its
-    fingerprint): (array, {signal: vector}, None) or (None, None, reason)."""
+def prepare_image(path: Path, model: LoadedEmbedder, signals=(), observers=()):
+    """Decode one image once, for the model (its input array), for each signal (its
+    fingerprint) and each observer (its value, under ``(OBSERVED, name)`` among the
+    fingerprints): (array, fingerprints, None) or (None, None, reason). A JPEG is decoded in
+    draft mode to the model's short side, or to an observer's ``long_side`` where that is larger."""
     try:
-        image = load_rgb(path, model.short_side)
-        return model.preprocess(image), _fingerprints(image, path, signals), None
+        image = load_rgb(path, model.short_side, long_at_least=max((o.long_side for o in observers), default=None))
+        fingerprints = _fingerprints(image, path, signals)
+        for observer in observers:
+            fingerprints[OBSERVED, observer.name] = observer.observe(image, path)
+        return model.preprocess(image), fingerprints, None
     except CurateError:
         raise                     # a plugin that broke its contract stops the run
     except Exception as e:  # noqa: BLE001 - a broken file must not stop a million-image run
         return None, None, _failure(e)
+
+
+OBSERVED = "observed"       # marks an observer's value among an image's fingerprints
 
 
 def _fingerprints(image, path: Path, signals) -> dict[str, np.ndarray]:
@@ -288,13 +304,13 @@ def decode_on_device(done: list, paths: list, model: LoadedEmbedder, signals) ->
     return prepared
 
 
-def decode_pool(model: LoadedEmbedder, workers: int, processes: bool, signals=()):
+def decode_pool(model: LoadedEmbedder, workers: int, processes: bool, signals=(), observers=()):
     """Threads suit few cores (Pillow releases the GIL); forked processes scale on many cores."""
     if processes:
         import multiprocessing
         context = multiprocessing.get_context("fork")
         return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_set_worker,
-                                   initargs=(model, list(signals)))
+                                   initargs=(model, list(signals), list(observers)))
     return ThreadPoolExecutor(max_workers=workers)
 
 
@@ -305,8 +321,9 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
     """Embed every file; ``None`` entries (or those in ``errors``) are failures given up front.
 
     ``workers`` threads (or forked processes) decode the next batches, and compute the
-    signals' fingerprints, while the model runs. ``on_device``: the threads only read the
-    files, and JPEGs are decoded in batches on the model's device (see device_decode)."""
+    signals' fingerprints and the observers' values, while the model runs. ``on_device``: the
+    threads only read the files, and JPEGs are decoded in batches on the model's device (see
+    device_decode); the observers then see none of them."""
     started = time.monotonic()
     signals = signals or SignalSet()
     result, keys, todo = cached_or_todo(paths, model, cache, progress, errors, signals)
@@ -320,6 +337,9 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
         else:
             done = [(i, *prepared) for positions, future in tasks for i, prepared in zip(positions, future.result())]
         good = [(i, x, f) for i, x, f, _ in done if x is not None]
+        for observer in observers:
+            seen = result.observed[observer.name]
+            seen.update((i, f[OBSERVED, observer.name]) for i, _, f in good if (OBSERVED, observer.name) in f)
         for i, _, _, reason in done:
             if reason is not None:
                 failures[i] = reason
@@ -336,8 +356,9 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
 
     # Threads take one image per task; processes a few, to keep inter-process traffic low.
     processes = processes and not on_device
+    observers = [] if on_device else signals.observers
     per_task = max(1, batch_size // (2 * workers)) if processes else 1
-    with decode_pool(model, max(1, workers), processes, signals.signals) as pool:
+    with decode_pool(model, max(1, workers), processes, signals.signals, observers) as pool:
         pending: deque = deque()
         for start in range(0, len(todo), batch_size):
             tasks = []
@@ -350,7 +371,7 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
                 elif processes:
                     future = pool.submit(prepare_images, chunk)
                 else:
-                    future = pool.submit(prepare_images, chunk, model, signals.signals)
+                    future = pool.submit(prepare_images, chunk, model, signals.signals, observers)
                 tasks.append((positions, future))
             pending.append(tasks)
             if len(pending) > 2:       # two batches decode ahead while the model runs

@@ -247,10 +247,13 @@ def _exists(path: str) -> bool:
     return True
 
 
-def load_rgb(path: Path, short_side: int | None = None, long_side: int | None = None) -> Image.Image:
+def load_rgb(path: Path, short_side: int | None = None, long_side: int | None = None,
+             long_at_least: int | None = None) -> Image.Image:
     """Decode an image as upright RGB, at reduced size when ``short_side`` allows (JPEG draft;
     ``info["draft"]`` is then True). ``long_side``: at most this long on its longer side (JPEG
     draft, then a resize), for whoever needs a bounded image rather than one at least so large.
+    ``long_at_least``: with ``short_side``, the draft also keeps the longer side at least this
+    long (one decode for two users: an embedder and the image filters' look).
 
     Handles what real datasets hold: CMYK and 16-bit images, palettes with transparency,
     EXIF-rotated photos, PNGs named .jpg. Raises UnreadableImage with a reason otherwise.
@@ -260,20 +263,30 @@ def load_rgb(path: Path, short_side: int | None = None, long_side: int | None = 
             width, height = image.size
             if (short_side or long_side) and image.format == "JPEG":
                 scale = short_side / min(width, height) if short_side else long_side / max(width, height)
+                if short_side and long_at_least:
+                    scale = max(scale, long_at_least / max(width, height))
                 if scale < 1:
                     image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
             image.load()
             drafted = image.size != (width, height)
             upright = _upright_rgb(image)
             if long_side and max(upright.size) > long_side:
-                scale = long_side / max(upright.size)
-                upright = upright.resize((max(1, round(upright.width * scale)), max(1, round(upright.height * scale))),
-                                         Image.Resampling.BILINEAR, reducing_gap=2.0)
+                upright = fit_long_side(upright, long_side)
                 drafted = True
             upright.info["draft"] = drafted      # reduced-size pixels (signals that need all of them check)
             return upright
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise UnreadableImage(f"cannot decode ({type(e).__name__}: {e})") from None
+
+
+def fit_long_side(image: Image.Image, long_side: int) -> Image.Image:
+    """``image`` resized to ``long_side`` on its longer side when it is longer (as ``load_rgb``
+    bounds it), else ``image`` itself."""
+    if max(image.size) <= long_side:
+        return image
+    scale = long_side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:

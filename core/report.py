@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import Outputs
+from .filter_report import filter_entry, threshold_text
 from .jsonstream import dumps
 from .report_html import render_html, shown
 from .sample import TEXT_ONLY, source_of
@@ -68,6 +69,7 @@ def build_report(run, pairs_by_threshold: list[list[dict]]) -> dict:
                       "runtime": embed.runtime, "unreadable": len(failures),
                       "images_per_second": round(embed.embedded / embed.seconds, 2) if embed.seconds else None},
         "thresholds": tables,
+        "filters": [filter_entry(stage, names) for stage in run.filters],
         "unreadable": [{"image": images.paths[i], "reason": reason, "first_id": images.first_id[i]}
                        for i, reason in sorted(failures.items())],
         "nearest_neighbour_histogram": histograms(found, members_of),
@@ -167,7 +169,10 @@ def render_markdown(data: dict) -> str:
               f"- records: {data['accounting']['input']:,} in = {data['accounting']['written']:,} written + "
               f"{data['accounting']['removed']:,} removed + {data['accounting']['rejected']:,} rejected",
               f"- images: {data['embedding']['unique_images']:,} unique, {data['embedding']['embedded']:,} embedded, "
-              f"{data['embedding']['cached']:,} from cache, {data['embedding']['unreadable']:,} unreadable", ""]
+              f"{data['embedding']['cached']:,} from cache, {data['embedding']['unreadable']:,} unreadable"]
+    lines += [f"- filter {_md_data(f['name'])} ({_md(threshold_text(f))}): removed {f['removed']:,} samples"
+              for f in data.get("filters", ())]
+    lines.append("")
     for block in data["thresholds"]:
         lines += [f"## Threshold {block['threshold']}", "",
                   "| source | samples | unique images | similar | kept | samples removed |",

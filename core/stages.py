@@ -209,6 +209,17 @@ class Filter(Stage, ABC):
     def decide(self, item: Item):
         """None to keep ``item``; a dict saying why to remove it; a RecordError to reject it."""
 
+    def decode_observer(self):
+        """None, or an object whose ``observe(image, path)`` dedup runs in its decode workers on
+        each image it decodes for the embedder (``curate dedup --filter``): its values come back
+        through :meth:`take_observed` before this filter runs, so that an image filter reads no
+        image twice. Observers of the same ``name`` are combined with their ``merged(other)``."""
+        return None
+
+    def take_observed(self, observed: dict) -> None:
+        """The observers' values: ``{observer name: {image path as the records name it: value}}``,
+        for the images dedup decoded (not those its cache had, nor those it could not read)."""
+
     def details(self) -> dict:
         """What the filter report says of this filter beyond its counts: its threshold, the
         measure, examples near the threshold (:class:`curate.filter_report.NearThreshold`)."""

@@ -23,7 +23,7 @@ from curate.errors import CurateError
 from curate.filter_report import NearThreshold
 from curate.progress import shown
 
-from .image_look import format_mismatch, look
+from .image_look import LookObserver, format_mismatch, look
 
 
 class CountedFilter(curate.Filter):
@@ -44,15 +44,23 @@ class ImageFilter(CountedFilter):
     images that cannot be read are ``unreadable``'s question, not this filter's."""
 
     reads_unreadable = False
+    measures: tuple = ()          # the Look measures judge reads (taken in dedup's decode when it runs)
+    shared: dict = {}             # image -> Look taken from dedup's decode (curate dedup --filter)
 
     def process(self, items, context):
         if getattr(context.images, "root", None) is None:
             raise CurateError(f"filter {self.name!r} reads images: give {curate.setting('image_root')}")
         yield from super().process(items, context)
 
+    def decode_observer(self):
+        return LookObserver(self.measures)
+
+    def take_observed(self, observed):
+        self.shared = observed.get(LookObserver.name, {})
+
     def decide(self, item):
         for image in item.sample.images:
-            seen = look(self.context.images, image)
+            seen = self.shared.get(image) or look(self.context.images, image)
             if seen.problem is not None and not self.reads_unreadable:
                 continue
             outcome = self.judge(item, image, seen)
@@ -157,6 +165,7 @@ class Flat(ThresholdFilter):
     order = 14
     measure = "spread"
     settings = threshold_setting("flat", float, 3.0, low=0.0, high=255.0, unit=" in grey levels")
+    measures = ("spread",)
 
     def value(self, seen):
         return seen.spread
@@ -168,6 +177,7 @@ class Blurry(ThresholdFilter):
                    "(blurry=N from 0 to 1, default 0.55)")
     measure, below = "blur", False
     settings = threshold_setting("blurry", float, 0.55, low=0.0, high=1.0)
+    measures = ("blur",)
 
     def value(self, seen):
         return seen.blur
@@ -179,9 +189,10 @@ class Dark(ThresholdFilter):
                    "(dark=N from 0 to 1, default 0.17; cleanvision's score, its default 0.32)")
     measure = "99th percentile of brightness"
     settings = threshold_setting("dark", float, 0.17, low=0.0, high=1.0)
+    measures = ("dark_score",)
 
     def value(self, seen):
-        return seen.brightness_percentile(99)
+        return seen.dark_score
 
 
 class Light(ThresholdFilter):
@@ -190,9 +201,10 @@ class Light(ThresholdFilter):
                    "(light=N from 0 to 1, default 0.83; cleanvision flags over 0.95)")
     measure, below = "5th percentile of brightness", False
     settings = threshold_setting("light", float, 0.83, low=0.0, high=1.0)
+    measures = ("light_score",)
 
     def value(self, seen):
-        return seen.brightness_percentile(5)
+        return seen.light_score
 
 
 class LowInfo(ThresholdFilter):
@@ -201,6 +213,7 @@ class LowInfo(ThresholdFilter):
                    "(low-info=N, default 3.5; cleanvision's 3.0)")
     measure, unit = "entropy", " bits"
     settings = threshold_setting("low-info", float, 3.5, low=0.0, high=16.0, unit=" in bits")
+    measures = ("entropy",)
 
     def value(self, seen):
         return seen.entropy

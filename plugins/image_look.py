@@ -25,7 +25,7 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
-from curate.images import UnreadableImage, load_rgb, open_image
+from curate.images import UnreadableImage, fit_long_side, load_rgb, open_image
 
 # Measures are taken at this size: about what a vision encoder sees (LLaVA-1.5: 336, Qwen2-VL's
 # default minimum: 448), so blur is judged as the model would see it, and decoding stays cheap.
@@ -67,6 +67,24 @@ class Look:
 
     def brightness_percentile(self, percent: float) -> float:
         return float(np.percentile(self.brightness, percent))
+
+    @cached_property
+    def dark_score(self) -> float:
+        """The 99th percentile of brightness: under a threshold, even the brightest pixels are dark."""
+        return self.brightness_percentile(99)
+
+    @cached_property
+    def light_score(self) -> float:
+        """The 5th percentile of brightness: over a threshold, even the darkest pixels are light."""
+        return self.brightness_percentile(5)
+
+    def measured(self, measures) -> "Look":
+        """A look holding only the named measures, computed now, and no pixels: what a decode
+        worker hands back (a few numbers per image, whatever the dataset's size)."""
+        kept = Look(self.problem, self.format, self.size)
+        if self.problem is None:
+            kept.__dict__.update((name, getattr(self, name)) for name in measures)
+        return kept
 
     @cached_property
     def spread(self) -> float:
@@ -113,17 +131,47 @@ def decode(path: str | None) -> Look:
     """A fresh look at the file ``path`` (None: not found under the image root)."""
     if path is None:
         return Look("missing file")
+    return _look_at(path, lambda: load_rgb(path, long_side=WORK_SIDE))
+
+
+def look_from_decoded(path, image: Image.Image) -> Look:
+    """The look at ``path`` from ``image``, its pixels already decoded upright by someone else
+    (dedup's embedder, which keeps the longer side at least ``WORK_SIDE`` long for it: see
+    :class:`LookObserver`), bounded to ``WORK_SIDE`` as :func:`decode` bounds them."""
+    return _look_at(path, lambda: fit_long_side(image, WORK_SIDE))
+
+
+def _look_at(path, pixels) -> Look:
+    """The file's format and upright size from its header, and ``pixels()``."""
     try:
         with open_image(path) as image:
             format, (width, height) = image.format, image.size
             orientation = image.getexif().get(0x0112, 1)
-        rgb = load_rgb(path, long_side=WORK_SIDE)
+        rgb = pixels()
     except UnreadableImage as e:
         return Look(str(e))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         return Look(f"not a readable image ({type(e).__name__}: {e})")
     size = (height, width) if orientation in _ROTATED else (width, height)
     return Look(None, format, size, rgb)
+
+
+class LookObserver:
+    """Takes looks in dedup's decode workers, from the image decoded for the embedder
+    (:meth:`curate.Filter.decode_observer`): the image filters of a ``curate dedup --filter``
+    run then read no image a second time. ``measures``: the Look measures the filters judge by."""
+
+    name = "image-look"
+    long_side = WORK_SIDE       # the decode keeps at least this much of the image's longer side
+
+    def __init__(self, measures=()):
+        self.measures = tuple(sorted(set(measures)))
+
+    def merged(self, other: "LookObserver") -> "LookObserver":
+        return LookObserver(self.measures + other.measures)
+
+    def observe(self, image: Image.Image, path) -> Look:
+        return look_from_decoded(path, image).measured(self.measures)
 
 
 _RUNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
