@@ -195,3 +195,38 @@ def test_no_shared_photo_is_removed_by_any_filter(tmp_path):
     _, kept, removed = run_filter(tmp_path, records, "unreadable", "wrong-format", "too-small", "odd-aspect", "flat",
                                   "blurry", "dark", "light", "low-info")
     assert removed == {} and kept == names
+
+
+def tiny_tokenizer(path):
+    """A Hugging Face tokenizer.json built here (no download): whitespace and punctuation split
+    the text, every piece one token."""
+    tokenizers = pytest.importorskip("tokenizers", reason="the tokenizers package is not installed")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    tokenizer = tokenizers.Tokenizer(WordLevel({"[UNK]": 0, "what": 1, "is": 2, "this": 3, "?": 4}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.save(str(path))
+    return path
+
+
+def test_too_long_counts_the_tokens_of_a_named_tokenizer(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer.json")
+    # "What is this?" is 4 tokens; then one per word: 4 + 3 = 7, 4 + 6 = 10 (over 40 characters)
+    records = [sample(1, None, "a b c"), sample(2, None, "one two three four five six"), sample(3, None, "x" * 60)]
+    _, kept, removed = run_filter(tmp_path, records, f"too-long=8:hf/{tokenizer}")
+    assert kept == [1, 3]            # 60 characters, but 5 tokens
+    assert removed[2]["length"] == 10 and removed[2]["limit"] == 8
+    assert removed[2]["reason"] == f"10 hf/{tokenizer} tokens, over 8"
+    _, kept, _ = run_filter(tmp_path, records, "too-long=40")          # the character limit: 2 and 3 go
+    assert kept == [1]
+
+
+def test_a_tokenizer_that_is_missing_or_not_installed_is_a_one_line_error(tmp_path):
+    records = [sample(1, None)]
+    result, _, _ = run_filter(tmp_path, records, f"too-long=8:hf/{tmp_path / 'none.json'}", check=1)
+    assert_one_line_error(result, "too-long", "cannot load the tokenizer", "none.json")
+    try:
+        import tiktoken  # noqa: F401
+    except ImportError:
+        result, _, _ = run_filter(tmp_path, records, "too-long=8:tiktoken/cl100k_base", check=1)
+        assert_one_line_error(result, "too-long", "needs tiktoken, which is not installed", "too-long=N")
