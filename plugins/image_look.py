@@ -102,29 +102,28 @@ class Look:
 
 
 def blur_effect(gray: np.ndarray, width: int = 9) -> float:
-    """Crété-Roffet's blur measure of a greyscale image: 0 sharp, 1 blurred (0 when flat)."""
+    """Crété-Roffet's blur measure of a greyscale image: 0 sharp, 1 blurred (0 when flat).
+
+    Along each axis, the image's differences between neighbours are compared with those of
+    the image under a ``width``-pixel moving average (the edges padded with their values). A
+    moving average's neighbour difference is the difference of the two pixels ``width`` apart,
+    over ``width``, so no blurred image is made (a tenth of the cost of a cumulative sum)."""
     scores = []
     for axis in (0, 1):
         if gray.shape[axis] <= width:
             continue
-        blurred = _box_blur(gray, width, axis)
-        d_image = np.abs(np.diff(gray, axis=axis))
-        d_blurred = np.abs(np.diff(blurred, axis=axis))
+        along = gray if axis == 0 else gray.T
+        padded = np.pad(along, ((width // 2 + 1, width - 1 - width // 2), (0, 0)), mode="edge")
+        d_image = np.abs(along[1:] - along[:-1])
         total = float(d_image.sum())
         if total < 1e-6 * d_image.size:
             continue
-        lost = float(np.maximum(0.0, d_image - d_blurred).sum())
+        d_blurred = np.abs(padded[width + 1:] - padded[1:-width])
+        d_blurred *= 1.0 / width
+        np.subtract(d_image, d_blurred, out=d_image)
+        lost = float(np.maximum(d_image, 0.0, out=d_image).sum())
         scores.append((total - lost) / total)
     return max(scores) if scores else 0.0
-
-
-def _box_blur(gray: np.ndarray, width: int, axis: int) -> np.ndarray:
-    """A ``width``-pixel moving average along ``axis`` (rows: 0), the edges padded with their values."""
-    if axis == 1:
-        return _box_blur(gray.T, width, 0).T
-    padded = np.pad(gray, ((width // 2 + 1, width - 1 - width // 2), (0, 0)), mode="edge")
-    sums = np.cumsum(padded, axis=0)
-    return (sums[width:] - sums[:-width]) / width
 
 
 def decode(path: str | None) -> Look:

@@ -230,3 +230,27 @@ def test_a_tokenizer_that_is_missing_or_not_installed_is_a_one_line_error(tmp_pa
     except ImportError:
         result, _, _ = run_filter(tmp_path, records, "too-long=8:tiktoken/cl100k_base", check=1)
         assert_one_line_error(result, "too-long", "needs tiktoken, which is not installed", "too-long=N")
+
+
+def test_blur_measure_equals_its_definition_with_a_blurred_copy():
+    """The measure compares neighbour differences with those of the image under a 9-pixel moving
+    average; it computes the latter without making the blurred image, to the same value."""
+    from curate.plugins.image_look import blur_effect
+
+    def by_definition(gray, width=9):
+        scores = []
+        for axis in (0, 1):
+            along = np.moveaxis(gray.astype(np.float64), axis, 0)
+            padded = np.pad(along, ((width // 2 + 1, width - 1 - width // 2), (0, 0)), mode="edge")
+            blurred = np.stack([padded[i + 1:i + 1 + width].mean(axis=0) for i in range(len(along))])
+            d_image, d_blurred = np.abs(np.diff(along, axis=0)), np.abs(np.diff(blurred, axis=0))
+            scores.append(np.maximum(0, d_image - d_blurred).sum() / d_image.sum())
+        return 1 - min(scores)
+
+    rng = np.random.default_rng(0)
+    sharp = rng.random((60, 80)).astype(np.float32) * 255
+    smooth = np.asarray(Image.fromarray(sharp.astype(np.uint8)).filter(ImageFilter.GaussianBlur(3)), np.float32)
+    for gray in (sharp, smooth):
+        assert blur_effect(gray) == pytest.approx(by_definition(gray), abs=1e-5)
+    assert blur_effect(smooth) > blur_effect(sharp) + 0.3
+    assert blur_effect(np.full((40, 40), 7, np.float32)) == 0.0
