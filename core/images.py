@@ -252,8 +252,8 @@ def load_rgb(path: Path, short_side: int | None = None, long_side: int | None = 
     """Decode an image as upright RGB, at reduced size when ``short_side`` allows (JPEG draft;
     ``info["draft"]`` is then True). ``long_side``: at most this long on its longer side (JPEG
     draft, then a resize), for whoever needs a bounded image rather than one at least so large.
-    ``long_at_least``: with ``short_side``, the draft also keeps the longer side at least this
-    long (one decode for two users: an embedder and the image filters' look).
+    ``long_at_least``: the draft also keeps the longer side at least this long (alone, or with
+    ``short_side``: one decode for two users, an embedder and the image filters' look).
 
     Handles what real datasets hold: CMYK and 16-bit images, palettes with transparency,
     EXIF-rotated photos, PNGs named .jpg. Raises UnreadableImage with a reason otherwise.
@@ -261,12 +261,15 @@ def load_rgb(path: Path, short_side: int | None = None, long_side: int | None = 
     try:
         with open_image(path) as image:
             width, height = image.size
-            if (short_side or long_side) and image.format == "JPEG":
-                scale = short_side / min(width, height) if short_side else long_side / max(width, height)
-                if short_side and long_at_least:
-                    scale = max(scale, long_at_least / max(width, height))
-                if scale < 1:
-                    image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+            scale = 0.0                    # the draft's: the largest that a caller needs
+            if short_side:
+                scale = short_side / min(width, height)
+            elif long_side:
+                scale = long_side / max(width, height)
+            if long_at_least:
+                scale = max(scale, long_at_least / max(width, height))
+            if 0 < scale < 1 and image.format == "JPEG":
+                image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
             image.load()
             drafted = image.size != (width, height)
             upright = _upright_rgb(image)

@@ -42,13 +42,16 @@ _ROTATED = (5, 6, 7, 8)     # EXIF orientations that swap width and height
 
 class Look:
     """An image as the filters see it: ``problem`` (why it cannot be used, or None), its file
-    ``format`` (from the header), ``size`` (upright, full size) and ``rgb`` (upright, bounded)."""
+    ``format`` (from the header), ``size`` (upright, full size), ``rgb`` (upright, bounded,
+    resized smoothly) and ``picked`` (the same size, its pixels picked from the decoded image
+    rather than blended, so that it holds no colour the file does not: for the entropy)."""
 
-    def __init__(self, problem: str | None = None, format: str | None = None, size=None, rgb=None):
+    def __init__(self, problem: str | None = None, format: str | None = None, size=None, rgb=None, picked=None):
         self.problem = problem
         self.format = format
         self.size = size
         self.rgb = rgb
+        self.picked = picked if picked is not None else rgb
 
     @cached_property
     def pixels(self) -> np.ndarray:
@@ -93,8 +96,10 @@ class Look:
 
     @cached_property
     def entropy(self) -> float:
-        """Pillow's entropy of the RGB histogram, in bits (cleanvision's low-information score)."""
-        return float(self.rgb.entropy())
+        """Pillow's entropy of the RGB histogram, in bits: cleanvision's low-information score,
+        which it takes on the image as stored; here on pixels picked from it (a smooth resize
+        would blend a few flat colours into many)."""
+        return float(self.picked.entropy())
 
     @cached_property
     def blur(self) -> float:
@@ -130,29 +135,32 @@ def decode(path: str | None) -> Look:
     """A fresh look at the file ``path`` (None: not found under the image root)."""
     if path is None:
         return Look("missing file")
-    return _look_at(path, lambda: load_rgb(path, long_side=WORK_SIDE))
+    return _look_at(path, lambda: load_rgb(path, long_at_least=WORK_SIDE))
 
 
 def look_from_decoded(path, image: Image.Image) -> Look:
     """The look at ``path`` from ``image``, its pixels already decoded upright by someone else
     (dedup's embedder, which keeps the longer side at least ``WORK_SIDE`` long for it: see
     :class:`LookObserver`), bounded to ``WORK_SIDE`` as :func:`decode` bounds them."""
-    return _look_at(path, lambda: fit_long_side(image, WORK_SIDE))
+    return _look_at(path, lambda: image)
 
 
-def _look_at(path, pixels) -> Look:
-    """The file's format and upright size from its header, and ``pixels()``."""
+def _look_at(path, decoded) -> Look:
+    """The file's format and upright size from its header, and the pixels of ``decoded()`` (the
+    upright image, at least ``WORK_SIDE`` long where the file is) bounded to ``WORK_SIDE``."""
     try:
         with open_image(path) as image:
             format, (width, height) = image.format, image.size
             orientation = image.getexif().get(0x0112, 1)
-        rgb = pixels()
+        full = decoded()
     except UnreadableImage as e:
         return Look(str(e))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         return Look(f"not a readable image ({type(e).__name__}: {e})")
     size = (height, width) if orientation in _ROTATED else (width, height)
-    return Look(None, format, size, rgb)
+    rgb = fit_long_side(full, WORK_SIDE)
+    picked = full.resize(rgb.size, Image.Resampling.NEAREST) if rgb is not full else rgb
+    return Look(None, format, size, rgb, picked)
 
 
 class LookObserver:

@@ -254,3 +254,16 @@ def test_blur_measure_equals_its_definition_with_a_blurred_copy():
         assert blur_effect(gray) == pytest.approx(by_definition(gray), abs=1e-5)
     assert blur_effect(smooth) > blur_effect(sharp) + 0.3
     assert blur_effect(np.full((40, 40), 7, np.float32)) == 0.0
+
+
+def test_low_info_counts_the_colours_the_file_holds_not_those_a_resize_blends(tmp_path):
+    """A poster of three flat colours at 1,200 px: shrunk smoothly to 384 px its edges blend into
+    many colours, so the entropy is taken on pixels picked from the decoded image (cleanvision
+    takes it on the image as stored)."""
+    big = photo().resize((1200, 1200), Image.Resampling.BICUBIC)
+    save(big.quantize(3, dither=Image.Dither.NONE).convert("RGB"), tmp_path, "poster.png")
+    save(big, tmp_path, "photo.png")
+    from curate.plugins.image_look import decode
+    assert decode(str(tmp_path / "poster.png")).entropy <= np.log2(9) + 1e-6     # 3 values per channel at most
+    _, kept, removed = run_filter(tmp_path, [sample("poster", "poster.png"), sample("photo", "photo.png")], "low-info")
+    assert kept == ["photo"] and removed["poster"]["filter"] == "low-info"
