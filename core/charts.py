@@ -38,11 +38,13 @@ def label_rows(values: list[float], x_of) -> list[int]:
 
 
 class Plot:
-    """An SVG with a linear x range, a count y axis and the threshold markers."""
+    """An SVG with a linear (or, with ``log``, logarithmic) x range, a count y axis and the
+    threshold markers."""
 
     def __init__(self, css_class: str, label: str, x_range: tuple[float, float], y_top: float,
-                 thresholds: list[float], x_title: str, y_title: str):
-        self.x0, self.x1 = x_range
+                 thresholds: list[float], x_title: str, y_title: str, log: bool = False):
+        self.log = log
+        self.x0, self.x1 = (math.log10(v) for v in x_range) if log else x_range
         self.ticks = nice_ticks(y_top)
         self.y_top = self.ticks[-1]
         self.rows = label_rows(thresholds, self.x)
@@ -57,6 +59,8 @@ class Plot:
                               f'y="{LABEL_ROW * (row + 1)}" text-anchor="middle">{value:g}</text>')
 
     def x(self, value: float) -> float:
+        if self.log:
+            value = math.log10(max(value, 1e-12))
         value = min(max(value, self.x0), self.x1)
         return LEFT + (value - self.x0) / (self.x1 - self.x0) * WIDTH
 
@@ -71,9 +75,11 @@ class Plot:
                               f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:,}</text>')
         steps = 10
         for k in range(steps + 1):
-            value = self.x0 + (self.x1 - self.x0) * k / steps
-            self.parts.append(f'<text x="{self.x(value):.1f}" y="{bottom + 15}" '
-                              f'text-anchor="middle">{value:.2f}</text>')
+            position = self.x0 + (self.x1 - self.x0) * k / steps
+            value = 10 ** position if self.log else position
+            shown = f"{value:.3g}" if self.log else f"{value:.2f}"
+            self.parts.append(f'<text x="{LEFT + WIDTH * k / steps:.1f}" y="{bottom + 15}" '
+                              f'text-anchor="middle">{shown}</text>')
         self.parts.append(f'<line class="axis" x1="{LEFT}" x2="{LEFT + WIDTH}" y1="{bottom}" y2="{bottom}"/>'
                           f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{self.top}" y2="{bottom}"/>'
                           f'<text x="{LEFT + WIDTH / 2}" y="{bottom + 33}" text-anchor="middle">'
@@ -85,15 +91,17 @@ class Plot:
         return "".join(self.parts + ["</svg>"])
 
 
-def histogram_svg(bins: list[float], counts: list[int], thresholds: list[float]) -> str:
+def histogram_svg(bins: list[float], counts: list[int], thresholds: list[float], *,
+                  label: str = "nearest-neighbour similarity histogram",
+                  x_title: str = "similarity to the nearest neighbour", log: bool = False) -> str:
     """Bars of ``counts`` over ``bins`` (edges), with dashed threshold lines."""
-    plot = Plot("hist", "nearest-neighbour similarity histogram", (bins[0], bins[-1]), max(counts, default=0),
-                thresholds, "similarity to the nearest neighbour", "images")
+    plot = Plot("hist", label, (bins[0], bins[-1]), max(counts, default=0), thresholds, x_title, "images", log)
+    shown = ".3g" if log else ".2f"
     for k, count in enumerate(counts):
         x, x_next = plot.x(bins[k]), plot.x(bins[k + 1])
         y = plot.y(count)
         plot.parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(x_next - x - 1, 1):.1f}" '
-                          f'height="{plot.top + HEIGHT - y:.1f}"><title>{bins[k]:.2f}–{bins[k + 1]:.2f}: '
+                          f'height="{plot.top + HEIGHT - y:.1f}"><title>{bins[k]:{shown}}–{bins[k + 1]:{shown}}: '
                           f'{count:,} images</title></rect>')
     return plot.svg()
 

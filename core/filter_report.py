@@ -6,8 +6,10 @@ run's other outputs."""
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,28 @@ class NearThreshold:
 
     def as_json(self) -> dict:
         return {"removed": self.nearest(True), "kept": self.nearest(False)}
+
+
+class MeasureHistogram:
+    """Where a threshold filter's measure fell: counts in ``bins`` equal steps from ``low`` to
+    ``high`` (of the logarithm with ``log``, for measures such as a side in pixels), the values
+    beyond counted in the end bins. One comparison per image; a run of any size, a few numbers."""
+
+    def __init__(self, low: float, high: float, bins: int = 40, log: bool = False):
+        self.log = log
+        if log:
+            step = (math.log10(high) - math.log10(low)) / bins
+            self.edges = [10 ** (math.log10(low) + k * step) for k in range(bins + 1)]
+        else:
+            self.edges = [low + (high - low) * k / bins for k in range(bins + 1)]
+        self.counts = [0] * bins
+
+    def add(self, value: float) -> None:
+        k = bisect.bisect_right(self.edges, value) - 1
+        self.counts[min(max(k, 0), len(self.counts) - 1)] += 1
+
+    def as_json(self) -> dict:
+        return {"edges": [float(f"{edge:.4g}") for edge in self.edges], "counts": self.counts, "log": self.log}
 
 
 class CountSources(Stage):

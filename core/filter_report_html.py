@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
+from .charts import histogram_svg
 from .filter_report import NEAR_THRESHOLD, table_rows, threshold_text
 from .report_html import MOST_SOURCES, STYLE, Thumbnails, gallery, pairs_per_gallery, text
 
@@ -66,6 +67,14 @@ def _filter_section(number: int, entry: dict, thumbs: Thumbnails, per_gallery: i
     out = [f"<section class=filter id='filter-{number}'><h2>{text(entry['name'])}: {entry['removed']:,} "
            f"removed</h2>", f"<p>Removes: <b>{text(threshold_text(entry))}</b>. {escape(description)}</p>"]
     near = entry.get("near_threshold")
+    histogram = entry.get("histogram")
+    if histogram is not None and sum(histogram["counts"]):
+        measure, unit = entry["measure"], entry.get("unit", "").strip()
+        out += [f"<p>Where each image's {escape(measure)} fell ({sum(histogram['counts']):,} images; those beyond "
+                f"the chart in its end bars); the line is the threshold.</p>",
+                histogram_svg(histogram["edges"], histogram["counts"], [entry["threshold"]],
+                              label=f"{measure} histogram", x_title=measure + (f" ({unit})" if unit else ""),
+                              log=histogram["log"])]
     if near is not None:
         unit = entry.get("unit", "")
         for side, css, title in (("removed", "removed-side", "Removed nearest the threshold"),

@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 import curate
 from curate.errors import CurateError
-from curate.filter_report import NearThreshold
+from curate.filter_report import MeasureHistogram, NearThreshold
 from curate.progress import shown
 
 from .image_look import LookObserver, format_mismatch, look
@@ -85,6 +85,7 @@ class ThresholdFilter(ImageFilter):
     measure = ""
     below = True            # True: a value under the threshold removes; False: over it
     unit = ""
+    chart = (0.0, 1.0, False)       # the histogram's range in the report: low, high, logarithmic
 
     @property
     def threshold(self):
@@ -95,11 +96,17 @@ class ThresholdFilter(ImageFilter):
         """The images measured nearest the threshold, on both sides (for the filter report)."""
         return NearThreshold(self.threshold)
 
+    @cached_property
+    def histogram(self) -> MeasureHistogram:
+        """Where the measure of every image judged fell (for the filter report)."""
+        return MeasureHistogram(*self.chart[:2], log=self.chart[2])
+
     def value(self, seen) -> float:
         raise NotImplementedError
 
     def judge(self, item, image, seen):
         value = self.value(seen)
+        self.histogram.add(value)
         removed = (value < self.threshold) if self.below else (value > self.threshold)
         self.near.add(value, removed, lambda: {"id": item.sample.id, "image": image, "source": item.sample.source})
         if removed:
@@ -110,7 +117,8 @@ class ThresholdFilter(ImageFilter):
 
     def details(self):
         return {"measure": self.measure, "threshold": self.threshold, "unit": self.unit,
-                "removes": "under" if self.below else "over", "near_threshold": self.near.as_json()}
+                "removes": "under" if self.below else "over", "near_threshold": self.near.as_json(),
+                "histogram": self.histogram.as_json()}
 
 
 class Unreadable(ImageFilter):
@@ -141,6 +149,7 @@ class TooSmall(ThresholdFilter):
     default, order = True, 12
     measure, unit = "shorter side", " px"
     settings = threshold_setting("too-small", int, 32, low=1, unit=" in pixels")
+    chart = (4.0, 4096.0, True)
 
     def value(self, seen):
         return min(seen.size)
@@ -153,6 +162,7 @@ class OddAspect(ThresholdFilter):
     default, order = True, 13
     measure, below = "aspect ratio", False
     settings = threshold_setting("odd-aspect", float, 200.0, low=1.0)
+    chart = (1.0, 1000.0, True)
 
     def value(self, seen):
         return max(seen.size) / min(seen.size)
@@ -165,6 +175,7 @@ class Flat(ThresholdFilter):
     order = 14
     measure = "spread"
     settings = threshold_setting("flat", float, 3.0, low=0.0, high=255.0, unit=" in grey levels")
+    chart = (0.25, 128.0, True)
     measures = ("spread",)
 
     def value(self, seen):
@@ -213,6 +224,7 @@ class LowInfo(ThresholdFilter):
                    "(low-info=N, default 3.5; cleanvision's 3.0)")
     measure, unit = "entropy", " bits"
     settings = threshold_setting("low-info", float, 3.5, low=0.0, high=16.0, unit=" in bits")
+    chart = (0.0, 10.0, False)
     measures = ("entropy",)
 
     def value(self, seen):

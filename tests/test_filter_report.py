@@ -81,6 +81,28 @@ def test_a_threshold_filter_shows_the_images_nearest_its_threshold_on_both_sides
     assert html.count("<img ") == 2 * NEAR_THRESHOLD
 
 
+def test_each_threshold_filter_charts_where_its_measure_fell_with_the_threshold_marked(tmp_path):
+    _, _, folder = run_report(tmp_path, grey_set(tmp_path), "empty-answer", "dark", "too-small=45")
+    filters = {f["name"]: f for f in json.loads((folder / "report.json").read_text())["filters"]}
+    assert "histogram" not in filters["empty-answer"]
+    from curate.plugins.image_look import decode
+    judged = [r["image"] for k, r in enumerate(grey_set(tmp_path)) if k % 7 != 3]      # what empty-answer left
+    values = [decode(str(tmp_path / image)).dark_score for image in judged]          # about g / 255
+    dark = filters["dark"]["histogram"]
+    assert not dark["log"] and dark["edges"][0] == 0 and dark["edges"][-1] == 1 and len(dark["counts"]) == 40
+    assert dark["counts"] == np.histogram(values, bins=dark["edges"])[0].tolist()
+    small = filters["too-small"]["histogram"]           # every image is 48 x 40: one bar, on a log axis
+    assert small["log"] and sum(small["counts"]) == len(judged) - filters["dark"]["removed"]
+    bar = next(k for k, n in enumerate(small["counts"]) if n)
+    assert small["edges"][bar] <= 40 < small["edges"][bar + 1]
+    html = (folder / "report.html").read_text()
+    assert html.count('<svg class="hist"') == 2
+    for name, threshold in (("dark", "0.17"), ("too-small", "45")):
+        section = html[html.index(f"<h2>{name}: "):]
+        chart = section[section.index('<svg class="hist"'):section.index("</svg>")]
+        assert f'class="thr-label"' in chart and f">{threshold}</text>" in chart
+
+
 def test_near_threshold_keeps_the_nearest_of_any_stream():
     rng = random.Random(5)
     values = [rng.uniform(0, 1) for _ in range(5000)]
