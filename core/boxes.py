@@ -30,8 +30,11 @@ from .errors import CurateError, RecordError, setting
 from .images import UnreadableImage
 
 CONVENTIONS = ("original", "padded", "thousand", "pixels", "smart-resize", "qwen-1000")
-# Qwen2.5-VL's smart_resize defaults, as in QwenLM's process_bbox.ipynb (factor, min and max pixels)
+# Qwen2.5-VL's smart_resize (factor, min and max pixels): the processor's own defaults, as QwenLM's
+# process_bbox.ipynb uses them, and what qwen-vl-finetune trains with unless told (its DataArguments:
+# min_pixels 28*28*16, max_pixels 28*28*576), the default here: boxes must match the training's images
 QWEN25_RESIZE = (28, 56 * 56, 14 * 14 * 4 * 1280)
+QWEN_FINETUNE_RESIZE = (28, 28 * 28 * 16, 28 * 28 * 576)
 _NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _ONE_NUMBER = re.compile(rf"\s*{_NUMBER}\s*")
 _BRACKET_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
@@ -164,7 +167,7 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h_bar, w_bar
 
 
-def convert_box(box, source: str, target: str, size: tuple[int, int] | None, resize=QWEN25_RESIZE) -> list:
+def convert_box(box, source: str, target: str, size: tuple[int, int] | None, resize=QWEN_FINETUNE_RESIZE) -> list:
     """A box from one convention to another (through ``original``); ``resize`` is the
     (factor, min_pixels, max_pixels) of ``smart-resize``."""
     if source == target:
@@ -241,7 +244,7 @@ class BoxStyle:
 
     convention: str
     syntax: str = "bracket"
-    resize: tuple = QWEN25_RESIZE
+    resize: tuple = QWEN_FINETUNE_RESIZE
 
     def groups(self, text: str):
         """Each :class:`Group` of boxes in the text, in order. Whatever the syntax marks as a box
@@ -616,8 +619,17 @@ class BoxRewriter:
         what = (f"{self.source.convention} ({self.source.syntax}) to {self.target.convention} "
                 f"({self.target.syntax})")
         if not self.boxes:
-            return f"boxes would be converted from {what}; the samples written hold none"
+            return f"boxes would be converted from {what}; the samples written hold none{self._resize_note()}"
         sizes = f", with the sizes of {len(self.images):,} images read from their headers" if self.images else ""
         thin = (f"; {len(self.thin):,} thinner than the target's resolution round to a line (e.g. "
                 f"{shown(self.thin[0])}), written so, as the trainer's own rule gives them") if self.thin else ""
-        return f"converted {self.boxes:,} boxes from {what}{sizes}{thin}"
+        return f"converted {self.boxes:,} boxes from {what}{sizes}{thin}{self._resize_note()}"
+
+    def _resize_note(self) -> str:
+        """Which pixel limits boxes after Qwen's smart_resize assume: they are right only for a
+        training that resizes images with the same limits."""
+        if self.target.convention != "smart-resize":
+            return ""
+        _, low, high = self.target.resize
+        return (f"; the boxes assume Qwen2.5-VL's smart_resize with min_pixels {low:,} and max_pixels {high:,} "
+                f"(train with these, or set {setting('qwen_min_pixels')}/{setting('qwen_max_pixels')} to yours)")

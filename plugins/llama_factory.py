@@ -138,7 +138,7 @@ class LlamaFactoryWriter(Writer):
                                   "datasets")
             return with_member(existing, name, entry)
 
-        return [Sidecar(path, "LLaMA-Factory dataset_info.json", render, merge=mode == "merge")]
+        return [Sidecar(path, "LLaMA-Factory dataset list", render, merge=mode == "merge")]
 
 
 def dataset_info_entry(file_name: str) -> dict:

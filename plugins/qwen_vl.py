@@ -6,7 +6,9 @@ The box numbers follow the model (QwenLM's ``qwen-vl-finetune/tools/process_bbox
 
 - Qwen2.5-VL: absolute pixels of the image *after* the processor's ``smart_resize`` (sides
   multiples of 28, pixel count within min/max pixels), rounded and clamped to the resized
-  image. Set ``--qwen-min-pixels``/``--qwen-max-pixels`` to what training uses.
+  image. The pixel limits default to what qwen-vl-finetune trains with (its ``DataArguments``:
+  min_pixels 12,544, max_pixels 451,584); set ``--qwen-min-pixels``/``--qwen-max-pixels`` to
+  your training's when it overrides them.
 - Qwen2-VL and Qwen3-VL: integers in [0, 1000] of the original image.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 
 import curate
-from curate.boxes import QWEN25_RESIZE, BoxStyle
+from curate.boxes import QWEN_FINETUNE_RESIZE, BoxStyle
 from curate.images import MAX_PIXELS as MAX_IMAGE_PIXELS
 from curate.plugins.llava import LlavaWriter
 from curate.settings import Setting
@@ -22,7 +24,7 @@ from curate.errors import setting
 
 MODELS = {"qwen2.5-vl": "smart-resize", "qwen2-vl": "qwen-1000", "qwen3-vl": "qwen-1000"}
 DEFAULT_MODEL = "qwen2.5-vl"
-FACTOR, MIN_PIXELS, MAX_PIXELS = QWEN25_RESIZE
+FACTOR, MIN_PIXELS, MAX_PIXELS = QWEN_FINETUNE_RESIZE
 # Bounds of the pixel limits. smart_resize makes every image at least one FACTOR x FACTOR block
 # (sides are multiples of FACTOR, never 0), so a max_pixels below that cannot be honoured and
 # would squeeze every box into a few pixels. Above the largest image curate opens, a max means
@@ -51,11 +53,12 @@ class QwenVLWriter(LlavaWriter):
                 help="qwen-vl writer: the model whose box coordinates to write (qwen2.5-vl: pixels after smart "
                      "resize; qwen2-vl and qwen3-vl: [0, 1000] of the original image)."),
         Setting("qwen_min_pixels", int, MIN_PIXELS, minimum=1, maximum=HIGHEST_PIXELS,
-                help="qwen-vl writer, qwen2.5-vl: the processor's min_pixels (as QwenLM's process_bbox.ipynb); "
-                     "use your training's value."),
+                help="qwen-vl writer, qwen2.5-vl: the processor's min_pixels (default: qwen-vl-finetune's "
+                     "--min_pixels default, 28*28*16); use your training's value."),
         Setting("qwen_max_pixels", int, MAX_PIXELS, minimum=LOWEST_MAX_PIXELS, maximum=HIGHEST_PIXELS,
-                help="qwen-vl writer, qwen2.5-vl: the processor's max_pixels (as QwenLM's process_bbox.ipynb; "
-                     f"qwen-vl-finetune trains with 451,584 unless told; at least one {FACTOR}x{FACTOR} block)."),
+                help="qwen-vl writer, qwen2.5-vl: the processor's max_pixels (default: qwen-vl-finetune's "
+                     f"--max_pixels default, 28*28*576); use your training's value (at least one {FACTOR}x{FACTOR} "
+                     "block)."),
     )
 
     def box_style_for(self, options):
