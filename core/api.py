@@ -43,7 +43,7 @@ def write(samples: Iterable[Sample], path, format: str = "llava", *, overwrite: 
 
 def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite: bool = False,
             on_error: str = "fail", rejects=None, image_root=None, image_prefix: str | None = None,
-            seed: int = 0, settings: dict | None = None, boxes: str | None = None, ids: str = "keep",
+            seed: int = 0, settings: dict | None = None, boxes: str | None = None, ids: str | None = None,
             show_progress: bool = False) -> Report:
     """Read every input with one reader, write one output with one writer.
 

@@ -157,10 +157,11 @@ def output_options(function):
                           "(integers in [0, 1000), InternVL), pixels (of the original image), smart-resize "
                           "(pixels after Qwen2.5-VL's resize), qwen-1000 (integers in [0, 1000], Qwen2-VL and "
                           "Qwen3-VL). Needs --image-root for sizes."),
-        click.option("--ids", type=click.Choice(ID_MODES), default="keep", show_default=True,
-                     help="keep: write ids as read (lossless). string: write every id as a string (a file that "
-                          "mixes integer and string ids fails to load in Hugging Face datasets up to 4.x, which "
-                          "LLaMA-Factory and ms-swift pin). drop: write no ids."),
+        click.option("--ids", type=click.Choice(ID_MODES), default=None,
+                     help="keep: write ids as read (lossless). string: write every id as a string. drop: write no "
+                          "ids. [default: string for writers whose trainer loads the file with Hugging Face "
+                          "datasets (llama-factory, ms-swift: ids that mix integers and strings do not load "
+                          "before datasets 4.7 and lose leading zeros after), keep for the others]"),
     ], function)
 
 

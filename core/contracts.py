@@ -119,13 +119,17 @@ class Sidecar:
 
 class Writer(ABC):
     """Writes Samples to one output stream. Attributes as for :class:`Reader`, and
-    ``suffixes``: the output file endings the trainer can read (empty: any)."""
+    ``suffixes``: the output file endings the trainer can read (empty: any);
+    ``loads_with_datasets``: True when the trainer loads the file through Hugging Face
+    ``datasets``, whose columns hold one type (ids are then written as strings unless the user
+    passes ``--ids keep``, see :class:`curate.stages.IdPolicy`)."""
 
     name: str = ""
     description: str = ""
     box_style = None
     settings: tuple = ()
     suffixes: tuple[str, ...] = ()
+    loads_with_datasets: bool = False
 
     @abstractmethod
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:

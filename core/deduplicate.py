@@ -453,7 +453,7 @@ def identify_to_file(inputs: Inputs, output, *, embedder: EmbedderSpec = None, s
 def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSpec = None,
           search: SearchSettings = None, settings: EmbedSettings = None, report: ReportSettings = None,
           drop_unreadable: bool = False, on_error: str = "fail", rejects=None, boxes: str | None = None,
-          ids: str = "keep", overwrite: bool = False, filters=()) -> DedupResult:
+          ids: str | None = None, overwrite: bool = False, filters=()) -> DedupResult:
     """Identify near-duplicates, write the rest of ``inputs`` to ``output`` in input order, and
     report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all.
 

@@ -255,7 +255,7 @@ class Run:
     """
 
     def __init__(self, inputs: Inputs, output, writer: str, outputs: Outputs, *, on_error: str = "fail",
-                 rejects=None, boxes: str | None = None, ids: str = "keep", show_progress: bool = False,
+                 rejects=None, boxes: str | None = None, ids: str | None = None, show_progress: bool = False,
                  title: str | None = None, components=()):
         self.inputs = inputs
         self.outputs = outputs
@@ -285,7 +285,7 @@ class Run:
     def stages(self, given: Iterable[Stage]) -> list[Stage]:
         """Every stage of the pass, in order: the duplicate-id check, the ``given`` ones (a
         filter), box conversion, then the id policy (what the writer sees)."""
-        return [CheckDuplicateIds(), *given, self.boxes, ApplyIds(self.ids)]
+        return [CheckDuplicateIds(), *given, self.boxes, ApplyIds(self.ids, self.writer.loads_with_datasets)]
 
     def execute(self, stages: Iterable[Stage] = ()) -> Report:
         started = time.monotonic()

@@ -57,7 +57,7 @@ def filter_stages(specs: list[tuple[str, str | None]], given: dict | None = None
 
 
 def run_filters(inputs: Inputs, output, filters: list[Filter], *, to: str | None = None, removed=None,
-                on_error: str = "fail", rejects=None, boxes: str | None = None, ids: str = "keep",
+                on_error: str = "fail", rejects=None, boxes: str | None = None, ids: str | None = None,
                 overwrite: bool = False, show_progress: bool = False, extra_sources=(), report_dir=None) -> Report:
     """Write ``inputs`` to ``output`` through ``filters``; what they remove goes, with why, to
     ``removed`` (default ``OUTPUT.removed.jsonl``), and with ``report_dir`` the filter report

@@ -57,15 +57,23 @@ def id_problem(value) -> str | None:
 
 
 class IdPolicy:
-    """How ids are written (``--ids``), and a warning when kept ids mix types (integers and
-    strings): Hugging Face ``datasets`` up to 4.x (what LLaMA-Factory and ms-swift pin) refuses
-    such a column with ArrowTypeError, and newer versions read ``"000000033471"`` as 33471.
-    ``string`` writes every id as a string, numbers and booleans as JSON spells them."""
+    """How ids are written (``--ids``; None: the writer's default), and what the summary says.
 
-    def __init__(self, mode: str = "keep"):
-        if mode not in ID_MODES:
+    A JSON column whose ids mix integers and strings is fine for trainers that read JSON
+    themselves (LLaVA, InternVL, qwen-vl-finetune: lossless ``keep``), but not for those that
+    load through Hugging Face ``datasets`` (``Writer.loads_with_datasets``: LLaMA-Factory,
+    ms-swift). Measured with the real package on such a file: before 4.7 it does not load
+    (an Arrow type error on ``id``; LLaMA-Factory pins datasets<=4.0.0), and from 4.7 (ms-swift
+    allows up to 4.8.4; 5.x too) it loads with ``"000000033471"`` silently read as 33471. So
+    those writers write every id as a string by default (``string``: numbers and booleans as
+    JSON spells them), and warn only when told ``--ids keep`` on such a mix."""
+
+    def __init__(self, mode: str | None = "keep", loads_with_datasets: bool = False):
+        if mode is not None and mode not in ID_MODES:
             raise CurateError(f"{setting('ids')} must be one of {', '.join(ID_MODES)}, not {mode!r}")
-        self.mode = mode
+        self.defaulted = mode is None
+        self.mode = ("string" if loads_with_datasets else "keep") if mode is None else mode
+        self.loads_with_datasets = loads_with_datasets
         self.kinds: Counter = Counter()
 
     def apply(self, sample: Sample) -> Sample:
@@ -78,14 +86,25 @@ class IdPolicy:
             sample.id = None
         return sample
 
-    def warning(self) -> str | None:
-        if self.mode != "keep" or len(self.kinds) < 2:
-            return None
+    def _mix(self) -> str:
         parts = [f"{kind} ({self.kinds[kind]:,})" for kind in _ID_KINDS.values() if kind in self.kinds]
-        mix = ", ".join(parts[:-1]) + " and " + parts[-1]
-        return (f"ids mix {mix}: Hugging Face datasets up to "
-                "4.x (pinned by LLaMA-Factory and ms-swift) cannot load such a file (ArrowTypeError on id) and newer "
-                f"versions turn ids like \"000000033471\" into numbers; pass {setting('ids')} string (or {setting('ids')} drop)")
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+    def note(self) -> str | None:
+        """Said when the writer's default turned ids that were not strings into strings."""
+        changed = sum(n for kind, n in self.kinds.items() if kind != "strings")
+        if not (self.defaulted and self.mode == "string" and changed):
+            return None
+        return (f"wrote {changed:,} ids that were not strings as strings, as the trainer loads the file with Hugging "
+                f"Face datasets, which holds one type per column (pass {setting('ids')} keep to write them as read)")
+
+    def warning(self) -> str | None:
+        if self.mode != "keep" or not self.loads_with_datasets or len(self.kinds) < 2:
+            return None
+        return (f"ids mix {self._mix()}: this trainer loads the file with Hugging Face datasets, which before 4.7 "
+                "cannot load it (an Arrow type error on id; LLaMA-Factory pins datasets<=4.0.0) and from 4.7 on "
+                f"reads ids like \"000000033471\" as the number 33471; pass {setting('ids')} string (the default for "
+                f"this writer) or {setting('ids')} drop")
 
 
 class DuplicateIds:
@@ -275,18 +294,17 @@ class ApplyIds(Stage):
 
     name = "ids"
 
-    def __init__(self, mode: str = "keep"):
+    def __init__(self, mode: str | None = "keep", loads_with_datasets: bool = False):
         super().__init__()
-        self.policy = IdPolicy(mode)
+        self.policy = IdPolicy(mode, loads_with_datasets)
 
     def process(self, items, context):
         for item in items:
             yield item._replace(sample=self.policy.apply(item.sample))
 
     def finish(self) -> None:
-        warning = self.policy.warning()
-        if warning:
-            self.tally.warnings.append(warning)
+        self.tally.notes += [note for note in (self.policy.note(),) if note]
+        self.tally.warnings += [warning for warning in (self.policy.warning(),) if warning]
 
 
 class ConvertsOwnBoxes(ABC):

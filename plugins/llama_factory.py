@@ -105,6 +105,7 @@ def dataset_name(output: Path, options: Options) -> str:
 class LlamaFactoryWriter(Writer):
     name = "llama-factory"
     description = "LLaMA-Factory ShareGPT-style multimodal JSON (.json array or .jsonl), with its dataset_info.json"
+    loads_with_datasets = True       # LLaMA-Factory's loader: datasets.load_dataset("json", ...)
     settings = (
         DATASET_NAME,
         Setting("dataset_info", default="merge", choices=DATASET_INFO_MODES,

@@ -45,5 +45,9 @@ def test_skipped_object_and_list_ids_are_rejected_with_their_reason(tmp_path, od
 
 
 def test_kept_ids_of_several_types_warn_naming_each(tmp_path, odd_ids):
-    result = convert(odd_ids, tmp_path / "out.json", "--on-error", "skip")
+    # only where the output's trainer loads through Hugging Face datasets (LLaMA-Factory)
+    result = run_curate("convert", "llama-factory", "llama-factory", odd_ids, "-o", tmp_path / "out.json",
+                        "--ids", "keep", "--on-error", "skip", "--dataset-info", "none")
     assert "ids mix integers (1), strings (1), fractional numbers (1) and booleans (1)" in " ".join(result.stderr.split())
+    result = convert(odd_ids, tmp_path / "out.json", "--on-error", "skip", "--overwrite")
+    assert "ids mix" not in result.stderr

@@ -21,7 +21,9 @@ def svit_llava(tmp_path_factory):
 
 def test_llama_factory_round_trip_is_lossless(tmp_path, llava_records):
     lf, back = tmp_path / "lf.json", tmp_path / "back.json"
-    run_curate("convert", "llava", "llama-factory", FIXTURES / "llava_small.json", "-o", lf, "-q", check=0)
+    # --ids keep: lossless (by default llama-factory writes ids as strings, which its trainer can load)
+    run_curate("convert", "llava", "llama-factory", FIXTURES / "llava_small.json", "-o", lf, "-q", "--ids", "keep",
+               check=0)
     record = load_json(lf)[0]
     assert set(record) == {"id", "messages", "images"}
     assert record["messages"][0] == {"role": "user", "content": "<image>\nWhat are the colors of the bus in the image?"}
@@ -35,7 +37,7 @@ def test_llama_factory_round_trip_is_lossless(tmp_path, llava_records):
 @pytest.mark.parametrize("name", ["llava_v1_5_mix665k.every500.json", "sharegpt4v_mix665k.every500.json"])
 def test_llama_factory_round_trip_on_real_data(tmp_path, name):
     lf, back = tmp_path / "lf.jsonl", tmp_path / "back.json"
-    run_curate("convert", "llava", "llama-factory", REAL / name, "-o", lf, "-q", check=0)
+    run_curate("convert", "llava", "llama-factory", REAL / name, "-o", lf, "-q", "--ids", "keep", check=0)
     run_curate("convert", "llama-factory", "llava", lf, "-o", back, "-q", check=0)
     assert load_json(back) == load_json(REAL / name)
 

@@ -5,9 +5,10 @@ image counted, and the sidecar note that names a file once."""
 
 import json
 
+import pytest
 from PIL import Image
 
-from conftest import FIXTURES, load_json, run_curate
+from conftest import FIXTURES, REAL, load_json, needs_shared, run_curate
 from curate.boxes import smart_resize
 
 IMAGES = FIXTURES / "images"
@@ -51,3 +52,47 @@ def test_sidecar_note_names_the_file_once(tmp_path):
     said = one_line(result.stderr)
     assert f"merged this dataset into the LLaMA-Factory dataset list {tmp_path / 'dataset_info.json'}" in said
     assert "dataset_info.json dataset_info.json" not in said
+
+
+def mixed_id_llava(tmp_path):
+    records = load_json(FIXTURES / "llava_small.json")[:4]
+    records[0]["id"], records[1]["id"] = 33471, "000000033471"      # as GQA's and COCO's ids in the 665K mix
+    source = tmp_path / "mixed.json"
+    source.write_text(json.dumps(records))
+    return source, [r["id"] for r in records]
+
+
+@pytest.mark.parametrize("writer, name", [("llama-factory", "lf.json"), ("ms-swift", "swift.jsonl")])
+def test_writers_whose_trainer_loads_with_datasets_write_string_ids(tmp_path, monkeypatch, writer, name):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    source, ids = mixed_id_llava(tmp_path)
+    out = tmp_path / name
+    result = run_curate("convert", "llava", writer, source, "-o", out, "--on-error", "skip", check=0)
+    assert "ids mix" not in result.stderr
+    assert "wrote 1 ids that were not strings as strings" in one_line(result.stderr)
+    loaded = datasets.load_dataset("json", data_files=str(out), split="train")
+    assert loaded["id"][:2] == ["33471", "000000033471"]        # leading zeros kept, one type
+    assert loaded["id"][2:] == [str(i) for i in ids[2:]]
+
+
+def test_llava_output_keeps_mixed_ids_without_a_warning(tmp_path):
+    source, ids = mixed_id_llava(tmp_path)
+    out = tmp_path / "llava.json"
+    result = run_curate("convert", "llava", "llava", source, "-o", out, check=0)
+    assert [r["id"] for r in load_json(out)] == ids and "ids" not in result.stderr
+
+
+@needs_shared
+def test_the_real_llava_mix_as_llama_factory_loads_in_datasets(tmp_path, monkeypatch):
+    """The 665K mix holds GQA's integer ids beside COCO's "000000033471": LLaMA-Factory's output
+    with the default ids loads, and each id reads back as the text it was."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    source = REAL / "llava_v1_5_mix665k.every500.json"
+    ids = [r["id"] for r in load_json(source)]
+    assert {type(i) for i in ids} == {int, str}
+    out = tmp_path / "lf.json"
+    run_curate("convert", "llava", "llama-factory", source, "-o", out, "-q", check=0)
+    loaded = datasets.load_dataset("json", data_files=str(out), split="train")
+    assert loaded["id"] == [str(i) for i in ids]
