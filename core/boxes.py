@@ -132,7 +132,13 @@ def pad_box(box, width: int, height: int) -> list[float]:
 
 
 def unpad_box(box, width: int, height: int) -> list[float]:
-    """The inverse of :func:`pad_box` (within its rounding)."""
+    """The inverse of :func:`pad_box` (within its rounding), clamped to the image."""
+    return [round(min(1.0, max(0.0, v)), 3) for v in _unpadded(box, width, height)]
+
+
+def _unpadded(box, width: int, height: int) -> list[float]:
+    """A padded box normalised to the original image, unclamped: outside [0, 1] when it lies in
+    the padding (a box written for another image, or sizes read from the wrong one)."""
     side = max(width, height)
     shift = (side - min(width, height)) // 2
     x1, y1, x2, y2 = (v * side for v in box)
@@ -140,7 +146,21 @@ def unpad_box(box, width: int, height: int) -> list[float]:
         y1, y2 = y1 - shift, y2 - shift
     elif height > width:
         x1, x2 = x1 - shift, x2 - shift
-    return [round(min(1.0, max(0.0, v)), 3) for v in (x1 / width, y1 / height, x2 / width, y2 / height)]
+    return [x1 / width, y1 / height, x2 / width, y2 / height]
+
+
+def _within_image(original: list[float], source: str, size: tuple[int, int], clamped: list | None) -> list[float]:
+    """A box normalised to the original image, clamped to it. Conventions whose numbers depend
+    on the image's size (padded, pixels, smart-resize) can point outside it when the box was
+    written for another size: such a box is added to ``clamped`` when a corner lies out by more
+    than the source's own rounding (a pixel, and the padded value's three decimals)."""
+    inside = [min(1.0, max(0.0, v)) for v in original]
+    if clamped is not None and inside != original:
+        width, height = size
+        slack = 1 + (0.0005 * max(width, height) if source == "padded" else 0)      # in pixels
+        if any(abs(a - b) * d > slack for a, b, d in zip(original, inside, (width, height, width, height))):
+            clamped.append(original)
+    return inside
 
 
 def needs_size(source: str, target: str) -> bool:
@@ -167,9 +187,11 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h_bar, w_bar
 
 
-def convert_box(box, source: str, target: str, size: tuple[int, int] | None, resize=QWEN_FINETUNE_RESIZE) -> list:
+def convert_box(box, source: str, target: str, size: tuple[int, int] | None, resize=QWEN_FINETUNE_RESIZE,
+                clamped: list | None = None) -> list:
     """A box from one convention to another (through ``original``); ``resize`` is the
-    (factor, min_pixels, max_pixels) of ``smart-resize``."""
+    (factor, min_pixels, max_pixels) of ``smart-resize``. A box that falls outside the image is
+    clamped to it, and added to ``clamped`` (see :func:`_within_image`)."""
     if source == target:
         return list(box)
     if source == "original" and target == "padded":      # SVIT -> LLaVA, the common case
@@ -178,14 +200,16 @@ def convert_box(box, source: str, target: str, size: tuple[int, int] | None, res
     if source == "original":
         original = [float(v) for v in box]
     elif source == "padded":
-        original = unpad_box(box, width, height)
+        original = [round(v, 3) for v in _within_image(_unpadded(box, width, height), source, size, clamped)]
     elif source in ("thousand", "qwen-1000"):
         original = [v / 1000 for v in box]
     elif source == "pixels":
         original = [box[0] / width, box[1] / height, box[2] / width, box[3] / height]
+        original = _within_image(original, source, size, clamped)
     elif source == "smart-resize":
         new_height, new_width = smart_resize(height, width, *resize)
         original = [box[0] / new_width, box[1] / new_height, box[2] / new_width, box[3] / new_height]
+        original = _within_image(original, source, (new_width, new_height), clamped)
     else:
         raise CurateError(f"unknown box convention {source!r}")
     if target == "original":
@@ -363,16 +387,19 @@ INTERNVL = BoxStyle("thousand", "internvl")
 
 
 def rewrite_boxes(text: str, source: BoxStyle, target: BoxStyle, size: Callable[[], tuple[int, int]],
-                  objects: dict | None = None, thin: list | None = None) -> tuple[str, int]:
+                  objects: dict | None = None, thin: list | None = None,
+                  clamped: list | None = None) -> tuple[str, int]:
     """Rewrite every box of ``text`` from one style to another; returns (text, boxes rewritten).
     ``objects`` collects what a ``swift`` target keeps outside the text; ``thin`` the boxes that
-    rounding left without area (see :func:`collapsed`). A box that is not one raises a BoxError."""
+    rounding left without area (see :func:`collapsed`); ``clamped`` those that fell outside the
+    image (see :func:`convert_box`). A box that is not one raises a BoxError."""
     if target.syntax == "swift":
         _refuse_placeholders(text)
     pieces, last, count = [], 0, 0
     for group in list(source.groups(text)):
         dims = size() if needs_size(source.convention, target.convention) else None
-        converted = [convert_box(b, source.convention, target.convention, dims, target.resize) for b in group.boxes]
+        converted = [convert_box(b, source.convention, target.convention, dims, target.resize, clamped)
+                     for b in group.boxes]
         if thin is not None:
             thin += [box for box in converted if collapsed(box)]
         pieces.append(text[last:group.start])
@@ -394,6 +421,22 @@ def _refuse_placeholders(text: str) -> None:
             raise BoxError(f"the text already holds {placeholder}, ms-swift's placeholder for a "
                            f"{'referring expression' if placeholder == '<ref-object>' else 'box'}: it would not "
                            "match the record's objects")
+
+
+def one_style(readers) -> tuple[BoxStyle | None, str | None]:
+    """For a writer that keeps its input's box convention (it declares none): the style to write
+    when the readers disagree, and a note saying so; (None, None) when they agree. Boxes of
+    several conventions in one file cannot be told apart by any trainer, so they are all written
+    in the first input's (the user orders the inputs; ``--boxes`` chooses another)."""
+    styles = [(reader.name, reader.box_style) for reader in readers if reader.box_style is not None]
+    if len({style.convention for _, style in styles}) < 2:
+        return None, None
+    first = styles[0][1]
+    target = BoxStyle(first.convention, "bracket" if first.syntax == "svit" else first.syntax)
+    said = ", ".join(dict.fromkeys(f"{name}: {style.convention}" for name, style in styles))
+    return target, (f"the inputs hold boxes in different conventions ({said}) and this writer keeps its input's, "
+                    f"so every box was written as {first.convention}, the first input's ({setting('boxes')} "
+                    "chooses another)")
 
 
 def style_for(convention: str, like: BoxStyle) -> BoxStyle:
@@ -547,6 +590,7 @@ class BoxRewriter:
         self.boxes = 0
         self.images: set[str] = set()
         self.thin: list = []             # converted boxes that rounding left without area
+        self.clamped: list = []          # boxes that fell outside their image once converted
 
     def rewrite_texts(self, texts: list[str], size: Callable[[], tuple[int, int]],
                       refuse: Callable[[int, str], Exception] | None = None,
@@ -562,7 +606,8 @@ class BoxRewriter:
             one = self.lane([text], size, self.thin) if self.lane is not None and len(texts) > 1 else None
             if one is None:
                 try:
-                    text, count = rewrite_boxes(text, self.source, self.target, size, objects, self.thin)
+                    text, count = rewrite_boxes(text, self.source, self.target, size, objects, self.thin,
+                                                self.clamped)
                 except RecordError:
                     raise
                 except CurateError as e:
@@ -623,7 +668,10 @@ class BoxRewriter:
         sizes = f", with the sizes of {len(self.images):,} images read from their headers" if self.images else ""
         thin = (f"; {len(self.thin):,} thinner than the target's resolution round to a line (e.g. "
                 f"{shown(self.thin[0])}), written so, as the trainer's own rule gives them") if self.thin else ""
-        return f"converted {self.boxes:,} boxes from {what}{sizes}{thin}{self._resize_note()}"
+        clamped = (f"; {len(self.clamped):,} fell outside their image once converted and were clamped to it (e.g. "
+                   f"{shown([round(v, 3) for v in self.clamped[0]])} of the image's width and height): boxes written "
+                   f"for other image sizes, or a wrong {setting('image_root')}; check them") if self.clamped else ""
+        return f"converted {self.boxes:,} boxes from {what}{sizes}{thin}{clamped}{self._resize_note()}"
 
     def _resize_note(self) -> str:
         """Which pixel limits boxes after Qwen's smart_resize assume: they are right only for a

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .atomic import Outputs
-from .boxes import BRACKET_PADDED, style_for
+from .boxes import BRACKET_PADDED, one_style, style_for
 from .contracts import Options, Reader, raise_error
 from .errors import CurateError, RecordError, setting
 from .images import ImageLocator
@@ -276,8 +276,12 @@ class Run:
         for sidecar in self.sidecars:
             outputs.claim(sidecar.path, sidecar.role, overwrite=True if sidecar.merge else None)
         self.images = ImageLocator(inputs.image_root)
-        self.boxes = ConvertBoxes(inputs.readers, style_for(boxes, target or BRACKET_PADDED) if boxes else target,
-                                  self.images)
+        why = None
+        if boxes:
+            target = style_for(boxes, target or BRACKET_PADDED)
+        elif target is None:
+            target, why = one_style(inputs.readers)
+        self.boxes = ConvertBoxes(inputs.readers, target, self.images, why)
         self.ids = ids
         self.show_progress = show_progress
         self.title = title or f"{inputs.reader_names} → {self.writer.name}"

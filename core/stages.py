@@ -327,8 +327,9 @@ class ConvertBoxes(Stage):
 
     name = "boxes"
 
-    def __init__(self, readers: list[Reader], target, locator):
+    def __init__(self, readers: list[Reader], target, locator, why: str | None = None):
         super().__init__()
+        self.why = why          # a note on the choice of target, said once boxes were written
         self._rewriters = {reader.name: BoxRewriter(reader.box_style, target, locator) for reader in readers}
         self._own_pass = {reader.name for reader in readers if self.converts_own(reader, self._rewriters[reader.name])}
 
@@ -355,4 +356,6 @@ class ConvertBoxes(Stage):
             yield item
 
     def finish(self) -> None:
+        if self.why and any(r.boxes for r in self._rewriters.values()):
+            self.tally.notes.append(self.why)
         self.tally.notes += [note for note in (r.note() for r in self._rewriters.values()) if note]

@@ -96,3 +96,53 @@ def test_the_real_llava_mix_as_llama_factory_loads_in_datasets(tmp_path, monkeyp
     run_curate("convert", "llava", "llama-factory", source, "-o", out, "-q", check=0)
     loaded = datasets.load_dataset("json", data_files=str(out), split="train")
     assert loaded["id"] == [str(i) for i in ids]
+
+
+def llava_box_record(record_id: str, box: str) -> dict:
+    # coco/train2017/000000000003.jpg is 320x213: padded to 320x320, the image starts 53 px down
+    return {"id": record_id, "image": "coco/train2017/000000000003.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhere is the dog?"}, {"from": "gpt", "value": f"It is at {box}."}]}
+
+
+def test_llama_factory_writes_one_box_convention_when_inputs_differ(tmp_path):
+    svit = FIXTURES / "svit" / "referring_qa.json"
+    llava = tmp_path / "llava.json"
+    llava.write_text(json.dumps([llava_box_record("dog", "[0.1, 0.2, 0.5, 0.6]")]))
+    out = tmp_path / "lf.json"
+    result = run_curate("convert", "auto", "llama-factory", svit, llava, "-o", out, "--image-root", IMAGES,
+                        "--dataset-info", "none", check=0)
+    said = one_line(result.stderr)
+    assert "different conventions (svit: original, llava: padded)" in said and "written as original" in said
+    records = load_json(out)
+    # unpadded: y1 = 0.2 * 320 - 53 = 11 px of 213 -> 0.052; y2 = 192 - 53 = 139 px -> 0.653
+    assert records[-1]["messages"][1]["content"] == "It is at [0.1, 0.052, 0.5, 0.653]."
+    assert "The wall [0.05, 0.1, 0.95, 0.9]" in records[0]["messages"][1]["content"]
+    # the other order: every box padded, as the LLaVA input's (1.jpg is square: the same numbers)
+    out = tmp_path / "lf2.json"
+    result = run_curate("convert", "auto", "llama-factory", llava, svit, "-o", out, "--image-root", IMAGES,
+                        "--dataset-info", "none", check=0)
+    assert "written as padded" in one_line(result.stderr)
+    assert load_json(out)[0]["messages"][1]["content"] == "It is at [0.1, 0.2, 0.5, 0.6]."
+    # one convention in: nothing to say
+    result = run_curate("convert", "auto", "llama-factory", svit, "-o", tmp_path / "lf3.json", "--image-root", IMAGES,
+                        "--dataset-info", "none", check=0)
+    assert "different conventions" not in result.stderr
+
+
+def test_boxes_clamped_to_the_image_are_counted(tmp_path):
+    # y1 = 0.05 * 320 - 53 = -37 px: in the padding, 37 px above the image; 0.165 * 320 - 53 = -0.2 px
+    # is the padded value's rounding, not a box outside the image
+    llava = tmp_path / "llava.json"
+    llava.write_text(json.dumps([llava_box_record("out", "[0.1, 0.05, 0.5, 0.6]"),
+                                 llava_box_record("edge", "[0.1, 0.165, 0.5, 0.6]")]))
+    out = tmp_path / "o.json"
+    result = run_curate("convert", "llava", "llava", llava, "-o", out, "--boxes", "original", "--image-root", IMAGES,
+                        check=0)
+    said = one_line(result.stderr)
+    assert "1 fell outside their image once converted and were clamped to it (e.g. [0.1, -0.174, 0.5, 0.653]" in said
+    assert "--image-root" in said
+    assert [r["conversations"][1]["value"] for r in load_json(out)] == ["It is at [0.1, 0.0, 0.5, 0.653].",
+                                                                       "It is at [0.1, 0.0, 0.5, 0.653]."]
+    result = run_curate("convert", "llava", "llava", llava, "-o", tmp_path / "p.json", "--boxes", "pixels",
+                        "--image-root", IMAGES, check=0)
+    assert "1 fell outside their image" in one_line(result.stderr)
