@@ -54,10 +54,15 @@ class ImageTable:
     multi_samples: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # (source, images)
     sample_sources: dict[str, int] = field(default_factory=dict)   # samples per source dataset
     text_only: int = 0
+    video_samples: int = 0          # samples that hold videos: carried, never decoded or compared
+    videos: int = 0
 
     def add_sample(self, sample) -> None:
         self.sample_sources[sample.source] = self.sample_sources.get(sample.source, 0) + 1
-        if sample.image is None:
+        if sample.video is not None:
+            self.video_samples += 1
+            self.videos += len(sample.videos)
+        elif sample.image is None:
             self.text_only += 1
         positions = tuple(self._add(path, sample.id) for path in sample.images)
         if len(positions) == 1:
@@ -486,6 +491,10 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
         seconds = dict(duplicates.stage_seconds, write=time.monotonic() - started)
         accounting.seconds = time.monotonic() - run_started
         accounting.warnings += duplicates.embedding.warnings
+        if duplicates.images.video_samples:
+            accounting.notes.append(
+                f"{duplicates.images.video_samples:,} samples hold {duplicates.images.videos:,} videos: carried to the "
+                "output, not decoded; dedup compared only their images (a sample whose only media is a video is kept)")
         result = DedupResult(accounting, duplicates, files.folder, files.removed, report.sample_every,
                              drop_unreadable, seconds, filters=list(filters))
         result.report_data = write_reports(result, files, outputs, show_progress=settings.show_progress)

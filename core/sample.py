@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 IMAGE_TOKEN = "<image>"
+VIDEO_TOKEN = "<video>"         # a video's place in the text, as a Sample holds it (see Sample)
 ROLES = ("human", "gpt", "system")
 
 # Path prefixes of the public image roots (LLaVA-1.5, ShareGPT4V; FORMATS.md), longest first.
@@ -76,17 +77,22 @@ class Sample:
     - ``id``: a string or an integer, kept exactly as given.
     - ``image``: a path relative to an image root, a list of them for multi-image
       records, or None for text-only records.
-    - ``conversations``: a list of :class:`Turn`.
+    - ``conversations``: a list of :class:`Turn`. Each image has its ``<image>`` in the text
+      and each video its ``<video>`` (whatever tag the file format uses for it: LLaVA-Video
+      writes ``<image>`` for a video, its reader and writer translate).
     - ``extra``: every key of the input record that the reader did not model.
+    - ``video``: a video path (or a list of them), relative to the root like images, or None.
+      Videos are carried, never decoded.
     """
 
-    __slots__ = ("id", "image", "conversations", "extra")
+    __slots__ = ("id", "image", "conversations", "extra", "video")
 
-    def __init__(self, id, image=None, conversations=None, extra=None):
+    def __init__(self, id, image=None, conversations=None, extra=None, video=None):
         self.id = id
         self.image = image
         self.conversations = conversations if conversations is not None else []
         self.extra = extra if extra is not None else {}
+        self.video = video
 
     @property
     def images(self) -> list[str]:
@@ -95,10 +101,21 @@ class Sample:
         return list(self.image) if isinstance(self.image, list) else [self.image]
 
     @property
+    def videos(self) -> list[str]:
+        if self.video is None:
+            return []
+        return list(self.video) if isinstance(self.video, list) else [self.video]
+
+    def tag_counts(self, roles=None) -> tuple[int, int]:
+        """How many ``<image>`` and ``<video>`` the text holds (in the turns of ``roles`` only)."""
+        texts = [t.text for t in self.conversations if roles is None or t.role in roles]
+        return sum(t.count(IMAGE_TOKEN) for t in texts), sum(t.count(VIDEO_TOKEN) for t in texts)
+
+    @property
     def source(self) -> str:
-        """Source dataset of the (first) image, derived from its path."""
-        images = self.images
-        return source_of(images[0] if images else None)
+        """Source dataset of the (first) image, or else video, derived from its path."""
+        media = self.images or self.videos
+        return source_of(media[0] if media else None)
 
     @property
     def image_placement(self) -> str:
@@ -118,15 +135,17 @@ class Sample:
         """The sample as a LLaVA-shaped dict (for a rejects file, where the original record is
         no longer at hand)."""
         turns = [{"from": turn.role, "value": turn.text, **(turn.extra or {})} for turn in self.conversations]
-        return {"id": self.id, "image": self.image, "conversations": turns, **self.extra}
+        video = {"video": self.video} if self.video is not None else {}
+        return {"id": self.id, "image": self.image, **video, "conversations": turns, **self.extra}
 
     def __eq__(self, other):
         return (isinstance(other, Sample) and self.id == other.id and type(self.id) is type(other.id)
                 and self.image == other.image and self.conversations == other.conversations
-                and self.extra == other.extra)
+                and self.extra == other.extra and self.video == other.video)
 
     def __repr__(self):
-        return f"Sample(id={self.id!r}, image={self.image!r}, turns={len(self.conversations)})"
+        video = f", video={self.video!r}" if self.video is not None else ""
+        return f"Sample(id={self.id!r}, image={self.image!r}{video}, turns={len(self.conversations)})"
 
 
 class Rejected:

@@ -40,7 +40,7 @@ def summarise(samples: Iterable[Sample]) -> list[SourceStats]:
             r.samples += 1
             r.turns += len(sample.conversations)
             r.placement[placement] += 1
-        if sample.image is None:
+        if sample.image is None and sample.video is None:
             row.text_only += 1
             total.text_only += 1
         else:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import curate
 from curate.boxes import INTERNVL
+from curate.media import INTERNVL as INTERNVL_MEDIA
 from curate.contracts import Sidecar
 from curate.plugins.llama_factory import DATASET_NAME, dataset_name
 from curate.plugins.llava import LlavaReader, LlavaWriter
@@ -33,6 +34,7 @@ class InternVLWriter(LlavaWriter):
     name = "internvl"
     description = "InternVL chat JSONL (.jsonl only; <ref>..</ref><box>[[...]]</box> in [0, 1000)), with its meta JSON"
     box_style = INTERNVL
+    media_rule = INTERNVL_MEDIA
     suffixes = (".jsonl",)
     jsonl_note = None
     settings = (

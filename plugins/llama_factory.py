@@ -1,6 +1,7 @@
 """LLaMA-Factory's ShareGPT-style multimodal data:
 ``{"messages": [{"role": "user"|"assistant"|"system", "content": "<image>..."}], "images": [...]}``,
-one ``<image>`` token per entry of ``images``. curate also writes ``id`` (and any other key of
+one ``<image>`` token per entry of ``images`` (and ``videos``, one ``<video>`` each, on records
+that hold videos). curate also writes ``id`` (and any other key of
 the sample), which LLaMA-Factory ignores, so that a round trip loses nothing.
 
 Beside the output goes the ``dataset_info.json`` entry LLaMA-Factory needs to load it
@@ -18,8 +19,9 @@ from curate.contracts import Sidecar
 from curate.errors import CurateError, RecordError, setting
 from curate.jsonstream import strict_decoder, with_member
 from curate.formats import Options, Reader, Writer, head_has_keys, samples_from_json
+from curate.media import LLAMA_FACTORY, checked
 from curate.records import json_type, unsafe_image_path, write_records
-from curate.sample import IMAGE_TOKEN, Sample, Turn
+from curate.sample import IMAGE_TOKEN, VIDEO_TOKEN, Sample, Turn
 from curate.settings import Setting
 
 TO_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
@@ -37,13 +39,14 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad("messages", "missing or empty")
-    images = record.get("images", [])
-    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
-        raise bad("images", "must be a list of path strings")
-    for image_path in images:
-        problem = unsafe_image_path(image_path)
-        if problem:
-            raise bad("images", problem)
+    images, videos = record.get("images", []), record.get("videos")
+    for key, paths in (("images", images), ("videos", videos or [])):
+        if not isinstance(paths, list) or not all(isinstance(i, str) and i for i in paths):
+            raise bad(key, "must be a list of path strings")
+        for path_text in paths:
+            problem = unsafe_image_path(path_text)
+            if problem:
+                raise bad(key, problem)
     turns = []
     for k, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in TO_ROLE \
@@ -51,28 +54,27 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
             raise bad(f"messages[{k}]", "needs role user|assistant|system and a string content")
         extra = {key: v for key, v in message.items() if key not in ("role", "content")} or None
         turns.append(Turn(TO_ROLE[message["role"]], message["content"], extra))
-    tokens = sum(t.text.count(IMAGE_TOKEN) for t in turns)
-    if tokens != len(images):
-        raise bad("messages", f"{tokens} {IMAGE_TOKEN} tokens for {len(images)} images")
+    for tag, paths, what in ((IMAGE_TOKEN, images, "images"), (VIDEO_TOKEN, videos or [], "videos")):
+        tokens = sum(t.text.count(tag) for t in turns)
+        if tokens != len(paths):
+            raise bad("messages", f"{tokens} {tag} tokens for {len(paths)} {what}")
     image = None if not images else images[0] if len(images) == 1 else list(images)
-    extra = {k: v for k, v in record.items() if k not in ("id", "messages", "images")}
+    video = None if not videos else videos[0] if len(videos) == 1 else list(videos)
+    extra = {k: v for k, v in record.items() if k not in ("id", "messages", "images", "videos")}
     if "id" not in record:
         extra["_generated_id"] = True
-    return Sample(record_id, image, turns, extra)
+    if "videos" in record and not videos:
+        extra["videos"] = record["videos"]        # an empty list (or null) survives the round trip
+    return Sample(record_id, image, turns, extra, video)
 
 
-def sample_to_record(sample: Sample, options: Options, index: int) -> dict | None:
-    images = sample.images
-    tokens = sum(t.text.count(IMAGE_TOKEN) for t in sample.conversations)
-    if tokens != len(images):
-        options.reject(RecordError(options.path, f"{tokens} {IMAGE_TOKEN} tokens for {len(images)} images: "
-                                                 "LLaMA-Factory needs one per image", index=index,
-                                   record_id=sample.id, field="conversations"), None)
-        return None
+def sample_to_record(sample: Sample) -> dict:
     record = {} if sample.extra.get("_generated_id") or sample.id is None else {"id": sample.id}
     record["messages"] = [dict({"role": FROM_ROLE[t.role], "content": t.text}, **(t.extra or {}))
                           for t in sample.conversations]
-    record["images"] = images
+    record["images"] = sample.images
+    if sample.video is not None:
+        record["videos"] = sample.videos
     for key, value in sample.extra.items():
         if key != "_generated_id":
             record.setdefault(key, value)
@@ -106,6 +108,7 @@ class LlamaFactoryWriter(Writer):
     name = "llama-factory"
     description = "LLaMA-Factory ShareGPT-style multimodal JSON (.json array or .jsonl), with its dataset_info.json"
     loads_with_datasets = True       # LLaMA-Factory's loader: datasets.load_dataset("json", ...)
+    media_rule = LLAMA_FACTORY
     settings = (
         DATASET_NAME,
         Setting("dataset_info", default="merge", choices=DATASET_INFO_MODES,
@@ -115,18 +118,22 @@ class LlamaFactoryWriter(Writer):
     )
 
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
-        records = (sample_to_record(s, options, i) for i, s in enumerate(samples))
-        return write_records((r for r in records if r is not None), stream, options.path)
+        def records():
+            for sample in checked(samples, self.media_rule, options):
+                if sample.video is not None:
+                    options.state["videos written"] = True      # the sidecar then maps the column
+                yield sample_to_record(sample)
+        return write_records(records(), stream, options.path)
 
     def sidecars(self, output: Path, options: Options) -> list[Sidecar]:
         mode = options.setting("dataset_info")
         if mode == "none":
             return []
         path = Path(output).parent / "dataset_info.json"
-        entry = dataset_info_entry(Path(output).name)
         name = dataset_name(output, options)
 
         def render(written: int, existing: str | None) -> str:
+            entry = dataset_info_entry(Path(output).name, options.state.get("videos written", False))
             if existing is None:
                 return with_member("{}\n", name, entry)
             try:
@@ -142,11 +149,12 @@ class LlamaFactoryWriter(Writer):
         return [Sidecar(path, "LLaMA-Factory dataset list", render, merge=mode == "merge")]
 
 
-def dataset_info_entry(file_name: str) -> dict:
+def dataset_info_entry(file_name: str, videos: bool = False) -> dict:
     """LLaMA-Factory's description of a multimodal ShareGPT file with OpenAI-style roles
-    (its data/README.md; the tags say which keys and values mean role and content)."""
-    return {"file_name": file_name, "formatting": "sharegpt",
-            "columns": {"messages": "messages", "images": "images"},
+    (its data/README.md; the tags say which keys and values mean role and content). ``videos``
+    maps the column of the same name, for a file where some record holds videos."""
+    columns = {"messages": "messages", "images": "images", **({"videos": "videos"} if videos else {})}
+    return {"file_name": file_name, "formatting": "sharegpt", "columns": columns,
             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                      "assistant_tag": "assistant", "system_tag": "system"}}
 

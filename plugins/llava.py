@@ -3,6 +3,10 @@
 One JSON array (the 665K mix, on a single line) or JSON Lines with the same records.
 Every key this module does not model is kept in ``Sample.extra`` / ``Turn.extra`` so
 that a round trip gives JSON-equal output.
+
+LLaVA-Video (LLaVA-NeXT's trainer) adds ``video``: one path, whose place in the text is an
+``<image>`` tag; a Sample holds it as ``<video>`` (so that other formats write their own tag),
+and the writer writes ``<image>`` back.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import curate
 from curate.boxes import BRACKET_PADDED
 from curate import Options, Reader, RecordError, Sample, Turn, Writer
 from curate.contracts import head_has_keys, samples_from_json
+from curate.media import LLAVA_NEXT, checked
 from curate.records import json_type, turn_order_problem, unsafe_image_path, write_records
-from curate.sample import IMAGE_TOKEN, ROLES
+from curate.sample import IMAGE_TOKEN, ROLES, VIDEO_TOKEN
 
-_RECORD_KEYS = ("id", "image", "conversations")
+_RECORD_KEYS = ("id", "image", "conversations", "video")
 _TURN_KEYS = ("from", "value")
 
 
@@ -68,15 +73,41 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
         raise _turn_error(bad, len(turns), turn)
     problem = turn_order_problem(turns)
     images = 0 if image is None else 1 if type(image) is str else len(image)
+    video = record.get("video")
+    if video is not None:
+        tokens, problem = _video_tags(video, image, turns, tokens, bad) if problem is None else (tokens, problem)
     if problem is None and tokens != images:
         problem = f"{tokens} {IMAGE_TOKEN} tokens for {images} images"
     if problem:
         raise bad("conversations", problem)
-    known = 3 if "image" in record else 2
+    known = 2 + ("image" in record) + ("video" in record)
     extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS} if len(record) > known else {}
     if "image" in record and image is None:
         extra["image"] = None  # an explicit null survives the round trip
-    return Sample(record_id, image, turns, extra)
+    if "video" in record and video is None:
+        extra["video"] = None
+    return Sample(record_id, image, turns, extra, video)
+
+
+def _video_tags(video, image, turns: list[Turn], tokens: int, bad) -> tuple[int, str | None]:
+    """Check a record's ``video`` and give its tags the Sample's ``<video>``: LLaVA-Video writes
+    a video's place as ``<image>`` (a record with no image), other LLaVA-shaped formats (InternVL,
+    Qwen) as ``<video>``. Returns the ``<image>`` tags left and a problem, or None."""
+    if not _is_image_value(video):
+        raise bad("video", "the video must be a path string or a list of path strings")
+    paths = [video] if type(video) is str else video
+    for path_text in paths:
+        problem = unsafe_image_path(path_text)
+        if problem:
+            raise bad("video", problem.replace("image", "video"))
+    video_tags = sum(turn.text.count(VIDEO_TOKEN) for turn in turns)
+    if not video_tags and image is None and tokens:
+        for turn in turns:                    # LLaVA-Video: the <image> tags are the video's
+            turn.text = turn.text.replace(IMAGE_TOKEN, VIDEO_TOKEN)
+        video_tags, tokens = tokens, 0
+    if video_tags != len(paths):
+        return tokens, f"{video_tags} {VIDEO_TOKEN} tokens for {len(paths)} videos"
+    return tokens, None
 
 
 def _turn_error(bad, position: int, turn) -> RecordError:
@@ -89,18 +120,24 @@ def _turn_error(bad, position: int, turn) -> RecordError:
     return bad(field + ".value", f"the text must be a string, not a JSON {json_type(text)}")
 
 
-def sample_to_record(sample: Sample) -> dict:
+def sample_to_record(sample: Sample, video_tag: str = VIDEO_TOKEN) -> dict:
+    """The sample as a LLaVA-shaped record; a video's ``<video>`` is written ``video_tag``."""
     record = {"id": sample.id} if sample.id is not None else {}
     if sample.image is not None:
         record["image"] = sample.image
-    record["conversations"] = [_turn_to_dict(t) for t in sample.conversations]
+    if sample.video is not None:
+        record["video"] = sample.video
+        record["conversations"] = [_turn_to_dict(t, video_tag) for t in sample.conversations]
+    else:
+        record["conversations"] = [_turn_to_dict(t) for t in sample.conversations]
     for key, value in sample.extra.items():
         record.setdefault(key, value)
     return record
 
 
-def _turn_to_dict(turn: Turn) -> dict:
-    out = {"from": turn.role, "value": turn.text}
+def _turn_to_dict(turn: Turn, video_tag: str = VIDEO_TOKEN) -> dict:
+    text = turn.text if video_tag == VIDEO_TOKEN else turn.text.replace(VIDEO_TOKEN, video_tag)
+    out = {"from": turn.role, "value": text}
     if turn.extra:
         out.update(turn.extra)
     return out
@@ -129,8 +166,9 @@ class LlavaReader(Reader):
 
 class LlavaWriter(Writer):
     name = "llava"
-    description = "LLaVA-1.5 conversations (.json array, or .jsonl lines)"
+    description = "LLaVA-1.5 conversations (.json array, or .jsonl lines); videos as LLaVA-Video's"
     box_style = BRACKET_PADDED
+    media_rule = LLAVA_NEXT         # how the trainer pairs tags with images and videos (curate.media)
     # said in the summary when the output is JSON Lines and the trainer cannot read them
     jsonl_note = ("wrote JSON Lines (.jsonl); LLaVA's own trainer (train.py's json.load) reads only a JSON "
                   "array: name the output .json for it")
@@ -138,7 +176,9 @@ class LlavaWriter(Writer):
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
         if self.jsonl_note and options.path is not None and str(options.path).endswith(".jsonl"):
             options.state.setdefault("notes", {})[self.name] = f"{self.name}: {self.jsonl_note}"
-        return write_records(map(sample_to_record, samples), stream, options.path)
+        tag = self.media_rule.video_tag
+        return write_records((sample_to_record(s, tag) for s in checked(samples, self.media_rule, options)), stream,
+                             options.path)
 
 
 @curate.hookimpl

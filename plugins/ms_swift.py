@@ -16,6 +16,7 @@ import curate
 from curate.boxes import BoxStyle
 from curate.errors import RecordError
 from curate.formats import Options
+from curate.media import MS_SWIFT
 from curate.plugins.llama_factory import LlamaFactoryWriter
 from curate.sample import Sample
 
@@ -38,6 +39,7 @@ class MsSwiftWriter(LlamaFactoryWriter):
     name = "ms-swift"
     description = "ms-swift messages + images (.jsonl or .json), grounding as objects with <ref-object>/<bbox>"
     box_style = BoxStyle("original", "swift")
+    media_rule = MS_SWIFT            # "videos" as LLaMA-Factory's; missing tags are added by ms-swift
     settings = ()
 
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import curate
 from curate.boxes import QWEN_FINETUNE_RESIZE, BoxStyle
 from curate.images import MAX_PIXELS as MAX_IMAGE_PIXELS
+from curate.media import QWEN_VL_FINETUNE
 from curate.plugins.llava import LlavaWriter
 from curate.settings import Setting
 from curate.errors import setting
@@ -48,6 +49,7 @@ class QwenVLWriter(LlavaWriter):
                    "JSON bbox_2d in the model's coordinates")
     box_style = BoxStyle(MODELS[DEFAULT_MODEL], "qwen-json")
     jsonl_note = None          # qwen-vl-finetune reads .json and .jsonl
+    media_rule = QWEN_VL_FINETUNE    # "image" and "video", each a path or a list
     settings = (
         Setting("qwen_model", default=DEFAULT_MODEL, choices=tuple(sorted(MODELS)),
                 help="qwen-vl writer: the model whose box coordinates to write (qwen2.5-vl: pixels after smart "
