@@ -44,7 +44,7 @@ def write(samples: Iterable[Sample], path, format: str = "llava", *, overwrite: 
 def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite: bool = False,
             on_error: str = "fail", rejects=None, image_root=None, image_prefix: str | None = None,
             seed: int = 0, settings: dict | None = None, boxes: str | None = None, ids: str | None = None,
-            show_progress: bool = False) -> Report:
+            extract_images=None, show_progress: bool = False) -> Report:
     """Read every input with one reader, write one output with one writer.
 
     ``inputs``: file paths (read with ``from_`` and the reading keywords), or an :class:`Inputs`.
@@ -53,10 +53,12 @@ def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite
     (``on_error="skip"`` writes rejects to ``rejects``, default ``OUTPUT.rejects.jsonl``).
     The output appears only if the whole run succeeds. Boxes in the text are rewritten
     when the reader's convention differs from the writer's (or ``boxes``, to override it).
+    ``extract_images``: a folder to write every image into once (images held as bytes, for a
+    writer whose trainer reads files), the records' paths then relative to it.
     """
     source = inputs if isinstance(inputs, Inputs) else Inputs(
         inputs, from_, image_root=image_root, image_prefix=image_prefix, seed=seed, settings=dict(settings or {}))
     with Outputs(source.sources, overwrite=overwrite) as outputs:
         run = Run(source, output, to, outputs, on_error=on_error, rejects=rejects, boxes=boxes, ids=ids,
-                  show_progress=show_progress)
+                  extract_images=extract_images, show_progress=show_progress)
         return run.execute()

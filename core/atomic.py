@@ -80,6 +80,7 @@ class Outputs:
         self.merges: dict[Path, Callable[[str | None], str]] = {}
         self.stale: list[Path] = []
         self.journal: list[Path] = []       # the commit's journal copies, while it renames
+        self.swept: set[Path] = set()       # folders already cleared of killed runs' leftovers (put)
 
     def claim(self, path, role: str = "output", *, overwrite: bool | None = None) -> Path:
         """Check that ``path`` may be written by this run; ``role`` names it in errors."""
@@ -114,6 +115,32 @@ class Outputs:
             self.open_files[path] = (Path(temp_name), stream)
             TEMPORARIES.add(Path(temp_name))
         return stream
+
+    def put(self, path, data: bytes) -> None:
+        """Write ``data`` whole to ``path`` at commit, its temporary file flushed and closed now:
+        a run that writes a file per image (``--extract-images``) must hold no descriptor per
+        image, and sweeps each folder for a killed run's leftovers once, not once per file."""
+        path = Path(path)
+        with signals_held():
+            try:
+                if path.parent not in self.swept:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    recover_commits(path.parent)
+                    self.swept.add(path.parent)
+                fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                                 dir=path.parent)
+            except OSError as e:
+                raise CurateError(f"{path}: cannot write the output ({e.strerror})") from None
+            stream = open(fd, "wb")
+            self.open_files[path] = (Path(temp_name), stream)
+            TEMPORARIES.add(Path(temp_name))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        stream.write(data)
+        stream.flush()
+        os.fsync(fd)
+        stream.close()
 
     def merge(self, path, render: Callable[[str | None], str]) -> None:
         """Write ``path`` at commit as ``render(its text then)`` (None when it does not exist).

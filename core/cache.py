@@ -32,7 +32,10 @@ ImageKey = tuple[str, int, int]
 
 
 def image_key(path: Path) -> ImageKey:
-    """Identity of an image file for the cache: absolute path, size and modification time."""
+    """Identity of an image file for the cache: absolute path, size and modification time (an
+    image held as bytes: its content hash, or its archive member)."""
+    if hasattr(path, "cache_key"):
+        return path.cache_key()
     st = os.stat(path)
     return (str(Path(path).absolute()), st.st_size, st.st_mtime_ns)
 

@@ -125,9 +125,10 @@ def input_options(*, image_root_required: bool = False, with_from: bool = True):
     such as --svit-task, are added to each such command in :func:`main`)."""
     options = [
         click.option("--image-root", required=image_root_required, default=None,
-                     type=click.Path(path_type=Path, file_okay=False),
-                     help="Folder that the records' image paths are relative to (a LLaVA data root or the "
-                          "dataset's own); needed for image files, box conversion and SVIT."),
+                     type=click.Path(path_type=Path),
+                     help="Folder (or .zip/.tar archive, read in place) that the records' image paths are "
+                          "relative to (a LLaVA data root or the dataset's own); needed for image files, box "
+                          "conversion and SVIT. Images embedded in the input (Parquet, WebDataset) need none."),
         click.option("--image-prefix", default=None,
                      help="Folder to put before bare image file names, e.g. coco/train2017."),
         click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True,
@@ -162,6 +163,10 @@ def output_options(function):
                           "ids. [default: string for writers whose trainer loads the file with Hugging Face "
                           "datasets (llama-factory, ms-swift: ids that mix integers and strings do not load "
                           "before datasets 4.7 and lose leading zeros after), keep for the others]"),
+        click.option("--extract-images", type=click.Path(path_type=Path, dir_okay=True), default=None,
+                     help="Folder to write every image into once (by its own name when safe, else its content "
+                          "hash), with the records' paths relative to it: for images held as bytes (Parquet, "
+                          "WebDataset) and writers whose trainer reads files (llava, internvl, qwen-vl...)."),
     ], function)
 
 
@@ -182,7 +187,7 @@ def make_inputs(paths, from_format, image_root, image_prefix, seed, options, for
 @output_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects, image_root,
-            image_prefix, seed, boxes, ids, options, quiet, **format_options):
+            image_prefix, seed, boxes, ids, extract_images, options, quiet, **format_options):
     """Convert INPUT files from format FROM to format TO.
 
     FROM may be `auto` to recognise each input by its content. Output is written
@@ -195,7 +200,7 @@ def convert(from_format, to_format, inputs, output, overwrite, on_error, rejects
     _warn_plugin_problems()
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     report = api.convert(source, output, to=to_format, overwrite=overwrite, on_error=on_error, rejects=rejects,
-                         boxes=boxes, ids=ids, show_progress=not quiet)
+                         boxes=boxes, ids=ids, extract_images=extract_images, show_progress=not quiet)
     if not quiet:
         print_report(report)
     else:
@@ -303,7 +308,7 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="The filtered dataset (kept and text-only samples, in input order).")
 @click.option("--to", "to_format", default=None, help="Format to write [default: the first input's format, or llava for formats curate only reads].")
-@input_options(image_root_required=True)
+@input_options()
 @embedding_options
 @click.option("--index", default="auto", show_default=True,
               help="Similarity index: exact (blocked matrix products), hnsw (hnswlib, approximate), or auto "
@@ -346,7 +351,7 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, thresholds,
           signals, verify, scope, report_dir, sample_every, decisions_only, drop_unreadable, filters, on_error,
-          rejects, overwrite, boxes, ids, **format_options):
+          rejects, overwrite, boxes, ids, extract_images, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
     Each unique image is decoded once, embedded and hashed (--signals); within each scope
@@ -384,7 +389,7 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
         return
     result = run_dedup(source, output, to=to_format, report=ReportSettings(report_dir, sample_every),
                        drop_unreadable=drop_unreadable, rejects=rejects, boxes=boxes, ids=ids, filters=stages,
-                       **identify)
+                       extract_images=extract_images, **identify)
     if not quiet:
         print_dedup_summary(result)
 
@@ -403,7 +408,7 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
 @output_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 def apply(decisions, inputs, output, to_format, from_format, image_root, image_prefix, seed, options, removed,
-          drop_unreadable, on_error, rejects, overwrite, boxes, ids, quiet, **format_options):
+          drop_unreadable, on_error, rejects, overwrite, boxes, ids, extract_images, quiet, **format_options):
     """Filter INPUTS with the DECISIONS of an earlier dedup.
 
     DECISIONS is the decisions.jsonl of a `curate dedup` report (or what `curate dedup
@@ -421,7 +426,8 @@ def apply(decisions, inputs, output, to_format, from_format, image_root, image_p
     _warn_plugin_problems()
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     report = apply_decisions(decisions, source, output, to=to_format, removed=removed, drop_unreadable=drop_unreadable,
-                             on_error=on_error, rejects=rejects, boxes=boxes, ids=ids, overwrite=overwrite,
+                             on_error=on_error, rejects=rejects, boxes=boxes, ids=ids, extract_images=extract_images,
+                             overwrite=overwrite,
                              show_progress=not quiet)
     print_outcome(report, quiet)
 
@@ -446,7 +452,7 @@ def apply(decisions, inputs, output, to_format, from_format, image_root, image_p
 @output_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary table.")
 def filter_command(inputs, output, filters, to_format, from_format, image_root, image_prefix, seed, options, removed,
-                   report_dir, on_error, rejects, overwrite, boxes, ids, quiet, **format_options):
+                   report_dir, on_error, rejects, overwrite, boxes, ids, extract_images, quiet, **format_options):
     """Drop samples with filter plugins, each removal with its reason.
 
     Each --filter names a filter registered by a plugin (the `register_filters` hook); they run
@@ -463,7 +469,8 @@ def filter_command(inputs, output, filters, to_format, from_format, image_root, 
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     stages = filter_stages([parse_filter(text) for text in filters], source.settings)
     report = run_filters(source, output, stages, to=to_format, removed=removed, on_error=on_error, rejects=rejects,
-                         boxes=boxes, ids=ids, overwrite=overwrite, show_progress=not quiet,
+                         boxes=boxes, ids=ids, extract_images=extract_images, overwrite=overwrite,
+                         show_progress=not quiet,
                          report_dir=report_dir or output.with_name(output.name + ".report"))
     print_outcome(report, quiet)
 
@@ -511,7 +518,7 @@ def print_dedup_summary(result) -> None:
               help="Also save the vectors as .npy (rows in order of first appearance; OUTPUT.json lists "
                    "the images and any failures).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@input_options(image_root_required=True)
+@input_options()
 @embedding_options
 def embed(inputs, output, overwrite, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, **format_options):

@@ -55,6 +55,9 @@ class Options:
     - ``path``: the output file, for writers (to choose JSON Lines by extension, say).
     - ``state``: a dict shared by every input file of one pass, so that counters and random
       generators continue from one file to the next (SVIT ids, seeded instructions).
+    - ``folder``, ``outputs``: for a writer that ``writes_folder``, the output folder the user
+      named and the run's :class:`curate.atomic.Outputs`, to open its other files there
+      (``outputs.open(path, "wb")``; they appear with the rest of the run's files, or not at all).
     """
 
     image_root: Path | None = None
@@ -65,6 +68,8 @@ class Options:
     reject: Callable[[RecordError, object], None] = None
     path: Path | None = None
     state: dict = field(default_factory=dict)
+    folder: Path | None = None
+    outputs: object = None
 
     def __post_init__(self):
         if self.reject is None:
@@ -90,6 +95,7 @@ class Reader(ABC):
     description: str = ""
     box_style = None
     settings: tuple = ()
+    holds_images: bool = False      # its samples' images are bytes it read (ImageBytes): no --image-root needed
 
     def sniff(self, path: Path, head: str) -> int:
         """How sure this reader is that it can read ``path``: 0 means not mine, higher wins
@@ -122,7 +128,11 @@ class Writer(ABC):
     ``suffixes``: the output file endings the trainer can read (empty: any);
     ``loads_with_datasets``: True when the trainer loads the file through Hugging Face
     ``datasets``, whose columns hold one type (ids are then written as strings unless the user
-    passes ``--ids keep``, see :class:`curate.stages.IdPolicy`)."""
+    passes ``--ids keep``, see :class:`curate.stages.IdPolicy`); ``embeds_images``: the images'
+    bytes go into the output (no ``--extract-images``, no image root needed for images held as
+    bytes); ``writes_folder``: the output is a folder (a dataset of shards): ``stream`` is then
+    its ``README.md``, and the writer opens its other files through ``options.outputs`` under
+    ``options.folder``."""
 
     name: str = ""
     description: str = ""
@@ -130,6 +140,8 @@ class Writer(ABC):
     settings: tuple = ()
     suffixes: tuple[str, ...] = ()
     loads_with_datasets: bool = False
+    embeds_images: bool = False
+    writes_folder: bool = False
 
     @abstractmethod
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:

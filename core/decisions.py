@@ -188,7 +188,12 @@ class DecisionFilter(Filter):
         return None
 
     def exclusion(self, item: Item, outcome: dict) -> dict:
-        return outcome                   # already dedup's removed.jsonl line: id, image, what it duplicates
+        """Dedup's removed.jsonl line (id, image, what it duplicates), and for images held as
+        bytes where they were read (the shard and row, the archive and member)."""
+        origins = [image.origin for image in item.sample.images if getattr(image, "origin", None)]
+        if origins:
+            return {**outcome, "origin": origins[0] if len(origins) == 1 else origins}
+        return outcome
 
     def note(self) -> str | None:
         if not self.undecided:

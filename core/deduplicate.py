@@ -33,6 +33,7 @@ from .decisions import DecisionFilter, Decisions
 from .dedup_settings import EmbedderSpec, EmbedSettings, SearchSettings, default_cache_dir  # noqa: F401
 from .engine import Inputs, RejectSink, Report, Run, default_writer
 from .errors import CurateError, setting
+from .image_source import ImageBytes, Spool
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
 from .settings import refuse_unknown
@@ -56,6 +57,7 @@ class ImageTable:
     text_only: int = 0
     video_samples: int = 0          # samples that hold videos: carried, never decoded or compared
     videos: int = 0
+    spool: Spool | None = None          # where images held as bytes wait for the embedder
 
     def add_sample(self, sample) -> None:
         self.sample_sources[sample.source] = self.sample_sources.get(sample.source, 0) + 1
@@ -74,6 +76,10 @@ class ImageTable:
         i = self.position.get(path)
         if i is None:
             i = self.position[path] = len(self.paths)
+            if isinstance(path, ImageBytes) and path.data is not None:
+                if self.spool is None:
+                    self.spool = Spool()
+                path = self.spool.keep(path)      # on disk, not in memory, until it is embedded
             self.paths.append(path)
             self.single_samples.append(0)
             self.first_id.append(sample_id)
@@ -185,7 +191,7 @@ def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings
 
 def _embed(inputs: Inputs, embedder: EmbedderSpec, settings: EmbedSettings, on_error: str,
            model: LoadedEmbedder | None, signals: list, observers=()) -> Embeddings:
-    image_root = check_image_root(inputs.image_root)
+    image_root = check_image_root(inputs.image_root) if needs_image_root(inputs) else inputs.image_root
     model = model or embedder.load()     # fails on weights before any work
     started = time.monotonic()
     images = scan(inputs, on_error=on_error, show_progress=settings.show_progress)
@@ -193,6 +199,12 @@ def _embed(inputs: Inputs, embedder: EmbedderSpec, settings: EmbedSettings, on_e
     result = embed_images(images, image_root, model, settings, embedder, signals, observers)
     return Embeddings(images, result, model, image_root,
                       {"scan": scanned - started, "embed": time.monotonic() - scanned})
+
+
+def needs_image_root(inputs: Inputs) -> bool:
+    """Whether images are files under ``--image-root``: given one, or read by a reader whose
+    images are not held as bytes."""
+    return inputs.image_root is not None or not all(reader.holds_images for reader in inputs.readers)
 
 
 def save_embeddings(found: Embeddings, output: Path, *, inputs=(), overwrite: bool = False) -> None:
@@ -283,7 +295,7 @@ class Duplicates:
                     thresholds=list(self.search.thresholds), scope=self.search.scope,
                     signals=self.signal_names, verify=self.search.verify, intent=self.search.intent,
                     signal_similarity={name: round(t, 6) for name, plugin, t in self.signals if plugin},
-                    image_root=str(self.found.image_root))
+                    image_root=str(self.found.image_root) if self.found.image_root is not None else None)
 
 
 def scope_groups(images: ImageTable, ok: np.ndarray, scope: str) -> dict[str, np.ndarray]:
@@ -458,7 +470,7 @@ def identify_to_file(inputs: Inputs, output, *, embedder: EmbedderSpec = None, s
 def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSpec = None,
           search: SearchSettings = None, settings: EmbedSettings = None, report: ReportSettings = None,
           drop_unreadable: bool = False, on_error: str = "fail", rejects=None, boxes: str | None = None,
-          ids: str | None = None, overwrite: bool = False, filters=()) -> DedupResult:
+          ids: str | None = None, extract_images=None, overwrite: bool = False, filters=()) -> DedupResult:
     """Identify near-duplicates, write the rest of ``inputs`` to ``output`` in input order, and
     report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all.
 
@@ -472,8 +484,8 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
     run_started = time.monotonic()
     with Outputs(inputs.sources, overwrite=overwrite) as outputs:
         run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
-                  boxes=boxes, ids=ids, show_progress=settings.show_progress, title="write",
-                  components=dedup_components(embedder, search))
+                  boxes=boxes, ids=ids, extract_images=extract_images, show_progress=settings.show_progress,
+                  title="write", components=dedup_components(embedder, search))
         files = ReportFiles.claim(outputs, Path(report.folder) if report.folder else
                                   output.with_name(output.name + ".report"))
         decisions_path = outputs.claim(files.folder / "decisions.jsonl", "decisions file", overwrite=True)

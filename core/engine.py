@@ -28,6 +28,7 @@ from .atomic import Outputs
 from .boxes import BRACKET_PADDED, one_style, style_for
 from .contracts import Options, Reader, raise_error
 from .errors import CurateError, RecordError, setting
+from .extract import ImageFiles
 from .images import ImageLocator
 from .jsonstream import dumps, read_head
 from .progress import ProgressBar
@@ -41,6 +42,31 @@ ON_ERROR = ("fail", "skip")
 
 
 # --- resolving components -----------------------------------------------------------------------
+
+SHARD_SUFFIXES = (".parquet", ".tar")
+_GLOB_CHARS = frozenset("*?[")
+
+
+def expand_inputs(paths) -> list[Path]:
+    """Inputs as named, with a folder of shards (``.parquet``, ``.tar``) and a glob that the shell
+    did not expand (quoted) each standing for their files, in sorted order."""
+    expanded = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            shards = sorted(p for p in path.rglob("*") if p.name.endswith(SHARD_SUFFIXES) and p.is_file())
+            if not shards:
+                raise CurateError(f"{path}: is a folder with no .parquet or .tar shards; name a file")
+            expanded += shards
+        elif not path.exists() and _GLOB_CHARS & set(str(path)):
+            import glob
+            found = sorted(glob.glob(str(path), recursive=True))
+            if not found:
+                raise CurateError(f"{path}: no file matches this pattern")
+            expanded += map(Path, found)
+        else:
+            expanded.append(path)
+    return expanded
+
 
 def check_input(path: Path) -> None:
     if not path.exists():
@@ -131,7 +157,7 @@ class Inputs:
         paths = [self.paths] if isinstance(self.paths, (str, Path)) else list(self.paths)
         if not paths:
             raise CurateError("no input files given")
-        self.sources = [Path(p) for p in paths]          # as the user named them
+        self.sources = expand_inputs(paths)          # as the user named them (folders and globs: their files)
         for path in self.sources:
             check_input(path)
         self.paths = [readable_copy(path) for path in self.sources]
@@ -255,18 +281,26 @@ class Run:
     """
 
     def __init__(self, inputs: Inputs, output, writer: str, outputs: Outputs, *, on_error: str = "fail",
-                 rejects=None, boxes: str | None = None, ids: str | None = None, show_progress: bool = False,
-                 title: str | None = None, components=()):
+                 rejects=None, boxes: str | None = None, ids: str | None = None, extract_images=None,
+                 show_progress: bool = False, title: str | None = None, components=()):
         self.inputs = inputs
         self.outputs = outputs
         self.writer = resolve_writer(writer)
-        self.output = outputs.claim(output, "output")
+        folder = None
+        if self.writer.writes_folder:      # a dataset of shards: the folder, its card the main file
+            folder = Path(output)
+            if folder.exists() and not folder.is_dir():
+                raise CurateError(f"{folder}: the {self.writer.name} writer writes a folder (shards and a "
+                                  "README.md); name a folder, not a file")
+            output = folder / "README.md"
+        self.output = outputs.claim(output, "output" if folder is None else "dataset card")
         self.rejects_given = rejects is not None
         self.rejects_path = outputs.claim(Path(rejects) if rejects else default_rejects_path(self.output),
                                           "rejects file", overwrite=True)
         self.sink = RejectSink(on_error, lambda: outputs.open(self.rejects_path))
         self.writer_options = inputs.options_for_pass()
         self.writer_options.path = self.output
+        self.writer_options.folder, self.writer_options.outputs = folder, outputs
         refuse_unknown(inputs.settings, [*(("reader", r) for r in inputs.readers), ("writer", self.writer), *components])
         self.writer_options.settings = resolve(inputs.settings, declared([*inputs.readers, self.writer]))
         self._check_suffix()
@@ -283,13 +317,15 @@ class Run:
             target, why = one_style(inputs.readers)
         self.boxes = ConvertBoxes(inputs.readers, target, self.images, why)
         self.ids = ids
+        self.image_files = ImageFiles(extract_images, self.writer)
         self.show_progress = show_progress
         self.title = title or f"{inputs.reader_names} → {self.writer.name}"
 
     def stages(self, given: Iterable[Stage]) -> list[Stage]:
         """Every stage of the pass, in order: the duplicate-id check, the ``given`` ones (a
-        filter), box conversion, then the id policy (what the writer sees)."""
-        return [CheckDuplicateIds(), *given, self.boxes, ApplyIds(self.ids, self.writer.loads_with_datasets)]
+        filter), box conversion, images as files (``--extract-images``), then the id policy (what the writer sees)."""
+        return [CheckDuplicateIds(), *given, self.boxes, self.image_files,
+                ApplyIds(self.ids, self.writer.loads_with_datasets)]
 
     def execute(self, stages: Iterable[Stage] = ()) -> Report:
         started = time.monotonic()

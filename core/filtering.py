@@ -58,14 +58,15 @@ def filter_stages(specs: list[tuple[str, str | None]], given: dict | None = None
 
 def run_filters(inputs: Inputs, output, filters: list[Filter], *, to: str | None = None, removed=None,
                 on_error: str = "fail", rejects=None, boxes: str | None = None, ids: str | None = None,
-                overwrite: bool = False, show_progress: bool = False, extra_sources=(), report_dir=None) -> Report:
+                extract_images=None, overwrite: bool = False, show_progress: bool = False, extra_sources=(),
+                report_dir=None) -> Report:
     """Write ``inputs`` to ``output`` through ``filters``; what they remove goes, with why, to
     ``removed`` (default ``OUTPUT.removed.jsonl``), and with ``report_dir`` the filter report
     (:mod:`curate.filter_report`) to that folder. All files appear together or not at all."""
     output = Path(output)
     with Outputs([*inputs.sources, *extra_sources], overwrite=overwrite) as outputs:
         run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
-                  boxes=boxes, ids=ids, show_progress=show_progress, title="filter",
+                  boxes=boxes, ids=ids, extract_images=extract_images, show_progress=show_progress, title="filter",
                   components=[("filter", stage) for stage in filters])
         removed_path = outputs.claim(Path(removed) if removed else output.with_name(output.name + ".removed.jsonl"),
                                      "removed list", overwrite=True)

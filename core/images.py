@@ -4,6 +4,7 @@ pixels are decoded at reduced size where the format allows it."""
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from .errors import CurateError, setting
+from .image_source import ImageBytes, is_archive, open_archive
 
 # Bounds checked before any pixel is decoded, so that no image can eat the machine: Pillow
 # refuses images over twice this many pixels, we refuse anything over it; and no real dataset
@@ -108,7 +110,7 @@ def open_image(path: Path) -> Image.Image:
     """``Image.open`` (the header only) after the bounds: the file's size, then the pixel count."""
     _check_file_size(path)
     try:
-        image = Image.open(path)
+        image = Image.open(io.BytesIO(path.read()) if isinstance(path, ImageBytes) else path)
     except (FileNotFoundError, NotADirectoryError):
         raise UnreadableImage("missing file") from None
     except Image.UnidentifiedImageError:
@@ -125,7 +127,7 @@ def open_image(path: Path) -> Image.Image:
 
 def _check_file_size(path) -> None:
     try:
-        size = os.path.getsize(path)
+        size = path.size if isinstance(path, ImageBytes) else os.path.getsize(path)
     except (FileNotFoundError, NotADirectoryError):
         raise UnreadableImage("missing file") from None
     except OSError as e:        # a symbolic-link loop, a name too long, no permission...
@@ -158,7 +160,7 @@ def _jpeg_frame_size(path) -> tuple[int, int] | None:
     dataset: a quarter of a second). None for anything but a plain JPEG: the caller then asks
     Pillow, which also gives the reason when the file is broken."""
     try:
-        with open(path, "rb") as f:
+        with (io.BytesIO(path.read()) if isinstance(path, ImageBytes) else open(path, "rb")) as f:
             if f.read(3) != JPEG_MAGIC:
                 return None
             f.seek(2)
@@ -196,18 +198,25 @@ class ImageLocator:
         self.root = Path(root) if root is not None else None
         self._root = os.fspath(self.root) if self.root is not None else None
         self.real_root = os.path.realpath(self.root) if self.root is not None else None
+        self.archive = open_archive(self.root) if self.root is not None and is_archive(self.root) else None
         self._real_folders: dict[str, str] = {}
         self._last: tuple[str | None, str | None] = (None, None)
         self._sizes: dict[str, tuple[int, int]] = {}
 
     def path(self, relative: str) -> Path:
-        """The image's file (which may not exist: then the path under the root as given)."""
+        """The image's file (which may not exist: then the path under the root as given); an
+        image held as bytes (:class:`curate.image_source.ImageBytes`) is its own "file"."""
         found = self.find(relative)
+        if isinstance(found, ImageBytes):
+            return found
         return Path(found) if found is not None else resolve_image(self.root, relative, self.real_root,
                                                                    self._real_folders)
 
     def find(self, relative: str) -> str | None:
-        """The image's file (as a str), or None when it is in neither place."""
+        """The image's file (as a str), or None when it is in neither place. An image held as
+        bytes is found as itself; under an archive root, a member is an ImageBytes."""
+        if isinstance(relative, ImageBytes):
+            return relative
         if self._last[0] == relative:
             return self._last[1]
         if self.root is None:
@@ -220,6 +229,9 @@ class ImageLocator:
         return found
 
     def _existing(self, relative: str) -> str | None:
+        if self.archive is not None:
+            _resolve(self._root, relative, self.real_root, None)   # the same refusals as for a folder
+            return self.archive.member(os.path.normpath(relative))
         path, exists = _resolve(self._root, relative, self.real_root, self._real_folders)
         return path if (exists if exists is not None else _exists(path)) else None
 
@@ -315,6 +327,28 @@ def check_image_root(root) -> Path:
     if root is None:
         raise CurateError(f"{setting('image_root')} is required: the folder that image paths are relative to")
     root = Path(root)
-    if not root.is_dir():
-        raise CurateError(f"{root}: the image root is not a folder")
+    if not root.is_dir() and not is_archive(root):
+        raise CurateError(f"{root}: the image root is not a folder (nor a .zip or .tar archive)")
+    if is_archive(root):
+        open_archive(root)         # a broken archive is one clear error, before any work
     return root
+
+
+def image_from_bytes(data, group: str, *, name: str | None = None, origin=None) -> ImageBytes:
+    """An image held as bytes (a Parquet cell, an archive member read whole), after the same
+    bounds as a file (its size, then the pixel count from its header): bytes that are not an
+    image raise UnreadableImage, so that the record is rejected with that reason rather than
+    written."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise UnreadableImage(f"the image bytes are a {type(data).__name__}, not bytes")
+    data = bytes(data)
+    if not data:
+        raise UnreadableImage("empty image (0 bytes)")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise UnreadableImage(f"{len(data):,} bytes is over the {MAX_IMAGE_BYTES:,}-byte limit for an image")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(*image.size)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(f"the bytes are not an image ({type(e).__name__}: {e})") from None
+    return ImageBytes.of_content(data, group, name=name, origin=origin)

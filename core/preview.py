@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from .boxes import BoxError, BoxStyle, convert_box
-from .images import ImageLocator, UnreadableImage, load_rgb
+from .images import ImageLocator, UnreadableImage, load_rgb, open_image
 
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
 SIZE = 384
@@ -32,7 +32,7 @@ def figure(sample, style: BoxStyle | None, locator: ImageLocator) -> tuple[str, 
     try:
         path = locator.path(sample.images[0])
         image = load_rgb(path, SIZE)
-        with Image.open(path) as raw:
+        with open_image(path) as raw:
             width, height = raw.size    # boxes mean the stored size, as LLaVA pads it
     except (UnreadableImage, OSError) as e:
         return f"<div class=noimg>{escape(sample.images[0])}: {escape(str(e))}</div>", marks

@@ -28,7 +28,7 @@ from .errors import CurateError, setting
 TYPES = (str, int, float, bool, Path)
 # Options of curate's own commands: a component's setting may not take one of these names.
 RESERVED = frozenset({"image_root", "image_prefix", "seed", "option", "options", "output", "overwrite", "on_error",
-                      "rejects", "boxes", "ids", "quiet", "from_format", "to_format", "removed", "filter", "filters",
+                      "rejects", "boxes", "ids", "extract_images", "quiet", "from_format", "to_format", "removed", "filter", "filters",
                       "threshold", "signals", "verify", "scope", "index", "embedder", "model", "weights", "cache",
                       "device", "decode", "engine", "workers", "batch_size", "report", "help"})
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 import curate
 from curate.errors import setting
+from curate.image_source import image_bytes
 
 BITS = 64
 # An image whose 32x32 thumbnail varies by less than this (standard deviation, of 255, in every
@@ -39,9 +40,7 @@ class Exact(curate.Signal):
     def fingerprint(self, image, path):
         digest = hashlib.blake2b(digest_size=BITS // 8)
         if image.info.get("draft"):
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+            digest.update(image_bytes(path))
         else:
             digest.update(f"{image.mode} {image.width}x{image.height}".encode())
             digest.update(image.tobytes())

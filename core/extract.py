@@ -1,0 +1,113 @@
+"""Images as files for trainers that read files (``--extract-images DIR``).
+
+LLaVA(-NeXT), InternVL and qwen-vl-finetune read image files from a folder; data held as bytes
+(a Parquet cell, a tar member) must become files for them. :class:`ImageFiles` is the stage
+that does it: each distinct image (by content) is written once into DIR, under its own name
+when that is safe and free, else under its content hash, and the samples' paths become paths
+relative to DIR. Without ``--extract-images``, a writer that writes paths is refused images
+held as bytes (their paths would name nothing), with the flag that fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import CurateError, RecordError, setting
+from .image_source import ImageBytes, digest_of, extension_of, image_bytes
+from .images import UnreadableImage, _check_file_size
+from .records import unsafe_image_path
+from .stages import Stage
+
+MAX_NAME_CHARS = 200
+
+
+def safe_name(name) -> bool:
+    """Whether an image's own name can be used as a path under DIR as it is."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and unsafe_image_path(name) is None
+            and "\0" not in name and "\\" not in name
+            and all(part and part not in (".", "..") and not part.startswith(".") for part in name.split("/")))
+
+
+class ImageFiles(Stage):
+    """Writes every image into ``folder`` once (see the module); ``folder`` None: only checks
+    that no image held as bytes reaches a writer that writes paths (``embeds``: the writer
+    holds bytes itself, and needs neither)."""
+
+    name = "images"
+
+    def __init__(self, folder: Path | None, writer):
+        super().__init__()
+        self.folder = Path(folder) if folder is not None else None
+        self.writer = writer
+        self.embeds = bool(getattr(writer, "embeds_images", False))
+        if self.folder is not None and self.embeds:
+            raise CurateError(f"the {writer.name} writer embeds the images in its output; {setting('extract_images')} "
+                              "is for writers whose trainer reads image files")
+        if self.folder is not None and self.folder.exists() and not self.folder.is_dir():
+            raise CurateError(f"{self.folder}: {setting('extract_images')} names a file; name a folder")
+        self.names: dict[str, str] = {}          # content digest -> its name under the folder
+        self.taken: set[str] = set()
+        self.written = 0
+
+    @property
+    def active(self) -> bool:
+        return self.folder is not None or not self.embeds
+
+    def process(self, items, context):
+        if not self.active:
+            yield from items
+            return
+        for item in items:
+            sample = item.sample
+            if self.folder is None:
+                held = next((image for image in sample.images if isinstance(image, ImageBytes)), None)
+                if held is not None:
+                    raise CurateError(f"{item.path}: the images are held as bytes in the input; the {self.writer.name} "
+                                      f"writer writes image paths: pass {setting('extract_images')} DIR to write each "
+                                      "image there once, with the records' paths relative to it")
+                yield item
+                continue
+            try:
+                names = [self.extract(image, context) for image in sample.images]
+            except UnreadableImage as e:
+                context.sink(RecordError(item.path, f"the image cannot be extracted: {e}", index=item.number,
+                                         record_id=sample.id, field="image"), None)
+                continue
+            if names:
+                sample.image = names if isinstance(sample.image, list) else names[0]
+            yield item
+
+    def extract(self, image: str, context) -> str:
+        """The image's name under the folder, writing it there the first time its content is seen."""
+        if not isinstance(image, ImageBytes):
+            found = context.images.find(image)
+            if found is None:
+                raise UnreadableImage(f"{image!r}: missing file")
+            if not isinstance(found, ImageBytes):
+                _check_file_size(found)
+            data = image_bytes(found)
+            own = image
+        else:
+            data = image.read()
+            own = image.name if image.name else str(image)
+        digest = image.digest if isinstance(image, ImageBytes) and image._digest else digest_of(data)
+        name = self.names.get(digest)
+        if name is not None:
+            return name
+        name = own if safe_name(own) and own not in self.taken else self._hashed(digest, data, own)
+        self.names[digest] = name
+        self.taken.add(name)
+        path = self.folder / name
+        context.outputs.put(path, data)
+        self.written += 1
+        return name
+
+    def _hashed(self, digest: str, data: bytes, own: str) -> str:
+        extension = extension_of(data) or os.path.splitext(own)[1][:10].lower()
+        return f"{digest}{extension}"
+
+    def finish(self) -> None:
+        if self.folder is not None:
+            self.tally.notes.append(f"wrote {self.written:,} distinct images into {self.folder} (the records' "
+                                    "image paths are relative to it)")

@@ -1,0 +1,266 @@
+"""Hugging Face Parquet in and out (#23): the image-source layer, the hf-parquet reader and
+writer, --extract-images, dedup without unpacking, and bad input. Fixtures are generated in
+tmp_path by fixtures/make_hf_datasets.py from the datasets' published schemas."""
+
+import io
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import curate
+from curate.image_source import ImageBytes
+from conftest import FIXTURES, assert_one_line_error, load_json, run_curate, summary_numbers
+
+sys.path.insert(0, str(FIXTURES))
+import make_hf_datasets as make  # noqa: E402
+
+
+@pytest.fixture
+def shards(tmp_path):
+    """One of each schema, each in its subset's folder as on the Hub."""
+    data = tmp_path / "hub"
+    return {
+        "onevision": make.write_onevision(data / "onevision" / "dvqa" / "train-00000-of-00001.parquet", 6),
+        "cauldron": make.write_cauldron(data / "the_cauldron" / "ai2d" / "train-00000-of-00001.parquet", 5,
+                                        seed=3),
+        "finevision": make.write_cauldron(data / "finevision" / "chartqa" / "train-00000-of-00001.parquet", 4,
+                                          seed=5, ratings=True, images_per_row=2),
+        "mantis": make.write_mantis(data / "mantis" / "nlvr2", 3, seed=7),
+    }
+
+
+def test_each_schema_reads_with_images_as_bytes_and_other_columns_kept(shards):
+    onevision = list(curate.read(shards["onevision"]))
+    assert [s.id for s in onevision][:2] == ["dvqa(cauldron,llava_format)_0_0", "dvqa(cauldron,llava_format)_0_1"]
+    image = onevision[0].image
+    assert isinstance(image, ImageBytes)
+    assert image.read()[:3] == b"\xff\xd8\xff" and image.name == "0.jpg"
+    assert onevision[0].extra == {"data_source": "dvqa(cauldron,llava_format)"}
+    assert onevision[0].source == "dvqa(cauldron_llava_format)"
+
+    cauldron = list(curate.read(shards["cauldron"]))
+    assert [s.id for s in cauldron] == [f"ai2d/train-00000-of-00001/{k}" for k in range(5)]   # stable, from subset and row
+    assert cauldron[0].conversations[0].text == "<image>\nQuestion 0?"
+    assert [t.role for t in cauldron[0].conversations] == ["human", "gpt", "human", "gpt"]
+    assert cauldron[0].source == "ai2d"
+
+    finevision = list(curate.read(shards["finevision"]))
+    assert len(finevision[0].images) == 2
+    assert finevision[0].conversations[0].text.startswith("<image>\n<image>\nQuestion 0?")
+    assert finevision[0].extra["relevance"] == [4, 5] and finevision[0].extra["formatting_min"] == 4
+
+    parquet, archive = shards["mantis"]
+    mantis = list(curate.read(parquet, image_root=archive))
+    assert mantis[0].image == ["train_images/0_0.jpg", "train_images/0_1.jpg"]
+    assert [t.role for t in mantis[0].conversations] == ["human", "gpt"]
+
+
+def test_folder_and_quoted_glob_stand_for_their_shards(shards, tmp_path):
+    folder = shards["onevision"].parent
+    make.write_onevision(folder / "train-00001-of-00002.parquet", 3, seed=50)
+    result = run_curate("inspect", folder, "--json", check=0)
+    assert json.loads(result.stdout)[-2]["samples"] == 9
+    result = run_curate("inspect", str(folder / "train-*.parquet"), "--json", check=0)
+    assert json.loads(result.stdout)[-2]["samples"] == 9
+    assert_one_line_error(run_curate("inspect", str(tmp_path / "nothing-*.parquet")), "no file matches")
+    assert_one_line_error(run_curate("inspect", folder / "train-00009-of-00010.parquet"), "no such file")
+
+
+def test_cauldron_to_llava_extracts_each_image_once(shards, tmp_path):
+    out, images = tmp_path / "llava.json", tmp_path / "images"
+    duplicate = make.write_cauldron(tmp_path / "again" / "ai2d" / "train.parquet", 5, seed=3)   # the same images
+    result = run_curate("convert", "auto", "llava", shards["cauldron"], duplicate, "-o", out,
+                        "--extract-images", images, check=0)
+    assert summary_numbers(result.stderr)["written"] == 10
+    records = load_json(out)
+    files = sorted(p for p in images.rglob("*") if p.is_file())
+    assert len(files) == 5                                   # each distinct image written once
+    assert {r["image"] for r in records} == {str(p.relative_to(images)) for p in files}
+    for record in records:
+        with Image.open(images / record["image"]) as image:
+            assert image.size == (64, 48)
+    # the LLaVA trainer's view: the output loads and every image opens from DIR
+    assert records[0]["conversations"][0]["value"].count("<image>") == 1
+
+
+def test_own_names_are_kept_when_safe_and_hashed_when_they_clash(shards, tmp_path):
+    other = make.write_onevision(tmp_path / "b" / "x" / "train.parquet", 3, seed=40)   # names 0.jpg.. again
+    images = tmp_path / "images"
+    run_curate("convert", "auto", "llava", shards["onevision"], other, "-o", tmp_path / "o.json",
+               "--extract-images", images, check=0)
+    names = [r["image"] for r in load_json(tmp_path / "o.json")]
+    assert names[:6] == [f"{k}.jpg" for k in range(6)]
+    assert all(len(Path(n).stem) == 32 for n in names[6:])      # same names, other bytes: content hash
+    assert len(set(names)) == 9
+
+
+def test_bytes_without_extract_images_is_a_one_line_error_and_no_output(shards, tmp_path):
+    out = tmp_path / "o.json"
+    result = run_curate("convert", "auto", "llava", shards["onevision"], "-o", out)
+    assert_one_line_error(result, "held as bytes", "--extract-images")
+    assert not out.exists()
+
+
+def test_mantis_images_come_from_the_zip_in_place(shards, tmp_path):
+    parquet, archive = shards["mantis"]
+    images = tmp_path / "images"
+    run_curate("convert", "auto", "llava", parquet, "--image-root", archive, "-o", tmp_path / "m.json",
+               "--extract-images", images, check=0)
+    records = load_json(tmp_path / "m.json")
+    assert records[0]["image"] == ["train_images/0_0.jpg", "train_images/0_1.jpg"]
+    assert (images / "train_images" / "0_1.jpg").read_bytes() == zipfile.ZipFile(archive).read("train_images/0_1.jpg")
+
+
+def test_hf_parquet_output_loads_in_datasets_with_images_decoded(shards, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "out"
+    run_curate("convert", "auto", "hf-parquet", shards["onevision"], shards["finevision"], "-o", out, check=0)
+    card = (out / "README.md").read_text()
+    assert "10 samples, 14 images" in card and "| dvqa(cauldron_llava_format) | 6 |" in card
+    loaded = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
+    assert len(loaded) == 10
+    row = loaded[6]
+    assert isinstance(row["images"][0], Image.Image) and len(row["images"]) == 2
+    assert row["conversations"][0]["from"] == "human"
+    assert json.loads(row["extra"])["relevance"] == [4, 5]
+    assert len(datasets.load_dataset(str(out), split="train")) == 10     # the card's configuration
+    # and curate reads its own output back, the same samples
+    again = list(curate.read(out / "data" / "train-00000.parquet"))
+    first = list(curate.read(shards["onevision"]))
+    assert [s.id for s in again[:6]] == [s.id for s in first]
+    assert again[0].image.read() == first[0].image.read() and again[0].extra == first[0].extra
+
+
+def test_shard_size_splits_the_output_and_a_rerun_leaves_no_stale_shard(tmp_path):
+    source = make.write_cauldron(tmp_path / "in" / "ai2d" / "train.parquet", 600, image_bytes=lambda s, k, j:
+                                 make.jpeg(k, size=(96, 96)))
+    out = tmp_path / "out"
+    run_curate("convert", "auto", "hf-parquet", source, "-o", out, "--shard-size-mb", 1, check=0)
+    shards = sorted((out / "data").glob("*.parquet"))
+    assert len(shards) >= 2
+    assert sum(len(list(curate.read(s))) for s in shards) == 600
+    small = make.write_cauldron(tmp_path / "in2" / "ai2d" / "train.parquet", 3)
+    run_curate("convert", "auto", "hf-parquet", small, "-o", out, "--overwrite", check=0)
+    assert [p.name for p in (out / "data").glob("*.parquet")] == ["train-00000.parquet"]
+    result = run_curate("convert", "auto", "hf-parquet", small, "-o", out)
+    assert_one_line_error(result, "exists", "--overwrite")
+
+
+def test_parquet_to_llama_factory_extracts_and_loads_paths(shards, tmp_path):
+    out, images = tmp_path / "lf.json", tmp_path / "lf_images"
+    run_curate("convert", "auto", "llama-factory", shards["onevision"], "-o", out, "--extract-images", images,
+               "-O", "dataset_info=none", check=0)
+    record = load_json(out)[0]
+    assert (images / record["images"][0]).is_file()
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+def test_corrupt_footer_is_one_line_error(shards, tmp_path):
+    broken = tmp_path / "broken.parquet"
+    data = shards["onevision"].read_bytes()
+    broken.write_bytes(data[:-20] + b"\0" * 16 + data[-4:])
+    result = run_curate("convert", "hf-parquet", "llava", broken, "-o", tmp_path / "o.json",
+                        "--extract-images", tmp_path / "i")
+    assert_one_line_error(result, str(broken), "not a readable Parquet file")
+    assert not (tmp_path / "o.json").exists() and not (tmp_path / "i").exists()
+
+
+def test_cell_that_is_not_an_image_is_rejected_with_its_row(tmp_path):
+    bad = make.write_cauldron(tmp_path / "s" / "ai2d" / "train.parquet", 4,
+                              image_bytes=lambda s, k, j: b"not an image at all" if k == 2 else make.jpeg(k))
+    out = tmp_path / "o.json"
+    result = run_curate("convert", "auto", "llava", bad, "-o", out, "--extract-images", tmp_path / "i")
+    assert_one_line_error(result, "record 2", "images[0]", "not an image")
+    assert not out.exists()
+    result = run_curate("convert", "auto", "llava", bad, "-o", out, "--extract-images", tmp_path / "i",
+                        "--on-error", "skip", check=0)
+    assert summary_numbers(result.stderr) == {"input records": 4, "written": 3, "removed": 0, "rejected": 1}
+    reject = load_json(tmp_path / "o.json.rejects.jsonl")[0]
+    assert reject["index"] == 2 and reject["field"] == "images[0]"
+    assert reject["record"]["images"][0]["bytes"] == "<19 bytes>"
+
+
+def test_schema_that_cannot_be_mapped_names_what_is_expected(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"question": ["q"], "answer": ["a"]}), path)
+    result = run_curate("convert", "hf-parquet", "llava", path, "-o", tmp_path / "o.json")
+    assert_one_line_error(result, "answer, question", "match no schema", "the_cauldron")
+
+
+def test_truncated_zip_image_root_is_one_line_error(shards, tmp_path):
+    parquet, archive = shards["mantis"]
+    truncated = tmp_path / "train_images.zip"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    result = run_curate("convert", "auto", "llava", parquet, "--image-root", truncated, "-o", tmp_path / "o.json",
+                        "--extract-images", tmp_path / "i")
+    assert_one_line_error(result, str(truncated), "not a readable archive")
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_archive_members_that_escape_or_are_links_are_never_served(tmp_path):
+    from curate.images import ImageLocator, UnreadableImage
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("ok.jpg", make.jpeg(1))
+        z.writestr("../evil.jpg", make.jpeg(2))
+        link = zipfile.ZipInfo("link.jpg")
+        link.external_attr = (0o120777 << 16)
+        z.writestr(link, "/etc/passwd")
+    locator = ImageLocator(archive)
+    assert locator.find("ok.jpg").read()[:3] == b"\xff\xd8\xff"
+    with pytest.raises(UnreadableImage, match="climbs out"):
+        locator.find("../evil.jpg")
+    with pytest.raises(UnreadableImage, match="is a link"):
+        locator.find("link.jpg")
+    with pytest.raises(UnreadableImage, match="absolute"):
+        locator.find("/etc/passwd")
+
+
+def test_an_image_held_as_bytes_is_size_bounded_before_decoding(monkeypatch):
+    from curate import images
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100)
+    with pytest.raises(images.UnreadableImage, match="over the 100-byte limit"):
+        images.image_from_bytes(make.jpeg(1), "g")
+    big = io.BytesIO()
+    Image.new("L", (1, 1)).save(big, "PNG")
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 1 << 20)
+    monkeypatch.setattr(images, "MAX_PIXELS", 0)
+    with pytest.raises(images.UnreadableImage, match="pixels is over"):
+        images.image_from_bytes(big.getvalue(), "g")
+
+
+@pytest.mark.slow      # loads a model
+def test_dedup_parquet_shards_to_hf_parquet_names_shard_and_row(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    a = make.write_onevision(tmp_path / "shards" / "a" / "train-0.parquet", 6, seed=0)
+    b = make.write_onevision(tmp_path / "shards" / "b" / "train-0.parquet", 4, seed=100)
+    copy = tmp_path / "shards" / "c" / "train-0.parquet"      # b's pictures again, as PNGs: other bytes
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = pq.read_table(b)
+    cells = table.column("image").to_pylist()
+    for cell in cells:
+        out = io.BytesIO()
+        Image.open(io.BytesIO(cell["bytes"])).save(out, "PNG")
+        cell["bytes"] = out.getvalue()
+    ids = [f"copy-{k}" for k in range(len(cells))]
+    copy.parent.mkdir(parents=True)
+    table = table.set_column(1, "image", pa.array(cells, table.schema.field("image").type))
+    pq.write_table(table.set_column(0, "id", pa.array(ids)), copy)
+    out = tmp_path / "out"
+    result = run_curate("dedup", a, b, copy, "-o", out, "--to", "hf-parquet", "--embedder", "timm-pool",
+                        "--no-cache", "-t", "0.95", check=0)
+    numbers = summary_numbers(result.stderr)
+    assert numbers["input records"] == 14 and numbers["removed"] == 4, result.stderr
+    removed = load_json(tmp_path / "out.report" / "removed.jsonl")
+    assert {r["id"] for r in removed} == set(ids)
+    assert removed[0]["origin"] == {"shard": str(copy), "row": 0}
+    loaded = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
+    assert len(loaded) == 10 and isinstance(loaded[0]["images"][0], Image.Image)
