@@ -81,6 +81,18 @@ class Outputs:
         self.stale: list[Path] = []
         self.journal: list[Path] = []       # the commit's journal copies, while it renames
         self.swept: set[Path] = set()       # folders already cleared of killed runs' leftovers (put)
+        self.made: list[Path] = []          # folders this run created: removed again if it aborts
+
+    def _make_folder(self, folder: Path) -> None:
+        """``mkdir -p folder``, remembering what was created, so that a run that fails leaves no
+        empty folder behind (an output is whole or absent)."""
+        missing = []
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        for created in reversed(missing):
+            created.mkdir(exist_ok=True)
+            self.made.append(created)
 
     def claim(self, path, role: str = "output", *, overwrite: bool | None = None) -> Path:
         """Check that ``path`` may be written by this run; ``role`` names it in errors."""
@@ -101,7 +113,7 @@ class Outputs:
             return self.open_files[path][1]
         with signals_held():       # a signal between creating the file and recording it would orphan it
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                self._make_folder(path.parent)
                 remove_orphans(path)
                 fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
                                                  dir=path.parent)
@@ -124,7 +136,7 @@ class Outputs:
         with signals_held():
             try:
                 if path.parent not in self.swept:
-                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self._make_folder(path.parent)
                     recover_commits(path.parent)
                     self.swept.add(path.parent)
                 fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
@@ -195,6 +207,12 @@ class Outputs:
                 TEMPORARIES.discard(temp)
             self.open_files.clear()
             self._drop_journal()
+            for folder in reversed(self.made):
+                try:
+                    folder.rmdir()           # only when empty: never what another process put there
+                except OSError:
+                    pass
+            self.made.clear()
 
     def _drop_journal(self) -> None:
         for copy in self.journal:
