@@ -19,6 +19,7 @@ from functools import cached_property
 from types import MappingProxyType
 
 import curate
+from curate.image_source import ImageBytes
 from curate.errors import CurateError
 from curate.filter_report import MeasureHistogram, NearThreshold
 from curate.progress import shown
@@ -47,11 +48,6 @@ class ImageFilter(CountedFilter):
     measures: tuple = ()          # the Look measures judge reads (taken in dedup's decode when it runs)
     shared: dict = {}             # image -> Look taken from dedup's decode (curate dedup --filter)
 
-    def process(self, items, context):
-        if getattr(context.images, "root", None) is None:
-            raise CurateError(f"filter {self.name!r} reads images: give {curate.setting('image_root')}")
-        yield from super().process(items, context)
-
     def decode_observer(self):
         return LookObserver(self.measures)
 
@@ -60,6 +56,8 @@ class ImageFilter(CountedFilter):
 
     def decide(self, item):
         for image in item.sample.images:
+            if getattr(self.context.images, "root", None) is None and not isinstance(image, ImageBytes):
+                raise CurateError(f"filter {self.name!r} reads images: give {curate.setting('image_root')}")
             seen = self.shared.get(image) or look(self.context.images, image)
             if seen.problem is not None and not self.reads_unreadable:
                 continue

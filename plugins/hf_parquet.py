@@ -304,6 +304,8 @@ class Shards:
             self.writer = pq.ParquetWriter(self.stream, self.schema, compression="zstd")
             self.paths.append(path)
             self.size = 0
+        if not rows:                  # an empty dataset: the schema, no row group (datasets refuses an empty one)
+            return
         table = pa.Table.from_pylist(rows, schema=self.schema)
         self.writer.write_table(table, row_group_size=len(rows))
         self.size += table.nbytes
@@ -345,8 +347,14 @@ class HfParquetWriter(Writer):
     settings = (SHARD_MB,)
 
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
-        locator = ImageLocator(options.image_root)
         shards = Shards(options, options.setting("shard_size_mb") * (1 << 20))
+        try:
+            return self._write(samples, stream, options, shards)
+        finally:
+            shards.close()        # also when the run fails: the file is closed before the run removes it
+
+    def _write(self, samples, stream, options: Options, shards: Shards) -> int:
+        locator = ImageLocator(options.image_root)
         rows, size, written, images = [], 0, 0, 0
         sources: Counter = Counter()
         for sample in samples:

@@ -262,5 +262,25 @@ def test_dedup_parquet_shards_to_hf_parquet_names_shard_and_row(tmp_path):
     removed = load_json(tmp_path / "out.report" / "removed.jsonl")
     assert {r["id"] for r in removed} == set(ids)
     assert removed[0]["origin"] == {"shard": str(copy), "row": 0}
+    assert "data:image" in (tmp_path / "out.report" / "report.html").read_text()     # thumbnails from the bytes
     loaded = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
     assert len(loaded) == 10 and isinstance(loaded[0]["images"][0], Image.Image)
+
+
+def test_preview_and_image_filters_read_images_held_as_bytes(shards, tmp_path):
+    page = tmp_path / "preview.html"
+    run_curate("preview", shards["finevision"], "-o", page, check=0)
+    assert page.read_text().count("data:image") == 4
+    out = tmp_path / "filtered"
+    result = run_curate("filter", shards["onevision"], "-o", out, "--to", "hf-parquet", "--filter", "too-small=50",
+                        check=0)
+    assert summary_numbers(result.stderr)["removed"] == 6          # 64x48 pixels: short side under 50
+    removed = load_json(tmp_path / "filtered.removed.jsonl")
+    assert removed[0]["filter"] == "too-small"
+
+
+def test_a_row_group_too_large_to_read_whole_is_one_line_error(shards, monkeypatch):
+    from curate.plugins import hf_parquet
+    monkeypatch.setattr(hf_parquet, "MAX_ROW_GROUP_BYTES", 1000)
+    with pytest.raises(curate.CurateError, match="row group 0 holds .* smaller row groups"):
+        list(curate.read(shards["onevision"]))
