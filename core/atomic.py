@@ -82,6 +82,7 @@ class Outputs:
         self.journal: list[Path] = []       # the commit's journal copies, while it renames
         self.swept: set[Path] = set()       # folders already cleared of killed runs' leftovers (put)
         self.made: list[Path] = []          # folders this run created: removed again if it aborts
+        self.unsynced = False               # files written by put, not yet flushed to disk
 
     def _make_folder(self, folder: Path) -> None:
         """``mkdir -p folder``, remembering what was created, so that a run that fails leaves no
@@ -129,9 +130,10 @@ class Outputs:
         return stream
 
     def put(self, path, data: bytes) -> None:
-        """Write ``data`` whole to ``path`` at commit, its temporary file flushed and closed now:
-        a run that writes a file per image (``--extract-images``) must hold no descriptor per
-        image, and sweeps each folder for a killed run's leftovers once, not once per file."""
+        """Write ``data`` whole to ``path`` at commit, its temporary file closed now: a run that
+        writes a file per image (``--extract-images``) must hold no descriptor per image, sweeps
+        each folder for a killed run's leftovers once, not once per file, and flushes them all
+        to disk with one sync at commit rather than one per file."""
         path = Path(path)
         with signals_held():
             try:
@@ -150,9 +152,8 @@ class Outputs:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
         stream.write(data)
-        stream.flush()
-        os.fsync(fd)
         stream.close()
+        self.unsynced = True        # flushed to disk once for all at commit (one sync, not one per image)
 
     def merge(self, path, render: Callable[[str | None], str]) -> None:
         """Write ``path`` at commit as ``render(its text then)`` (None when it does not exist).
@@ -170,6 +171,9 @@ class Outputs:
         commit's journal, for the next run to finish (see the module's note). Merged files are
         rendered last, under their locks, which are held until every file is in place."""
         self._sync(self.open_files)
+        if self.unsynced:
+            os.sync()
+            self.unsynced = False
         with ExitStack() as locks:
             for path in sorted(self.merges):
                 locks.enter_context(locked(path))
