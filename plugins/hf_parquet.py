@@ -32,7 +32,7 @@ from typing import Iterable, Iterator, TextIO
 
 import curate
 from curate import Options, Reader, RecordError, Sample, Setting, Turn, Writer
-from curate.errors import CurateError
+from curate.errors import CurateError, setting
 from curate.image_source import image_bytes
 from curate.images import ImageLocator, UnreadableImage, _check_file_size, image_from_bytes
 from curate.plugins.llava import record_to_sample
@@ -236,7 +236,12 @@ class HfParquetReader(Reader):
         import pyarrow as pa
         path = Path(path)
         parquet = open_parquet(path)
-        to_sample = SCHEMAS[schema_of(parquet.schema_arrow.names, path)]
+        schema = schema_of(parquet.schema_arrow.names, path)
+        to_sample = SCHEMAS[schema]
+        if schema == "mantis" and options.image_root is None:
+            options.state.setdefault("notes", {})["hf-parquet mantis"] = (
+                f"{path.name}: Mantis rows name their images (no bytes); pass {setting('image_root')} with the "
+                "subset's folder or its train_images.zip to read them")
         subset = subset_of(path)
         metadata = parquet.metadata
         row = 0

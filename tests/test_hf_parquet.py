@@ -284,3 +284,18 @@ def test_a_row_group_too_large_to_read_whole_is_one_line_error(shards, monkeypat
     monkeypatch.setattr(hf_parquet, "MAX_ROW_GROUP_BYTES", 1000)
     with pytest.raises(curate.CurateError, match="row group 0 holds .* smaller row groups"):
         list(curate.read(shards["onevision"]))
+
+
+def test_llava_files_under_the_image_root_are_embedded_and_a_missing_one_is_a_reject(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "out"
+    result = run_curate("convert", "llava", "hf-parquet", FIXTURES / "dedup_demo.json", "--image-root",
+                        FIXTURES / "images", "-o", out, "--on-error", "skip", check=0)
+    numbers = summary_numbers(result.stderr)
+    assert numbers["rejected"] >= 1 and numbers["written"] + numbers["rejected"] == numbers["input records"]
+    reject = load_json(out / "README.md.rejects.jsonl")[0]
+    assert reject["field"] == "image" and "missing file" in reject["reason"]
+    loaded = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
+    first = load_json(FIXTURES / "dedup_demo.json")[0]
+    assert loaded[0]["id"] == first["id"] and loaded[0]["images"][0].size == \
+        Image.open(FIXTURES / "images" / first["image"]).size
