@@ -105,7 +105,10 @@ class ImageFiles(Stage):
 
     def _hashed(self, digest: str, data: bytes, own: str) -> str:
         extension = extension_of(data) or os.path.splitext(own)[1][:10].lower()
-        return f"{digest}{extension}"
+        name, n = f"{digest}{extension}", 1
+        while name in self.taken:         # an own name that happened to look like this hash
+            name, n = f"{digest}-{n}{extension}", n + 1
+        return name
 
     def finish(self) -> None:
         if self.folder is not None:

@@ -141,6 +141,8 @@ def onevision_sample(row: dict, where: RowContext) -> Sample:
     group = group_name(row["data_source"]) if row.get("data_source") else None
     image = where.image(row.get("image"), "image", group)
     record = {k: v for k, v in row.items() if k != "image"}
+    if record.get("id") is None:
+        record["id"] = f"{where.subset}/{where.path.stem}/{where.row}"
     if image is not None:
         record["image"] = "image.jpg"           # checked as a path; the image itself replaces it
     sample = record_to_sample(record, where.path, where.row)
@@ -152,6 +154,8 @@ def curate_sample(row: dict, where: RowContext) -> Sample:
     """curate's own Parquet: LLaVA's fields, ``images`` a list of Image cells, ``extra`` JSON."""
     images = [where.image(cell, f"images[{k}]") for k, cell in enumerate(row.get("images") or [])]
     record = {k: v for k, v in row.items() if k not in ("images", "extra")}
+    if record.get("id") is None:
+        record["id"] = f"{where.subset}/{where.path.stem}/{where.row}"
     if images:
         record["image"] = ["image.jpg"] * len(images)
     if row.get("extra"):
@@ -202,7 +206,8 @@ def mantis_sample(row: dict, where: RowContext) -> Sample:
         turns.append({"from": role, "value": turn["content"]})
     record = {k: v for k, v in row.items() if k not in ("images", "conversation")}
     record["conversations"] = turns
-    record.setdefault("id", f"{where.subset}/{where.path.stem}/{where.row}")
+    if record.get("id") is None:
+        record["id"] = f"{where.subset}/{where.path.stem}/{where.row}"
     if images:
         record["image"] = ["image.jpg"] * len(images)
     sample = record_to_sample(record, where.path, where.row)

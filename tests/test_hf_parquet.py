@@ -170,6 +170,28 @@ def test_corrupt_footer_is_one_line_error(shards, tmp_path):
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "i").exists()
 
 
+def test_corrupt_page_is_one_line_error_naming_the_row_group(shards, tmp_path):
+    import pyarrow.parquet as pq
+    broken = tmp_path / "broken.parquet"
+    data = bytearray(shards["onevision"].read_bytes())
+    page = pq.ParquetFile(shards["onevision"]).metadata.row_group(1).column(0).data_page_offset
+    data[page:page + 16] = b"\xff" * 16
+    broken.write_bytes(bytes(data))
+    result = run_curate("convert", "hf-parquet", "llava", broken, "-o", tmp_path / "o.json",
+                        "--extract-images", tmp_path / "i", "--on-error", "skip")
+    assert_one_line_error(result, str(broken), "row group 1 cannot be read")
+    assert not (tmp_path / "o.json").exists() and not (tmp_path / "i").exists()
+
+
+def test_rows_without_ids_get_stable_ids_from_subset_shard_and_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path = make.write_onevision(tmp_path / "ov" / "chart" / "train-0.parquet", 3)
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(0, "id", pa.array([None, "kept", None], pa.string())), path)
+    assert [s.id for s in curate.read(path)] == ["chart/train-0/0", "kept", "chart/train-0/2"]
+
+
 def test_cell_that_is_not_an_image_is_rejected_with_its_row(tmp_path):
     bad = make.write_cauldron(tmp_path / "s" / "ai2d" / "train.parquet", 4,
                               image_bytes=lambda s, k, j: b"not an image at all" if k == 2 else make.jpeg(k))
