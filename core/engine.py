@@ -43,7 +43,7 @@ ON_ERROR = ("fail", "skip")
 
 # --- resolving components -----------------------------------------------------------------------
 
-SHARD_SUFFIXES = (".parquet", ".tar")
+SHARD_SUFFIXES = (".parquet", ".tar", ".tar.gz", ".tgz")
 _GLOB_CHARS = frozenset("*?[")
 
 

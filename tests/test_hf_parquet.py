@@ -321,3 +321,24 @@ def test_llava_files_under_the_image_root_are_embedded_and_a_missing_one_is_a_re
     first = load_json(FIXTURES / "dedup_demo.json")[0]
     assert loaded[0]["id"] == first["id"] and loaded[0]["images"][0].size == \
         Image.open(FIXTURES / "images" / first["image"]).size
+
+
+def test_a_tar_image_root_serves_members_and_refuses_links_and_escapes(tmp_path):
+    import tarfile
+    from curate.images import ImageLocator, UnreadableImage, image_size
+    archive = tmp_path / "images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in (("photos/a.jpg", make.jpeg(1)), ("../up.jpg", make.jpeg(2))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("photos/link.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    locator = ImageLocator(archive)
+    assert image_size(locator.find("photos/a.jpg")) == (64, 48)
+    assert locator.find("a.jpg") is None and locator.size("photos/a.jpg") == (64, 48)
+    with pytest.raises(UnreadableImage, match="is a link"):
+        locator.find("photos/link.jpg")
+    with pytest.raises(UnreadableImage, match="climbs out"):
+        locator.find("../up.jpg")
