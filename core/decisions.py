@@ -134,7 +134,10 @@ class Decisions:
 
     def removal(self, sample) -> dict | None:
         """Why ``sample`` is removed (its line in the removed list), or None when it stays: a
-        sample goes only when all of its images are removed."""
+        sample goes only when all of its images are removed, and never when it holds a video
+        (videos are carried, not compared: nothing says the video is a duplicate)."""
+        if sample.video is not None:
+            return None
         rows = [self.rows.get(path) for path in sample.images]
         if not rows or not all(row is not None and row["decision"] == REMOVE for row in rows):
             return None

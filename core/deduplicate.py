@@ -67,6 +67,8 @@ class ImageTable:
         elif sample.image is None:
             self.text_only += 1
         positions = tuple(self._add(path, sample.id) for path in sample.images)
+        if sample.video is not None:
+            return                      # never removed (see Decisions.removal): not counted as removable
         if len(positions) == 1:
             self.single_samples[positions[0]] += 1
         elif positions:
@@ -506,7 +508,8 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
         if duplicates.images.video_samples:
             accounting.notes.append(
                 f"{duplicates.images.video_samples:,} samples hold {duplicates.images.videos:,} videos: carried to the "
-                "output, not decoded; dedup compared only their images (a sample whose only media is a video is kept)")
+                "output, not decoded nor compared, so dedup removes none of these samples (their images are compared "
+                "with the others)")
         result = DedupResult(accounting, duplicates, files.folder, files.removed, report.sample_every,
                              drop_unreadable, seconds, filters=list(filters))
         result.report_data = write_reports(result, files, outputs, show_progress=settings.show_progress)

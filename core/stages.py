@@ -247,7 +247,8 @@ class Filter(Stage, ABC):
     def exclusion(self, item: Item, outcome: dict) -> dict:
         """The line of a removed item in the exclusion file: its id and image, this filter's
         name and what ``decide`` said."""
-        return {"id": item.sample.id, "image": item.sample.image, "filter": self.name, **outcome}
+        video = {"video": item.sample.video} if item.sample.video is not None else {}
+        return {"id": item.sample.id, "image": item.sample.image, **video, "filter": self.name, **outcome}
 
     def process(self, items: Iterator[Item], context: StageContext) -> Iterator[Item]:
         self.context = context

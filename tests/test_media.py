@@ -172,11 +172,20 @@ def test_inspect_does_not_count_video_samples_as_text_only(tmp_path, llava_video
 
 @pytest.mark.slow
 def test_dedup_carries_videos_and_says_so(tmp_path):
-    records = load_json(FIXTURES / "dedup_demo.json") + [VIDEO]
+    # the demo's 000000000002.jpg duplicates 000000000001.jpg: its sample goes, but a sample that
+    # also holds a video stays (the video was not compared)
+    with_video = {"id": "vid2", "image": "coco/train2017/000000000002.jpg", "video": "clips/2.mp4",
+                  "conversations": [{"from": "human", "value": "<image>\n<video>\nSame scene?"},
+                                    {"from": "gpt", "value": "Yes."}]}
+    records = load_json(FIXTURES / "dedup_demo.json") + [VIDEO, with_video]
     source = tmp_path / "demo.json"
     source.write_text(json.dumps(records))
     out = tmp_path / "out.json"
     result = run_curate("dedup", source, "-o", out, "--image-root", IMAGES, "--embedder", "timm-pool",
-                        "--cache", tmp_path / "cache", "--workers", "2", check=0)
-    assert "1 samples hold 1 videos: carried to the output, not decoded" in one_line(result.stderr)
-    assert load_json(out)[-1] == VIDEO
+                        "--cache", tmp_path / "cache", "--workers", "2", "--to", "qwen-vl", check=0)
+    assert "2 samples hold 2 videos: carried to the output, not decoded nor compared" in one_line(result.stderr)
+    kept = load_json(out)
+    assert kept[-2:] == [VIDEO | {"conversations": [{"from": "human", "value": "<video>\nWhat happens in the video?"},
+                                                    VIDEO["conversations"][1]]}, with_video]
+    removed = [json.loads(line)["id"] for line in (tmp_path / "out.json.report" / "removed.jsonl").open()]
+    assert "000000000002" in removed and "vid2" not in removed
