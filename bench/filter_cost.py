@@ -91,7 +91,8 @@ def main():
                           "--image-root", str(folder), *filters])
 
     def deduped(*filters):
-        return child_cpu([*curate, "dedup", str(data), "-o", str(work / "d.json"), "-q", "--overwrite",
+        out = work / ("d_filters.json" if filters else "d.json")
+        return child_cpu([*curate, "dedup", str(data), "-o", str(out), "-q", "--overwrite",
                           "--image-root", str(folder), "--embedder", "timm-pool", "--no-cache", "--workers", "2",
                           *filters])
 
@@ -114,6 +115,15 @@ def main():
             ["  the filters' share of dedup", f"{ms['dedup + filters'] - ms['dedup']:.2f}", ""]]
     print_table(f"CPU ms per image, {n} photos, least of {args.repeats} runs each, os.cpu_count()={os.cpu_count()}",
                 ["run", "CPU ms / image", "ratio"], rows)
+    plain, filtered_run = (decisions(work / name) for name in ("d.json", "d_filters.json"))
+    print(f"\ndedup's decisions with and without --filter: {sum(plain[k] == filtered_run[k] for k in plain)} of "
+          f"{len(plain)} images the same")
+
+
+def decisions(output: Path) -> dict:
+    """Image -> (keep or remove, the image it duplicates) from a dedup run's decisions.jsonl."""
+    rows = [json.loads(line) for line in (output.with_name(output.name + ".report") / "decisions.jsonl").open()]
+    return {r["image"]: (r["decision"], r.get("duplicate_of")) for r in rows if "image" in r}
 
 
 if __name__ == "__main__":
