@@ -305,8 +305,9 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 @input_options(image_root_required=True)
 @embedding_options
 @click.option("--index", default="auto", show_default=True,
-              help="Similarity index: exact (blocked matrix products), hnsw (hnswlib, approximate), or auto "
-                   "(exact for small groups, hnsw for large ones, by the crossover measured in bench/).")
+              help="Similarity index: exact (blocked matrix products), partitioned (exact products within "
+                   "k-means partitions), hnsw (hnswlib, approximate), or auto (exact for small groups, "
+                   "partitioned for large ones, as measured in bench/).")
 @click.option("--hnsw-m", type=click.IntRange(2, 512), default=16, show_default=True, help="HNSW graph degree M.")
 @click.option("--hnsw-ef-construction", type=click.IntRange(1, 10_000), default=64, show_default=True,
               help="HNSW ef_construction (build-time search width).")

@@ -88,3 +88,50 @@ def test_nearest_neighbour_similarity():
     nn = nearest_neighbours(a, kind("exact"), 1)[0][:, 0]
     assert nn == pytest.approx([0.8, 0.8, 0.6], abs=1e-5)
     assert np.isneginf(nearest_neighbours(a[:1], kind("exact"), 1)[0][0, 0])    # alone: no neighbour
+
+
+def partitioned(dim, capacity, **options):
+    """A partitioned index that partitions from 200 vectors on (the default waits for 20,000)."""
+    from curate.plugins.indexes import PartitionedIndex
+    return PartitionedIndex(dim, capacity, train_at=200, **options)
+
+
+def self_pairs(index, vectors, threshold):
+    index.add(vectors)
+    rows, ids, _ = index.range_search(vectors, threshold)
+    keep = rows != ids
+    return set(zip(np.minimum(rows, ids)[keep].tolist(), np.maximum(rows, ids)[keep].tolist()))
+
+
+def test_partitioned_finds_exact_pairs_across_partitions():
+    vectors = clustered(n_clusters=100, noise=0.4, seed=4)         # pairs at about 0.8-0.9
+    exact = self_pairs(kind("exact").new(64, len(vectors)), vectors, 0.8)
+    index = partitioned(64, len(vectors), partitions=16, probe=4)
+    found = self_pairs(index, vectors, 0.8)
+    homes = np.zeros(len(vectors), np.int64)
+    for p in range(index.partitions):
+        homes[index.members[p][:index.counts[p]]] = p
+    across = {(i, j) for i, j in exact if homes[i] != homes[j]}
+    assert len(exact) > 2000 and len(across) > 100
+    assert found == exact
+    # searching only the home partition misses the pairs across a boundary
+    alone = self_pairs(partitioned(64, len(vectors), partitions=16, probe=1), vectors, 0.8)
+    assert alone < exact and not (across & alone)
+
+
+def test_partitioned_search_and_walk_match_exact():
+    vectors = clustered(n_clusters=100, noise=0.4, seed=5)
+    index = partitioned(64, 10, partitions=16, probe=8)              # grows past its capacity
+    index.add(vectors[:300])
+    index.add(vectors[300:])
+    sims, ids = index.search(vectors[:100], 5)
+    best = -np.sort(-(vectors[:100] @ vectors.T), axis=1)[:, :5]
+    near = best >= 0.8                       # neighbours this close are found; far ones may not be
+    assert near[:, 1].sum() > 50
+    assert np.allclose(sims[near], best[near], atol=1e-5)
+    assert (ids[:, 0] == np.arange(100)).all()
+    options = {"partitions": 16, "probe": 8}
+    for threshold in (0.8, 0.9):
+        exact = keep_or_remove(vectors, kind("exact"), threshold, block=64)
+        split = keep_or_remove(vectors, kind("partitioned"), threshold, block=64, **options)
+        assert (split.duplicate_of == exact.duplicate_of).all()
