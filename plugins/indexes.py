@@ -20,6 +20,7 @@ AUTO_EXACT_MAX_GPU = 1_000_000
 # once the index holds PARTITION_TRAIN_AT (below that it is exact).
 PARTITION_SIZE = 1000
 PROBE = 16
+SPILL = 1
 SAMPLE_PER_PARTITION = 32
 PARTITION_TRAIN_AT = 20_000
 
@@ -264,10 +265,11 @@ class PartitionedIndex(SimilarityIndex):
     in the next-closest one."""
 
     def __init__(self, dim: int, capacity: int, partitions: int | None = None, probe: int = PROBE,
-                 train_at: int = PARTITION_TRAIN_AT):
+                 spill: int = SPILL, train_at: int = PARTITION_TRAIN_AT):
         self.flat = ExactIndex(dim, capacity)        # every vector, in order of addition
         self.partitions = int(partitions or max(1, capacity // PARTITION_SIZE))
         self.probe = min(int(probe), self.partitions)
+        self.spill = min(int(spill), self.partitions)
         self.train_at = max(int(train_at), self.partitions)
         self.centroids = None
         self.members: list[np.ndarray] = []           # per partition: positions
@@ -295,10 +297,10 @@ class PartitionedIndex(SimilarityIndex):
         self._file(np.arange(len(vectors)))
 
     def _file(self, positions: np.ndarray):
-        """Store vectors (by position) in their nearest partition."""
-        homes = nearest_centroids(self.flat.data[positions], self.centroids, 1)[:, 0]
-        for p, group in _grouped(homes):
-            self._append(p, positions[group])
+        """Store vectors (by position) in their ``spill`` nearest partitions."""
+        homes = nearest_centroids(self.flat.data[positions], self.centroids, self.spill)
+        for p, group in _grouped(homes.ravel()):
+            self._append(p, positions[group // self.spill])
 
     def _append(self, p: int, positions: np.ndarray):
         count, end = self.counts[p], self.counts[p] + len(positions)
@@ -336,6 +338,12 @@ class PartitionedIndex(SimilarityIndex):
             columns = slots[:, None] * k + np.arange(take)
             cand_sims[rows[:, None], columns] = np.take_along_axis(sims, top, 1)
             cand_ids[rows[:, None], columns] = self.members[p][top]
+        if self.spill > 1:                            # a vector stored twice counts once
+            by_id = np.argsort(cand_ids, axis=1, kind="stable")
+            ids_sorted = np.take_along_axis(cand_ids, by_id, 1)
+            repeat = np.zeros_like(cand_ids, bool)
+            repeat[:, 1:] = (ids_sorted[:, 1:] == ids_sorted[:, :-1]) & (ids_sorted[:, 1:] >= 0)
+            np.put_along_axis(cand_sims, by_id, np.where(repeat, -np.inf, np.take_along_axis(cand_sims, by_id, 1)), 1)
         order = np.argsort(-cand_sims, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(cand_sims, order, 1), np.take_along_axis(cand_ids, order, 1)
 
@@ -353,7 +361,11 @@ class PartitionedIndex(SimilarityIndex):
                 sims_out.append(sims[r, c])
         if not rows_out:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.concatenate(rows_out), np.concatenate(ids_out), np.concatenate(sims_out)
+        rows, ids, sims = np.concatenate(rows_out), np.concatenate(ids_out), np.concatenate(sims_out)
+        if self.spill > 1:                            # a vector stored twice counts once
+            _, first = np.unique(rows * len(self.flat) + ids, return_index=True)
+            rows, ids, sims = rows[first], ids[first], sims[first]
+        return rows, ids, sims
 
 
 def _grouped(labels: np.ndarray):
@@ -369,8 +381,8 @@ class Partitioned(IndexKind):
     description = ("exact products within k-means partitions, each query in its nearest partitions "
                    "(options partitions, probe)")
 
-    def new(self, dim, capacity, partitions=None, probe=PROBE, **options):
-        return PartitionedIndex(dim, capacity, partitions=partitions, probe=probe)
+    def new(self, dim, capacity, partitions=None, probe=PROBE, spill=SPILL, **options):
+        return PartitionedIndex(dim, capacity, partitions=partitions, probe=probe, spill=spill)
 
 
 class Auto(IndexKind):
