@@ -135,3 +135,10 @@ def test_partitioned_search_and_walk_match_exact():
         exact = keep_or_remove(vectors, kind("exact"), threshold, block=64)
         split = keep_or_remove(vectors, kind("partitioned"), threshold, block=64, **options)
         assert (split.duplicate_of == exact.duplicate_of).all()
+
+
+def test_auto_is_exact_for_small_groups_and_partitioned_above():
+    from curate.plugins.indexes import AUTO_EXACT_MAX, ExactIndex, PartitionedIndex, TorchExactIndex
+    assert isinstance(kind("auto").new(4, AUTO_EXACT_MAX), (ExactIndex, TorchExactIndex))
+    large = kind("auto").new(4, AUTO_EXACT_MAX + 1, m=16, ef=32)       # hnsw's options are ignored
+    assert isinstance(large, PartitionedIndex) or isinstance(large, TorchExactIndex)
