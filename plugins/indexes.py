@@ -9,6 +9,7 @@ import curate
 from curate.similarity import IndexKind, SimilarityIndex
 
 _BLOCK = 8192
+_QUERY_BLOCK = 2048           # queries per product: 2048 x 8192 float32 is 64 MB
 # Below this many vectors numpy's blocked products beat hnswlib on this 2-core machine
 # (measured with bench/index_scale.py; see bench/README.md).
 AUTO_EXACT_MAX = 100_000
@@ -59,16 +60,30 @@ class ExactIndex(SimilarityIndex):
         return best_sims, best_ids
 
     def range_search(self, queries, threshold):
+        return self._pairs(queries, threshold, None)
+
+    def block_pairs(self, queries, first, threshold):
+        """Only the pairs with an earlier vector: products are symmetric, so half of them suffice."""
+        return self._pairs(queries, threshold, first)
+
+    def _pairs(self, queries, threshold, first):
+        """(rows, ids, similarities) >= threshold; with ``first``, only ids < first + row."""
         rows, ids, sims = [], [], []
-        for start in range(0, self.size, _BLOCK):
-            block = queries @ self.data[start:min(start + _BLOCK, self.size)].T
-            r, c = np.nonzero(block >= threshold)
-            rows.append(r)
-            ids.append(c + start)
-            sims.append(block[r, c])
+        for q0 in range(0, len(queries), _QUERY_BLOCK):
+            chunk = queries[q0:q0 + _QUERY_BLOCK]
+            end = self.size if first is None else min(self.size, first + q0 + len(chunk))
+            for start in range(0, end, _BLOCK):
+                block = chunk @ self.data[start:min(start + _BLOCK, end)].T
+                hit = block >= threshold
+                if first is not None and start + block.shape[1] > first + q0:
+                    hit &= (start + np.arange(block.shape[1]))[None, :] < (first + q0 + np.arange(len(chunk)))[:, None]
+                r, c = np.nonzero(hit)
+                rows.append(r + q0)
+                ids.append(c + start)
+                sims.append(block[r, c])
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.concatenate(rows), np.concatenate(ids).astype(np.int64), np.concatenate(sims)
+        return np.concatenate(rows).astype(np.int64), np.concatenate(ids).astype(np.int64), np.concatenate(sims)
 
 
 class TorchExactIndex(SimilarityIndex):

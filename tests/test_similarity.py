@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from curate.registry import get_registry
-from curate.similarity import keep_or_remove, nearest_neighbours
+from curate.similarity import IndexKind, SimilarityIndex, keep_or_remove, nearest_neighbours
 
 
 def kind(name):
@@ -142,3 +142,95 @@ def test_auto_is_exact_for_small_groups_and_partitioned_above():
     assert isinstance(kind("auto").new(4, AUTO_EXACT_MAX), (ExactIndex, TorchExactIndex))
     large = kind("auto").new(4, AUTO_EXACT_MAX + 1, m=16, ef=32)       # hnsw's options are ignored
     assert isinstance(large, PartitionedIndex) or isinstance(large, TorchExactIndex)
+
+
+def dense_walk(matrices, thresholds, verified, verify, k):
+    """The walk as a reference, from full similarity matrices: for each image in order, each
+    channel's kept earlier images at >= its threshold, most similar first (then earliest)."""
+    n = len(matrices[0])
+    duplicate_of, signal, refused = [-1] * n, [-1] * n, []
+    for i in range(n):
+        matches = []
+        for c, (sims, t) in enumerate(zip(matrices, thresholds)):
+            kept = [j for j in range(i) if duplicate_of[j] < 0 and sims[i, j] >= t]
+            matches += [(c, j) for j in sorted(kept, key=lambda j: (-sims[i, j], j))[:k]]
+        free = [(c, j) for c, j in matches if verify is None or not verified[c]]
+        if free:
+            duplicate_of[i], signal[i] = free[0][1], free[0][0]
+            continue
+        tried, best, first_refused = [], None, None
+        for c, j in matches:
+            if j in tried or len(tried) >= k:
+                continue
+            tried.append(j)
+            verdict = verify(j, i)
+            if verdict.same and (best is None or verdict.score < best[2].score):
+                best = (c, j, verdict)
+            elif not verdict.same and first_refused is None:
+                first_refused = (j, i)
+        if best:
+            duplicate_of[i], signal[i] = best[1], best[0]
+        elif first_refused:
+            refused.append(first_refused)
+    return duplicate_of, signal, refused
+
+
+@pytest.mark.parametrize("block", [7, 4096])
+@pytest.mark.parametrize("verifying", [False, True])
+def test_the_walk_over_pairs_decides_as_the_dense_walk(block, verifying):
+    import curate
+    from curate.similarity import Channel, walk
+    embedding = clustered(n_clusters=40, noise=0.3, seed=6)
+    coarse = unit(np.round(embedding * 4))                # a second signal: a coarser look at the same vectors
+    thresholds, verified = (0.8, 0.95), (True, False)
+
+    def verify(kept, candidate):                          # refuses some pairs, scores the rest by distance
+        return curate.Verdict((kept + candidate) % 3 != 0, abs(kept - candidate) % 5, "test")
+
+    verify = verify if verifying else None
+    found = walk([Channel("embedding", embedding, 0.8, kind("exact")),
+                  Channel("coarse", coarse, 0.95, kind("exact"), verified=False)], block=block, verify=verify)
+    expected, signal, refused = dense_walk([embedding @ embedding.T, coarse @ coarse.T], thresholds, verified,
+                                           verify, 8 if verifying else 1)
+    assert found.duplicate_of.tolist() == expected and found.signal.tolist() == signal
+    assert [(kept, candidate) for kept, candidate, *_ in found.refused] == refused
+    assert (found.duplicate_of >= 0).sum() > 50 and (not verifying or len(refused) > 5)
+
+
+class ForwardOnly(SimilarityIndex):
+    """The exact index that meets each pair only from its earlier vector's side."""
+
+    def __init__(self, dim, capacity):
+        self.exact = kind("exact").new(dim, capacity)
+
+    def add(self, vectors):
+        self.exact.add(vectors)
+
+    def search(self, queries, k):
+        return self.exact.search(queries, k)
+
+    def range_search(self, queries, threshold):
+        return self.exact.range_search(queries, threshold)
+
+    def block_pairs(self, queries, first, threshold):
+        rows, ids, sims = self.range_search(queries, threshold)
+        later = ids > rows + first
+        return rows[later], ids[later], sims[later]
+
+    def __len__(self):
+        return len(self.exact)
+
+
+def test_the_walk_takes_pairs_met_from_the_earlier_side():
+    class Forward(IndexKind):
+        name = "forward"
+
+        def new(self, dim, capacity, **options):
+            return ForwardOnly(dim, capacity)
+
+    vectors = clustered(seed=7)
+    for threshold in (0.8, 0.9):
+        exact = keep_or_remove(vectors, kind("exact"), threshold, block=16)
+        forward = keep_or_remove(vectors, Forward(), threshold, block=16)
+        assert forward.duplicate_of.tolist() == exact.duplicate_of.tolist()
+        assert (exact.duplicate_of >= 0).sum() > 50
