@@ -343,11 +343,16 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
                    "of the inputs with them later; a full run also writes them, as decisions.jsonl in its report.")
 @click.option("--drop-unreadable", is_flag=True,
               help="Set samples with a missing or unreadable image aside as rejects (default: keep them).")
+@click.option("--against", "against", multiple=True, type=click.Path(path_type=Path), metavar="EVAL",
+              help="Decontaminate: also remove the training samples whose images near-duplicate an image of "
+                   "EVAL (a benchmark's data, read as the inputs are, with the same --image-root; never written), "
+                   "with every signal and the verification; the evaluation image always wins. Repeat for several; "
+                   "the report counts the matches per EVAL.")
 @output_options
 def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, hnsw_m,
           hnsw_ef_construction, hnsw_ef, thresholds, signals, verify, scope, report_dir, sample_every, decisions_only,
-          drop_unreadable, on_error, rejects, overwrite, boxes, ids, **format_options):
+          drop_unreadable, against, on_error, rejects, overwrite, boxes, ids, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
     Each unique image is decoded once, embedded and hashed (--signals); within each scope
@@ -363,6 +368,7 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
     Example:
       curate dedup llava_v1_5_mix665k.json -o dedup.json --image-root data/ \\
           -t 0.9 -t 0.8 -t 0.7 --report report/
+      curate dedup train.json --against mmbench.json -o train.clean.json --image-root data/
     """
     from .deduplicate import EmbedderSpec, ReportSettings, SearchSettings, dedup as run_dedup, identify_to_file
     _warn_plugin_problems()
@@ -373,7 +379,9 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
                                           if index in ("hnsw", "auto") else {}, parse_signals(signals), verify),
                     settings=embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address,
                                             quiet),
-                    on_error=on_error, overwrite=overwrite)
+                    on_error=on_error, overwrite=overwrite,
+                    against=make_inputs(against, from_format, image_root, image_prefix, seed, options, format_options)
+                    if against else None)
     if decisions_only:
         decisions = identify_to_file(source, output, **identify)
         removed = sum(row["decision"] == "remove" for row in decisions.rows.values())
@@ -490,6 +498,9 @@ def print_dedup_summary(result) -> None:
                           f"{row['similar']:,}", f"{row['kept']:,}", f"{row['samples_removed']:,}",
                           style="bold" if row["source"] == "total" else None)
         stderr_console.print(table)
+        for name, matched in block.get("against", {}).items():
+            stderr_console.print(f"against {plain(name)}: {matched['samples']:,} training samples removed "
+                                 f"({matched['images']:,} images matched)", highlight=False, markup=False)
     emb = data["embedding"]
     stderr_console.print(f"images: {emb['unique_images']:,} unique, {emb['embedded']:,} embedded "
                          f"({emb['images_per_second'] or 0:,.1f}/s), {emb['cached']:,} from cache, "

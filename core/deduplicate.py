@@ -53,6 +53,54 @@ class ImageTable:
     multi_samples: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # (source, images)
     sample_sources: dict[str, int] = field(default_factory=dict)   # samples per source dataset
     text_only: int = 0
+    # --against: the evaluation images follow the training ones, from position ``training`` on,
+    # each with the evaluation input it comes from (None: every image is a training image)
+    training: int | None = None
+    against_input: list[str] = field(default_factory=list)
+
+    @property
+    def training_count(self) -> int:
+        return len(self.paths) if self.training is None else self.training
+
+    def against_of(self, i: int) -> str | None:
+        """The evaluation input image ``i`` comes from, or None for a training image."""
+        return None if self.training is None or i < self.training else self.against_input[i - self.training]
+
+    def add_against(self, against: Inputs) -> None:
+        """Append the unique images of the evaluation inputs after the training images: each
+        gets a position of its own, so an image in both is a pair of identical images (and its
+        training samples are removed). Evaluation records are read, never written: a bad one
+        stops the run (it could not be accounted for)."""
+        self.training = len(self.paths)
+        seen: set[str] = set()
+        named = dict(zip(against.paths, against.sources))
+        for item in against.items(reject=RejectSink("fail")):
+            for path in item.sample.images:
+                if path not in seen:
+                    seen.add(path)
+                    self.paths.append(path)
+                    self.single_samples.append(0)
+                    self.first_id.append(item.sample.id)
+                    self.sources.append(source_of(path))
+                    self.against_input.append(str(named[item.path]))
+
+    def samples_matched(self, duplicate_of: np.ndarray) -> dict[str, dict[str, int]]:
+        """Per evaluation input: the training images removed as a duplicate of one of its images,
+        and the training samples removed with one of them (counted for its first such image)."""
+        counts: dict[str, dict[str, int]] = {name: {"images": 0, "samples": 0} for name in dict.fromkeys(self.against_input)}
+        if self.training is None:
+            return counts
+        removed = duplicate_of >= 0
+        against = [self.against_of(int(j)) if j >= 0 else None for j in duplicate_of.tolist()]
+        for i in range(self.training):
+            if against[i]:
+                counts[against[i]]["images"] += 1
+                counts[against[i]]["samples"] += self.single_samples[i]
+        for _, positions in self.multi_samples:
+            matched = [against[i] for i in positions if against[i]]
+            if matched and all(removed[i] for i in positions):
+                counts[matched[0]]["samples"] += 1
+        return counts
 
     def add_sample(self, sample) -> None:
         self.sample_sources[sample.source] = self.sample_sources.get(sample.source, 0) + 1
@@ -158,9 +206,11 @@ def decodes_on_device(settings: EmbedSettings, model: LoadedEmbedder, signals) -
 
 
 def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings = None, *,
-          on_error: str = "fail", model: LoadedEmbedder | None = None, signals: list | None = None) -> Embeddings:
+          on_error: str = "fail", model: LoadedEmbedder | None = None, signals: list | None = None,
+          against: Inputs | None = None) -> Embeddings:
     """Embed every unique image of ``inputs`` (relative to ``inputs.image_root``) into the cache,
-    with the fingerprints of ``signals`` (Signal plugins; None: dedup's default ones).
+    with the fingerprints of ``signals`` (Signal plugins; None: dedup's default ones), and then
+    those of the evaluation inputs ``against`` (``curate dedup --against``).
 
     >>> found = curate.embed(curate.Inputs(["mix.json"], image_root="data"), curate.EmbedderSpec("timm-pool"),
     ...                      curate.EmbedSettings(cache_dir=Path("cache")))
@@ -174,6 +224,8 @@ def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings
         signals = [plugin for _, plugin, _ in SearchSettings().resolved_signals() if plugin]
     started = time.monotonic()
     images = scan(inputs, on_error=on_error, show_progress=settings.show_progress)
+    if against is not None:
+        images.add_against(against)
     scanned = time.monotonic()
     result = embed_images(images, image_root, model, settings, embedder, signals)
     return Embeddings(images, result, model, image_root,
@@ -227,7 +279,8 @@ class Duplicates:
             shown.update(verified_by=self.search.verify, verify_score=verdict.score)
         elif self.search.verify != NONE:
             shown.update(verified_by=f"{name} (needs no verification)")
-        return {"signal": name, **shown}
+        against = self.images.against_of(int(result.duplicate_of[i]))
+        return {"signal": name, **shown, **({"against": against} if against else {})}
 
     @property
     def images(self) -> ImageTable:
@@ -272,13 +325,13 @@ class Duplicates:
 
 
 def scope_groups(images: ImageTable, ok: np.ndarray, scope: str) -> dict[str, np.ndarray]:
-    """Positions of embedded images per group, in order of first appearance."""
+    """Positions of embedded training images per group, in order of first appearance."""
+    training = np.flatnonzero(ok[:images.training_count])
     if scope == "global":
-        return {"all": np.flatnonzero(ok)}
+        return {"all": training}
     groups: dict[str, list[int]] = {}
-    for i, source in enumerate(images.sources):
-        if ok[i]:
-            groups.setdefault(source, []).append(i)
+    for i in training.tolist():
+        groups.setdefault(images.sources[i], []).append(i)
     return {k: np.asarray(v, np.int64) for k, v in groups.items()}
 
 
@@ -313,7 +366,8 @@ class Neighbourhood:
 
 def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool):
     """The keep/remove walk per group and threshold over every signal (each removal confirmed by
-    the verifier), then each image's neighbourhood in the embedding (for the report)."""
+    the verifier), then each image's neighbourhood in the embedding (for the report). The
+    evaluation images (``--against``) go first in every group's walk, kept whatever they match."""
     index_kind = get_registry().get("index", search.index)
     options = dict(search.index_options)
     vectors, ok = found.result.vectors, found.result.ok
@@ -321,6 +375,8 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
     pairs = PairVerifier(verifier, found.images.paths, found.image_root) if verifier else None
     results = []
     n = len(ok)
+    training = found.images.training_count
+    against = np.flatnonzero(ok[training:]) + training
     steps = len(groups) * (len(search.thresholds) + 1)
     with ProgressBar("search", steps, unit="steps", enabled=show_progress) as bar:
         for threshold in search.thresholds:
@@ -331,12 +387,13 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
             matrices = [(name, vectors, threshold) if plugin is None else (name, found.result.signals[name], cosine)
                         for name, plugin, cosine in signals]
             verdicts, refused = {}, []
-            for members in groups.values():
+            for group in groups.values():
+                members = np.concatenate([against, group])
                 verify = (lambda kept, candidate, m=members: pairs(int(m[kept]), int(m[candidate]))) if pairs else None
                 decision = walk([Channel(name, matrix[members], t, index_kind, options,
                                          verified=plugin is None or plugin.verified)
                                  for (name, matrix, t), (_, plugin, _) in zip(matrices, signals)],
-                                verify=verify)
+                                verify=verify, fixed=len(against))
                 removed = decision.duplicate_of >= 0
                 duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
                 score[members[removed]] = decision.score[removed]
@@ -358,8 +415,9 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
 
 def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: SearchSettings = None,
                         settings: EmbedSettings = None, *, on_error: str = "fail",
-                        model: LoadedEmbedder | None = None) -> Duplicates:
-    """Scan, embed and decide: which images of ``inputs`` duplicate an earlier kept one."""
+                        model: LoadedEmbedder | None = None, against: Inputs | None = None) -> Duplicates:
+    """Scan, embed and decide: which images of ``inputs`` duplicate an earlier kept one, or an
+    image of the evaluation inputs ``against`` (read, never written), which always wins."""
     search = search or SearchSettings()
     settings = settings or EmbedSettings()
     get_registry().get("index", search.index)            # unknown names fail before any work
@@ -369,7 +427,7 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
     model = model or embedder.load()
     search = search.with_model_default(model)
     found = embed(inputs, embedder, settings, on_error=on_error, model=model,
-                  signals=[plugin for _, plugin, _ in signals if plugin])
+                  signals=[plugin for _, plugin, _ in signals if plugin], against=against)
     started = time.monotonic()
     groups = scope_groups(found.images, found.result.ok, search.scope)
     results, neighbourhood = decide(found, groups, search, signals, settings.show_progress)
@@ -402,36 +460,43 @@ class DedupResult:
 
 
 def identify_to_file(inputs: Inputs, output, *, embedder: EmbedderSpec = None, search: SearchSettings = None,
-                     settings: EmbedSettings = None, on_error: str = "fail", overwrite: bool = False) -> Decisions:
+                     settings: EmbedSettings = None, on_error: str = "fail", overwrite: bool = False,
+                     against: Inputs | None = None) -> Decisions:
     """Identify near-duplicates and write only the decisions, to ``output`` (``curate dedup
     --decisions-only``); ``curate apply`` filters any export of the inputs with them later."""
-    with Outputs(inputs.sources, overwrite=overwrite) as outputs:
+    with Outputs(_read_only(inputs, against), overwrite=overwrite) as outputs:
         path = outputs.claim(Path(output), "decisions file")
         duplicates = identify_duplicates(inputs, embedder or EmbedderSpec(), search or SearchSettings(),
-                                         settings or EmbedSettings(), on_error=on_error)
+                                         settings or EmbedSettings(), on_error=on_error, against=against)
         decisions = duplicates.decisions
         decisions.write(outputs.open(path))
     return decisions
 
 
+def _read_only(inputs: Inputs, against: Inputs | None) -> list[Path]:
+    """The files no output may replace: the inputs and the evaluation inputs."""
+    return list(inputs.sources) + (list(against.sources) if against is not None else [])
+
+
 def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSpec = None,
           search: SearchSettings = None, settings: EmbedSettings = None, report: ReportSettings = None,
           drop_unreadable: bool = False, on_error: str = "fail", rejects=None, boxes: str | None = None,
-          ids: str = "keep", overwrite: bool = False) -> DedupResult:
+          ids: str = "keep", overwrite: bool = False, against: Inputs | None = None) -> DedupResult:
     """Identify near-duplicates, write the rest of ``inputs`` to ``output`` in input order, and
-    report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all."""
+    report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all.
+    ``against``: evaluation inputs (read, never written) whose near-duplicates are removed too."""
     from .report import ReportFiles, write_reports
     embedder, search = embedder or EmbedderSpec(), search or SearchSettings()
     settings, report = settings or EmbedSettings(), report or ReportSettings()
     output = Path(output)
     run_started = time.monotonic()
-    with Outputs(inputs.sources, overwrite=overwrite) as outputs:
+    with Outputs(_read_only(inputs, against), overwrite=overwrite) as outputs:
         run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
                   boxes=boxes, ids=ids, show_progress=settings.show_progress, title="write")
         files = ReportFiles.claim(outputs, Path(report.folder) if report.folder else
                                   output.with_name(output.name + ".report"))
         decisions_path = outputs.claim(files.folder / "decisions.jsonl", "decisions file", overwrite=True)
-        duplicates = identify_duplicates(inputs, embedder, search, settings, on_error=on_error)
+        duplicates = identify_duplicates(inputs, embedder, search, settings, on_error=on_error, against=against)
         decisions = duplicates.decisions
         decisions.write(outputs.open(decisions_path))
         started = time.monotonic()

@@ -87,7 +87,8 @@ def _no_pairs():
     return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
 
 
-def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: int = CANDIDATES) -> WalkResult:
+def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: int = CANDIDATES,
+         fixed: int = 0) -> WalkResult:
     """The greedy walk over several signals at once: an image is removed when, in any channel,
     an already kept image reaches that channel's threshold; the first channel (in the order
     given) that fires is recorded, with its most similar kept image. The walk consumes each
@@ -97,7 +98,11 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
     ``verify(kept, candidate)`` (positions; returns a :class:`curate.Verdict`): a match in a
     ``verified`` channel removes the image only when the verifier confirms it. The closest
     ``candidates`` kept images that match are tried in channel order, then by similarity;
-    when none is confirmed the image stays, and the first refused pair is recorded."""
+    when none is confirmed the image stays, and the first refused pair is recorded.
+
+    ``fixed``: the first ``fixed`` images (the evaluation images of ``--against``) are kept
+    whatever they match, and an image that matches one of them is removed as its duplicate in
+    preference to any other kept image."""
     n = len(channels[0].vectors)
     duplicate_of = np.full(n, -1, np.int64)
     score = np.zeros(n, np.float32)
@@ -115,26 +120,30 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
             alive = (earlier >= start) | (duplicate_of[earlier] < 0)   # earlier blocks are decided
             found.append((later[alive], earlier[alive], sims[alive]))
         for i in np.unique(np.concatenate([later for later, _, _ in found])).tolist():
-            matches = _matches(found, i, duplicate_of, k)
-            if matches:
-                _decide(result, i, matches, channels, verify, candidates)
+            if i < fixed:
+                continue
+            for matches in _matches(found, i, duplicate_of, k, fixed):
+                if matches and _decide(result, i, matches, channels, verify, candidates):
+                    break
     return result
 
 
-def _matches(found, i, duplicate_of, k) -> list[tuple[int, int, float]]:
+def _matches(found, i, duplicate_of, k, fixed) -> tuple[list, list]:
     """Kept images that reach a channel's threshold for image ``i``: (channel, kept position,
-    similarity), by channel in order, then most similar first (at most ``k`` each)."""
-    matches = []
+    similarity), by channel in order, then most similar first (at most ``k`` each); those among
+    the first ``fixed`` images, then the others."""
+    first, rest = [], []
     for c, (later, earlier, sims) in enumerate(found):
         low, high = np.searchsorted(later, [i, i + 1])
-        taken = 0
+        taken = [0 if fixed else k, 0]              # per side: (fixed, other) kept images taken
         for partner, sim in zip(earlier[low:high].tolist(), sims[low:high].tolist()):
-            if taken == k:
-                break
-            if duplicate_of[partner] < 0:
-                matches.append((c, partner, sim))
-                taken += 1
-    return matches
+            side = int(partner >= fixed)
+            if taken[side] < k and duplicate_of[partner] < 0:
+                (rest if side else first).append((c, partner, sim))
+                taken[side] += 1
+                if min(taken) == k:
+                    break
+    return first, rest
 
 
 def _decide(result: WalkResult, i: int, matches, channels, verify, k: int) -> bool:

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+import curate
+
 from curate.registry import get_registry
 from curate.similarity import IndexKind, SimilarityIndex, keep_or_remove, nearest_neighbours
 
@@ -234,3 +236,20 @@ def test_the_walk_takes_pairs_met_from_the_earlier_side():
         forward = keep_or_remove(vectors, Forward(), threshold, block=16)
         assert forward.duplicate_of.tolist() == exact.duplicate_of.tolist()
         assert (exact.duplicate_of >= 0).sum() > 50
+
+
+def test_fixed_images_are_kept_and_win_over_other_kept_images():
+    from curate.similarity import Channel, walk
+
+    def at(degrees):
+        return [np.cos(np.radians(degrees)), np.sin(np.radians(degrees))]
+
+    # evaluation images e1 (0 degrees) and e2 (-10: 0.985 to e1); training k (40), t (22: 0.927 to
+    # e1, 0.951 to k) and t2 (-30: 0.94 to e2 alone); threshold 0.9
+    vectors = np.array([at(0), at(-10), at(40), at(22), at(-30)], np.float32)
+    channel = [Channel("embedding", vectors, 0.9, kind("exact"))]
+    assert walk(channel).duplicate_of.tolist() == [-1, 0, -1, 2, -1]      # plain: e2 goes, t is k's copy
+    fixed = walk(channel, fixed=2)
+    assert fixed.duplicate_of.tolist() == [-1, -1, -1, 0, 1]              # both stay, and win over k
+    refusing = walk(channel, fixed=2, verify=lambda kept, candidate: curate.Verdict(kept >= 2, 0.0, "test"))
+    assert refusing.duplicate_of.tolist() == [-1, -1, -1, 2, -1]          # refused with both: the training copy
