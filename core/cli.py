@@ -518,22 +518,32 @@ def print_dedup_summary(result) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also save the vectors as .npy (rows in order of first appearance; OUTPUT.json lists "
                    "the images and any failures).")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--export", "export", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the embedded images' vectors with their ids for your own analysis: PATH.parquet (columns "
+                   "image, sample_id, vector) or PATH.npy with PATH.ids.jsonl beside it (row, image, sample_id); "
+                   "the suffix chooses.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT or the export if it exists.")
 @input_options(image_root_required=True)
 @embedding_options
-def embed(inputs, output, overwrite, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
+def embed(inputs, output, export, overwrite, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, **format_options):
     """Embed the unique images of datasets into the cache (and optionally a .npy), without
     deduplicating. A later `curate dedup` with the same model and cache embeds nothing again."""
-    from .deduplicate import EmbedderSpec, embed as run_embed, save_embeddings
+    from .deduplicate import EmbedderSpec, check_export, embed as run_embed, export_embeddings, save_embeddings
     _warn_plugin_problems()
     settings = embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet)
-    if output is None and settings.cache_dir is None:
-        raise CurateError("nothing to keep the embeddings in: give -o OUTPUT.npy or drop --no-cache")
+    if output is None and export is None and settings.cache_dir is None:
+        raise CurateError("nothing to keep the embeddings in: give --export PATH, -o OUTPUT.npy or drop --no-cache")
+    if export is not None:
+        check_export(export)
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     found = run_embed(source, EmbedderSpec(embedder, model, weights, device), settings)
     if output is not None:
         save_embeddings(found, output, inputs=source.sources, overwrite=overwrite)
+    if export is not None:
+        exported = export_embeddings(found, export, inputs=source.sources, overwrite=overwrite)
+        if not quiet:
+            stderr_console.print(f"exported {exported:,} vectors to {plain(export)}", highlight=False, markup=False)
     for warning in found.result.warnings:
         stderr_console.print(f"[yellow]warning:[/] {safe(as_flags(warning))}", highlight=False)
     if not quiet:

@@ -381,3 +381,32 @@ def test_against_never_writes_the_evaluation_input(tmp_path):
                         "--embedder", "timm-pool", "--cache", tmp_path / "cache")
     assert_one_line_error(result, str(evaluation))
     assert evaluation.read_bytes() == before
+
+
+# --- curate embed --export -------------------------------------------------------------------------
+
+def test_embed_exports_vectors_with_their_ids_as_parquet_or_npy(tmp_path):
+    import pyarrow.parquet as pq
+    cache = tmp_path / "cache"
+    run_curate("embed", DEMO, "--image-root", ROOT_IMAGES, "--embedder", "timm-pool", "--cache", cache,
+               "--export", tmp_path / "v.parquet", check=0)
+    table = pq.read_table(tmp_path / "v.parquet").to_pylist()
+    run_curate("embed", DEMO, "--image-root", ROOT_IMAGES, "--embedder", "timm-pool", "--cache", cache,
+               "--export", tmp_path / "v.npy", "-q", check=0)
+    vectors = np.load(tmp_path / "v.npy")
+    ids = [json.loads(line) for line in (tmp_path / "v.ids.jsonl").read_text().splitlines()]
+    # the 13 readable unique images (the missing one is left out), in order of first appearance
+    images = list(dict.fromkeys(r["image"] for r in load_json(DEMO) if r.get("image")))
+    images.remove("coco/train2017/000000000099.jpg")
+    assert [row["image"] for row in table] == [row["image"] for row in ids] == images
+    assert [row["row"] for row in ids] == list(range(13)) and ids[0]["sample_id"] == "000000000001"
+    assert [row["sample_id"] for row in table] == [row["sample_id"] for row in ids]
+    assert vectors.shape == (13, 1280) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    assert np.array_equal(np.array([row["vector"] for row in table], np.float32), vectors)
+    # the same vectors dedup decides with: the gqa 4 / 5 pair above its threshold
+    g4, g5 = images.index("gqa/images/4.jpg"), images.index("gqa/images/5.jpg")
+    assert vectors[g4] @ vectors[g5] > 0.85
+    bad = run_curate("embed", DEMO, "--image-root", ROOT_IMAGES, "--embedder", "timm-pool", "--cache", cache,
+                     "--export", tmp_path / "v.csv")
+    assert_one_line_error(bad, "--export", "v.csv", ".parquet or .npy")
+    assert not (tmp_path / "v.csv").exists()
