@@ -311,8 +311,9 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
 @input_options()
 @embedding_options
 @click.option("--index", default="auto", show_default=True,
-              help="Similarity index: exact (blocked matrix products), hnsw (hnswlib, approximate), or auto "
-                   "(exact for small groups, hnsw for large ones, by the crossover measured in bench/).")
+              help="Similarity index: exact (blocked matrix products), partitioned (exact products within "
+                   "k-means partitions), hnsw (hnswlib, approximate), or auto (exact for small groups, "
+                   "partitioned for large ones, as measured in bench/).")
 @click.option("-t", "--threshold", "thresholds", type=float, multiple=True,
               help="Cosine similarity of the embedding at which two images are duplicates; repeat for "
                    "several (one embedding pass, every threshold reported, output filtered at the first) "
@@ -347,11 +348,16 @@ def embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray
               help="Also run a filter, as `curate filter --filter` does (repeat for several; none by default): "
                    "before the duplicate filter, its removals with its reason in removed.jsonl. Image filters "
                    "measure the image decoded for the embedder, not a second decode.")
+@click.option("--against", "against", multiple=True, type=click.Path(path_type=Path), metavar="EVAL",
+              help="Decontaminate: also remove the training samples whose images near-duplicate an image of "
+                   "EVAL (a benchmark's data, read as the inputs are, with the same --image-root; never written), "
+                   "with every signal and the verification; the evaluation image always wins. Repeat for several; "
+                   "the report counts the matches per EVAL.")
 @output_options
 def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, index, thresholds,
-          signals, verify, scope, report_dir, sample_every, decisions_only, drop_unreadable, filters, on_error,
-          rejects, overwrite, boxes, ids, extract_images, **format_options):
+          signals, verify, scope, report_dir, sample_every, decisions_only, drop_unreadable, filters, against,
+          on_error, rejects, overwrite, boxes, ids, extract_images, **format_options):
     """Remove near-duplicate images from datasets, and report what was removed.
 
     Each unique image is decoded once, embedded and hashed (--signals); within each scope
@@ -367,6 +373,7 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
     Example:
       curate dedup llava_v1_5_mix665k.json -o dedup.json --image-root data/ \\
           -t 0.9 -t 0.8 -t 0.7 --report report/
+      curate dedup train.json --against mmbench.json -o train.clean.json --image-root data/
     """
     from .deduplicate import EmbedderSpec, ReportSettings, SearchSettings, dedup as run_dedup, identify_to_file
     from .filtering import filter_stages, parse_filter
@@ -380,7 +387,9 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
                     search=SearchSettings(thresholds, scope, index, parse_signals(signals), verify),
                     settings=embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address,
                                             quiet),
-                    on_error=on_error, overwrite=overwrite)
+                    on_error=on_error, overwrite=overwrite,
+                    against=make_inputs(against, from_format, image_root, image_prefix, seed, options, format_options)
+                    if against else None)
     if decisions_only:
         decisions = identify_to_file(source, output, **identify)
         removed = sum(row["decision"] == "remove" for row in decisions.rows.values())
@@ -500,6 +509,9 @@ def print_dedup_summary(result) -> None:
                           f"{row['similar']:,}", f"{row['kept']:,}", f"{row['samples_removed']:,}",
                           style="bold" if row["source"] == "total" else None)
         stderr_console.print(table)
+        for name, matched in block.get("against", {}).items():
+            stderr_console.print(f"against {plain(name)}: {matched['samples']:,} training samples removed "
+                                 f"({matched['images']:,} images matched)", highlight=False, markup=False)
     emb = data["embedding"]
     stderr_console.print(f"images: {emb['unique_images']:,} unique, {emb['embedded']:,} embedded "
                          f"({emb['images_per_second'] or 0:,.1f}/s), {emb['cached']:,} from cache, "
@@ -517,22 +529,32 @@ def print_dedup_summary(result) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also save the vectors as .npy (rows in order of first appearance; OUTPUT.json lists "
                    "the images and any failures).")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--export", "export", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the embedded images' vectors with their ids for your own analysis: PATH.parquet (columns "
+                   "image, sample_id, vector) or PATH.npy with PATH.ids.jsonl beside it (row, image, sample_id); "
+                   "the suffix chooses.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT or the export if it exists.")
 @input_options()
 @embedding_options
-def embed(inputs, output, overwrite, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
+def embed(inputs, output, export, overwrite, from_format, image_root, image_prefix, seed, options, embedder, model, weights,
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, **format_options):
     """Embed the unique images of datasets into the cache (and optionally a .npy), without
     deduplicating. A later `curate dedup` with the same model and cache embeds nothing again."""
-    from .deduplicate import EmbedderSpec, embed as run_embed, save_embeddings
+    from .deduplicate import EmbedderSpec, check_export, embed as run_embed, export_embeddings, save_embeddings
     _warn_plugin_problems()
     settings = embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet)
-    if output is None and settings.cache_dir is None:
-        raise CurateError("nothing to keep the embeddings in: give -o OUTPUT.npy or drop --no-cache")
+    if output is None and export is None and settings.cache_dir is None:
+        raise CurateError("nothing to keep the embeddings in: give --export PATH, -o OUTPUT.npy or drop --no-cache")
+    if export is not None:
+        check_export(export)
     source = make_inputs(inputs, from_format, image_root, image_prefix, seed, options, format_options)
     found = run_embed(source, EmbedderSpec(embedder, model, weights, device), settings)
     if output is not None:
         save_embeddings(found, output, inputs=source.sources, overwrite=overwrite)
+    if export is not None:
+        exported = export_embeddings(found, export, inputs=source.sources, overwrite=overwrite)
+        if not quiet:
+            stderr_console.print(f"exported {exported:,} vectors to {plain(export)}", highlight=False, markup=False)
     for warning in found.result.warnings:
         stderr_console.print(f"[yellow]warning:[/] {safe(as_flags(warning))}", highlight=False)
     if not quiet:

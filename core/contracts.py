@@ -235,6 +235,13 @@ class SimilarityIndex(ABC):
     def __len__(self) -> int:
         """How many vectors the index holds."""
 
+    def block_pairs(self, queries: np.ndarray, first: int, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs of the walk for ``queries``, the held vectors at positions ``first``,
+        ``first + 1``, ...: as :meth:`range_search`. An index may leave out the pairs with a
+        later vector (id > first + row), which the walk meets again from their other side: the
+        exact index does, and so computes half the products."""
+        return self.range_search(queries, threshold)
+
 
 class IndexKind(ABC):
     """An index plugin: a factory of empty indexes. ``settings``: its :class:`curate.Setting`

@@ -21,7 +21,9 @@ and each further line is one image, in order of first appearance::
 A sample is removed when every one of its images is removed (as dedup decides); an image the
 file does not name is kept. A removal whose kept image is not kept in the file (a hand edit
 removed it too, or left a cycle) is not carried out: the image is kept, with a warning, so that
-no picture is lost with all of its copies.
+no picture is lost with all of its copies. A removal ``"against"`` an evaluation input
+(``curate dedup --against``) duplicates an image of that input, which is never written: it needs
+no kept image in the file.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Decisions:
                   **{key: settings[key] for key in ("verify", "intent", "signals", "scope", "embedder", "model")}}
         decisions = cls(header)
         failures = duplicates.embedding.failures
-        for i, path in enumerate(images.paths):
+        for i, path in enumerate(images.paths[:images.training_count]):    # evaluation images: not decided
             kept = int(result.duplicate_of[i])
             if kept >= 0:
                 row = {"image": path, "decision": REMOVE, "duplicate_of": images.paths[kept],
@@ -114,7 +116,7 @@ class Decisions:
         removals): a hand edit that removed both of two copies, or made a cycle."""
         orphans = []
         for image, row in self.rows.items():
-            if row["decision"] == REMOVE and not self._survives(row["duplicate_of"], {image}):
+            if row["decision"] == REMOVE and not row.get("against") and not self._survives(row["duplicate_of"], {image}):
                 orphans.append(image)
         for image in orphans:
             self.rows[image] = {**self.rows[image], "decision": KEEP}

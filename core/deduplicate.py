@@ -58,6 +58,51 @@ class ImageTable:
     video_samples: int = 0          # samples that hold videos: carried, never decoded or compared
     videos: int = 0
     spool: Spool | None = None          # where images held as bytes wait for the embedder
+    # --against: the evaluation images follow the training ones, from position ``training`` on,
+    # each with the evaluation input it comes from (None: every image is a training image)
+    training: int | None = None
+    against_input: list[str] = field(default_factory=list)
+
+    @property
+    def training_count(self) -> int:
+        return len(self.paths) if self.training is None else self.training
+
+    def against_of(self, i: int) -> str | None:
+        """The evaluation input image ``i`` comes from, or None for a training image."""
+        return None if self.training is None or i < self.training else self.against_input[i - self.training]
+
+    def add_against(self, against: Inputs) -> None:
+        """Append the unique images of the evaluation inputs after the training images: each
+        gets a position of its own, so an image in both is a pair of identical images (and its
+        training samples are removed). Evaluation records are read, never written: a bad one
+        stops the run (it could not be accounted for)."""
+        self.training = len(self.paths)
+        seen: set[str] = set()
+        named = dict(zip(against.paths, against.sources))
+        for item in against.items(reject=RejectSink("fail")):
+            for path in item.sample.images:
+                if path not in seen:
+                    seen.add(path)
+                    self._append(path, item.sample.id)
+                    self.against_input.append(str(named[item.path]))
+
+    def samples_matched(self, duplicate_of: np.ndarray) -> dict[str, dict[str, int]]:
+        """Per evaluation input: the training images removed as a duplicate of one of its images,
+        and the training samples removed with one of them (counted for its first such image)."""
+        counts: dict[str, dict[str, int]] = {name: {"images": 0, "samples": 0} for name in dict.fromkeys(self.against_input)}
+        if self.training is None:
+            return counts
+        removed = duplicate_of >= 0
+        against = [self.against_of(int(j)) if j >= 0 else None for j in duplicate_of.tolist()]
+        for i in range(self.training):
+            if against[i]:
+                counts[against[i]]["images"] += 1
+                counts[against[i]]["samples"] += self.single_samples[i]
+        for _, positions in self.multi_samples:
+            matched = [against[i] for i in positions if against[i]]
+            if matched and all(removed[i] for i in positions):
+                counts[matched[0]]["samples"] += 1
+        return counts
 
     def add_sample(self, sample) -> None:
         self.sample_sources[sample.source] = self.sample_sources.get(sample.source, 0) + 1
@@ -77,16 +122,20 @@ class ImageTable:
     def _add(self, path: str, sample_id) -> int:
         i = self.position.get(path)
         if i is None:
-            i = self.position[path] = len(self.paths)
-            if isinstance(path, ImageBytes) and path.data is not None:
-                if self.spool is None:
-                    self.spool = Spool()
-                path = self.spool.keep(path)      # on disk, not in memory, until it is embedded
-            self.paths.append(path)
-            self.single_samples.append(0)
-            self.first_id.append(sample_id)
-            self.sources.append(source_of(path))
+            i = self.position[path] = self._append(path, sample_id)
         return i
+
+    def _append(self, path: str, sample_id) -> int:
+        """A new position for ``path`` (its bytes spooled to disk when it holds them)."""
+        if isinstance(path, ImageBytes) and path.data is not None:
+            if self.spool is None:
+                self.spool = Spool()
+            path = self.spool.keep(path)      # on disk, not in memory, until it is embedded
+        self.paths.append(path)
+        self.single_samples.append(0)
+        self.first_id.append(sample_id)
+        self.sources.append(source_of(path))
+        return len(self.paths) - 1
 
     def samples_removed(self, removed: np.ndarray) -> dict[str, int]:
         """Samples per source whose every image is removed."""
@@ -174,10 +223,11 @@ def decodes_on_device(settings: EmbedSettings, model: LoadedEmbedder, signals) -
 
 def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings = None, *,
           on_error: str = "fail", model: LoadedEmbedder | None = None, signals: list | None = None,
-          observers: list = ()) -> Embeddings:
+          observers: list = (), against: Inputs | None = None) -> Embeddings:
     """Embed every unique image of ``inputs`` (relative to ``inputs.image_root``) into the cache,
-    with the fingerprints of ``signals`` (Signal plugins; None: dedup's default ones). The
-    embedder's and the signals' settings are taken from ``inputs.settings``.
+    with the fingerprints of ``signals`` (Signal plugins; None: dedup's default ones), and then
+    those of the evaluation inputs ``against`` (``curate dedup --against``). The embedder's and
+    the signals' settings are taken from ``inputs.settings``.
 
     >>> found = curate.embed(curate.Inputs(["mix.json"], image_root="data"), curate.EmbedderSpec("timm-pool"),
     ...                      curate.EmbedSettings(cache_dir=Path("cache")))
@@ -188,15 +238,17 @@ def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings
         signals = [plugin for _, plugin, _ in SearchSettings(settings=dict(inputs.settings)).resolved_signals() if plugin]
     refuse_unknown(inputs.settings, [*(("reader", reader) for reader in inputs.readers), ("embedder", embedder.plugin),
                                      *(("signal", signal) for signal in signals)])
-    return _embed(inputs, embedder, settings or EmbedSettings(), on_error, model, signals, observers)
+    return _embed(inputs, embedder, settings or EmbedSettings(), on_error, model, signals, observers, against)
 
 
 def _embed(inputs: Inputs, embedder: EmbedderSpec, settings: EmbedSettings, on_error: str,
-           model: LoadedEmbedder | None, signals: list, observers=()) -> Embeddings:
+           model: LoadedEmbedder | None, signals: list, observers=(), against: Inputs | None = None) -> Embeddings:
     image_root = check_image_root(inputs.image_root) if needs_image_root(inputs) else inputs.image_root
     model = model or embedder.load()     # fails on weights before any work
     started = time.monotonic()
     images = scan(inputs, on_error=on_error, show_progress=settings.show_progress)
+    if against is not None:
+        images.add_against(against)
     scanned = time.monotonic()
     result = embed_images(images, image_root, model, settings, embedder, signals, observers)
     return Embeddings(images, result, model, image_root,
@@ -218,6 +270,54 @@ def save_embeddings(found: Embeddings, output: Path, *, inputs=(), overwrite: bo
         failures = found.result.failures
         json.dump([{"image": p, "ok": bool(found.result.ok[i]), "reason": failures.get(i)}
                    for i, p in enumerate(found.images.paths)], outputs.open(listing), indent=0)
+
+
+EXPORT_SUFFIXES = (".parquet", ".npy")
+
+
+def check_export(path) -> Path:
+    """``path`` if its suffix names an export format (checked before any image is embedded)."""
+    path = Path(path)
+    if path.suffix not in EXPORT_SUFFIXES:
+        raise CurateError(f"{setting('export')} {path}: the file name must end in .parquet or .npy "
+                          "(the suffix chooses the format)")
+    return path
+
+
+def export_embeddings(found: Embeddings, path: Path, *, inputs=(), overwrite: bool = False) -> int:
+    """The vectors of the embedded images with their ids, for a user's own analysis: by the
+    suffix of ``path``, a Parquet table (image, sample_id, vector) or a .npy of the vectors with,
+    beside it, PATH.ids.jsonl naming each row's image and sample id. Images that could not be
+    embedded are left out (the run lists them). Returns how many rows were written."""
+    path = check_export(path)
+    rows = np.flatnonzero(found.result.ok)
+    images = [found.images.paths[i] for i in rows.tolist()]
+    sample_ids = [str(found.images.first_id[i]) for i in rows.tolist()]   # ids may mix numbers and strings
+    vectors = np.ascontiguousarray(found.result.vectors[rows], np.float32)
+    with Outputs(inputs, overwrite=overwrite) as outputs:
+        outputs.claim(path, "export")
+        if path.suffix == ".parquet":
+            _write_parquet(outputs.open(path, mode="wb"), images, sample_ids, vectors)
+        else:
+            listing = outputs.claim(path.with_name(path.name[:-len(".npy")] + ".ids.jsonl"), "export's ids")
+            np.save(outputs.open(path, mode="wb"), vectors)
+            stream = outputs.open(listing)
+            for row, (image, sample_id) in enumerate(zip(images, sample_ids)):
+                stream.write(json.dumps({"row": row, "image": image, "sample_id": sample_id}, ensure_ascii=False) + "\n")
+    return len(rows)
+
+
+def _write_parquet(stream, images: list[str], sample_ids: list[str], vectors: np.ndarray) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CurateError(f"{setting('export')} to .parquet needs pyarrow (pip install pyarrow), "
+                          "or export to .npy") from None
+    dim = vectors.shape[1] if vectors.ndim == 2 else 0
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+    pq.write_table(pa.table({"image": pa.array(images, pa.string()), "sample_id": pa.array(sample_ids, pa.string()),
+                             "vector": column}), stream)
 
 
 @dataclass
@@ -256,7 +356,8 @@ class Duplicates:
             shown.update(verified_by=self.search.verify, verify_score=verdict.score)
         elif self.search.verify != NONE:
             shown.update(verified_by=f"{name} (needs no verification)")
-        return {"signal": name, **shown}
+        against = self.images.against_of(int(result.duplicate_of[i]))
+        return {"signal": name, **shown, **({"against": against} if against else {})}
 
     @property
     def images(self) -> ImageTable:
@@ -301,13 +402,13 @@ class Duplicates:
 
 
 def scope_groups(images: ImageTable, ok: np.ndarray, scope: str) -> dict[str, np.ndarray]:
-    """Positions of embedded images per group, in order of first appearance."""
+    """Positions of embedded training images per group, in order of first appearance."""
+    training = np.flatnonzero(ok[:images.training_count])
     if scope == "global":
-        return {"all": np.flatnonzero(ok)}
+        return {"all": training}
     groups: dict[str, list[int]] = {}
-    for i, source in enumerate(images.sources):
-        if ok[i]:
-            groups.setdefault(source, []).append(i)
+    for i in training.tolist():
+        groups.setdefault(images.sources[i], []).append(i)
     return {k: np.asarray(v, np.int64) for k, v in groups.items()}
 
 
@@ -342,14 +443,17 @@ class Neighbourhood:
 
 def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool):
     """The keep/remove walk per group and threshold over every signal (each removal confirmed by
-    the verifier), then each image's neighbourhood in the embedding (for the report)."""
+    the verifier), then each image's neighbourhood in the embedding (for the report). The
+    evaluation images (``--against``) go first in every group's walk, kept whatever they match."""
     index_kind = search.index_kind
-    options = search.index_options
+    options = dict(search.index_options)
     vectors, ok = found.result.vectors, found.result.ok
     verifier = search.verifier
     pairs = PairVerifier(verifier, found.images.paths, found.image_root) if verifier else None
     results = []
     n = len(ok)
+    training = found.images.training_count
+    against = np.flatnonzero(ok[training:]) + training
     steps = len(groups) * (len(search.thresholds) + 1)
     with ProgressBar("search", steps, unit="steps", enabled=show_progress) as bar:
         for threshold in search.thresholds:
@@ -360,12 +464,13 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
             matrices = [(name, vectors, threshold) if plugin is None else (name, found.result.signals[name], cosine)
                         for name, plugin, cosine in signals]
             verdicts, refused = {}, []
-            for members in groups.values():
+            for group in groups.values():
+                members = np.concatenate([against, group])
                 verify = (lambda kept, candidate, m=members: pairs(int(m[kept]), int(m[candidate]))) if pairs else None
                 decision = walk([Channel(name, matrix[members], t, index_kind, options,
                                          verified=plugin is None or plugin.verified)
                                  for (name, matrix, t), (_, plugin, _) in zip(matrices, signals)],
-                                verify=verify)
+                                verify=verify, fixed=len(against))
                 removed = decision.duplicate_of >= 0
                 duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
                 score[members[removed]] = decision.score[removed]
@@ -387,8 +492,10 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
 
 def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: SearchSettings = None,
                         settings: EmbedSettings = None, *, on_error: str = "fail",
-                        model: LoadedEmbedder | None = None, observers: list = ()) -> Duplicates:
-    """Scan, embed and decide: which images of ``inputs`` duplicate an earlier kept one. The
+                        model: LoadedEmbedder | None = None, observers: list = (),
+                        against: Inputs | None = None) -> Duplicates:
+    """Scan, embed and decide: which images of ``inputs`` duplicate an earlier kept one, or an
+    image of the evaluation inputs ``against`` (read, never written), which always wins. The
     embedder, index, signals and verifier get their settings from ``inputs.settings``
     (``observers``: see :func:`embed_images`)."""
     embedder, search = for_run(inputs, embedder, search)
@@ -398,7 +505,7 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
     model = model or embedder.load()
     search = search.with_model_default(model)
     found = _embed(inputs, embedder, settings, on_error, model, [plugin for _, plugin, _ in signals if plugin],
-                   observers)
+                   observers, against)
     started = time.monotonic()
     groups = scope_groups(found.images, found.result.ok, search.scope)
     results, neighbourhood = decide(found, groups, search, signals, settings.show_progress)
@@ -455,26 +562,35 @@ class DedupResult:
 
 
 def identify_to_file(inputs: Inputs, output, *, embedder: EmbedderSpec = None, search: SearchSettings = None,
-                     settings: EmbedSettings = None, on_error: str = "fail", overwrite: bool = False) -> Decisions:
+                     settings: EmbedSettings = None, on_error: str = "fail", overwrite: bool = False,
+                     against: Inputs | None = None) -> Decisions:
     """Identify near-duplicates and write only the decisions, to ``output`` (``curate dedup
     --decisions-only``); ``curate apply`` filters any export of the inputs with them later."""
     embedder, search = for_run(inputs, embedder, search)
     refuse_unknown(inputs.settings, [*(("reader", reader) for reader in inputs.readers),
                                      *dedup_components(embedder, search)])
-    with Outputs(inputs.sources, overwrite=overwrite) as outputs:
+    with Outputs(_read_only(inputs, against), overwrite=overwrite) as outputs:
         path = outputs.claim(Path(output), "decisions file")
-        duplicates = identify_duplicates(inputs, embedder, search, settings or EmbedSettings(), on_error=on_error)
+        duplicates = identify_duplicates(inputs, embedder, search, settings or EmbedSettings(), on_error=on_error,
+                                         against=against)
         decisions = duplicates.decisions
         decisions.write(outputs.open(path))
     return decisions
 
 
+def _read_only(inputs: Inputs, against: Inputs | None) -> list[Path]:
+    """The files no output may replace: the inputs and the evaluation inputs."""
+    return list(inputs.sources) + (list(against.sources) if against is not None else [])
+
+
 def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSpec = None,
           search: SearchSettings = None, settings: EmbedSettings = None, report: ReportSettings = None,
           drop_unreadable: bool = False, on_error: str = "fail", rejects=None, boxes: str | None = None,
-          ids: str | None = None, extract_images=None, overwrite: bool = False, filters=()) -> DedupResult:
+          ids: str | None = None, extract_images=None, overwrite: bool = False, filters=(),
+          against: Inputs | None = None) -> DedupResult:
     """Identify near-duplicates, write the rest of ``inputs`` to ``output`` in input order, and
     report. The output, the rejects, ``removed.jsonl`` and the report appear together or not at all.
+    ``against``: evaluation inputs (read, never written) whose near-duplicates are removed too.
 
     ``filters`` (filter stages, as ``curate filter`` runs them) run before the duplicate filter,
     their removals in the same ``removed.jsonl``; image filters take their looks at the images
@@ -484,7 +600,7 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
     settings, report = settings or EmbedSettings(), report or ReportSettings()
     output = Path(output)
     run_started = time.monotonic()
-    with Outputs(inputs.sources, overwrite=overwrite) as outputs:
+    with Outputs(_read_only(inputs, against), overwrite=overwrite) as outputs:
         run = Run(inputs, output, to or default_writer(inputs), outputs, on_error=on_error, rejects=rejects,
                   boxes=boxes, ids=ids, extract_images=extract_images, show_progress=settings.show_progress,
                   title="write", components=dedup_components(embedder, search))
@@ -494,7 +610,7 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
         for stage in filters:
             stage.exclusions = files.removed
         duplicates = identify_duplicates(inputs, embedder, search, settings, on_error=on_error,
-                                         observers=decode_observers(filters))
+                                         observers=decode_observers(filters), against=against)
         observed = duplicates.embedding.observed_by_image(duplicates.images.paths)
         for stage in filters:
             stage.take_observed(observed)

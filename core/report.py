@@ -32,7 +32,7 @@ def build_report(run, pairs_by_threshold: list[list[dict]]) -> dict:
     failures = found.embedding.failures
     report = run.report
     members_of: dict[str, list[int]] = {}
-    for i, source in enumerate(images.sources):
+    for i, source in enumerate(images.sources[:images.training_count]):    # not the evaluation images
         members_of.setdefault(source, []).append(i)
     members_of = {k: np.asarray(v, np.int64) for k, v in members_of.items()}
     unreadable = {name: sum(int(i) in failures for i in members) for name, members in members_of.items()}
@@ -53,6 +53,8 @@ def build_report(run, pairs_by_threshold: list[list[dict]]) -> dict:
         total = {key: sum(r[key] for r in rows) for key in TABLE_COLUMNS}
         rows.append({"source": "total", **total})
         tables.append({"threshold": result.threshold, "table": rows,
+                       "against": images.samples_matched(result.duplicate_of),
+                       "against_pairs": [pair for pair in pairs if pair.get("against")][:LOOKED_ALIKE_LISTED],
                        "pairs": pairs[::max(1, run.sample_every)],
                        "looked_alike_kept": looked_alike_kept(found, result)})
     embed = found.embedding
@@ -180,6 +182,15 @@ def render_markdown(data: dict) -> str:
         for row in block["table"]:
             lines.append(f"| {_md_data(row['source'])} | {row['samples']:,} | {row['unique_images']:,} | "
                          f"{row['similar']:,} | {row['kept']:,} | {row['samples_removed']:,} |")
+        for name, matched in block["against"].items():
+            lines.append(f"\nAgainst {_md_data(name)}: {matched['samples']:,} training samples removed "
+                         f"({matched['images']:,} images matched its images)")
+        against = block["against_pairs"]
+        if against:
+            lines += ["", "| removed training image | id | evaluation image | evaluation input | score |",
+                      "| --- | --- | --- | --- | ---: |"]
+            lines += [f"| {_md_data(p['image'])} | {_md_data(p['id'])} | {_md_data(p['duplicate_of'])} | "
+                      f"{_md_data(p['against'])} | {p['score']:.4f} |" for p in against[:50]]
         lines += ["", f"Sampled pairs (every {s['sample_every']}-th removed image):", "",
                   "| removed image | id | kept image | id | score |", "| --- | --- | --- | --- | ---: |"]
         for p in block["pairs"]:

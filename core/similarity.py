@@ -49,17 +49,60 @@ class WalkResult:
         return self.duplicate_of < 0
 
 
-def walk(channels: list[Channel], block: int = 1024, verify=None, candidates: int = CANDIDATES) -> WalkResult:
-    """The greedy walk over several signals at once, a block at a time: an image is removed
-    when, in any channel, an already kept image reaches that channel's threshold; the first
-    channel (in the order given) that fires is recorded, with its most similar kept image.
-    Each block is checked against the kept images of earlier blocks through each channel's
-    index, then within itself in order (exactly).
+# Images whose pairs the walk holds at once: its memory is this many images' pairs.
+BLOCK = 4096
+
+
+class Pairs:
+    """One channel's pairs at its threshold, handed to the walk a block at a time in order of
+    their later image: (later, earlier, similarity), each pair once, sorted by later image, then
+    most similar first, then earlier image. Every vector is indexed once; a pair an index meets
+    from its earlier image's side waits in ``ahead`` until the walk reaches its later image."""
+
+    def __init__(self, channel: Channel):
+        self.vectors, self.threshold = channel.vectors, channel.threshold
+        self.index = channel.kind.new(channel.vectors.shape[1], len(channel.vectors), **channel.options)
+        self.index.add(channel.vectors)
+        self.ahead = _no_pairs()
+
+    def block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows, ids, sims = self.index.block_pairs(self.vectors[start:stop], start, self.threshold)
+        me = rows.astype(np.int64) + start
+        ids = ids.astype(np.int64)
+        later, earlier = np.maximum(me, ids), np.minimum(me, ids)
+        distinct = (later != earlier) & (ids >= 0)
+        later = np.concatenate([self.ahead[0], later[distinct]])
+        earlier = np.concatenate([self.ahead[1], earlier[distinct]])
+        sims = np.concatenate([self.ahead[2], sims[distinct].astype(np.float32)])
+        now = later < stop
+        self.ahead = (later[~now], earlier[~now], sims[~now])
+        later, earlier, sims = later[now], earlier[now], sims[now]
+        _, first = np.unique(later * len(self.vectors) + earlier, return_index=True)   # met from both sides: once
+        later, earlier, sims = later[first], earlier[first], sims[first]
+        order = np.lexsort((earlier, -sims, later))
+        return later[order], earlier[order], sims[order]
+
+
+def _no_pairs():
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+
+
+def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: int = CANDIDATES,
+         fixed: int = 0) -> WalkResult:
+    """The greedy walk over several signals at once: an image is removed when, in any channel,
+    an already kept image reaches that channel's threshold; the first channel (in the order
+    given) that fires is recorded, with its most similar kept image. The walk consumes each
+    channel's pairs (:class:`Pairs`) in order of first appearance, so its cost follows the
+    pairs found: an image without pairs costs nothing.
 
     ``verify(kept, candidate)`` (positions; returns a :class:`curate.Verdict`): a match in a
     ``verified`` channel removes the image only when the verifier confirms it. The closest
     ``candidates`` kept images that match are tried in channel order, then by similarity;
-    when none is confirmed the image stays, and the first refused pair is recorded."""
+    when none is confirmed the image stays, and the first refused pair is recorded.
+
+    ``fixed``: the first ``fixed`` images (the evaluation images of ``--against``) are kept
+    whatever they match, and an image that matches one of them is removed as its duplicate in
+    preference to any other kept image."""
     n = len(channels[0].vectors)
     duplicate_of = np.full(n, -1, np.int64)
     score = np.zeros(n, np.float32)
@@ -68,49 +111,39 @@ def walk(channels: list[Channel], block: int = 1024, verify=None, candidates: in
     if n == 0:
         return result
     k = candidates if verify is not None else 1
-    indexes = [c.kind.new(c.vectors.shape[1], n, **c.options) for c in channels]
-    kept_ids: list[int] = []
+    sources = [Pairs(channel) for channel in channels]
     for start in range(0, n, block):
         stop = min(n, start + block)
         found = []
-        for channel, index in zip(channels, indexes):
-            chunk = channel.vectors[start:stop]
-            sims = np.full((len(chunk), k), -np.inf, np.float32)
-            ids = np.full((len(chunk), k), -1, np.int64)
-            if len(index):
-                got_sims, got_ids = index.search(chunk, min(k, len(index)))
-                hit = got_ids >= 0
-                width = got_ids.shape[1]
-                sims[:, :width] = np.where(hit, got_sims, -np.inf)
-                ids[:, :width] = np.where(hit, np.asarray(kept_ids, np.int64)[np.maximum(got_ids, 0)], -1)
-            found.append((sims, ids, chunk @ chunk.T))
-        kept_here: list[int] = []
-        for i in range(stop - start):
-            matches = _matches(channels, found, i, start, kept_here, k)
-            if matches and _decide(result, start + i, matches, channels, verify, candidates):
+        for source in sources:
+            later, earlier, sims = source.block(start, stop)
+            alive = (earlier >= start) | (duplicate_of[earlier] < 0)   # earlier blocks are decided
+            found.append((later[alive], earlier[alive], sims[alive]))
+        for i in np.unique(np.concatenate([later for later, _, _ in found])).tolist():
+            if i < fixed:
                 continue
-            kept_here.append(i)
-        if kept_here:
-            for channel, index in zip(channels, indexes):
-                index.add(channel.vectors[start:stop][kept_here])
-            kept_ids.extend(start + i for i in kept_here)
+            for matches in _matches(found, i, duplicate_of, k, fixed):
+                if matches and _decide(result, i, matches, channels, verify, candidates):
+                    break
     return result
 
 
-def _matches(channels, found, i, start, kept_here, k) -> list[tuple[int, int, float]]:
-    """Kept images that reach a channel's threshold for image ``start + i``: (channel, kept
-    position, similarity), by channel in order, then most similar first (at most ``k`` each)."""
-    matches = []
-    for c, (channel, (sims, ids, within)) in enumerate(zip(channels, found)):
-        pairs = [(float(sim), int(partner)) for sim, partner in zip(sims[i], ids[i])
-                 if partner >= 0 and sim >= channel.threshold]
-        if kept_here:
-            row = within[i, kept_here]
-            for j in np.flatnonzero(row >= channel.threshold):
-                pairs.append((float(row[j]), start + kept_here[j]))
-        pairs.sort(key=lambda pair: -pair[0])
-        matches += [(c, partner, sim) for sim, partner in pairs[:k]]
-    return matches
+def _matches(found, i, duplicate_of, k, fixed) -> tuple[list, list]:
+    """Kept images that reach a channel's threshold for image ``i``: (channel, kept position,
+    similarity), by channel in order, then most similar first (at most ``k`` each); those among
+    the first ``fixed`` images, then the others."""
+    first, rest = [], []
+    for c, (later, earlier, sims) in enumerate(found):
+        low, high = np.searchsorted(later, [i, i + 1])
+        taken = [0 if fixed else k, 0]              # per side: (fixed, other) kept images taken
+        for partner, sim in zip(earlier[low:high].tolist(), sims[low:high].tolist()):
+            side = int(partner >= fixed)
+            if taken[side] < k and duplicate_of[partner] < 0:
+                (rest if side else first).append((c, partner, sim))
+                taken[side] += 1
+                if min(taken) == k:
+                    break
+    return first, rest
 
 
 def _decide(result: WalkResult, i: int, matches, channels, verify, k: int) -> bool:
@@ -140,7 +173,7 @@ def _decide(result: WalkResult, i: int, matches, channels, verify, k: int) -> bo
     return True
 
 
-def keep_or_remove(vectors: np.ndarray, kind: IndexKind, threshold: float, block: int = 1024,
+def keep_or_remove(vectors: np.ndarray, kind: IndexKind, threshold: float, block: int = BLOCK,
                    **options) -> WalkResult:
     """The walk with one signal: the embedding's vectors at ``threshold``."""
     return walk([Channel("embedding", vectors, threshold, kind, options)], block)

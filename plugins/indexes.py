@@ -1,4 +1,5 @@
-"""Similarity indexes: ``exact`` (blocked matrix products, the reference) and ``hnsw`` (hnswlib)."""
+"""Similarity indexes: ``exact`` (blocked matrix products, the reference), ``partitioned`` (exact
+products within k-means partitions) and ``hnsw`` (hnswlib)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,21 @@ from curate.settings import Setting
 from curate.similarity import IndexKind, SimilarityIndex
 
 _BLOCK = 8192
+_QUERY_BLOCK = 2048           # queries per product: 2048 x 8192 float32 is 64 MB
 # Below this many vectors numpy's blocked products beat hnswlib on this 2-core machine
 # (measured with bench/index_scale.py; see bench/README.md).
 AUTO_EXACT_MAX = 100_000
 # On a GPU the exact search stays the default up to here: a million 1024-d vectors are 4 GB and
 # 10^12 products (estimated, not yet measured on a GPU: see bench/README.md).
 AUTO_EXACT_MAX_GPU = 1_000_000
+# The partitioned index: about this many vectors per partition, each query searched in its
+# PROBE nearest partitions, k-means trained on SAMPLE_PER_PARTITION vectors per partition
+# once the index holds PARTITION_TRAIN_AT (below that it is exact).
+PARTITION_SIZE = 1000
+PROBE = 16
+SPILL = 1
+SAMPLE_PER_PARTITION = 32
+PARTITION_TRAIN_AT = 20_000
 
 
 class ExactIndex(SimilarityIndex):
@@ -51,16 +61,30 @@ class ExactIndex(SimilarityIndex):
         return best_sims, best_ids
 
     def range_search(self, queries, threshold):
+        return self._pairs(queries, threshold, None)
+
+    def block_pairs(self, queries, first, threshold):
+        """Only the pairs with an earlier vector: products are symmetric, so half of them suffice."""
+        return self._pairs(queries, threshold, first)
+
+    def _pairs(self, queries, threshold, first):
+        """(rows, ids, similarities) >= threshold; with ``first``, only ids < first + row."""
         rows, ids, sims = [], [], []
-        for start in range(0, self.size, _BLOCK):
-            block = queries @ self.data[start:min(start + _BLOCK, self.size)].T
-            r, c = np.nonzero(block >= threshold)
-            rows.append(r)
-            ids.append(c + start)
-            sims.append(block[r, c])
+        for q0 in range(0, len(queries), _QUERY_BLOCK):
+            chunk = queries[q0:q0 + _QUERY_BLOCK]
+            end = self.size if first is None else min(self.size, first + q0 + len(chunk))
+            for start in range(0, end, _BLOCK):
+                block = chunk @ self.data[start:min(start + _BLOCK, end)].T
+                hit = block >= threshold
+                if first is not None and start + block.shape[1] > first + q0:
+                    hit &= (start + np.arange(block.shape[1]))[None, :] < (first + q0 + np.arange(len(chunk)))[:, None]
+                r, c = np.nonzero(hit)
+                rows.append(r + q0)
+                ids.append(c + start)
+                sims.append(block[r, c])
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.concatenate(rows), np.concatenate(ids).astype(np.int64), np.concatenate(sims)
+        return np.concatenate(rows).astype(np.int64), np.concatenate(ids).astype(np.int64), np.concatenate(sims)
 
 
 class TorchExactIndex(SimilarityIndex):
@@ -228,20 +252,191 @@ class Hnsw(IndexKind):
         return HnswIndex(dim, capacity, m=hnsw_m, ef_construction=hnsw_ef_construction, ef=hnsw_ef)
 
 
+def kmeans(vectors: np.ndarray, k: int, iterations: int = 10, seed: int = 0) -> np.ndarray:
+    """Spherical k-means: ``k`` unit centroids for unit ``vectors`` (an empty cluster is reseeded
+    with a random vector)."""
+    rng = np.random.default_rng(seed)
+    centroids = vectors[rng.choice(len(vectors), k, replace=False)].copy()
+    for _ in range(iterations):
+        labels = nearest_centroids(vectors, centroids, 1)[:, 0]
+        order = np.argsort(labels, kind="stable")
+        counts = np.bincount(labels, minlength=k)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        full = counts > 0
+        sums = np.add.reduceat(vectors[order], starts[full], axis=0)
+        centroids[full] = sums
+        centroids[~full] = vectors[rng.choice(len(vectors), int((~full).sum()), replace=False)]
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    return centroids
+
+
+def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, count: int, block: int = 65536) -> np.ndarray:
+    """Each vector's ``count`` most similar centroids (positions, in no particular order)."""
+    out = np.empty((len(vectors), count), np.int64)
+    for start in range(0, len(vectors), block):
+        sims = vectors[start:start + block] @ centroids.T
+        if count == 1:
+            out[start:start + block, 0] = sims.argmax(1)
+        else:
+            out[start:start + block] = np.argpartition(-sims, count - 1, axis=1)[:, :count]
+    return out
+
+
+class PartitionedIndex(SimilarityIndex):
+    """Exact products within partitions: k-means centroids are trained on a sample once the
+    index holds ``train_at`` vectors (below that it is the exact index); each vector is stored
+    in the partition of its nearest centroid, and each query is compared with every vector of
+    its ``probe`` nearest partitions, so that a neighbour across a partition boundary is found
+    in the next-closest one."""
+
+    def __init__(self, dim: int, capacity: int, partitions: int | None = None, probe: int = PROBE,
+                 spill: int = SPILL, train_at: int = PARTITION_TRAIN_AT):
+        self.flat = ExactIndex(dim, capacity)        # every vector, in order of addition
+        self.partitions = int(partitions or max(1, capacity // PARTITION_SIZE))
+        self.probe = min(int(probe), self.partitions)
+        self.spill = min(int(spill), self.partitions)
+        self.train_at = max(int(train_at), self.partitions)
+        self.centroids = None
+        self.members: list[np.ndarray] = []           # per partition: positions
+        self.data: list[np.ndarray] = []              # per partition: their vectors (with spare rows)
+        self.counts = np.zeros(self.partitions, np.int64)
+
+    def __len__(self):
+        return len(self.flat)
+
+    def add(self, vectors):
+        start = len(self.flat)
+        self.flat.add(vectors)
+        if self.centroids is not None:
+            self._file(np.arange(start, len(self.flat)))
+
+    def _train(self):
+        vectors = self.flat.data[:len(self.flat)]
+        rng = np.random.default_rng(0)
+        sample = vectors[np.sort(rng.choice(len(vectors), min(len(vectors), SAMPLE_PER_PARTITION * self.partitions),
+                                            replace=False))]
+        self.centroids = kmeans(sample, self.partitions)
+        dim = vectors.shape[1]
+        self.members = [np.zeros(0, np.int64) for _ in range(self.partitions)]
+        self.data = [np.zeros((0, dim), np.float32) for _ in range(self.partitions)]
+        self._file(np.arange(len(vectors)))
+
+    def _file(self, positions: np.ndarray):
+        """Store vectors (by position) in their ``spill`` nearest partitions."""
+        homes = nearest_centroids(self.flat.data[positions], self.centroids, self.spill)
+        for p, group in _grouped(homes.ravel()):
+            self._append(p, positions[group // self.spill])
+
+    def _append(self, p: int, positions: np.ndarray):
+        count, end = self.counts[p], self.counts[p] + len(positions)
+        if end > len(self.members[p]):                # grow by doubling: adds stay amortised O(1)
+            size = max(end, 2 * len(self.members[p]), 16)
+            members = np.zeros(size, np.int64)
+            members[:count] = self.members[p][:count]
+            data = np.zeros((size, self.data[p].shape[1]), np.float32)
+            data[:count] = self.data[p][:count]
+            self.members[p], self.data[p] = members, data
+        self.members[p][count:end] = positions
+        self.data[p][count:end] = self.flat.data[positions]
+        self.counts[p] = end
+
+    def _probed(self, queries):
+        """(partition, rows of ``queries`` that probe it, their probe slot) for each partition probed."""
+        if self.centroids is None and len(self.flat) >= self.train_at:
+            self._train()
+        probes = nearest_centroids(queries, self.centroids, self.probe)
+        flat = probes.ravel()
+        for p, group in _grouped(flat):
+            if self.counts[p]:
+                yield p, group // self.probe, group % self.probe
+
+    def search(self, queries, k):
+        if len(self.flat) < self.train_at and self.centroids is None:
+            return self.flat.search(queries, k)
+        cand_sims = np.full((len(queries), self.probe * k), -np.inf, np.float32)
+        cand_ids = np.full((len(queries), self.probe * k), -1, np.int64)
+        for p, rows, slots in self._probed(queries):
+            sims = queries[rows] @ self.data[p][:self.counts[p]].T
+            take = min(k, sims.shape[1])
+            top = np.argpartition(-sims, take - 1, axis=1)[:, :take] if take < sims.shape[1] \
+                else np.broadcast_to(np.arange(take), sims.shape)
+            columns = slots[:, None] * k + np.arange(take)
+            cand_sims[rows[:, None], columns] = np.take_along_axis(sims, top, 1)
+            cand_ids[rows[:, None], columns] = self.members[p][top]
+        if self.spill > 1:                            # a vector stored twice counts once
+            by_id = np.argsort(cand_ids, axis=1, kind="stable")
+            ids_sorted = np.take_along_axis(cand_ids, by_id, 1)
+            repeat = np.zeros_like(cand_ids, bool)
+            repeat[:, 1:] = (ids_sorted[:, 1:] == ids_sorted[:, :-1]) & (ids_sorted[:, 1:] >= 0)
+            np.put_along_axis(cand_sims, by_id, np.where(repeat, -np.inf, np.take_along_axis(cand_sims, by_id, 1)), 1)
+        order = np.argsort(-cand_sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(cand_sims, order, 1), np.take_along_axis(cand_ids, order, 1)
+
+    def range_search(self, queries, threshold):
+        if len(self.flat) < self.train_at and self.centroids is None:
+            return self.flat.range_search(queries, threshold)
+        rows_out, ids_out, sims_out = [], [], []
+        for p, rows, _ in self._probed(queries):
+            for start in range(0, len(rows), _BLOCK):
+                chunk = rows[start:start + _BLOCK]
+                sims = queries[chunk] @ self.data[p][:self.counts[p]].T
+                r, c = np.nonzero(sims >= threshold)
+                rows_out.append(chunk[r])
+                ids_out.append(self.members[p][c])
+                sims_out.append(sims[r, c])
+        if not rows_out:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        rows, ids, sims = np.concatenate(rows_out), np.concatenate(ids_out), np.concatenate(sims_out)
+        if self.spill > 1:                            # a vector stored twice counts once
+            _, first = np.unique(rows * len(self.flat) + ids, return_index=True)
+            rows, ids, sims = rows[first], ids[first], sims[first]
+        return rows, ids, sims
+
+
+def _grouped(labels: np.ndarray):
+    """(label, positions in ``labels`` holding it) for each label present."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    for group in np.split(order, bounds):
+        yield int(labels[group[0]]), group
+
+
+PARTITIONED_SETTINGS = (
+    Setting("partitions", int, 0, minimum=0, maximum=10_000_000,
+            help=f"Partitioned index: k-means partitions (0: one per {PARTITION_SIZE:,} vectors)."),
+    Setting("partition_probe", int, PROBE, minimum=1, maximum=10_000,
+            help="Partitioned index: the nearest partitions each query is compared with."),
+    Setting("partition_spill", int, SPILL, minimum=1, maximum=64,
+            help="Partitioned index: the nearest partitions each vector is stored in."),
+)
+
+
+class Partitioned(IndexKind):
+    name = "partitioned"
+    description = ("exact products within k-means partitions, each query in its nearest partitions "
+                   "(settings partitions, partition_probe, partition_spill)")
+    settings = PARTITIONED_SETTINGS
+
+    def new(self, dim, capacity, partitions=0, partition_probe=PROBE, partition_spill=SPILL, **settings):
+        return PartitionedIndex(dim, capacity, partitions=partitions or None, probe=partition_probe,
+                                spill=partition_spill)
+
+
 class Auto(IndexKind):
     name = "auto"
     description = (f"exact for groups up to {AUTO_EXACT_MAX:,} images ({AUTO_EXACT_MAX_GPU:,} on a GPU), "
-                   "hnsw above")
-    settings = HNSW_SETTINGS            # for the groups that get an hnsw index
+                   "partitioned above")
+    settings = PARTITIONED_SETTINGS     # for the groups that get a partitioned index
 
     def new(self, dim, capacity, **settings):
         if capacity <= AUTO_EXACT_MAX or (capacity <= AUTO_EXACT_MAX_GPU and cuda_available()):
             return exact_index(dim, capacity)
-        return Hnsw().new(dim, capacity, **settings)
+        return Partitioned().new(dim, capacity, **settings)
 
 
 @curate.hookimpl
 def register_indexes(register):
     register(Exact)
     register(Hnsw)
+    register(Partitioned)
     register(Auto)

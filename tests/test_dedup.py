@@ -312,3 +312,101 @@ def test_process_and_thread_decoding_give_the_same_vectors(tmp_path):
     processes = embed_files(paths, model, batch_size=4, workers=2, processes=True)
     assert np.allclose(threads.vectors, processes.vectors, atol=1e-5)
     assert threads.failures == processes.failures == {len(paths) - 1: "missing file"}
+
+
+# --- decontamination: --against ------------------------------------------------------------------
+
+def _benchmark(tmp_path):
+    """The demo's images plus an evaluation input under bench/: a resized copy of coco 1, a
+    re-encoded crop of gqa 1, and vg 1 itself (a path the training data uses too)."""
+    root = tmp_path / "root"
+    shutil.copytree(ROOT_IMAGES, root)
+    (root / "bench").mkdir()
+    one = Image.open(root / "coco/train2017/000000000001.jpg").convert("RGB")
+    one.resize((one.width * 3 // 4, one.height * 3 // 4)).save(root / "bench/a.jpg", quality=90)
+    gqa = Image.open(root / "gqa/images/1.jpg").convert("RGB")
+    w, h = gqa.size
+    gqa.crop((w // 30, h // 30, w - w // 30, h - h // 30)).save(root / "bench/b.jpg", quality=60)
+    evaluation = tmp_path / "mmbench.json"
+    evaluation.write_text(json.dumps([
+        {"id": f"q{i}", "image": image, "conversations": [{"from": "human", "value": "<image>\nWhat is it?"},
+                                                         {"from": "gpt", "value": "A."}]}
+        for i, image in enumerate(["bench/a.jpg", "bench/b.jpg", "vg/VG_100K/1.jpg"])]))
+    return root, evaluation
+
+
+def test_against_removes_training_copies_of_evaluation_images_and_writes_no_evaluation_input(tmp_path):
+    root, evaluation = _benchmark(tmp_path)
+    before = evaluation.read_bytes()
+    out = tmp_path / "clean.json"
+    result = run_curate("dedup", DEMO, "--against", evaluation, "-o", out, "--image-root", root, "--embedder",
+                        "timm-pool", "--cache", tmp_path / "cache", "--workers", "2", "-t", "0.85", check=0)
+    assert evaluation.read_bytes() == before
+    report = Path(str(out) + ".report")
+    removed = {r["id"]: r for r in map(json.loads, (report / "removed.jsonl").read_text().splitlines())}
+    against = {i: r["duplicate_of"] for i, r in removed.items() if r.get("against")}
+    # every copy of an evaluation image goes, whatever its source: coco 2, the training data's own copy
+    # of coco 1, is removed as the benchmark's copy (the evaluation image wins), coco 5 is gqa 1's copy
+    assert against == {"000000000001": "bench/a.jpg", "000000000001_2": "bench/a.jpg", "000000000002": "bench/a.jpg",
+                       "000000000005": "bench/b.jpg", 1: "bench/b.jpg", "VG_1": "vg/VG_100K/1.jpg"}
+    assert all(r["against"] == str(evaluation) for r in removed.values() if r.get("against"))
+    # the training data's own duplicates go as before: gqa 5 is gqa 4's copy, coco 4 coco 3's
+    assert removed[5]["duplicate_of_id"] == 4 and removed["000000000004"]["duplicate_of_id"] == "000000000003"
+    assert len(removed) == len(against) + 2
+    kept = load_json(out)
+    source = load_json(DEMO)
+    assert len(source) == len(kept) + len(removed)
+    assert not {r["id"] for r in kept} & set(removed)
+    data = report_of(out)
+    assert data["thresholds"][0]["against"] == {str(evaluation): {"images": len(set(r["image"] for i, r in removed.items()
+                                                                                    if r.get("against"))),
+                                                                   "samples": len(against)}}
+    assert {p["duplicate_of"] for p in data["thresholds"][0]["against_pairs"]} == set(against.values())
+    assert f"against {evaluation}: {len(against)} training samples removed" in " ".join(result.stderr.split())
+    assert "Against" in (report / "report.md").read_text()
+    # the decisions name the evaluation input, and `curate apply` carries them out as dedup did
+    rows = [json.loads(line) for line in (report / "decisions.jsonl").read_text().splitlines()[1:]]
+    assert "bench/a.jpg" not in {row["image"] for row in rows}
+    assert {row["image"]: row["duplicate_of"] for row in rows if row.get("against")}["coco/train2017/000000000001.jpg"] \
+        == "bench/a.jpg"
+    applied = tmp_path / "applied.json"
+    run_curate("apply", report / "decisions.jsonl", DEMO, "-o", applied, "-q", check=0)
+    assert load_json(applied) == kept
+
+
+def test_against_never_writes_the_evaluation_input(tmp_path):
+    root, evaluation = _benchmark(tmp_path)
+    before = evaluation.read_bytes()
+    result = run_curate("dedup", DEMO, "--against", evaluation, "-o", evaluation, "--overwrite", "--image-root", root,
+                        "--embedder", "timm-pool", "--cache", tmp_path / "cache")
+    assert_one_line_error(result, str(evaluation))
+    assert evaluation.read_bytes() == before
+
+
+# --- curate embed --export -------------------------------------------------------------------------
+
+def test_embed_exports_vectors_with_their_ids_as_parquet_or_npy(tmp_path):
+    import pyarrow.parquet as pq
+    cache = tmp_path / "cache"
+    run_curate("embed", DEMO, "--image-root", ROOT_IMAGES, "--embedder", "timm-pool", "--cache", cache,
+               "--export", tmp_path / "v.parquet", check=0)
+    table = pq.read_table(tmp_path / "v.parquet").to_pylist()
+    run_curate("embed", DEMO, "--image-root", ROOT_IMAGES, "--embedder", "timm-pool", "--cache", cache,
+               "--export", tmp_path / "v.npy", "-q", check=0)
+    vectors = np.load(tmp_path / "v.npy")
+    ids = [json.loads(line) for line in (tmp_path / "v.ids.jsonl").read_text().splitlines()]
+    # the 13 readable unique images (the missing one is left out), in order of first appearance
+    images = list(dict.fromkeys(r["image"] for r in load_json(DEMO) if r.get("image")))
+    images.remove("coco/train2017/000000000099.jpg")
+    assert [row["image"] for row in table] == [row["image"] for row in ids] == images
+    assert [row["row"] for row in ids] == list(range(13)) and ids[0]["sample_id"] == "000000000001"
+    assert [row["sample_id"] for row in table] == [row["sample_id"] for row in ids]
+    assert vectors.shape == (13, 1280) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    assert np.array_equal(np.array([row["vector"] for row in table], np.float32), vectors)
+    # the same vectors dedup decides with: the gqa 4 / 5 pair above its threshold
+    g4, g5 = images.index("gqa/images/4.jpg"), images.index("gqa/images/5.jpg")
+    assert vectors[g4] @ vectors[g5] > 0.85
+    bad = run_curate("embed", DEMO, "--image-root", ROOT_IMAGES, "--embedder", "timm-pool", "--cache", cache,
+                     "--export", tmp_path / "v.csv")
+    assert_one_line_error(bad, "--export", "v.csv", ".parquet or .npy")
+    assert not (tmp_path / "v.csv").exists()

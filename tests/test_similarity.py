@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+import curate
+
 from curate.registry import get_registry
-from curate.similarity import keep_or_remove, nearest_neighbours
+from curate.similarity import IndexKind, SimilarityIndex, keep_or_remove, nearest_neighbours
 
 
 def kind(name):
@@ -88,3 +90,166 @@ def test_nearest_neighbour_similarity():
     nn = nearest_neighbours(a, kind("exact"), 1)[0][:, 0]
     assert nn == pytest.approx([0.8, 0.8, 0.6], abs=1e-5)
     assert np.isneginf(nearest_neighbours(a[:1], kind("exact"), 1)[0][0, 0])    # alone: no neighbour
+
+
+def partitioned(dim, capacity, **options):
+    """A partitioned index that partitions from 200 vectors on (the default waits for 20,000)."""
+    from curate.plugins.indexes import PartitionedIndex
+    return PartitionedIndex(dim, capacity, train_at=200, **options)
+
+
+def self_pairs(index, vectors, threshold):
+    index.add(vectors)
+    rows, ids, _ = index.range_search(vectors, threshold)
+    keep = rows != ids
+    return set(zip(np.minimum(rows, ids)[keep].tolist(), np.maximum(rows, ids)[keep].tolist()))
+
+
+def test_partitioned_finds_exact_pairs_across_partitions():
+    vectors = clustered(n_clusters=100, noise=0.4, seed=4)         # pairs at about 0.8-0.9
+    exact = self_pairs(kind("exact").new(64, len(vectors)), vectors, 0.8)
+    index = partitioned(64, len(vectors), partitions=16, probe=4)
+    found = self_pairs(index, vectors, 0.8)
+    homes = np.zeros(len(vectors), np.int64)
+    for p in range(index.partitions):
+        homes[index.members[p][:index.counts[p]]] = p
+    across = {(i, j) for i, j in exact if homes[i] != homes[j]}
+    assert len(exact) > 2000 and len(across) > 100
+    assert found == exact
+    # searching only the home partition misses the pairs across a boundary
+    alone = self_pairs(partitioned(64, len(vectors), partitions=16, probe=1), vectors, 0.8)
+    assert alone < exact and not (across & alone)
+
+
+def test_partitioned_search_and_walk_match_exact():
+    vectors = clustered(n_clusters=100, noise=0.4, seed=5)
+    index = partitioned(64, 10, partitions=16, probe=8)              # grows past its capacity
+    index.add(vectors[:300])
+    index.add(vectors[300:])
+    sims, ids = index.search(vectors[:100], 5)
+    best = -np.sort(-(vectors[:100] @ vectors.T), axis=1)[:, :5]
+    near = best >= 0.8                       # neighbours this close are found; far ones may not be
+    assert near[:, 1].sum() > 50
+    assert np.allclose(sims[near], best[near], atol=1e-5)
+    assert (ids[:, 0] == np.arange(100)).all()
+    options = {"partitions": 16, "probe": 8}
+    for threshold in (0.8, 0.9):
+        exact = keep_or_remove(vectors, kind("exact"), threshold, block=64)
+        split = keep_or_remove(vectors, kind("partitioned"), threshold, block=64, **options)
+        assert (split.duplicate_of == exact.duplicate_of).all()
+
+
+def test_auto_is_exact_for_small_groups_and_partitioned_above():
+    from curate.plugins.indexes import AUTO_EXACT_MAX, ExactIndex, PartitionedIndex, TorchExactIndex
+    assert isinstance(kind("auto").new(4, AUTO_EXACT_MAX), (ExactIndex, TorchExactIndex))
+    large = kind("auto").new(4, AUTO_EXACT_MAX + 1, m=16, ef=32)       # hnsw's options are ignored
+    assert isinstance(large, PartitionedIndex) or isinstance(large, TorchExactIndex)
+
+
+def dense_walk(matrices, thresholds, verified, verify, k):
+    """The walk as a reference, from full similarity matrices: for each image in order, each
+    channel's kept earlier images at >= its threshold, most similar first (then earliest)."""
+    n = len(matrices[0])
+    duplicate_of, signal, refused = [-1] * n, [-1] * n, []
+    for i in range(n):
+        matches = []
+        for c, (sims, t) in enumerate(zip(matrices, thresholds)):
+            kept = [j for j in range(i) if duplicate_of[j] < 0 and sims[i, j] >= t]
+            matches += [(c, j) for j in sorted(kept, key=lambda j: (-sims[i, j], j))[:k]]
+        free = [(c, j) for c, j in matches if verify is None or not verified[c]]
+        if free:
+            duplicate_of[i], signal[i] = free[0][1], free[0][0]
+            continue
+        tried, best, first_refused = [], None, None
+        for c, j in matches:
+            if j in tried or len(tried) >= k:
+                continue
+            tried.append(j)
+            verdict = verify(j, i)
+            if verdict.same and (best is None or verdict.score < best[2].score):
+                best = (c, j, verdict)
+            elif not verdict.same and first_refused is None:
+                first_refused = (j, i)
+        if best:
+            duplicate_of[i], signal[i] = best[1], best[0]
+        elif first_refused:
+            refused.append(first_refused)
+    return duplicate_of, signal, refused
+
+
+@pytest.mark.parametrize("block", [7, 4096])
+@pytest.mark.parametrize("verifying", [False, True])
+def test_the_walk_over_pairs_decides_as_the_dense_walk(block, verifying):
+    import curate
+    from curate.similarity import Channel, walk
+    embedding = clustered(n_clusters=40, noise=0.3, seed=6)
+    coarse = unit(np.round(embedding * 4))                # a second signal: a coarser look at the same vectors
+    thresholds, verified = (0.8, 0.95), (True, False)
+
+    def verify(kept, candidate):                          # refuses some pairs, scores the rest by distance
+        return curate.Verdict((kept + candidate) % 3 != 0, abs(kept - candidate) % 5, "test")
+
+    verify = verify if verifying else None
+    found = walk([Channel("embedding", embedding, 0.8, kind("exact")),
+                  Channel("coarse", coarse, 0.95, kind("exact"), verified=False)], block=block, verify=verify)
+    expected, signal, refused = dense_walk([embedding @ embedding.T, coarse @ coarse.T], thresholds, verified,
+                                           verify, 8 if verifying else 1)
+    assert found.duplicate_of.tolist() == expected and found.signal.tolist() == signal
+    assert [(kept, candidate) for kept, candidate, *_ in found.refused] == refused
+    assert (found.duplicate_of >= 0).sum() > 50 and (not verifying or len(refused) > 5)
+
+
+class ForwardOnly(SimilarityIndex):
+    """The exact index that meets each pair only from its earlier vector's side."""
+
+    def __init__(self, dim, capacity):
+        self.exact = kind("exact").new(dim, capacity)
+
+    def add(self, vectors):
+        self.exact.add(vectors)
+
+    def search(self, queries, k):
+        return self.exact.search(queries, k)
+
+    def range_search(self, queries, threshold):
+        return self.exact.range_search(queries, threshold)
+
+    def block_pairs(self, queries, first, threshold):
+        rows, ids, sims = self.range_search(queries, threshold)
+        later = ids > rows + first
+        return rows[later], ids[later], sims[later]
+
+    def __len__(self):
+        return len(self.exact)
+
+
+def test_the_walk_takes_pairs_met_from_the_earlier_side():
+    class Forward(IndexKind):
+        name = "forward"
+
+        def new(self, dim, capacity, **options):
+            return ForwardOnly(dim, capacity)
+
+    vectors = clustered(seed=7)
+    for threshold in (0.8, 0.9):
+        exact = keep_or_remove(vectors, kind("exact"), threshold, block=16)
+        forward = keep_or_remove(vectors, Forward(), threshold, block=16)
+        assert forward.duplicate_of.tolist() == exact.duplicate_of.tolist()
+        assert (exact.duplicate_of >= 0).sum() > 50
+
+
+def test_fixed_images_are_kept_and_win_over_other_kept_images():
+    from curate.similarity import Channel, walk
+
+    def at(degrees):
+        return [np.cos(np.radians(degrees)), np.sin(np.radians(degrees))]
+
+    # evaluation images e1 (0 degrees) and e2 (-10: 0.985 to e1); training k (40), t (22: 0.927 to
+    # e1, 0.951 to k) and t2 (-30: 0.94 to e2 alone); threshold 0.9
+    vectors = np.array([at(0), at(-10), at(40), at(22), at(-30)], np.float32)
+    channel = [Channel("embedding", vectors, 0.9, kind("exact"))]
+    assert walk(channel).duplicate_of.tolist() == [-1, 0, -1, 2, -1]      # plain: e2 goes, t is k's copy
+    fixed = walk(channel, fixed=2)
+    assert fixed.duplicate_of.tolist() == [-1, -1, -1, 0, 1]              # both stay, and win over k
+    refusing = walk(channel, fixed=2, verify=lambda kept, candidate: curate.Verdict(kept >= 2, 0.0, "test"))
+    assert refusing.duplicate_of.tolist() == [-1, -1, -1, 2, -1]          # refused with both: the training copy
