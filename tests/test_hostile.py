@@ -405,28 +405,46 @@ def test_ctrl_c_during_start_up_is_a_clean_exit(tmp_path):
         assert not list(tmp_path.glob(f".o{n}.json.*"))
 
 
+def wait_for_file(process, pattern, folder: Path, size: int) -> bool:
+    """Wait until a file under ``folder`` matching ``pattern`` holds ``size`` bytes; False when
+    ``process`` ended first. Watches the files, so a test knows which step a run is in."""
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if any(found.stat().st_size >= size for found in folder.glob(pattern)):
+            return True
+        time.sleep(0.002)                              # polling the files, not waiting for a moment
+    return False
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_dedup_is_a_clean_exit(tmp_path, signum, code):
-    """Ctrl-C while the model loads, embeds or writes: 130/143 and nothing left, never a crash."""
-    records = [{"id": f"r{i}", "image": f"coco/train2017/00000000000{1 + i % 5}.jpg", "conversations": TURNS}
-               for i in range(3000)]
+    """Ctrl-C while dedup embeds (its cache is being filled) or writes (its output is): the
+    signal's exit code, one line, nothing left, never a crash. Each moment is seen on disk (noise
+    images a strict threshold keeps, so that the output is long to write)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+    records = [{"id": f"r{i}", "image": f"{i % 120}.jpg", "conversations": TURNS} for i in range(60000)]
     source = records_file(tmp_path, json.dumps(records))
-    for delay in (0.3, 1.5, 3.0):
+    moments = {"embedding": ("cache/*/keys.jsonl", 1), "writing": (".out.json.*.tmp", source.stat().st_size // 10)}
+    for moment, (pattern, size) in moments.items():
         out = tmp_path / "out.json"
-        process = subprocess.Popen([*CURATE, "dedup", str(source), "-o", str(out), "--image-root", str(IMAGES),
-                                    "--embedder", "timm-pool", "--no-cache", "-q", "--overwrite"],
+        process = subprocess.Popen([*CURATE, "dedup", str(source), "-o", str(out), "--image-root", str(tmp_path),
+                                    "--embedder", "timm-pool", "--cache", str(tmp_path / moment), "--batch-size", "4",
+                                    "--workers", "1", "--signals", "embedding", "-t", "0.9999", "-q", "--overwrite"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(delay)
+        reached = wait_for_file(process, pattern.replace("cache/", ""), tmp_path / moment if moment == "embedding"
+                                else tmp_path, size)
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=120)
-        assert "Traceback" not in stderr, (delay, stderr)
-        # see the start-up test: -signal after curate's clean line is a known residual (issue #13 note)
-        assert process.returncode in (0, code) or (process.returncode == -signum and "interrupted" in stderr), \
-            (delay, process.returncode, stderr)
-        assert not list(tmp_path.glob(".out.json*")), delay
+        assert reached, f"dedup ended before {moment}: {stderr[-2000:]}"
+        assert process.returncode == code, (moment, stderr)
+        assert stderr == "error: interrupted; no output was written\n", moment
+        assert not out.exists() and not list(tmp_path.glob(".out.json*")), moment
         report = tmp_path / "out.json.report"
-        assert not report.exists() or not list(report.glob(".*.tmp")), delay
+        assert not report.exists() or not list(report.glob(".*.tmp")), moment
 
 
 def _children(pid: int) -> list[int]:
