@@ -474,15 +474,15 @@ def test_ctrl_c_to_the_process_group_with_decode_processes_is_one_clean_line(tmp
     source = records_file(tmp_path, json.dumps(records))
     out = tmp_path / "out.json"
     process = subprocess.Popen([*CURATE, "dedup", str(source), "-o", str(out), "--image-root", str(tmp_path),
-                                "--embedder", "timm-pool", "--no-cache", "-q", "--decode", "processes",
-                                "--workers", "2"],
+                                "--embedder", "timm-pool", "--cache", str(tmp_path / "cache"), "-q", "--decode",
+                                "processes", "--workers", "2", "--batch-size", "4"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while len(_children(process.pid)) < 2 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(2.0)                                     # the workers are decoding, or waiting for work
+    # the first batch is in the cache: the workers are decoding the next ones
+    embedding = wait_for_file(process, "*/keys.jsonl", tmp_path / "cache", 1)
+    workers = len(_children(process.pid))
     os.killpg(process.pid, signum)
     _, stderr = process.communicate(timeout=120)
+    assert embedding and workers >= 2, (embedding, workers, stderr[-2000:])
     assert process.returncode == code, stderr[-2000:]
     assert stderr == "error: interrupted; no output was written\n"
     assert not out.exists() and not list(tmp_path.glob(".out.json*"))
