@@ -342,15 +342,14 @@ def big_input(tmp_path_factory):
     return path
 
 
-def wait_for_temporary(process, output: Path, size: int) -> bool:
-    """Wait until ``process`` has written ``size`` bytes of its temporary ``output`` (the writer is
-    at work and the run far from its end); False when it ended first. Watches the file."""
+def wait_for_file(process, pattern, folder: Path, size: int) -> bool:
+    """Wait until a file under ``folder`` matching ``pattern`` holds ``size`` bytes; False when
+    ``process`` ended first. Watches the files, so a test knows which step a run is in."""
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:
-        temporary = list(output.parent.glob(f".{output.name}.*.tmp"))
-        if temporary and temporary[0].stat().st_size >= size:
+        if any(found.stat().st_size >= size for found in folder.glob(pattern)):
             return True
-        time.sleep(0.002)                              # polling the file, not waiting for a moment
+        time.sleep(0.002)                              # polling the files, not waiting for a moment
     return False
 
 
@@ -364,7 +363,7 @@ def test_signal_at_a_random_point_of_the_writing_leaves_no_temporary_and_a_clean
     process = subprocess.Popen([*CURATE, "convert", "llava", "llava", str(big_input), "-o", str(out), "-q"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     point = int(big_input.stat().st_size * random.Random(signum).uniform(0.05, 0.5))
-    written = wait_for_temporary(process, out, point)
+    written = wait_for_file(process, ".out.json.*.tmp", tmp_path, point)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert written, f"the convert ended before writing {point:,} bytes"
@@ -405,17 +404,6 @@ def test_ctrl_c_during_start_up_is_a_clean_exit(tmp_path):
         assert not list(tmp_path.glob(f".o{n}.json.*"))
 
 
-def wait_for_file(process, pattern, folder: Path, size: int) -> bool:
-    """Wait until a file under ``folder`` matching ``pattern`` holds ``size`` bytes; False when
-    ``process`` ended first. Watches the files, so a test knows which step a run is in."""
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        if any(found.stat().st_size >= size for found in folder.glob(pattern)):
-            return True
-        time.sleep(0.002)                              # polling the files, not waiting for a moment
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_dedup_is_a_clean_exit(tmp_path, signum, code):
@@ -428,15 +416,15 @@ def test_signal_during_dedup_is_a_clean_exit(tmp_path, signum, code):
         Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
     records = [{"id": f"r{i}", "image": f"{i % 120}.jpg", "conversations": TURNS} for i in range(60000)]
     source = records_file(tmp_path, json.dumps(records))
-    moments = {"embedding": ("cache/*/keys.jsonl", 1), "writing": (".out.json.*.tmp", source.stat().st_size // 10)}
-    for moment, (pattern, size) in moments.items():
+    moments = {"embedding": (tmp_path / "embedding", "*/keys.jsonl", 1),       # a row in its cache
+               "writing": (tmp_path, ".out.json.*.tmp", source.stat().st_size // 10)}
+    for moment, (folder, pattern, size) in moments.items():
         out = tmp_path / "out.json"
         process = subprocess.Popen([*CURATE, "dedup", str(source), "-o", str(out), "--image-root", str(tmp_path),
                                     "--embedder", "timm-pool", "--cache", str(tmp_path / moment), "--batch-size", "4",
                                     "--workers", "1", "--signals", "embedding", "-t", "0.9999", "-q", "--overwrite"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        reached = wait_for_file(process, pattern.replace("cache/", ""), tmp_path / moment if moment == "embedding"
-                                else tmp_path, size)
+        reached = wait_for_file(process, pattern, folder, size)
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=120)
         assert reached, f"dedup ended before {moment}: {stderr[-2000:]}"
