@@ -1,8 +1,7 @@
 """What a plugin must provide, in one place.
 
-Each extension point is an abstract base class; a plugin subclasses it (or provides every
-abstract method under the same name) and registers it through a hook of
-:mod:`curate.hookspecs`. Registration checks the component against its contract, so a
+Each extension point is an abstract base class; a plugin subclasses it and registers it
+through a hook of :mod:`curate.hookspecs`. Registration checks the component against its contract, so a
 component that lacks a method is reported, naming its package, before anything runs.
 
 =====================  ======================  =====================================
@@ -14,7 +13,11 @@ hook                   registers               whose method returns
 ``register_indexes``   :class:`IndexKind`      ``new()`` → a :class:`SimilarityIndex`
 ``register_signals``   :class:`Signal`         ``fingerprint()`` → a unit vector
 ``register_verifiers`` :class:`Verifier`       ``prepare()`` once per image, ``compare()`` → a :class:`Verdict`
+``register_filters``   :class:`curate.Filter`  ``decide()`` → None, a reason dict or a RecordError
 =====================  ======================  =====================================
+
+Each declares its options as ``settings``, a tuple of :class:`curate.Setting` (see
+:mod:`curate.settings` for where each kind gets their values).
 """
 
 from __future__ import annotations
