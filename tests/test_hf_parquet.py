@@ -4,6 +4,7 @@ tmp_path by fixtures/make_hf_datasets.py from the datasets' published schemas.""
 
 import io
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -342,3 +343,42 @@ def test_a_tar_image_root_serves_members_and_refuses_links_and_escapes(tmp_path)
         locator.find("photos/link.jpg")
     with pytest.raises(UnreadableImage, match="climbs out"):
         locator.find("../up.jpg")
+
+
+LLAMA_FACTORY = Path(os.environ.get("CURATE_LLAMA_FACTORY_GIT", "/work/.mirror/hiyouga+LLaMA-Factory/repo"))
+
+
+def llama_factory_image_methods():
+    """LLaMA-Factory's own ``MMPluginMixin._regularize_images`` and ``_preprocess_image``
+    (src/llamafactory/data/mm_plugin.py), taken from its repository and run as they are: the
+    module itself needs torch, torchaudio and transformers, which curate's tests do not."""
+    import ast
+    import subprocess
+    if not LLAMA_FACTORY.exists():
+        pytest.skip(f"LLaMA-Factory's repository not found at {LLAMA_FACTORY}")
+    source = subprocess.run(["git", f"--git-dir={LLAMA_FACTORY}", "show", "HEAD:src/llamafactory/data/mm_plugin.py"],
+                            capture_output=True, text=True, check=True).stdout
+    mixin = next(node for node in ast.parse(source).body if isinstance(node, ast.ClassDef)
+                 and node.name == "MMPluginMixin")
+    methods = [node for node in mixin.body if isinstance(node, ast.FunctionDef)
+               and node.name in ("_regularize_images", "_preprocess_image")]
+    from typing import BinaryIO
+    from PIL.Image import Image as ImageObject
+    namespace = {"Image": Image, "ImageObject": ImageObject, "BytesIO": io.BytesIO, "BinaryIO": BinaryIO,
+                 "math": __import__("math")}
+    body = "".join("    " + ast.get_source_segment(source, method) + "\n\n" for method in methods)
+    exec(compile("class Plugin:\n" + body, "mm_plugin.py", "exec"), namespace)
+    return namespace["Plugin"]()
+
+
+def test_hf_parquet_output_goes_through_llama_factorys_image_handling(shards, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    plugin = llama_factory_image_methods()
+    out = tmp_path / "out"
+    run_curate("convert", "auto", "hf-parquet", shards["finevision"], "-o", out, check=0)
+    decoded = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")   # PIL images
+    raw = decoded.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))    # {bytes, path}
+    for row in (decoded[0], raw[0]):
+        images = plugin._regularize_images(row["images"], image_max_pixels=768 * 768,
+                                           image_min_pixels=32 * 32)["images"]
+        assert [(image.mode, image.size) for image in images] == [("RGB", (64, 48))] * 2
