@@ -48,6 +48,7 @@ class ImageFiles(Stage):
             raise CurateError(f"{self.folder}: {setting('extract_images')} names a file; name a folder")
         self.names: dict[str, str] = {}          # content digest -> its name under the folder
         self.taken: set[str] = set()
+        self.inside: set[str] = set()            # folders under DIR checked to stay inside it
         self.written = 0
 
     @property
@@ -95,13 +96,27 @@ class ImageFiles(Stage):
         name = self.names.get(digest)
         if name is not None:
             return name
-        name = own if safe_name(own) and own not in self.taken else self._hashed(digest, data, own)
+        name = own if safe_name(own) and own not in self.taken and self._stays_inside(own) \
+            else self._hashed(digest, data, own)
         self.names[digest] = name
         self.taken.add(name)
         path = self.folder / name
         context.outputs.put(path, data)
         self.written += 1
         return name
+
+    def _stays_inside(self, name: str) -> bool:
+        """Whether ``DIR/name``'s folder resolves inside DIR (a folder there that is a symbolic
+        link to elsewhere must not take the image out of it)."""
+        folder = os.path.dirname(name)
+        if not folder or folder in self.inside:
+            return True
+        root = os.path.realpath(self.folder)
+        real = os.path.realpath(self.folder / folder)
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            self.inside.add(folder)
+            return True
+        return False
 
     def _hashed(self, digest: str, data: bytes, own: str) -> str:
         extension = extension_of(data) or os.path.splitext(own)[1][:10].lower()

@@ -382,3 +382,16 @@ def test_hf_parquet_output_goes_through_llama_factorys_image_handling(shards, tm
         images = plugin._regularize_images(row["images"], image_max_pixels=768 * 768,
                                            image_min_pixels=32 * 32)["images"]
         assert [(image.mode, image.size) for image in images] == [("RGB", (64, 48))] * 2
+
+
+def test_extracted_images_never_leave_dir_through_a_linked_folder(tmp_path):
+    parquet, archive = make.write_mantis(tmp_path / "mantis", 2)
+    images, outside = tmp_path / "images", tmp_path / "outside"
+    images.mkdir()
+    outside.mkdir()
+    (images / "train_images").symlink_to(outside)
+    run_curate("convert", "auto", "llava", parquet, "--image-root", archive, "-o", tmp_path / "m.json",
+               "--extract-images", images, check=0)
+    assert list(outside.iterdir()) == []
+    names = [name for record in load_json(tmp_path / "m.json") for name in record["image"]]
+    assert all("/" not in name and (images / name).is_file() for name in names)      # content-hash names
