@@ -181,7 +181,7 @@ class DecisionFilter(Filter):
 
     def decide(self, item: Item):
         sample = item.sample
-        self.undecided.update(path for path in sample.images if path not in self.decisions.rows)
+        self.undecided.update(str(path) for path in sample.images if path not in self.decisions.rows)
         removal = self.decisions.removal(sample)
         if removal is not None:
             return removal

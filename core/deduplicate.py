@@ -82,7 +82,7 @@ class ImageTable:
         for item in against.items(reject=RejectSink("fail")):
             for path in item.sample.images:
                 if path not in seen:
-                    seen.add(path)
+                    seen.add(str(path))
                     self._append(path, item.sample.id)
                     self.against_input.append(str(named[item.path]))
 
@@ -122,7 +122,7 @@ class ImageTable:
     def _add(self, path: str, sample_id) -> int:
         i = self.position.get(path)
         if i is None:
-            i = self.position[path] = self._append(path, sample_id)
+            i = self.position[str(path)] = self._append(path, sample_id)     # the key only: never an image's bytes
         return i
 
     def _append(self, path: str, sample_id) -> int:

@@ -246,7 +246,7 @@ class ImageLocator:
             if len(self._sizes) >= KEPT_SIZES:
                 self._sizes.clear()
             found = self.find(relative)
-            size = self._sizes[relative] = image_size(found if found is not None else self.path(relative),
+            size = self._sizes[str(relative)] = image_size(found if found is not None else self.path(relative),
                                                       exif=False)
         return size
 

@@ -44,8 +44,9 @@ def summarise(samples: Iterable[Sample]) -> list[SourceStats]:
             row.text_only += 1
             total.text_only += 1
         else:
-            images[source].update(sample.images)
-            all_images.update(sample.images)
+            keys = [str(image) for image in sample.images]     # the keys, not images held as bytes
+            images[source].update(keys)
+            all_images.update(keys)
     for source, row in rows.items():
         row.unique_images = len(images[source])
     total.unique_images = len(all_images)

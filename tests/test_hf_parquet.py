@@ -395,3 +395,14 @@ def test_extracted_images_never_leave_dir_through_a_linked_folder(tmp_path):
     assert list(outside.iterdir()) == []
     names = [name for record in load_json(tmp_path / "m.json") for name in record["image"]]
     assert all("/" not in name and (images / name).is_file() for name in names)      # content-hash names
+
+
+def test_what_a_run_keeps_per_image_is_its_key_never_its_bytes(shards):
+    from curate.deduplicate import scan
+    from curate.stats import summarise_inputs
+    inputs = curate.Inputs([shards["onevision"], shards["finevision"]])
+    table = scan(inputs)
+    assert len(table.paths) == 14 and all(type(key) is str for key in table.position)
+    assert all(image.data is None and image.read()[:3] == b"\xff\xd8\xff" for image in table.paths)   # spooled
+    rows, _ = summarise_inputs(inputs, "fail")
+    assert rows[-1].unique_images == 14
