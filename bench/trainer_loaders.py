@@ -3,7 +3,7 @@ run them: not a test (the trainers and their dependencies are not curate's), a c
 when a writer changes.
 
     python bench/trainer_loaders.py --llama-factory LLaMA-Factory/src --qwen-vl-finetune Qwen3-VL/qwen-vl-finetune \
-        [--python-path DIR ...]
+        --ms-swift ms-swift [--python-path DIR ...]
 
 It converts the real LLaVA mix sample and SVIT mix from ``../shared/data/real`` and a
 LLaVA-Video record set (a video, two images, one image) with curate, then in a subprocess
@@ -13,7 +13,10 @@ dependencies, such as the ``datasets`` version it pins):
 - LLaMA-Factory: its parser reads the ``dataset_info.json`` curate wrote, ``_load_single_dataset``
   loads the file with ``datasets`` and aligns it with its ShareGPT converter, and its
   ``mm_plugin`` checks every record's ``<image>``/``<video>`` tags (``_validate_messages``);
-- qwen-vl-finetune: ``data_processor._build_messages`` places every tag of every record.
+- qwen-vl-finetune: ``data_processor._build_messages`` places every tag of every record;
+- ms-swift: ``swift.dataset.load_dataset`` loads the file (``datasets`` and its
+  ``MessagesPreprocessor``), then ``Template._add_default_tags`` (its tag rule) runs on each
+  record's ``StdTemplateInputs``, after which the tags must match the media.
 
 Each prints how many records passed; a failure prints the trainer's own traceback.
 """
@@ -75,6 +78,25 @@ placed = sum(1 for r in records for m in _build_messages(r, root) for c in m["co
 print(f"qwen-vl-finetune: {path.name}: {len(records)} records built by _build_messages ({placed} media placed)")
 """
 
+SWIFT = """
+import re, sys
+import datasets
+from swift.dataset import load_dataset
+from swift.template.base import Template
+from swift.template.template_inputs import StdTemplateInputs
+train, _ = load_dataset([sys.argv[1]], use_hf=True)
+media = 0
+for row in train:
+    inputs = StdTemplateInputs.from_dict(dict(row))
+    Template._add_default_tags(inputs)
+    text = "\\n".join(m["content"] or "" for m in inputs.messages)
+    for kind in ("image", "video"):
+        found, given = len(re.findall(f"<{kind}>", text)), len(getattr(inputs, kind + "s") or [])
+        assert found == given, (row, kind, found, given)
+        media += given
+print(f"ms-swift (datasets {datasets.__version__}): {sys.argv[1]}: {len(train)} rows loaded and tagged ({media} media)")
+"""
+
 
 def curate(*args) -> None:
     subprocess.run([sys.executable, "-m", "curate", "convert", *map(str, args), "-q", "--on-error", "skip",
@@ -92,6 +114,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--llama-factory", type=Path, help="LLaMA-Factory's src folder")
     parser.add_argument("--qwen-vl-finetune", type=Path, help="QwenLM's qwen-vl-finetune folder")
+    parser.add_argument("--ms-swift", type=Path, help="ms-swift's checkout (the folder holding swift/)")
     parser.add_argument("--python-path", action="append", default=[], help="more folders for the trainers' PYTHONPATH")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="curate-trainers-"))
@@ -109,6 +132,9 @@ def main() -> int:
         if args.qwen_vl_finetune:
             curate("auto", "qwen-vl", *paths, "-o", work / f"{name}_qwen.json")
             ok &= trainer(QWEN, args.qwen_vl_finetune, args.python_path, work / f"{name}_qwen.json", IMAGES)
+        if args.ms_swift:
+            curate("auto", "ms-swift", *paths, "-o", work / f"{name}_swift.jsonl")
+            ok &= trainer(SWIFT, args.ms_swift, args.python_path, work / f"{name}_swift.jsonl")
     return 0 if ok else 1
 
 
