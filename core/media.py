@@ -57,10 +57,6 @@ class MediaRule:
                 shown = self.video_tag if tag == VIDEO_TOKEN else tag
                 return "conversations", (f"{tags} {shown} tags{where} for {media} {what}: {self.trainer} needs "
                                          f"{'at most ' if self.fewer_tags_ok else ''}one per {what[:-1]}")
-        return self.specific(sample)
-
-    def specific(self, sample: Sample) -> tuple[str, str] | None:
-        """A trainer's rule beyond the counts (None: none)."""
         return None
 
 
@@ -78,11 +74,19 @@ def _one_tag_per_image(sample: Sample) -> bool:
 
 
 class InternVLRule(MediaRule):
-    """InternVL replaces ``<video>\\n`` in the first turn with the frames' tags: a ``<video>``
-    elsewhere, or without its newline, stays in the text and the frames go unused."""
+    """Beyond the counts: InternVL puts ``<image>\\n`` before the first turn of a one-image record
+    whose first turn has none (a tag in a later turn then makes two), and replaces only
+    ``<video>\\n`` in the first turn with a video's frames (a ``<video>`` elsewhere stays text)."""
 
-    def specific(self, sample):
-        if sample.videos and sample.conversations and "<video>\n" not in sample.conversations[0].text:
+    def problem(self, sample):
+        found = super().problem(sample)
+        if found is not None or not sample.conversations:
+            return found
+        first = sample.conversations[0].text
+        if type(sample.image) is str and IMAGE_TOKEN not in first:
+            return "conversations", ("the image's <image> is not in the first turn: InternVL would add another "
+                                     "there, two tags for one image")
+        if sample.video is not None and "<video>\n" not in first:
             return "conversations", ("the video's tag must be written '<video>\\n' in the first turn: InternVL "
                                      "replaces only that with the frames")
         return None

@@ -102,6 +102,8 @@ MISMATCHES = [
     ("internvl", sample(["<video>\n<video>\nwhy?", "ok"], video=["a.mp4", "b.mp4"]), "InternVL takes one video"),
     ("internvl", sample(["<image>\n<video>\nwhy?", "ok"], image="a.jpg", video="a.mp4"), "images or its video"),
     ("internvl", sample(["why? <video>", "ok"], video="a.mp4"), "'<video>\\n' in the first turn"),
+    ("internvl", sample(["why?", "ok", "and?", "<image> there"], image="a.jpg", roles=("human", "gpt") * 2),
+     "not in the first turn"),
     ("llava", sample(["<video>\n<video>\nwhy?", "ok"], video=["a.mp4", "b.mp4"]), "LLaVA-NeXT takes one video"),
     ("llava", sample(["<image>\n<video>\nwhy?", "ok"], image="a.jpg", video="a.mp4"), "images or its video"),
     ("llava", sample(["why?", "ok"], video="a.mp4"), "0 <image> tags for 1 videos"),
