@@ -28,6 +28,8 @@ def figure(sample, style: BoxStyle | None, locator: ImageLocator) -> tuple[str, 
     """(SVG of the image with its boxes, [(turn, start, end, colour)] to mark in the text)."""
     marks, rects = [], []
     if not sample.images:
+        if sample.videos:        # carried, never decoded: named, not drawn
+            return f"<div class=noimg>video: {escape(', '.join(sample.videos))} (not decoded)</div>", marks
         return "<div class=noimg>text-only</div>", marks
     try:
         path = locator.path(sample.images[0])

@@ -191,3 +191,10 @@ def test_dedup_carries_videos_and_says_so(tmp_path):
                                                     VIDEO["conversations"][1]]}, with_video]
     removed = [json.loads(line)["id"] for line in (tmp_path / "out.json.report" / "removed.jsonl").open()]
     assert "000000000002" in removed and "vid2" not in removed
+
+
+def test_preview_names_a_video_without_decoding_it(tmp_path, llava_video):
+    page = tmp_path / "p.html"
+    run_curate("preview", llava_video, "-o", page, "--image-root", IMAGES, check=0)
+    html = page.read_text()
+    assert "video: academic_source/ytb_1.mp4 (not decoded)" in html and html.count("<svg") == 2
