@@ -83,7 +83,7 @@ def sample_to_record(sample: Sample) -> dict:
 
 class LlamaFactoryReader(Reader):
     name = "llama-factory"
-    description = "LLaMA-Factory ShareGPT-style multimodal JSON (messages + images)"
+    description = "LLaMA-Factory ShareGPT-style multimodal JSON (messages + images, videos)"
 
     def sniff(self, path: Path, head: str) -> int:
         return 15 if head_has_keys(head, "messages", "role", "content") else 0

@@ -37,7 +37,7 @@ def placeholder_mismatch(sample: Sample) -> str | None:
 
 class MsSwiftWriter(LlamaFactoryWriter):
     name = "ms-swift"
-    description = "ms-swift messages + images (.jsonl or .json), grounding as objects with <ref-object>/<bbox>"
+    description = "ms-swift messages + images, videos (.jsonl or .json), grounding as objects with <ref-object>/<bbox>"
     box_style = BoxStyle("original", "swift")
     media_rule = MS_SWIFT            # "videos" as LLaMA-Factory's; missing tags are added by ms-swift
     settings = ()
