@@ -36,7 +36,7 @@ from .errors import CurateError, setting
 from .image_source import ImageBytes, Spool
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
-from .settings import refuse_unknown
+from .settings import configured, refuse_unknown
 from .sample import source_of
 from .similarity import Channel, kept_curve, nearest_neighbours, walk
 from .verification import NONE, Looked, PairVerifier
@@ -236,6 +236,7 @@ def embed(inputs: Inputs, embedder: EmbedderSpec = None, settings: EmbedSettings
     embedder = dataclasses.replace(embedder or EmbedderSpec(), settings=dict(inputs.settings))
     if signals is None:                  # dedup's default signals, so that the cache serves a later dedup
         signals = [plugin for _, plugin, _ in SearchSettings(settings=dict(inputs.settings)).resolved_signals() if plugin]
+    signals = [configured(signal, inputs.settings) for signal in signals]
     refuse_unknown(inputs.settings, [*(("reader", reader) for reader in inputs.readers), ("embedder", embedder.plugin),
                                      *(("signal", signal) for signal in signals)])
     return _embed(inputs, embedder, settings or EmbedSettings(), on_error, model, signals, observers, against)

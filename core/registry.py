@@ -12,12 +12,14 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import MappingProxyType
 
 import pluggy
 
 from . import hookspecs
 from .contracts import contract_problem
 from .errors import CurateError, PluginConflictError
+from .settings import RESERVED, values_for
 
 ENTRY_POINT_GROUP = "curate"
 # Comma-separated entry-point names; when set, only these plugins load (handy for debugging).
@@ -162,7 +164,6 @@ def setting_clash(registry: Registry, kind: str, name: str, component, info: Plu
     """Why ``component``'s settings cannot be registered: a name that a component of another
     package (or of the same one, declared otherwise) already declares, or one of curate's own
     options. None when they can; they are then recorded."""
-    from .settings import RESERVED
     who = f"{kind} {name!r} from package {info.package!r}"
     mine = list(getattr(component, "settings", ()) or ())
     for one in mine:
@@ -199,6 +200,8 @@ def _add(registry: Registry, kind: str, component, info: PluginInfo) -> None:
         registry.warnings.append(f"{clash}; ignored")
         return
     obj = component() if isinstance(component, type) else component
+    if kind in ("signal", "verifier") and obj.settings:
+        obj.values = MappingProxyType(values_for(obj, {}))    # its defaults until a run configures a copy
     new = Component(kind, name, obj, info)
     existing = registry.components[kind].get(name)
     if existing is None:

@@ -268,9 +268,11 @@ def test_a_signal_and_a_verifier_get_their_typed_settings_in_values(registry_wit
             seen["verifier"].add(self.values["margin_score"])
             return curate.Verdict(True, self.values["margin_score"])
 
-    registry_with(plugin(register_embedders=lambda register: register(Rounded),
-                         register_signals=lambda register: register(Channel),
-                         register_verifiers=lambda register: register(Margin)))
+    registry = registry_with(plugin(register_embedders=lambda register: register(Rounded),
+                                    register_signals=lambda register: register(Channel),
+                                    register_verifiers=lambda register: register(Margin)))
+    assert registry.get("signal", "channel").values == {"channel_index": 0}      # defaults until a run's own
+    assert registry.get("verifier", "margin").values == {"margin_score": 0.5}
     help_text = run_curate("dedup", "--help", check=0).stdout
     assert "--channel-index" in help_text and "--margin-score" in help_text
     run_curate("dedup", DEMO, "-o", tmp_path / "out.json", "--image-root", FIXTURES / "images", "--embedder", "rounded",
