@@ -1,8 +1,10 @@
 # ``python -m curate``: hold Ctrl-C, SIGTERM and SIGHUP until curate's handlers are in (entry.main
 # releases them), so that a signal during the first imports is a clean exit, never a traceback.
-import signal
+# ``_signal`` is built into the interpreter: importing it loads no file, so the window before
+# the mask is as short as Python allows (``signal`` is a module on disk, read and unmarshalled).
+import _signal
 
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+_signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP})
 
 from .entry import main  # noqa: E402
 

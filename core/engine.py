@@ -267,6 +267,17 @@ def default_rejects_path(output: Path) -> Path:
     return output.with_name(output.name + ".rejects.jsonl")
 
 
+def _box_target(boxes: str | None, writer_style, readers) -> tuple:
+    """The box style of the output and why it was chosen (None: the user's or the writer's):
+    ``--boxes`` in the writer's notation, else the writer's own, else one style for every
+    input (:func:`curate.boxes.one_style`)."""
+    if boxes:
+        return style_for(boxes, writer_style or BRACKET_PADDED), None
+    if writer_style is None:
+        return one_style(readers)
+    return writer_style, None
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 class Run:
@@ -286,23 +297,13 @@ class Run:
         self.inputs = inputs
         self.outputs = outputs
         self.writer = resolve_writer(writer)
-        folder = None
-        if self.writer.writes_folder:      # a dataset of shards: the folder, its card the main file
-            folder = Path(output)
-            if folder.exists() and not folder.is_dir():
-                raise CurateError(f"{folder}: the {self.writer.name} writer writes a folder (shards and a "
-                                  "README.md); name a folder, not a file")
-            output = folder / "README.md"
+        folder, output = self._folder_and_card(output)
         self.output = outputs.claim(output, "output" if folder is None else "dataset card")
         self.rejects_given = rejects is not None
         self.rejects_path = outputs.claim(Path(rejects) if rejects else default_rejects_path(self.output),
                                           "rejects file", overwrite=True)
         self.sink = RejectSink(on_error, lambda: outputs.open(self.rejects_path))
-        self.writer_options = inputs.options_for_pass()
-        self.writer_options.path = self.output
-        self.writer_options.folder, self.writer_options.outputs = folder, outputs
-        refuse_unknown(inputs.settings, [*(("reader", r) for r in inputs.readers), ("writer", self.writer), *components])
-        self.writer_options.settings = resolve(inputs.settings, declared([*inputs.readers, self.writer]))
+        self.writer_options = self._options_for_writer(folder, components)
         self._check_suffix()
         with plugin_call("writer", self.writer):
             target = self.writer.box_style_for(self.writer_options)
@@ -310,16 +311,32 @@ class Run:
         for sidecar in self.sidecars:
             outputs.claim(sidecar.path, sidecar.role, overwrite=True if sidecar.merge else None)
         self.images = ImageLocator(inputs.image_root)
-        why = None
-        if boxes:
-            target = style_for(boxes, target or BRACKET_PADDED)
-        elif target is None:
-            target, why = one_style(inputs.readers)
+        target, why = _box_target(boxes, target, inputs.readers)
         self.boxes = ConvertBoxes(inputs.readers, target, self.images, why)
         self.ids = ids
         self.image_files = ImageFiles(extract_images, self.writer)
         self.show_progress = show_progress
         self.title = title or f"{inputs.reader_names} → {self.writer.name}"
+
+    def _options_for_writer(self, folder: Path | None, components) -> Options:
+        """The writer's options for this pass, once every setting given is checked against the
+        run's components (readers, writer and ``components``)."""
+        inputs, options = self.inputs, self.inputs.options_for_pass()
+        options.path, options.folder, options.outputs = self.output, folder, self.outputs
+        refuse_unknown(inputs.settings, [*(("reader", r) for r in inputs.readers), ("writer", self.writer), *components])
+        options.settings = resolve(inputs.settings, declared([*inputs.readers, self.writer]))
+        return options
+
+    def _folder_and_card(self, output) -> tuple[Path | None, Path]:
+        """For a writer that writes a folder (a dataset of shards): the folder, and its card
+        (README.md) as the main file; else (None, ``output``)."""
+        if not self.writer.writes_folder:
+            return None, output
+        folder = Path(output)
+        if folder.exists() and not folder.is_dir():
+            raise CurateError(f"{folder}: the {self.writer.name} writer writes a folder (shards and a "
+                              "README.md); name a folder, not a file")
+        return folder, folder / "README.md"
 
     def stages(self, given: Iterable[Stage]) -> list[Stage]:
         """Every stage of the pass, in order: the duplicate-id check, the ``given`` ones (a

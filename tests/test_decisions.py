@@ -100,6 +100,7 @@ def example_site(tmp_path_factory):
     return pip_installed(EXAMPLE, tmp_path_factory.mktemp("filter-site"))
 
 
+@pytest.mark.slow
 def test_the_example_filter_plugin_is_one_file_and_curate_filter_runs_it(example_site, tmp_path):
     from PIL import Image
     for name, size in (("big.jpg", (300, 240)), ("small.jpg", (300, 100)), ("tiny.jpg", (40, 40))):

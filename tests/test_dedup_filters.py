@@ -5,9 +5,12 @@ embedder instead of decoding it again."""
 import json
 import shutil
 
+import pytest
 from PIL import Image, ImageFilter
 
 from conftest import FIXTURES, assert_one_line_error, load_json, run_curate
+
+pytestmark = pytest.mark.slow      # every test runs dedup with a model
 
 PHOTO = FIXTURES / "images" / "coco" / "train2017" / "000000000001.jpg"      # the astronaut
 

@@ -80,6 +80,7 @@ def test_padding_lane_takes_the_plain_case_and_leaves_the_rest():
         assert lane(nul, lambda: (800, 600)) is None, nul
 
 
+@pytest.mark.slow
 def test_padding_lane_memory_is_bounded():
     lane = PaddingLane(SVIT_ORIGINAL)
     for width in range(1, 3000):

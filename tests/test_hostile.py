@@ -503,6 +503,7 @@ print(interrupted)
 """
 
 
+@pytest.mark.slow
 def test_a_signal_at_any_moment_of_writing_leaves_no_temporary_file(tmp_path):
     """SIGTERM from another thread at random moments of open/write/commit, 1,500 times: a
     signal that lands where no ``with`` block unwinds (entering ``__exit__``) once left a

@@ -16,6 +16,7 @@ def example_site(tmp_path_factory):
     return pip_installed(EXAMPLE, tmp_path_factory.mktemp("example-site"))
 
 
+@pytest.mark.slow
 def test_installed_example_plugin_is_listed_with_its_package(example_site):
     out = run_curate("plugins", env=with_path(example_site), check=0).stdout
     line = next(line for line in out.splitlines() if "csv-captions" in line)
@@ -23,6 +24,7 @@ def test_installed_example_plugin_is_listed_with_its_package(example_site):
     assert "curate-csv-captions" in run_curate("formats", env=with_path(example_site), check=0).stdout
 
 
+@pytest.mark.slow
 def test_convert_uses_the_example_plugin_both_ways(example_site, tmp_path):
     env = with_path(example_site)
     csv_path = tmp_path / "captions.csv"

@@ -19,6 +19,7 @@ def lf_input(tmp_path, count=2000):
     return source
 
 
+@pytest.mark.slow
 def test_concurrent_merges_keep_every_entry(tmp_path):
     source = lf_input(tmp_path)
     info = tmp_path / "dataset_info.json"
