@@ -58,6 +58,22 @@ def all_pairs(kind, vectors, threshold, **options):
     return found, time.perf_counter() - start
 
 
+def faiss_pairs(vectors, threshold, partitions: int, probe: int = 16):
+    """faiss's IndexIVFFlat (inner product, spherical k-means of 20 iterations on 64 vectors per
+    partition) asked for every pair >= ``threshold``: the library alternative to ``partitioned``."""
+    import faiss
+    start = time.perf_counter()
+    dim = vectors.shape[1]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, partitions, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter, index.cp.spherical, index.cp.max_points_per_centroid = 20, True, 64
+    index.train(vectors)
+    index.add(vectors)
+    index.nprobe = probe
+    limits, sims, ids = index.range_search(vectors, threshold - 1e-6)   # faiss keeps similarities > radius
+    rows = np.repeat(np.arange(len(vectors)), np.diff(limits.astype(np.int64)))
+    return (rows, ids.astype(np.int64), sims), time.perf_counter() - start
+
+
 def sampled_truth(vectors, queries: int, seed: int = 1):
     """Exact's pairs for a random sample of query vectors: {threshold: pairs}, and the sample's seconds."""
     sample = np.random.default_rng(seed).choice(len(vectors), min(queries, len(vectors)), replace=False)
@@ -81,7 +97,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--exact-max", type=int, default=100_000, help="largest size to run exact on in full")
-    parser.add_argument("--kinds", nargs="+", default=["partitioned", "hnsw"])
+    parser.add_argument("--kinds", nargs="+", default=["partitioned", "hnsw"],
+                        help="index kinds, and faiss-ivf for faiss's IndexIVFFlat (pip install faiss-cpu)")
+    parser.add_argument("--partitions", type=int, default=None,
+                        help="partitions of partitioned and faiss-ivf [default: partitioned's own, n / 1,000]")
     parser.add_argument("--hnsw-max", type=int, default=200_000, help="largest size to run hnsw on")
     parser.add_argument("--queries", type=int, default=2000, help="sampled queries for exact's pairs")
     args = parser.parse_args()
@@ -103,7 +122,12 @@ def main() -> None:
         for name in args.kinds:
             if name == "hnsw" and n > args.hnsw_max:
                 continue
-            found, seconds = all_pairs(registry.get("index", name), vectors, min(THRESHOLDS))
+            partitions = args.partitions or max(1, n // 1000)
+            if name == "faiss-ivf":
+                found, seconds = faiss_pairs(vectors, min(THRESHOLDS), partitions)
+            else:
+                options = {"partitions": args.partitions} if name == "partitioned" and args.partitions else {}
+                found, seconds = all_pairs(registry.get("index", name), vectors, min(THRESHOLDS), **options)
             results[name] = ({t: pairs_of(*found, t) for t in THRESHOLDS}, seconds)
             print(f"{n:,} {name}: {seconds:.1f} s", flush=True)
         for name, (pairs, seconds) in results.items():
