@@ -238,6 +238,10 @@ class SimilarityIndex(ABC):
     def __len__(self) -> int:
         """How many vectors the index holds."""
 
+    def ready(self) -> None:
+        """Finish building (an index that trains on its first search trains here), before the
+        index is copied to workers that search it (``--engine ray``)."""
+
     def block_pairs(self, queries: np.ndarray, first: int, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The pairs of the walk for ``queries``, the held vectors at positions ``first``,
         ``first + 1``, ...: as :meth:`range_search`. An index may leave out the pairs with a

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
 from .settings import configured, refuse_unknown
 from .sample import source_of
-from .similarity import Channel, kept_curve, nearest_neighbours, walk
+from .similarity import Channel, Pairs, kept_curve, nearest_neighbours, walk
 from .verification import NONE, Looked, PairVerifier
 
 # --- step 1: identify ----------------------------------------------------------------------------
@@ -442,10 +443,12 @@ class Neighbourhood:
         self.closest_kept_similarity[members[rows]] = sims[rows, column[rows]]
 
 
-def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool):
+def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool,
+           pair_search=Pairs):
     """The keep/remove walk per group and threshold over every signal (each removal confirmed by
     the verifier), then each image's neighbourhood in the embedding (for the report). The
-    evaluation images (``--against``) go first in every group's walk, kept whatever they match."""
+    evaluation images (``--against``) go first in every group's walk, kept whatever they match.
+    ``pair_search``: what searches for the pairs (:class:`curate.ray_engine.RayPairs` on Ray)."""
     index_kind = search.index_kind
     options = dict(search.index_options)
     vectors, ok = found.result.vectors, found.result.ok
@@ -471,7 +474,7 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
                 decision = walk([Channel(name, matrix[members], t, index_kind, options,
                                          verified=plugin is None or plugin.verified)
                                  for (name, matrix, t), (_, plugin, _) in zip(matrices, signals)],
-                                verify=verify, fixed=len(against))
+                                verify=verify, fixed=len(against), pairs=pair_search)
                 removed = decision.duplicate_of >= 0
                 duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
                 score[members[removed]] = decision.score[removed]
@@ -509,7 +512,11 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
                    observers, against)
     started = time.monotonic()
     groups = scope_groups(found.images, found.result.ok, search.scope)
-    results, neighbourhood = decide(found, groups, search, signals, settings.show_progress)
+    pair_search = Pairs
+    if settings.engine == "ray":
+        from .ray_engine import RayPairs
+        pair_search = functools.partial(RayPairs, address=settings.ray_address)
+    results, neighbourhood = decide(found, groups, search, signals, settings.show_progress, pair_search)
     seconds = dict(found.seconds, search=time.monotonic() - started)
     return Duplicates(found, search, results, neighbourhood, seconds, signals)
 

@@ -1,7 +1,8 @@
 """The `--engine ray` embedding stage: images are read and decoded by Ray Data tasks on CPU
 workers, the model runs in a pool of actors (one per GPU where the cluster has GPUs), and
 the driver appends what comes back to the same cache as the local engine, so a run can move
-between engines and resume. Ray is imported only here (``pip install 'curate[ray]'``)."""
+between engines and resume. The search for pairs runs in Ray tasks too (:class:`RayPairs`).
+Ray is imported only here (``pip install 'curate[ray]'``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from .errors import CurateError, setting
 from .interrupts import handlers_kept, signals_held
 from .embedding import EmbedResult, SignalSet, cached_or_todo, check_plugins_gave_something, not_finite, store
+from .similarity import Pairs
 
 
 class _Preprocessing:
@@ -173,3 +175,28 @@ def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, work
     result.seconds = time.monotonic() - started
     check_plugins_gave_something(result)
     return result
+
+
+def _search_block(index, vectors, start: int, stop: int, threshold: float):
+    """One Ray task: the index's pairs for the images ``start:stop``."""
+    return index.block_pairs(vectors[start:stop], start, threshold)
+
+
+class RayPairs(Pairs):
+    """:class:`curate.similarity.Pairs` whose blocks are searched by Ray tasks, one block of
+    queries each, as many at once as the cluster has CPUs: the driver builds the index once
+    (k-means included) and puts it and the vectors in Ray's object store, which every task
+    reads; the walk takes the blocks' pairs in order on the driver."""
+
+    def __init__(self, channel, block, address: str | None = None):
+        super().__init__(channel, block)
+        self.index.ready()
+        self.ray = start_ray(address, num_cpus=None)
+        task = self.ray.remote(num_cpus=1)(_search_block)
+        index, vectors = self.ray.put(self.index), self.ray.put(self.vectors)
+        n = len(self.vectors)
+        self.pending = {start: task.remote(index, vectors, start, min(n, start + block), self.threshold)
+                        for start in range(0, n, block)}
+
+    def search(self, start, stop):
+        return self.ray.get(self.pending.pop(start))

@@ -57,16 +57,21 @@ class Pairs:
     """One channel's pairs at its threshold, handed to the walk a block at a time in order of
     their later image: (later, earlier, similarity), each pair once, sorted by later image, then
     most similar first, then earlier image. Every vector is indexed once; a pair an index meets
-    from its earlier image's side waits in ``ahead`` until the walk reaches its later image."""
+    from its earlier image's side waits in ``ahead`` until the walk reaches its later image.
+    ``block``: the walk's block size (a subclass that searches ahead, on Ray, needs it)."""
 
-    def __init__(self, channel: Channel):
+    def __init__(self, channel: Channel, block: int = BLOCK):
         self.vectors, self.threshold = channel.vectors, channel.threshold
         self.index = channel.kind.new(channel.vectors.shape[1], len(channel.vectors), **channel.options)
         self.index.add(channel.vectors)
         self.ahead = _no_pairs()
 
+    def search(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The index's pairs for the images ``start:stop``: (rows, ids, similarities)."""
+        return self.index.block_pairs(self.vectors[start:stop], start, self.threshold)
+
     def block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, ids, sims = self.index.block_pairs(self.vectors[start:stop], start, self.threshold)
+        rows, ids, sims = self.search(start, stop)
         me = rows.astype(np.int64) + start
         ids = ids.astype(np.int64)
         later, earlier = np.maximum(me, ids), np.minimum(me, ids)
@@ -88,7 +93,7 @@ def _no_pairs():
 
 
 def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: int = CANDIDATES,
-         fixed: int = 0) -> WalkResult:
+         fixed: int = 0, pairs=Pairs) -> WalkResult:
     """The greedy walk over several signals at once: an image is removed when, in any channel,
     an already kept image reaches that channel's threshold; the first channel (in the order
     given) that fires is recorded, with its most similar kept image. The walk consumes each
@@ -102,7 +107,8 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
 
     ``fixed``: the first ``fixed`` images (the evaluation images of ``--against``) are kept
     whatever they match, and an image that matches one of them is removed as its duplicate in
-    preference to any other kept image."""
+    preference to any other kept image. ``pairs``: the :class:`Pairs` class that searches (the
+    Ray engine's searches on the cluster)."""
     n = len(channels[0].vectors)
     duplicate_of = np.full(n, -1, np.int64)
     score = np.zeros(n, np.float32)
@@ -111,7 +117,7 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
     if n == 0:
         return result
     k = candidates if verify is not None else 1
-    sources = [Pairs(channel) for channel in channels]
+    sources = [pairs(channel, block) for channel in channels]
     for start in range(0, n, block):
         stop = min(n, start + block)
         found = []

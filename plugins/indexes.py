@@ -310,6 +310,10 @@ class PartitionedIndex(SimilarityIndex):
         if self.centroids is not None:
             self._file(np.arange(start, len(self.flat)))
 
+    def ready(self):
+        if self.centroids is None and len(self.flat) >= self.train_at:
+            self._train()
+
     def _train(self):
         vectors = self.flat.data[:len(self.flat)]
         rng = np.random.default_rng(0)
@@ -342,8 +346,7 @@ class PartitionedIndex(SimilarityIndex):
 
     def _probed(self, queries):
         """(partition, rows of ``queries`` that probe it, their probe slot) for each partition probed."""
-        if self.centroids is None and len(self.flat) >= self.train_at:
-            self._train()
+        self.ready()
         probes = nearest_centroids(queries, self.centroids, self.probe)
         flat = probes.ravel()
         for p, group in _grouped(flat):

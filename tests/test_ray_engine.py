@@ -124,3 +124,21 @@ def test_sigterm_inside_ray_init_is_a_clean_exit():
     assert "error: interrupted; no output was written" in result.stderr.splitlines(), result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "SIGTERM received" not in result.stderr, result.stderr[-2000:]
     assert result.stdout == ""
+
+
+def test_ray_tasks_find_the_pairs_the_local_search_finds():
+    """The walk with its pairs searched by Ray tasks, against the local search: exact, and
+    partitioned past its training size (k-means once, on the driver)."""
+    from curate.ray_engine import RayPairs
+    from curate.registry import get_registry
+    from curate.similarity import Channel, walk
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2600, 32))
+    vectors = np.concatenate([centres.repeat(8, 0) + 0.15 * rng.normal(size=(20800, 32)), rng.normal(size=(500, 32))])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)[rng.permutation(21300)]
+    for name, options in (("exact", {}), ("partitioned", {"partitions": 40, "probe": 4})):
+        channel = [Channel("embedding", vectors, 0.9, get_registry().get("index", name), options)]
+        local = walk(channel, block=4096)
+        on_ray = walk(channel, block=4096, pairs=RayPairs)
+        assert on_ray.duplicate_of.tolist() == local.duplicate_of.tolist(), name
+        assert (local.duplicate_of >= 0).sum() > 10000
