@@ -77,6 +77,7 @@ class IdPolicy:
         self.kinds: Counter = Counter()
 
     def apply(self, sample: Sample) -> Sample:
+        """``sample`` with its id as the policy says (changed in place, and returned)."""
         kind = _ID_KINDS.get(type(sample.id))
         if kind is not None:
             self.kinds[kind] += 1
@@ -300,8 +301,10 @@ class ApplyIds(Stage):
         self.policy = IdPolicy(mode, loads_with_datasets)
 
     def process(self, items, context):
+        apply = self.policy.apply
         for item in items:
-            yield item._replace(sample=self.policy.apply(item.sample))
+            apply(item.sample)          # in place: the item goes on as it is
+            yield item
 
     def finish(self) -> None:
         self.tally.notes += [note for note in (self.policy.note(),) if note]
@@ -346,6 +349,11 @@ class ConvertBoxes(Stage):
         return reader.read(path, options)
 
     def process(self, items, context):
+        if not any(r.active and name not in self.lanes for name, r in self._rewriters.items()):
+            return items                # nothing to rewrite here: no step at all
+        return self._rewritten(items, context)
+
+    def _rewritten(self, items, context):
         for item in items:
             rewriter = self._rewriters[item.reader.name]
             if rewriter.active and item.reader.name not in self._own_pass:

@@ -129,9 +129,12 @@ def sample_to_record(sample: Sample, video_tag: str = VIDEO_TOKEN) -> dict:
         record["video"] = sample.video
         record["conversations"] = [_turn_to_dict(t, video_tag) for t in sample.conversations]
     else:
-        record["conversations"] = [_turn_to_dict(t) for t in sample.conversations]
-    for key, value in sample.extra.items():
-        record.setdefault(key, value)
+        # one dict per turn, made inline: this runs for every turn of million-record files
+        record["conversations"] = [{"from": t.role, "value": t.text} if not t.extra else _turn_to_dict(t)
+                                   for t in sample.conversations]
+    if sample.extra:
+        for key, value in sample.extra.items():
+            record.setdefault(key, value)
     return record
 
 
