@@ -145,6 +145,12 @@ def _head(data: dict, thresholds: list[float]) -> str:
            f"<p class=intent>This run removes <b>{escape(s['intent'])}</b>.</p>",
            f"<p class=accounting>{acc['input']:,} records in = {acc['written']:,} written + {acc['removed']:,} "
            f"removed + {acc['rejected']:,} rejected</p>"]
+    if data.get("filters"):              # curate dedup --filter: they ran before the duplicate filter
+        from .filter_report import threshold_text
+        out += ["<h2>Filters, before the duplicate filter</h2><table><tr><th>filter</th><th>removes</th>"
+                "<th>samples removed</th></tr>",
+                *[f"<tr><td>{text(f['name'])}</td><td>{text(threshold_text(f))}</td><td>{f['removed']:,}</td></tr>"
+                  for f in data["filters"]], "</table>"]
     for block in data["thresholds"]:
         out.append(f"<h2>Threshold {block['threshold']}</h2><table><tr><th>source</th><th>samples</th>"
                    "<th>unique images</th><th>similar</th><th>kept</th><th>samples removed</th></tr>")

@@ -69,6 +69,8 @@ def test_filters_run_before_the_duplicate_filter_and_read_no_image_twice(tmp_pat
                                                                    "flat": 1}
     assert "filter blurry (blur over 0.55): removed 1 samples" in \
         (tmp_path / "out.json.report" / "report.md").read_text()
+    html = (tmp_path / "out.json.report" / "report.html").read_text()
+    assert "<tr><td>too-small</td><td>shorter side under 64 px</td><td>1</td></tr>" in html
 
 
 def test_shared_looks_judge_as_the_filters_alone_do(tmp_path, monkeypatch):
