@@ -625,7 +625,11 @@ def dedup(inputs: Inputs, output, *, to: str | None = None, embedder: EmbedderSp
         decisions = duplicates.decisions
         decisions.write(outputs.open(decisions_path))
         started = time.monotonic()
-        accounting = run.execute([*filters, DecisionFilter(decisions, files.removed, drop_unreadable)])
+        duplicate_filter = DecisionFilter(decisions, files.removed, drop_unreadable)
+        accounting = run.execute([*filters, duplicate_filter])
+        if filters:       # the tables count the decision over every sample; the filters took some first
+            accounting.notes.append(f"duplicates: removed {duplicate_filter.tally.removed:,} samples of those "
+                                    f"the filters kept")
         seconds = dict(duplicates.stage_seconds, write=time.monotonic() - started)
         accounting.seconds = time.monotonic() - run_started
         accounting.warnings += duplicates.embedding.warnings

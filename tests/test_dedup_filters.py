@@ -40,7 +40,7 @@ FILTERS = ("--filter", "empty-answer", "--filter", "too-small=64", "--filter", "
 
 def dedup(root, out, *extra):
     return run_curate("dedup", root / "data.json", "-o", out, "--image-root", root, "--embedder", "timm-pool",
-                      "--verify", "none", "-t", "0.95", "--index", "exact", "--workers", "2", "-q", *extra, check=0)
+                      "--verify", "none", "-t", "0.95", "--index", "exact", "--workers", "2", *extra, check=0)
 
 
 def removed_lines(out):
@@ -54,8 +54,9 @@ def test_filters_run_before_the_duplicate_filter_and_read_no_image_twice(tmp_pat
     monkeypatch.setattr(image_look, "decode", lambda path: decoded.append(path) or real(path))
     dataset(tmp_path)
     out = tmp_path / "out.json"
-    dedup(tmp_path, out, "--no-cache", *FILTERS)
+    result = dedup(tmp_path, out, "--no-cache", *FILTERS)
     assert decoded == []                        # every look came from the embedder's decode
+    assert "duplicates: removed 1 samples of those the filters kept" in " ".join(result.stderr.split())
     removed = removed_lines(out)
     assert removed["empty"]["filter"] == "empty-answer"
     assert removed["tiny"]["filter"] == "too-small" and removed["tiny"]["value"] == 20
