@@ -124,6 +124,21 @@ class Decisions:
             self.warnings.append(f"{len(orphans):,} removals were not carried out because the image they duplicate "
                                  f"is not kept in the decisions (e.g. {orphans[0]!r}); those images were kept")
 
+    def kept_image(self, image: str) -> str:
+        """The kept image at the end of ``image``'s chain of removals (``image`` when kept)."""
+        seen = set()
+        row = self.rows.get(image)
+        while row is not None and row["decision"] == REMOVE and image not in seen:
+            seen.add(image)
+            image = row["duplicate_of"]
+            row = self.rows.get(image)
+        return image
+
+    def kept_images_with_copies(self) -> set[str]:
+        """The kept images that some removal duplicates (not counting evaluation images)."""
+        return {self.kept_image(row["duplicate_of"]) for row in self.rows.values()
+                if row["decision"] == REMOVE and not row.get("against")}
+
     def _survives(self, image: str, seen: set) -> bool:
         while True:
             row = self.rows.get(image)
@@ -169,7 +184,13 @@ class Decisions:
 class DecisionFilter(Filter):
     """The stage that applies decisions: drops samples whose images are all removed (to the
     removed list), and with ``drop_unreadable`` sets samples with an unreadable image aside as
-    rejects. Counts the images the decisions do not name (they are kept)."""
+    rejects. Counts the images the decisions do not name (they are kept).
+
+    A removal is carried out only when the image it duplicates is already in the output: when
+    the samples that hold it were removed by a filter before this stage (``curate dedup
+    --filter``), or are not in this input (``curate apply`` on another export), the sample stays,
+    counted in a note, so that no picture leaves the output with all of its copies. Removals
+    against an evaluation input (``--against``) need no copy in the output."""
 
     name = "decisions"
 
@@ -178,11 +199,17 @@ class DecisionFilter(Filter):
         self.decisions = decisions
         self.drop_unreadable = drop_unreadable
         self.undecided: set[str] = set()
+        self.kept_images = decisions.kept_images_with_copies()
+        self.written: set[str] = set()         # those of ``kept_images`` the output holds so far
+        self.kept_alone: list = []             # ids of samples kept because no copy was written
 
     def decide(self, item: Item):
         sample = item.sample
         self.undecided.update(str(path) for path in sample.images if path not in self.decisions.rows)
         removal = self.decisions.removal(sample)
+        if removal is not None and not self._copies_written(sample):
+            self.kept_alone.append(sample.id)
+            removal = None
         if removal is not None:
             return removal
         if self.drop_unreadable:
@@ -190,7 +217,17 @@ class DecisionFilter(Filter):
             if bad:
                 return RecordError(item.path, f"image {bad[0]!r} is unreadable: {bad[1]}", index=item.number,
                                    record_id=sample.id, field="image")
+        self.written.update(key for key in map(str, sample.images) if key in self.kept_images)
         return None
+
+    def _copies_written(self, sample) -> bool:
+        """Whether each image of ``sample`` duplicates an image the output already holds (or
+        one of an evaluation input)."""
+        for path in sample.images:
+            row = self.decisions.rows[path]
+            if not row.get("against") and self.decisions.kept_image(row["duplicate_of"]) not in self.written:
+                return False
+        return True
 
     def exclusion(self, item: Item, outcome: dict) -> dict:
         """Dedup's removed.jsonl line (id, image, what it duplicates), and for images held as
@@ -200,12 +237,22 @@ class DecisionFilter(Filter):
             return {**outcome, "origin": origins[0] if len(origins) == 1 else origins}
         return outcome
 
+    def finish(self) -> None:
+        self.tally.notes += [note for note in (self.note(), self._kept_alone_note()) if note]
+
     def note(self) -> str | None:
         if not self.undecided:
             return None
         example = next(iter(sorted(self.undecided)))
         return (f"{len(self.undecided):,} images are not in the decisions (e.g. {example!r}); "
                 f"their samples were kept")
+
+    def _kept_alone_note(self) -> str | None:
+        if not self.kept_alone:
+            return None
+        return (f"{len(self.kept_alone):,} samples whose images duplicate others were kept (e.g. id "
+                f"{self.kept_alone[0]!r}): the image they duplicate is not in the output (its samples were "
+                f"removed by a filter, or are not in this input), so removing them would lose the picture")
 
 
 def apply(decisions_path, inputs, output, *, drop_unreadable: bool = False, **settings):
@@ -218,6 +265,5 @@ def apply(decisions_path, inputs, output, *, drop_unreadable: bool = False, **se
     decisions = Decisions.load(decisions_path)
     stage = DecisionFilter(decisions, None, drop_unreadable)
     report = run_filters(inputs, output, [stage], extra_sources=[decisions_path], **settings)
-    report.notes += [note for note in (stage.note(),) if note]
     report.warnings += decisions.warnings
     return report

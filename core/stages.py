@@ -349,7 +349,7 @@ class ConvertBoxes(Stage):
         return reader.read(path, options)
 
     def process(self, items, context):
-        if not any(r.active and name not in self.lanes for name, r in self._rewriters.items()):
+        if not any(r.active and name not in self._own_pass for name, r in self._rewriters.items()):
             return items                # nothing to rewrite here: no step at all
         return self._rewritten(items, context)
 

@@ -103,3 +103,20 @@ def test_no_filter_named_runs_none_and_decisions_only_refuses_filters(tmp_path):
                         "--embedder", "timm-pool", "--filter", "blurry=2", check=1)
     assert_one_line_error(result, "blurry", "'2'")
     assert not (tmp_path / "e.json").exists()
+
+
+def test_a_duplicate_stays_when_a_filter_removed_every_sample_of_its_kept_image(tmp_path):
+    """The kept image's only sample has an empty answer (a filter removes it): its copy's sample
+    is then the picture's last one in the output, and stays, with a note saying why."""
+    shutil.copy(PHOTO, tmp_path / "sharp.jpg")
+    Image.open(PHOTO).convert("RGB").save(tmp_path / "copy.png")
+    records = [sample("empty", "sharp.jpg", " "), sample("copy", "copy.png")]
+    (tmp_path / "data.json").write_text(json.dumps(records))
+    out = tmp_path / "out.json"
+    result = dedup(tmp_path, out, "--no-cache", "--filter", "empty-answer")
+    assert [r["id"] for r in load_json(out)] == ["copy"]
+    assert [r.get("filter") for r in removed_lines(out).values()] == ["empty-answer"]
+    assert "the image they duplicate is not in the output" in result.stdout + result.stderr
+    # without the filter, the copy goes as a duplicate of the kept photo, which is written
+    dedup(tmp_path, tmp_path / "plain.json", "--no-cache")
+    assert [r["id"] for r in load_json(tmp_path / "plain.json")] == ["empty"]
