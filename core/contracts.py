@@ -242,11 +242,14 @@ class SimilarityIndex(ABC):
         """Finish building (an index that trains on its first search trains here), before the
         index is copied to workers that search it (``--engine ray``)."""
 
-    def block_pairs(self, queries: np.ndarray, first: int, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def block_pairs(self, queries: np.ndarray, first: int, threshold: float,
+                    alive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The pairs of the walk for ``queries``, the held vectors at positions ``first``,
         ``first + 1``, ...: as :meth:`range_search`. An index may leave out the pairs with a
         later vector (id > first + row), which the walk meets again from their other side: the
-        exact index does, and so computes half the products."""
+        exact index does, and so computes half the products. It may also leave out the pairs
+        with a vector whose ``alive`` entry is False (an image the walk has removed): then many
+        copies of one picture make pairs with its one kept copy only, not with each other."""
         return self.range_search(queries, threshold)
 
 

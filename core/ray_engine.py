@@ -198,5 +198,6 @@ class RayPairs(Pairs):
         self.pending = {start: task.remote(index, vectors, start, min(n, start + block), self.threshold)
                         for start in range(0, n, block)}
 
-    def search(self, start, stop):
+    def search(self, start, stop, alive):
+        """The block's pairs, searched ahead of the walk (so with removed images' pairs too)."""
         return self.ray.get(self.pending.pop(start))

@@ -66,12 +66,13 @@ class Pairs:
         self.index.add(channel.vectors)
         self.ahead = _no_pairs()
 
-    def search(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The index's pairs for the images ``start:stop``: (rows, ids, similarities)."""
-        return self.index.block_pairs(self.vectors[start:stop], start, self.threshold)
+    def search(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The index's pairs for the images ``start:stop``: (rows, ids, similarities); those
+        with an image that is not ``alive`` (removed) may be left out."""
+        return self.index.block_pairs(self.vectors[start:stop], start, self.threshold, alive)
 
-    def block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, ids, sims = self.search(start, stop)
+    def block(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows, ids, sims = self.search(start, stop, alive)
         me = rows.astype(np.int64) + start
         ids = ids.astype(np.int64)
         later, earlier = np.maximum(me, ids), np.minimum(me, ids)
@@ -122,7 +123,7 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
         stop = min(n, start + block)
         found = []
         for source in sources:
-            later, earlier, sims = source.block(start, stop)
+            later, earlier, sims = source.block(start, stop, duplicate_of < 0)
             alive = (earlier >= start) | (duplicate_of[earlier] < 0)   # earlier blocks are decided
             found.append((later[alive], earlier[alive], sims[alive]))
         for i in np.unique(np.concatenate([later for later, _, _ in found])).tolist():

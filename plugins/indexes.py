@@ -63,12 +63,13 @@ class ExactIndex(SimilarityIndex):
     def range_search(self, queries, threshold):
         return self._pairs(queries, threshold, None)
 
-    def block_pairs(self, queries, first, threshold):
+    def block_pairs(self, queries, first, threshold, alive=None):
         """Only the pairs with an earlier vector: products are symmetric, so half of them suffice."""
-        return self._pairs(queries, threshold, first)
+        return self._pairs(queries, threshold, first, alive)
 
-    def _pairs(self, queries, threshold, first):
-        """(rows, ids, similarities) >= threshold; with ``first``, only ids < first + row."""
+    def _pairs(self, queries, threshold, first, alive=None):
+        """(rows, ids, similarities) >= threshold; with ``first``, only ids < first + row; with
+        ``alive``, only ids whose entry is True."""
         rows, ids, sims = [], [], []
         for q0 in range(0, len(queries), _QUERY_BLOCK):
             chunk = queries[q0:q0 + _QUERY_BLOCK]
@@ -76,6 +77,8 @@ class ExactIndex(SimilarityIndex):
             for start in range(0, end, _BLOCK):
                 block = chunk @ self.data[start:min(start + _BLOCK, end)].T
                 hit = block >= threshold
+                if alive is not None:
+                    hit &= alive[start:start + block.shape[1]][None, :]
                 if first is not None and start + block.shape[1] > first + q0:
                     hit &= (start + np.arange(block.shape[1]))[None, :] < (first + q0 + np.arange(len(chunk)))[:, None]
                 r, c = np.nonzero(hit)
@@ -376,14 +379,26 @@ class PartitionedIndex(SimilarityIndex):
         return np.take_along_axis(cand_sims, order, 1), np.take_along_axis(cand_ids, order, 1)
 
     def range_search(self, queries, threshold):
+        return self._pairs(queries, threshold)
+
+    def block_pairs(self, queries, first, threshold, alive=None):
+        """The pairs of every probed partition, but those with a removed image (below
+        ``train_at``, the exact index's: only those with earlier images)."""
+        return self._pairs(queries, threshold, alive, first)
+
+    def _pairs(self, queries, threshold, alive=None, first=None):
         if len(self.flat) < self.train_at and self.centroids is None:
-            return self.flat.range_search(queries, threshold)
+            return self.flat._pairs(queries, threshold, first, alive)
         rows_out, ids_out, sims_out = [], [], []
         for p, rows, _ in self._probed(queries):
+            members = self.members[p][:self.counts[p]]
             for start in range(0, len(rows), _BLOCK):
                 chunk = rows[start:start + _BLOCK]
                 sims = queries[chunk] @ self.data[p][:self.counts[p]].T
-                r, c = np.nonzero(sims >= threshold)
+                hit = sims >= threshold
+                if alive is not None:
+                    hit &= alive[members][None, :]
+                r, c = np.nonzero(hit)
                 rows_out.append(chunk[r])
                 ids_out.append(self.members[p][c])
                 sims_out.append(sims[r, c])

@@ -214,7 +214,7 @@ class ForwardOnly(SimilarityIndex):
     def range_search(self, queries, threshold):
         return self.exact.range_search(queries, threshold)
 
-    def block_pairs(self, queries, first, threshold):
+    def block_pairs(self, queries, first, threshold, alive=None):
         rows, ids, sims = self.range_search(queries, threshold)
         later = ids > rows + first
         return rows[later], ids[later], sims[later]
@@ -253,3 +253,21 @@ def test_fixed_images_are_kept_and_win_over_other_kept_images():
     assert fixed.duplicate_of.tolist() == [-1, -1, -1, 0, 1]              # both stay, and win over k
     refusing = walk(channel, fixed=2, verify=lambda kept, candidate: curate.Verdict(kept >= 2, 0.0, "test"))
     assert refusing.duplicate_of.tolist() == [-1, -1, -1, 2, -1]          # refused with both: the training copy
+
+
+@pytest.mark.parametrize("name", ["exact", "partitioned"])
+def test_copies_of_one_picture_pair_with_its_kept_copy_not_with_each_other(name):
+    from curate.similarity import Channel, Pairs, walk
+    vectors = np.tile(unit(np.ones((1, 16))), (3000, 1))
+    handed = []
+
+    class Counting(Pairs):
+        def search(self, start, stop, alive):
+            found = super().search(start, stop, alive)
+            handed.append(len(found[0]))
+            return found
+
+    result = walk([Channel("embedding", vectors, 0.9, kind(name))], block=256, pairs=Counting)
+    assert result.duplicate_of.tolist() == [-1] + [0] * 2999
+    # each block's pairs within itself and with the one kept copy: 12 x (256 x 255 / 2 + 256), not 3000 x 2999 / 2
+    assert sum(handed) <= 12 * (256 * 255 // 2 + 256)
