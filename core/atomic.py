@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -83,6 +84,8 @@ class Outputs:
         self.swept: set[Path] = set()       # folders already cleared of killed runs' leftovers (put)
         self.made: list[Path] = []          # folders this run created: removed again if it aborts
         self.unsynced = False               # files written by put, not yet flushed to disk
+        self.staged: dict[Path, Path] = {}  # folder -> the staging folder of its files (put)
+        self.stage_folders: set[str] = set()    # subfolders made in staging folders
 
     def _make_folder(self, folder: Path) -> None:
         """``mkdir -p folder``, remembering what was created, so that a run that fails leaves no
@@ -129,31 +132,58 @@ class Outputs:
             TEMPORARIES.add(Path(temp_name))
         return stream
 
-    def put(self, path, data: bytes) -> None:
-        """Write ``data`` whole to ``path`` at commit, its temporary file closed now: a run that
-        writes a file per image (``--extract-images``) must hold no descriptor per image, sweeps
-        each folder for a killed run's leftovers once, not once per file, and flushes them all
-        to disk with one sync at commit rather than one per file."""
-        path = Path(path)
+    def put(self, folder, name: str, data: bytes) -> None:
+        """Write ``data`` to ``folder/name`` at commit. A run that writes a file per image
+        (``--extract-images``) writes them all into one staging folder beside ``folder``
+        (``.FOLDER.PID.stage.tmp``): a plain create and write per file, no temporary name, no
+        descriptor kept, one sync at commit for them all. At commit the staging folder is
+        renamed into place once when ``folder`` does not exist, else its files one by one."""
+        folder = Path(folder)
+        stage = self.staged.get(folder)
+        if stage is None:
+            stage = self._stage(folder)
+        target = os.path.join(stage, name)
+        try:
+            sub = os.path.dirname(name)
+            if sub and sub not in self.stage_folders:
+                os.makedirs(os.path.join(stage, sub), exist_ok=True)
+                self.stage_folders.add(sub)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            with open(fd, "wb") as stream:
+                stream.write(data)
+        except OSError as e:
+            raise CurateError(f"{folder / name}: cannot write the output ({e.strerror})") from None
+        self.unsynced = True        # flushed to disk once for all at commit (one sync, not one per image)
+
+    def _stage(self, folder: Path) -> Path:
+        """The staging folder of ``folder``'s files, after a killed run's leftovers there went."""
         with signals_held():
             try:
-                if path.parent not in self.swept:
-                    self._make_folder(path.parent)
-                    recover_commits(path.parent)
-                    self.swept.add(path.parent)
-                fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                                                 dir=path.parent)
+                self._make_folder(folder.parent)
+                remove_orphans(folder)
+                stage = folder.parent / f".{folder.name}.{os.getpid()}.stage.tmp"
+                stage.mkdir()
             except OSError as e:
-                raise CurateError(f"{path}: cannot write the output ({e.strerror})") from None
-            stream = open(fd, "wb")
-            self.open_files[path] = (Path(temp_name), stream)
-            TEMPORARIES.add(Path(temp_name))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        stream.write(data)
-        stream.close()
-        self.unsynced = True        # flushed to disk once for all at commit (one sync, not one per image)
+                raise CurateError(f"{folder}: cannot write the output ({e.strerror})") from None
+            TEMPORARIES.add(stage)
+            self.staged[folder] = stage
+        return stage
+
+    def _staged_renames(self) -> list[tuple[Path, Path]]:
+        """The renames that put the staged files in place: the staging folder itself when its
+        target does not exist, else each file (into subfolders made now)."""
+        renames = []
+        for folder, stage in self.staged.items():
+            if not os.path.lexists(folder):
+                renames.append((stage, folder))
+                continue
+            for root, _, files in os.walk(stage):
+                place = folder / os.path.relpath(root, stage)
+                if files:
+                    self._make_folder(place)
+                    recover_commits(place)
+                renames += [(Path(root) / name, place / name) for name in files]
+        return renames
 
     def merge(self, path, render: Callable[[str | None], str]) -> None:
         """Write ``path`` at commit as ``render(its text then)`` (None when it does not exist).
@@ -180,7 +210,7 @@ class Outputs:
                 self.open(path).write(self.merges[path](_read_existing(path)))
             self._sync(self.open_files)
             with signals_held():
-                renames = [(temp, path) for path, (temp, _) in self.open_files.items()]
+                renames = [(temp, path) for path, (temp, _) in self.open_files.items()] + self._staged_renames()
                 stale = [path for path in self.stale if path.is_file()]
                 self.journal = write_journal(renames, stale)
                 for temp, path in renames:
@@ -188,6 +218,7 @@ class Outputs:
                     TEMPORARIES.discard(temp)
                     COMMITTED.append(path)
                 self.open_files.clear()
+                self._drop_stages()
                 for path in stale:
                     path.unlink(missing_ok=True)
                 self._drop_journal()
@@ -210,6 +241,7 @@ class Outputs:
                 temp.unlink(missing_ok=True)
                 TEMPORARIES.discard(temp)
             self.open_files.clear()
+            self._drop_stages()
             self._drop_journal()
             for folder in reversed(self.made):
                 try:
@@ -217,6 +249,13 @@ class Outputs:
                 except OSError:
                     pass
             self.made.clear()
+
+    def _drop_stages(self) -> None:
+        """Remove the staging folders (after a commit, what is left of them: empty folders)."""
+        for stage in self.staged.values():
+            _remove(stage)
+        self.staged.clear()
+        self.stage_folders.clear()
 
     def _drop_journal(self) -> None:
         for copy in self.journal:
@@ -345,12 +384,21 @@ def _roll_forward(entry: dict) -> None:
 def remove_temporaries() -> None:
     """Remove every temporary file this process still holds (the last step of an interrupted run)."""
     with signals_held():
-        for temp in TEMPORARIES:
-            try:
-                temp.unlink(missing_ok=True)
-            except OSError:
-                pass
+        for temp in list(TEMPORARIES):
+            _remove(temp)
         TEMPORARIES.clear()
+
+
+def _remove(path: Path) -> None:
+    """Remove a temporary file or staging folder (never following a link out of it)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+    TEMPORARIES.discard(path)
 
 
 def remove_orphans(path: Path) -> None:
@@ -366,7 +414,7 @@ def remove_orphans(path: Path) -> None:
     for candidate in candidates:
         pid = candidate.name[len(prefix):-len(".tmp")].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            candidate.unlink(missing_ok=True)
+            _remove(candidate)
 
 
 def _alive(pid: int) -> bool:

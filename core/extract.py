@@ -100,8 +100,7 @@ class ImageFiles(Stage):
             else self._hashed(digest, data, own)
         self.names[digest] = name
         self.taken.add(name)
-        path = self.folder / name
-        context.outputs.put(path, data)
+        context.outputs.put(self.folder, name, data)
         self.written += 1
         return name
 

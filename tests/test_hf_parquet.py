@@ -406,3 +406,49 @@ def test_what_a_run_keeps_per_image_is_its_key_never_its_bytes(shards):
     assert all(image.data is None and image.read()[:3] == b"\xff\xd8\xff" for image in table.paths)   # spooled
     rows, _ = summarise_inputs(inputs, "fail")
     assert rows[-1].unique_images == 14
+
+
+def test_extracted_images_are_staged_in_one_folder_and_put_in_place_at_commit(tmp_path):
+    """--extract-images writes every image into one staging folder beside DIR, renamed into
+    place once at commit (DIR new) or file by file (DIR there already); a run that fails, or
+    a killed run's staging folder, leaves nothing behind."""
+    from curate.atomic import Outputs
+    images = tmp_path / "images"
+    with Outputs() as outputs:
+        outputs.put(images, "a/1.jpg", b"one")
+        outputs.put(images, "2.jpg", b"two")
+        staged = [p.name for p in tmp_path.iterdir()]
+        assert staged == [f".images.{os.getpid()}.stage.tmp"] and not images.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["images"]
+    assert (images / "a" / "1.jpg").read_bytes() == b"one" and (images / "2.jpg").read_bytes() == b"two"
+
+    (images / "old.jpg").write_bytes(b"old")                   # DIR there already: its files stay
+    with Outputs() as outputs:
+        outputs.put(images, "a/3.jpg", b"three")
+    assert sorted(str(p.relative_to(images)) for p in images.rglob("*.jpg")) == ["2.jpg", "a/1.jpg", "a/3.jpg", "old.jpg"]
+    assert [p.name for p in tmp_path.iterdir()] == ["images"]
+
+    with pytest.raises(RuntimeError):
+        with Outputs() as outputs:
+            outputs.put(tmp_path / "other", "4.jpg", b"four")
+            raise RuntimeError("the run fails")
+    assert [p.name for p in tmp_path.iterdir()] == ["images"]
+
+    killed = tmp_path / ".other.999999999.stage.tmp"          # a killed run's staging folder
+    (killed / "sub").mkdir(parents=True)
+    (killed / "sub" / "5.jpg").write_bytes(b"five")
+    with Outputs() as outputs:
+        outputs.put(tmp_path / "other", "6.jpg", b"six")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "other"]
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["6.jpg"]
+
+
+def test_a_run_that_fails_after_extracting_leaves_no_images(shards, tmp_path):
+    images, out = tmp_path / "images", tmp_path / "o.json"
+    bad = tmp_path / "bad" / "train.parquet"        # read after the shard's images went to the staging folder
+    bad.parent.mkdir()
+    bad.write_bytes(shards["cauldron"].read_bytes()[:1000])
+    result = run_curate("convert", "auto", "llava", shards["cauldron"], bad, "-o", out, "--extract-images", images)
+    assert_one_line_error(result, "train.parquet: not a readable Parquet file")
+    assert not images.exists() and not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
