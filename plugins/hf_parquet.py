@@ -60,8 +60,22 @@ def open_parquet(path: Path):
         raise CurateError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())[:200]})") from None
 
 
+IMAGE_COLUMN = Setting("parquet_image_column", str, None,
+                       help="hf-parquet reader, for a schema curate does not recognise: the column of each row's "
+                            "image or list of images (Hugging Face Image cells {bytes, path}, bytes, or paths).")
+CONVERSATION_COLUMN = Setting("parquet_conversation_column", str, None,
+                              help="hf-parquet reader, for a schema curate does not recognise: the column of each "
+                                   "row's turns, a list of {from, value} (LLaVA), {role, content} (messages) or "
+                                   "{user, assistant} pairs (no <image> tags: one per image goes before the first).")
+ID_COLUMN = Setting("parquet_id_column", str, None,
+                    help="hf-parquet reader, with --parquet-conversation-column: the column of each row's id "
+                         "(default: SUBSET/SHARD/ROW).")
+MAPPING = (IMAGE_COLUMN, CONVERSATION_COLUMN, ID_COLUMN)
+
+
 def schema_of(columns, path: Path) -> str:
-    """Which known schema the columns are, or a one-line error saying what was expected."""
+    """Which known schema the columns are, or a one-line error saying what was expected and
+    how to name the columns of another schema."""
     names = set(columns)
     for schema, needed in (("onevision", _ONEVISION), ("cauldron", _CAULDRON), ("mantis", _MANTIS),
                            ("curate", _CURATE)):
@@ -69,7 +83,26 @@ def schema_of(columns, path: Path) -> str:
             return schema
     raise CurateError(f"{path}: the Parquet columns ({', '.join(sorted(names))}) match no schema curate reads: "
                       f"LLaVA-OneVision ({', '.join(_ONEVISION)}), the_cauldron/FineVision ({', '.join(_CAULDRON)}), "
-                      f"Mantis ({', '.join(_MANTIS)}) or curate's own ({', '.join(_CURATE)})")
+                      f"Mantis ({', '.join(_MANTIS)}) or curate's own ({', '.join(_CURATE)}); name its columns with "
+                      f"{setting(CONVERSATION_COLUMN.name)} (and {setting(IMAGE_COLUMN.name)}, "
+                      f"{setting(ID_COLUMN.name)})")
+
+
+def mapping_of(columns, path: Path, options: Options) -> dict | None:
+    """The columns the user named (``--parquet-*-column``), checked against the file's, or None
+    when none was named."""
+    named = {one.name: options.setting(one.name) for one in MAPPING}
+    if not any(named.values()):
+        return None
+    if not named[CONVERSATION_COLUMN.name]:
+        raise CurateError(f"{path}: {setting(CONVERSATION_COLUMN.name)} is needed with "
+                          f"{setting(next(name for name, column in named.items() if column))}: name the column of the turns")
+    for name, column in named.items():
+        if column and column not in columns:
+            raise CurateError(f"{path}: {setting(name)} names the column {column!r}, which the file does not have "
+                              f"(its columns: {', '.join(columns)})")
+    return {"image": named[IMAGE_COLUMN.name], "turns": named[CONVERSATION_COLUMN.name],
+            "id": named[ID_COLUMN.name]}
 
 
 _UNSAFE_GROUP = re.compile(r"[^A-Za-z0-9._()+-]+")
@@ -215,6 +248,49 @@ def mantis_sample(row: dict, where: RowContext) -> Sample:
     return sample
 
 
+def turns_of(value, column: str, where: RowContext) -> tuple[list[dict], bool]:
+    """A named column's turns as LLaVA's ``{from, value}``, and whether they came as
+    ``{user, assistant}`` pairs (which carry no image tags)."""
+    if not isinstance(value, list) or not value:
+        raise where.error(column, "must be a non-empty list of turns ({from, value}, {role, content} or "
+                                  "{user, assistant})")
+    turns, pairs = [], False
+    for k, turn in enumerate(value):
+        turn = turn if isinstance(turn, dict) else {}
+        if isinstance(turn.get("user"), str) and isinstance(turn.get("assistant"), str):
+            turns += [{"from": "human", "value": turn["user"]}, {"from": "gpt", "value": turn["assistant"]}]
+            pairs = True
+            continue
+        role = _MANTIS_ROLES.get(turn.get("from", turn.get("role")))
+        text = turn.get("value", turn.get("content"))
+        if role is None or not isinstance(text, str):
+            raise where.error(f"{column}[{k}]", "a turn must be {from, value} or {role, content} (roles user, "
+                                                "assistant, system, human, gpt; the text a string) or "
+                                                "{user, assistant}")
+        turns.append({"from": role, "value": text})
+    return turns, pairs
+
+
+def mapped_sample(row: dict, where: RowContext, columns: dict) -> Sample:
+    """A row of a schema curate does not know, read through the columns the user named."""
+    cell = row.get(columns["image"]) if columns["image"] else None
+    cells = cell if isinstance(cell, list) else [] if cell is None else [cell]
+    images = [where.image(one, f"{columns['image']}[{k}]" if isinstance(cell, list) else columns["image"])
+              for k, one in enumerate(cells)]
+    turns, pairs = turns_of(row.get(columns["turns"]), columns["turns"], where)
+    if pairs and images:
+        turns[0]["value"] = (IMAGE_TOKEN + "\n") * len(images) + turns[0]["value"]
+    record = {k: v for k, v in row.items() if k not in columns.values()}
+    record_id = row.get(columns["id"]) if columns["id"] else None
+    record["id"] = record_id if record_id is not None else f"{where.subset}/{where.path.stem}/{where.row}"
+    record["conversations"] = turns
+    if images:
+        record["image"] = ["image.jpg"] * len(images)
+    sample = record_to_sample(record, where.path, where.row)
+    sample.image = _images(images)
+    return sample
+
+
 SCHEMAS = {"onevision": onevision_sample, "cauldron": cauldron_sample, "mantis": mantis_sample,
            "curate": curate_sample}
 
@@ -233,6 +309,7 @@ class HfParquetReader(Reader):
     description = ("Hugging Face Parquet, images embedded (LLaVA-OneVision, the_cauldron, FineVision, Mantis, "
                    "curate's own); a file, a folder of shards or a glob")
     holds_images = True
+    settings = MAPPING
 
     def sniff(self, path: Path, head: str) -> int:
         return 20 if head.startswith(PARQUET_MAGIC) else 0
@@ -241,8 +318,9 @@ class HfParquetReader(Reader):
         import pyarrow as pa
         path = Path(path)
         parquet = open_parquet(path)
-        schema = schema_of(parquet.schema_arrow.names, path)
-        to_sample = SCHEMAS[schema]
+        columns = mapping_of(parquet.schema_arrow.names, path, options)
+        schema = "mapped" if columns else schema_of(parquet.schema_arrow.names, path)
+        to_sample = SCHEMAS[schema] if columns is None else lambda row, where: mapped_sample(row, where, columns)
         if schema == "mantis" and options.image_root is None:
             options.state.setdefault("notes", {})["hf-parquet mantis"] = (
                 f"{path.name}: Mantis rows name their images (no bytes); pass {setting('image_root')} with the "
@@ -260,7 +338,7 @@ class HfParquetReader(Reader):
                 batches = parquet.iter_batches(batch_size=ROWS_PER_BATCH, row_groups=[group])
                 for batch in batches:
                     for record in batch.to_pylist():
-                        where = RowContext(path, subset, row, record.get("id"))
+                        where = RowContext(path, subset, row, record.get(columns["id"] if columns else "id"))
                         row += 1
                         try:
                             yield to_sample(record, where)

@@ -214,7 +214,70 @@ def test_schema_that_cannot_be_mapped_names_what_is_expected(tmp_path):
     path = tmp_path / "other.parquet"
     pq.write_table(pa.table({"question": ["q"], "answer": ["a"]}), path)
     result = run_curate("convert", "hf-parquet", "llava", path, "-o", tmp_path / "o.json")
-    assert_one_line_error(result, "answer, question", "match no schema", "the_cauldron")
+    assert_one_line_error(result, "answer, question", "match no schema", "the_cauldron",
+                          "--parquet-conversation-column", "--parquet-image-column", "--parquet-id-column")
+
+
+def write_other_schema(path: Path) -> Path:
+    """A Parquet file in no schema curate knows: ``uid``, ``picture`` (an Image), ``messages``
+    (``{role, content}``), ``qa`` (``{user, assistant}`` pairs) and a ``score`` to keep."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    turn = pa.struct([("role", pa.string()), ("content", pa.string())])
+    pair = pa.struct([("user", pa.string()), ("assistant", pa.string())])
+    pictures = [{"bytes": make.jpeg(k), "path": f"p{k}.jpg"} for k in range(3)]
+    pictures[2] = {"bytes": b"not an image", "path": "p2.jpg"}
+    pq.write_table(pa.table({
+        "uid": pa.array(["a", "b", "c"]),
+        "picture": pa.array(pictures, image),
+        "messages": pa.array([[{"role": "user", "content": f"<image>\nWhat is {k}?"},
+                               {"role": "assistant", "content": "A gradient."}] for k in range(3)], pa.list_(turn)),
+        "qa": pa.array([[{"user": f"Colour {k}?", "assistant": "Warm."}] for k in range(3)], pa.list_(pair)),
+        "score": pa.array([0.5, 0.7, 0.9]),
+    }), path)
+    return path
+
+
+def test_other_schema_is_read_through_the_columns_named_with_settings(tmp_path):
+    (tmp_path / "subset").mkdir()
+    path = write_other_schema(tmp_path / "subset" / "train.parquet")
+    out, images = tmp_path / "o.json", tmp_path / "images"
+    result = run_curate("convert", "hf-parquet", "llava", path, "-o", out, "--extract-images", images,
+                        "--parquet-image-column", "picture", "--parquet-conversation-column", "messages",
+                        "--parquet-id-column", "uid", "--on-error", "skip", check=0)
+    assert summary_numbers(result.stderr) == {"input records": 3, "written": 2, "removed": 0, "rejected": 1}
+    records = load_json(out)
+    assert [r["id"] for r in records] == ["a", "b"]
+    assert records[0]["conversations"] == [{"from": "human", "value": "<image>\nWhat is 0?"},
+                                           {"from": "gpt", "value": "A gradient."}]
+    assert records[0]["score"] == 0.5 and records[0]["qa"] == [{"user": "Colour 0?", "assistant": "Warm."}]
+    assert (images / records[1]["image"]).read_bytes() == make.jpeg(1)
+    reject = load_json(tmp_path / "o.json.rejects.jsonl")[0]
+    assert reject["id"] == "c" and reject["field"] == "picture" and "not an image" in reject["reason"]
+
+    # {user, assistant} pairs carry no <image> tag: one goes before the first question; no id column
+    out = tmp_path / "pairs.json"
+    run_curate("convert", "hf-parquet", "llava", path, "-o", out, "--extract-images", tmp_path / "i2",
+               "-O", "parquet_image_column=picture", "-O", "parquet_conversation_column=qa", "--on-error", "skip",
+               check=0)
+    records = load_json(out)
+    assert [r["id"] for r in records] == ["subset/train/0", "subset/train/1"]
+    assert records[0]["conversations"][0]["value"] == "<image>\nColour 0?"
+    assert records[0]["messages"][0] == {"role": "user", "content": "<image>\nWhat is 0?"}
+
+
+def test_named_columns_that_are_wrong_are_one_line_errors(tmp_path):
+    path = write_other_schema(tmp_path / "train.parquet")
+    out = tmp_path / "o.json"
+    result = run_curate("convert", "hf-parquet", "llava", path, "-o", out, "--parquet-conversation-column", "chat")
+    assert_one_line_error(result, "train.parquet", "--parquet-conversation-column", "'chat'", "uid, picture, messages")
+    result = run_curate("convert", "hf-parquet", "llava", path, "-o", out, "--parquet-image-column", "picture")
+    assert_one_line_error(result, "--parquet-conversation-column is needed with --parquet-image-column")
+    result = run_curate("convert", "hf-parquet", "llava", path, "-o", out, "--extract-images", tmp_path / "i",
+                        "--parquet-conversation-column", "score")
+    assert_one_line_error(result, "train.parquet", "score", "must be a non-empty list of turns")
+    assert not out.exists() and not (tmp_path / "i").exists()
 
 
 def test_truncated_zip_image_root_is_one_line_error(shards, tmp_path):
