@@ -16,7 +16,10 @@ dependencies, such as the ``datasets`` version it pins):
 - qwen-vl-finetune: ``data_processor._build_messages`` places every tag of every record;
 - ms-swift: ``swift.dataset.load_dataset`` loads the file (``datasets`` and its
   ``MessagesPreprocessor``), then ``Template._add_default_tags`` (its tag rule) runs on each
-  record's ``StdTemplateInputs``, after which the tags must match the media.
+  record's ``StdTemplateInputs``, after which the tags must match the media. Also Parquet
+  (OneVision, the_cauldron and FineVision shaped, from ``fixtures/make_hf_datasets.py``) two
+  ways: ``--to hf-parquet`` (the folder, images embedded) and ``--to ms-swift
+  --extract-images DIR``; each image opened by ``Template._load_image``, the template's own.
 
 Each prints how many records passed; a failure prints the trainer's own traceback.
 """
@@ -79,13 +82,16 @@ print(f"qwen-vl-finetune: {path.name}: {len(records)} records built by _build_me
 """
 
 SWIFT = """
-import re, sys
+import os, re, sys
 import datasets
 from swift.dataset import load_dataset
 from swift.template.base import Template
 from swift.template.template_inputs import StdTemplateInputs
-train, _ = load_dataset([sys.argv[1]], use_hf=True)
-media = 0
+path = os.path.abspath(sys.argv[1])
+if len(sys.argv) > 2:
+    os.chdir(sys.argv[2])             # --extract-images DIR: the records' image paths are relative to it
+train, _ = load_dataset([path], use_hf=True)
+media = opened = 0
 for row in train:
     inputs = StdTemplateInputs.from_dict(dict(row))
     Template._add_default_tags(inputs)
@@ -94,7 +100,10 @@ for row in train:
         found, given = len(re.findall(f"<{kind}>", text)), len(getattr(inputs, kind + "s") or [])
         assert found == given, (row, kind, found, given)
         media += given
-print(f"ms-swift (datasets {datasets.__version__}): {sys.argv[1]}: {len(train)} rows loaded and tagged ({media} media)")
+    if len(sys.argv) > 2 or path.endswith("_hf"):
+        opened += len([Template._load_image(image, True).size for image in inputs.images])
+print(f"ms-swift (datasets {datasets.__version__}): {sys.argv[1]}: {len(train)} rows loaded and tagged ({media} media"
+      f"{f', {opened} images opened by Template._load_image' if opened else ''})")
 """
 
 
@@ -135,7 +144,25 @@ def main() -> int:
         if args.ms_swift:
             curate("auto", "ms-swift", *paths, "-o", work / f"{name}_swift.jsonl")
             ok &= trainer(SWIFT, args.ms_swift, args.python_path, work / f"{name}_swift.jsonl")
+    if args.ms_swift:
+        ok &= parquet_through_ms_swift(work, args)
     return 0 if ok else 1
+
+
+def parquet_through_ms_swift(work: Path, args) -> bool:
+    """Generated OneVision, the_cauldron and FineVision shards to hf-parquet (loaded as a folder)
+    and to ms-swift JSONL with the images extracted, through ms-swift's loader."""
+    sys.path.insert(0, str(ROOT / "fixtures"))
+    import make_hf_datasets as make
+    hub = work / "hub"
+    shards = [make.write_onevision(hub / "onevision" / "dvqa" / "train-00000-of-00001.parquet", 6).parent,
+              make.write_cauldron(hub / "the_cauldron" / "ai2d" / "train-00000-of-00001.parquet", 5, seed=3).parent,
+              make.write_cauldron(hub / "finevision" / "chartqa" / "train-00000-of-00001.parquet", 4, seed=5,
+                                  ratings=True, images_per_row=2).parent]
+    curate("auto", "hf-parquet", *shards, "-o", work / "parquet_hf")
+    curate("auto", "ms-swift", *shards, "-o", work / "parquet_swift.jsonl", "--extract-images", work / "parquet_images")
+    return (trainer(SWIFT, args.ms_swift, args.python_path, work / "parquet_hf")
+            & trainer(SWIFT, args.ms_swift, args.python_path, work / "parquet_swift.jsonl", work / "parquet_images"))
 
 
 if __name__ == "__main__":
