@@ -14,6 +14,7 @@ import curate
 from conftest import assert_one_line_error, load_json, run_curate
 from curate.registry import get_registry
 from curate.similarity import Channel, walk
+from curate.plugins.verifiers import single_threaded_opencv
 from curate.verification import PairVerifier
 
 TURNS = [{"from": "human", "value": "<image>\nWhat does it say?"}, {"from": "gpt", "value": "Numbers."}]
@@ -310,3 +311,13 @@ def test_padding_is_trimmed_but_a_plain_grainy_edge_is_content():
     assert trim_uniform_borders(grainy).shape == grainy.shape
     padded = np.asarray(jpeg(pad(Image.fromarray(content).convert("RGB")), 75).convert("L"))
     assert trim_uniform_borders(padded).shape[0] <= 210          # 300 high, 200 of them the photo
+
+
+def test_preparing_an_image_leaves_opencv_on_one_thread(verifier, tmp_path):
+    """OpenCV's worker pool costs more CPU than it saves on the verifier's small images."""
+    import cv2
+    cv2.setNumThreads(2)
+    single_threaded_opencv.cache_clear()
+    Image.new("RGB", (64, 48), "white").save(tmp_path / "a.png")
+    verifier.prepare(tmp_path / "a.png")
+    assert cv2.getNumThreads() == 1
