@@ -16,6 +16,8 @@ itself runs pending handlers first), finds the exit under way and does nothing.
 
 from __future__ import annotations
 
+import _thread
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -49,7 +51,25 @@ def _on_signal(signum, frame):
     if _holding:
         _pending.append(signum)
         return
+    if _swallowed_in(frame):
+        # raised here, the interruption would be printed as "Exception ignored" and lost: send
+        # the signal again from another thread (from this one, Python would run this handler
+        # again at once), so that it comes back at a later check, once out of there
+        _thread.start_new_thread(os.kill, (os.getpid(), signum))
+        return
     raise _interruption(signum)
+
+
+def _swallowed_in(frame) -> bool:
+    """Whether an exception raised in ``frame`` would be dropped by Python instead of unwinding
+    the program: it runs inside a finaliser (``__del__``) or a weak-reference callback, such as
+    the one importlib runs on its module locks while curate imports its modules."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name == "cb" and "importlib" in code.co_filename):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def interruption_of(error: BaseException) -> KeyboardInterrupt | None:

@@ -128,3 +128,36 @@ def test_a_signal_that_python_wraps_during_an_import_is_still_a_clean_interrupti
     result = run_curate("convert", "llava", "llava", FIXTURES / "llava_small.json", "-o", tmp_path / "o.json")
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip() == "error: interrupted; no output was written"
+
+
+FINALISER_SCRIPT = """
+import os, signal, time
+from curate.interrupts import install_signal_handlers
+install_signal_handlers()
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)       # the handler runs while the finaliser does
+        total = 0
+        for i in range(1000):
+            total += i
+
+try:
+    Finalised()                                   # dropped at once: its __del__ runs here
+    deadline = time.monotonic() + 20              # the signal comes back within moments, or never
+    while time.monotonic() < deadline:
+        pass
+    print("lost")
+except KeyboardInterrupt:
+    print("raised after the finaliser")
+"""
+
+
+def test_a_signal_during_a_finaliser_is_raised_once_out_of_it():
+    """Python prints and drops an exception raised in a finaliser or a weak-reference callback
+    (importlib runs one on its module locks during every import): the handler sends the signal
+    again instead, so that the interruption lands in the program's own frame."""
+    import sys
+    result = subprocess.run([sys.executable, "-c", FINALISER_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert result.stdout == "raised after the finaliser\n", (result.stdout, result.stderr)
+    assert "Exception ignored" not in result.stderr
