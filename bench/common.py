@@ -25,15 +25,22 @@ def median_time(function, repeats: int = 3) -> float:
 
 def run_measured(command: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of a child process (GNU time is not everywhere)."""
+    wall, peak, _ = run_measured_cpu(command)
+    return wall, peak
+
+
+def run_measured_cpu(command: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of a child process: on a
+    shared machine the CPU time is the steadier measure, the wall time what a user waits."""
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                "rc = subprocess.call(sys.argv[1:]); w = time.perf_counter() - t; "
-               "print(w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, file=sys.stderr); "
-               "sys.exit(rc)")
+               "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+               "print(w, u.ru_maxrss / 1024, u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
-    wall, peak = result.stderr.strip().splitlines()[-1].split()
-    return float(wall), float(peak)
+    wall, peak, cpu = result.stderr.strip().splitlines()[-1].split()
+    return float(wall), float(peak), float(cpu)
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:

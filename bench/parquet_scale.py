@@ -30,7 +30,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -38,21 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_table  # noqa: E402
+from common import print_table, run_measured_cpu  # noqa: E402
 
-
-def run_measured(command: list[str]) -> tuple[float, float, float]:
-    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of a child process: on a
-    shared machine the CPU time is the steadier measure, the wall time what a user waits."""
-    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-               "rc = subprocess.call(sys.argv[1:]); w = time.perf_counter() - t; "
-               "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
-               "print(w, u.ru_maxrss / 1024, u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)")
-    result = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
-    wall, peak, cpu = result.stderr.strip().splitlines()[-1].split()
-    return float(wall), float(peak), float(cpu)
 
 DATASETS_BASELINE = r"""
 import json, os, sys
@@ -136,7 +122,7 @@ def main() -> None:
         runs: dict[str, list[tuple[float, float, float]]] = {"curate": [], "datasets": []}
         checks = []
         for _ in range(args.repeat):
-            runs["curate"].append(run_measured([
+            runs["curate"].append(run_measured_cpu([
                 sys.executable, "-m", "curate", "convert", "hf-parquet", "llava", str(shards), "-o",
                 str(work / "curate.json"), "--extract-images", str(work / "curate_images"), "-q"]))
             records = len(json.loads((work / "curate.json").read_text()))
@@ -148,7 +134,7 @@ def main() -> None:
                 print(f"datasets' side skipped: {free / 1e9:.1f} GB free, it needs about {2.2 * size / 1e9:.1f} GB "
                       "(its Arrow cache and the images)")
                 continue
-            runs["datasets"].append(run_measured([sys.executable, str(baseline), str(shards),
+            runs["datasets"].append(run_measured_cpu([sys.executable, str(baseline), str(shards),
                                                   str(work / "datasets.json"), str(work / "datasets_images")]))
             checks.append(records == len(json.loads((work / "datasets.json").read_text())) == rows)
             for output in ("datasets_images", "hf_cache"):
