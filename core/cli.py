@@ -540,7 +540,8 @@ def embed(inputs, output, export, overwrite, from_format, image_root, image_pref
           cache_dir, no_cache, batch_size, workers, device, decode, engine, ray_address, quiet, **format_options):
     """Embed the unique images of datasets into the cache (and optionally a .npy), without
     deduplicating. A later `curate dedup` with the same model and cache embeds nothing again."""
-    from .deduplicate import EmbedderSpec, check_export, embed as run_embed, export_embeddings, save_embeddings
+    from .deduplicate import EmbedderSpec, embed as run_embed
+    from .vectors_out import check_export, export_embeddings, save_embeddings
     _warn_plugin_problems()
     settings = embed_settings(cache_dir, no_cache, batch_size, workers, decode, engine, ray_address, quiet)
     if output is None and export is None and settings.cache_dir is None:
