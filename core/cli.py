@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -395,6 +396,13 @@ def dedup(inputs, output, to_format, from_format, image_root, image_prefix, seed
         removed = sum(row["decision"] == "remove" for row in decisions.rows.values())
         stderr_console.print(f"decisions: {len(decisions.rows):,} unique images, {removed:,} to remove "
                              f"({plain(decisions.header['intent'])}); wrote {plain(output)}", highlight=False, markup=False)
+        if against:
+            matched = Counter(row["against"] for row in decisions.rows.values() if row.get("against"))
+            for name, count in matched.items():
+                stderr_console.print(f"against {plain(name)}: {count:,} training images to remove",
+                                     highlight=False, markup=False)
+            if not matched:
+                stderr_console.print("against: no training image matches an evaluation image", highlight=False)
         return
     result = run_dedup(source, output, to=to_format, report=ReportSettings(report_dir, sample_every),
                        drop_unreadable=drop_unreadable, rejects=rejects, boxes=boxes, ids=ids, filters=stages,

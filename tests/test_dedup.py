@@ -372,6 +372,12 @@ def test_against_removes_training_copies_of_evaluation_images_and_writes_no_eval
     applied = tmp_path / "applied.json"
     run_curate("apply", report / "decisions.jsonl", DEMO, "-o", applied, "-q", check=0)
     assert load_json(applied) == kept
+    # --decisions-only says the same per evaluation input, in images
+    only = run_curate("dedup", DEMO, "--against", evaluation, "-o", tmp_path / "d.jsonl", "--decisions-only",
+                      "--image-root", root, "--embedder", "timm-pool", "--cache", tmp_path / "cache", "-t", "0.85",
+                      check=0)
+    matched = sum(1 for row in rows if row.get("against"))
+    assert f"against {evaluation}: {matched} training images to remove" in " ".join(only.stderr.split())
 
 
 def test_against_never_writes_the_evaluation_input(tmp_path):
