@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from .errors import CurateError, RecordError, setting
-from .image_source import ImageBytes, digest_of, extension_of, image_bytes
-from .images import UnreadableImage, _check_file_size
+from .image_source import ImageBytes, digest_of, extension_of
+from .images import UnreadableImage
 from .records import unsafe_image_path
 from .stages import Stage
 
@@ -40,7 +40,7 @@ class ImageFiles(Stage):
         super().__init__()
         self.folder = Path(folder) if folder is not None else None
         self.writer = writer
-        self.embeds = bool(getattr(writer, "embeds_images", False))
+        self.embeds = writer.embeds_images
         if self.folder is not None and self.embeds:
             raise CurateError(f"the {writer.name} writer embeds the images in its output; {setting('extract_images')} "
                               "is for writers whose trainer reads image files")
@@ -81,17 +81,8 @@ class ImageFiles(Stage):
 
     def extract(self, image: str, context) -> str:
         """The image's name under the folder, writing it there the first time its content is seen."""
-        if not isinstance(image, ImageBytes):
-            found = context.images.find(image)
-            if found is None:
-                raise UnreadableImage(f"{image!r}: missing file")
-            if not isinstance(found, ImageBytes):
-                _check_file_size(found)
-            data = image_bytes(found)
-            own = image
-        else:
-            data = image.read()
-            own = image.name if image.name else str(image)
+        data = context.images.read_bytes(image)
+        own = (image.name or str(image)) if isinstance(image, ImageBytes) else image
         digest = image.digest if isinstance(image, ImageBytes) and image._digest else digest_of(data)
         name = self.names.get(digest)
         if name is not None:

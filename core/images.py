@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from .errors import CurateError, setting
-from .image_source import ImageBytes, is_archive, open_archive
+from .image_source import ImageBytes, image_bytes, is_archive, open_archive
 
 # Bounds checked before any pixel is decoded, so that no image can eat the machine: Pillow
 # refuses images over twice this many pixels, we refuse anything over it; and no real dataset
@@ -232,6 +232,16 @@ class ImageLocator:
             found = self._existing(rest) if sep and rest else None
         self._last = (relative, found)     # a reader that looks an image up often sizes it next
         return found
+
+    def read_bytes(self, relative: str) -> bytes:
+        """The bytes of a record's image (a file under the root, an archive member or an image
+        held as bytes), its size bounded first; UnreadableImage when it is missing, empty or
+        over :data:`MAX_IMAGE_BYTES`. For whoever writes images out (embedded or extracted)."""
+        found = self.find(relative)
+        if found is None:
+            raise UnreadableImage(f"{relative!r}: missing file")
+        _check_file_size(found)
+        return image_bytes(found)
 
     def _existing(self, relative: str) -> str | None:
         if self.archive is not None:

@@ -33,8 +33,7 @@ from typing import Iterable, Iterator, TextIO
 import curate
 from curate import Options, Reader, RecordError, Sample, Setting, Turn, Writer
 from curate.errors import CurateError, setting
-from curate.image_source import image_bytes
-from curate.images import ImageLocator, UnreadableImage, _check_file_size, image_from_bytes
+from curate.images import ImageLocator, UnreadableImage, image_from_bytes
 from curate.plugins.llava import record_to_sample
 from curate.records import json_type, unsafe_image_path
 from curate.sample import IMAGE_TOKEN
@@ -471,12 +470,7 @@ class HfParquetWriter(Writer):
     def row(sample: Sample, locator) -> dict:
         cells = []
         for image in sample.images:
-            found = locator.find(image)
-            if found is None:
-                raise UnreadableImage(f"{image!r}: missing file")
-            _check_file_size(found)
-            data = image_bytes(found)
-            cells.append({"bytes": data, "path": getattr(image, "name", None) or str(image)})
+            cells.append({"bytes": locator.read_bytes(image), "path": getattr(image, "name", None) or str(image)})
         turns = [{"from": turn.role, "value": turn.text} for turn in sample.conversations]
         return {"id": None if sample.id is None else sample.id if isinstance(sample.id, str) else json.dumps(sample.id),
                 "images": cells, "conversations": turns,

@@ -23,8 +23,8 @@ from typing import Iterable, Iterator, TextIO
 import curate
 from curate import Options, Reader, RecordError, Sample, Writer
 from curate.errors import CurateError
-from curate.image_source import image_bytes, unsafe_member
-from curate.images import MAX_IMAGE_BYTES, ImageLocator, UnreadableImage, _check_file_size, image_from_bytes
+from curate.image_source import unsafe_member
+from curate.images import MAX_IMAGE_BYTES, ImageLocator, UnreadableImage, image_from_bytes
 from curate.plugins.hf_parquet import SHARD_MB, group_name
 from curate.plugins.llava import record_to_sample, sample_to_record
 
@@ -188,11 +188,7 @@ class WebDatasetWriter(Writer):
     def members(sample: Sample, key: str, locator) -> list[tuple[str, bytes]]:
         images = []
         for k, image in enumerate(sample.images):
-            found = locator.find(image)
-            if found is None:
-                raise UnreadableImage(f"{image!r}: missing file")
-            _check_file_size(found)
-            data = image_bytes(found)
+            data = locator.read_bytes(image)
             extension = (str(image).rpartition(".")[2].lower() or "jpg") if "." in str(image) else "jpg"
             extension = extension if extension in IMAGE_EXTENSIONS else "jpg"
             images.append((f"{key}.{k}.{extension}" if len(sample.images) > 1 else f"{key}.{extension}", data))
