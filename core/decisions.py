@@ -116,7 +116,7 @@ class Decisions:
         removals): a hand edit that removed both of two copies, or made a cycle."""
         orphans = []
         for image, row in self.rows.items():
-            if row["decision"] == REMOVE and not row.get("against") and not self._survives(row["duplicate_of"], {image}):
+            if row["decision"] == REMOVE and not row.get("against") and not self._survives(row["duplicate_of"]):
                 orphans.append(image)
         for image in orphans:
             self.rows[image] = {**self.rows[image], "decision": KEEP}
@@ -139,15 +139,11 @@ class Decisions:
         return {self.kept_image(row["duplicate_of"]) for row in self.rows.values()
                 if row["decision"] == REMOVE and not row.get("against")}
 
-    def _survives(self, image: str, seen: set) -> bool:
-        while True:
-            row = self.rows.get(image)
-            if row is None or image in seen:
-                return False
-            if row["decision"] == KEEP:
-                return True
-            seen.add(image)
-            image = row["duplicate_of"]
+    def _survives(self, image: str) -> bool:
+        """Whether ``image``'s chain of removals ends at a kept image (not a cycle, not an image
+        the file does not name)."""
+        row = self.rows.get(self.kept_image(image))
+        return row is not None and row["decision"] == KEEP
 
     def removal(self, sample) -> dict | None:
         """Why ``sample`` is removed (its line in the removed list), or None when it stays: a
