@@ -149,8 +149,10 @@ class Outputs:
                 os.makedirs(os.path.join(stage, sub), exist_ok=True)
                 self.stage_folders.add(sub)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            with open(fd, "wb") as stream:
-                stream.write(data)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
         except OSError as e:
             raise CurateError(f"{folder / name}: cannot write the output ({e.strerror})") from None
         self.unsynced = True        # flushed to disk once for all at commit (one sync, not one per image)
@@ -432,3 +434,11 @@ def atomic_output(path: Path, *, mode: str = "w"):
     """One file written through :class:`Outputs`: renamed over the target only on success."""
     with Outputs() as outputs:
         yield outputs.open(path, mode)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``data`` written to ``fd`` with plain ``write`` calls: a file object would add an
+    ``isatty`` ioctl, a seek and a stat per file, which ``--extract-images`` pays per image."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
