@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable, Iterator
 
 from .atomic import Outputs
-from .contracts import Options
-from .engine import (ON_ERROR, Inputs, RejectSink, Report, Run, apply_image_prefix, check_input,  # noqa: F401
-                     resolve_reader, resolve_writer)
+from .engine import Inputs, RejectSink, Report, Run, SampleSource
 from .sample import Sample
-from .settings import refuse_unknown, values_for
 
 
 def read(path, format: str = "auto", *, on_error: str = "fail", reject=None, progress=None,
@@ -28,17 +24,22 @@ def read(path, format: str = "auto", *, on_error: str = "fail", reject=None, pro
 
 
 def write(samples: Iterable[Sample], path, format: str = "llava", *, overwrite: bool = False,
-          settings: dict | None = None) -> int:
-    """Write Samples to ``path`` atomically; return how many were written. ``settings``: the
-    writer's settings by name."""
-    path = Path(path)
-    writer = resolve_writer(format)
-    given = dict(settings or {})
-    refuse_unknown(given, [("writer", writer)])
-    values = values_for(writer, given)
+          settings: dict | None = None, ids: str | None = None, boxes_from: str | None = None,
+          image_root=None, on_error: str = "fail", rejects=None) -> int:
+    """Write Samples to ``path`` atomically, through the same stages as :func:`convert`;
+    return how many were written.
+
+    ``settings``: the writer's settings by name. ``ids``: as ``--ids`` (default: the writer's,
+    loadable ids for a trainer that loads through ``datasets``). ``boxes_from``: the reader
+    whose box convention the samples' texts follow (``"svit"`` for samples read from SVIT):
+    their boxes are rewritten to the writer's convention as :func:`convert` does (with
+    ``image_root`` where that needs the images' sizes); without it, boxes are written as they
+    are. The writer's sidecars (LLaMA-Factory's ``dataset_info.json``) are written too.
+    """
+    source = SampleSource(samples, boxes_from, image_root, settings)
     with Outputs(overwrite=overwrite) as outputs:
-        outputs.claim(path)
-        return writer.write(samples, outputs.open(path), Options(path=path, settings=values))
+        run = Run(source, path, format, outputs, on_error=on_error, rejects=rejects, ids=ids)
+        return run.execute().written
 
 
 def convert(inputs, output, from_: str = "auto", to: str = "llava", *, overwrite: bool = False,

@@ -207,6 +207,54 @@ class Inputs:
         return (item.sample for item in self.items(**kwargs))
 
 
+class ReadAlready:
+    """What the stages need of the reader that read samples handed over already read: its name
+    and box convention (so they are converted in the box stage; nothing is read again)."""
+
+    settings = ()
+
+    def __init__(self, reader: Reader):
+        self.name, self.box_style = reader.name, reader.box_style
+
+
+class SampleSource:
+    """Samples made or read in Python as a run's input (the API's :func:`curate.write`), so
+    they pass through the same stages as a file's: ids by the writer's default policy, images
+    held as bytes checked, boxes converted. ``boxes_from``: the reader whose box convention the
+    samples' texts follow (the one that read them); None: boxes are written as they are."""
+
+    NAME = "<samples>"
+
+    def __init__(self, samples: Iterable[Sample], boxes_from: str | None = None, image_root=None,
+                 settings: dict | None = None):
+        self._samples = samples
+        self.sources, self.paths = [], []
+        self.image_root = Path(image_root) if image_root is not None else None
+        self.image_prefix = None
+        self.settings = dict(settings or {})
+        self.readers = [ReadAlready(get_registry().get("reader", boxes_from))] if boxes_from else []
+        self.reader_names = boxes_from or "samples"
+        self.total_bytes = 0
+        self.notes: list[str] = []
+
+    def options_for_pass(self, progress=None, reject=raise_error, state=None) -> Options:
+        return Options(image_root=self.image_root, settings={}, progress=progress, reject=reject,
+                       state=state if state is not None else {})
+
+    def items(self, *, progress=None, reject: Callable = raise_error, read=None) -> Iterator[Item]:
+        where, reader = Path(self.NAME), self.readers[0] if self.readers else None
+        for number, sample in enumerate(self._samples):
+            if not isinstance(sample, Sample):
+                raise CurateError(f"curate.write takes curate.Sample objects, not a {type(sample).__name__}")
+            problem = id_problem(sample.id)
+            if problem:
+                reject(RecordError(where, problem, index=number, field="id"), sample.as_record())
+                continue
+            # a copy: the stages set ids and image paths on the sample, not on the caller's object
+            copy = Sample(sample.id, sample.image, sample.conversations, sample.extra, sample.video)
+            yield Item(where, reader, number, copy)
+
+
 # --- what happens to records that are not written ------------------------------------------------
 
 class RejectSink:
