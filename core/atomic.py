@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable
@@ -86,6 +88,7 @@ class Outputs:
         self.unsynced = False               # files written by put, not yet flushed to disk
         self.staged: dict[Path, Path] = {}  # folder -> the staging folder of its files (put)
         self.stage_folders: set[str] = set()    # subfolders made in staging folders
+        self.files: BackgroundFiles | None = None   # what writes put's files
 
     def _make_folder(self, folder: Path) -> None:
         """``mkdir -p folder``, remembering what was created, so that a run that fails leaves no
@@ -136,7 +139,8 @@ class Outputs:
         """Write ``data`` to ``folder/name`` at commit. A run that writes a file per image
         (``--extract-images``) writes them all into one staging folder beside ``folder``
         (``.FOLDER.PID.stage.tmp``): a plain create and write per file, no temporary name, no
-        descriptor kept, one sync at commit for them all. At commit the staging folder is
+        descriptor kept, written by a background thread (:class:`BackgroundFiles`), one sync at
+        commit for them all. At commit the staging folder is
         renamed into place once when ``folder`` does not exist, else its files one by one."""
         folder = Path(folder)
         stage = self.staged.get(folder)
@@ -148,13 +152,11 @@ class Outputs:
             if sub and sub not in self.stage_folders:
                 os.makedirs(os.path.join(stage, sub), exist_ok=True)
                 self.stage_folders.add(sub)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            try:
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
         except OSError as e:
             raise CurateError(f"{folder / name}: cannot write the output ({e.strerror})") from None
+        if self.files is None:
+            self.files = BackgroundFiles()
+        self.files.write(target, data, folder / name)
         self.unsynced = True        # flushed to disk once for all at commit (one sync, not one per image)
 
     def _stage(self, folder: Path) -> Path:
@@ -203,6 +205,9 @@ class Outputs:
         commit's journal, for the next run to finish (see the module's note). Merged files are
         rendered last, under their locks, which are held until every file is in place."""
         self._sync(self.open_files)
+        if self.files is not None:
+            files, self.files = self.files, None
+            files.finish()
         if self.unsynced:
             os.sync()
             self.unsynced = False
@@ -235,6 +240,9 @@ class Outputs:
 
     def abort(self) -> None:
         with signals_held():        # a second Ctrl-C must not leave some temporary files behind
+            if self.files is not None:
+                files, self.files = self.files, None
+                files.cancel()          # before its folder goes
             for temp, stream in self.open_files.values():
                 try:
                     stream.close()
@@ -436,9 +444,57 @@ def atomic_output(path: Path, *, mode: str = "w"):
         yield outputs.open(path, mode)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """``data`` written to ``fd`` with plain ``write`` calls: a file object would add an
-    ``isatty`` ioctl, a seek and a stat per file, which ``--extract-images`` pays per image."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+class BackgroundFiles:
+    """Creates and writes files on one background thread while the run goes on: creating a
+    file costs the kernel up to a millisecond (ext4's inode allocation), time in which the run's
+    own work (reading shards, hashing images) can go on, on the other core. At most ``budget``
+    bytes wait to be written (memory stays flat); the first error is raised by a later
+    :meth:`write` or by :meth:`finish`."""
+
+    def __init__(self, budget: int = 64 << 20):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="curate-files")
+        self.pending: deque = deque()       # (future, bytes) in order of submission
+        self.waiting = 0
+        self.budget = budget
+
+    def write(self, path: str, data: bytes, shown: Path) -> None:
+        while self.pending and (self.waiting + len(data) > self.budget or self.pending[0][0].done()):
+            self._settle()
+        self.pending.append((self.pool.submit(_create, path, data, shown), len(data)))
+        self.waiting += len(data)
+
+    def _settle(self) -> None:
+        future, size = self.pending.popleft()
+        self.waiting -= size
+        future.result()
+
+    def finish(self) -> None:
+        """Every file written (or the first error raised); the thread ends."""
+        try:
+            while self.pending:
+                self._settle()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Files not yet started are dropped; the one being written is waited for."""
+        for future, _ in self.pending:
+            future.cancel()
+        self.pending.clear()
+        self.waiting = 0
+        self.pool.shutdown(wait=True)
+
+
+def _create(path: str, data: bytes, shown: Path) -> None:
+    """``data`` as a new file ``path``, with plain ``write`` calls (a file object would add an
+    ``isatty`` ioctl, a seek and a stat per file)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise CurateError(f"{shown}: cannot write the output ({e.strerror})") from None

@@ -506,6 +506,42 @@ def test_extracted_images_are_staged_in_one_folder_and_put_in_place_at_commit(tm
     assert [p.name for p in (tmp_path / "other").iterdir()] == ["6.jpg"]
 
 
+def test_files_written_in_the_background_fail_with_the_file_named_and_commit_nothing(tmp_path, monkeypatch):
+    """Outputs.put hands each file to a background thread (creating files costs the kernel
+    time the run overlaps): an error there is raised by a later put or at commit, naming the
+    file, and the run then leaves nothing; the bytes waiting to be written stay under the
+    budget."""
+    import threading
+    from curate import atomic
+    from curate.atomic import Outputs
+    images = tmp_path / "images"
+    with pytest.raises(curate.CurateError, match=r"images/1.jpg: cannot write the output \(File exists\)"):
+        with Outputs() as outputs:
+            outputs.put(images, "1.jpg", b"one")
+            stage = next(tmp_path.iterdir())
+            outputs.put(images, "1.jpg", b"again")  # written after the first: that create fails
+    assert list(tmp_path.iterdir()) == [] and not stage.exists()
+
+    gate, seen = threading.Event(), []
+    real_create = atomic._create
+
+    def held(path, data, shown):                     # the background thread waits until the test lets it go
+        gate.wait()
+        real_create(path, data, shown)
+
+    monkeypatch.setattr(atomic, "_create", held)
+    with Outputs() as outputs:
+        outputs.put(images, "a.jpg", b"x" * 10)
+        outputs.files.budget = 25
+        outputs.put(images, "b.jpg", b"y" * 10)
+        seen.append(outputs.files.waiting)
+        threading.Timer(0, gate.set).start()         # put must wait for room: the first file goes first
+        outputs.put(images, "c.jpg", b"z" * 10)
+        seen.append(outputs.files.waiting)
+    assert seen[0] == 20 and seen[1] <= 25          # c waited for a to be written
+    assert sorted(p.name for p in images.iterdir()) == ["a.jpg", "b.jpg", "c.jpg"]
+
+
 def test_a_run_that_fails_after_extracting_leaves_no_images(shards, tmp_path):
     images, out = tmp_path / "images", tmp_path / "o.json"
     bad = tmp_path / "bad" / "train.parquet"        # read after the shard's images went to the staging folder
