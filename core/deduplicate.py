@@ -129,7 +129,8 @@ def _embed(inputs: Inputs, embedder: EmbedderSpec, settings: EmbedSettings, on_e
     image_root = check_image_root(inputs.image_root) if needs_image_root(inputs) else inputs.image_root
     model = model or embedder.load()     # fails on weights before any work
     started = time.monotonic()
-    images = scan(inputs, on_error=on_error, show_progress=settings.show_progress)
+    shared = settings.cache_dir if settings.engine == "ray" else None      # decode tasks on other nodes read it
+    images = scan(inputs, on_error=on_error, show_progress=settings.show_progress, spool_folder=shared)
     if against is not None:
         images.add_against(against)
     scanned = time.monotonic()

@@ -132,6 +132,8 @@ class Spool:
     instead of a file per image (no inodes exhausted). Removed on :meth:`close`."""
 
     def __init__(self, folder: Path | None = None):
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="curate-spool-", suffix=".bin", dir=folder)
         self.path = name
         self.stream = os.fdopen(fd, "wb")

@@ -29,6 +29,7 @@ class ImageTable:
     video_samples: int = 0          # samples that hold videos: carried, never decoded or compared
     videos: int = 0
     spool: Spool | None = None          # where images held as bytes wait for the embedder
+    spool_folder: str | None = None     # its folder (None: the system's temporary folder)
     # --against: the evaluation images follow the training ones, from position ``training`` on,
     # each with the evaluation input it comes from (None: every image is a training image)
     training: int | None = None
@@ -100,7 +101,7 @@ class ImageTable:
         """A new position for ``path`` (its bytes spooled to disk when it holds them)."""
         if isinstance(path, ImageBytes) and path.data is not None:
             if self.spool is None:
-                self.spool = Spool()
+                self.spool = Spool(self.spool_folder)
             path = self.spool.keep(path)      # on disk, not in memory, until it is embedded
         self.paths.append(path)
         self.single_samples.append(0)
@@ -121,10 +122,13 @@ class ImageTable:
         return per_source
 
 
-def scan(inputs: Inputs, *, on_error: str = "fail", show_progress: bool = False) -> ImageTable:
+def scan(inputs: Inputs, *, on_error: str = "fail", show_progress: bool = False,
+         spool_folder=None) -> ImageTable:
     """The unique images of the inputs, in order of first appearance. Bad records stop the scan
-    under ``on_error="fail"``; otherwise they are left to the writing pass, which accounts for them."""
-    images = ImageTable()
+    under ``on_error="fail"``; otherwise they are left to the writing pass, which accounts for them.
+    ``spool_folder``: where images held as bytes wait for the embedder (on Ray, a folder every
+    node reads: the cache's)."""
+    images = ImageTable(spool_folder=spool_folder)
     with ProgressBar("scan", inputs.total_bytes, enabled=show_progress) as bar:
         for sample in bar.count(inputs.samples(progress=bar.advance, reject=RejectSink(on_error))):
             images.add_sample(sample)

@@ -551,3 +551,15 @@ def test_a_run_that_fails_after_extracting_leaves_no_images(shards, tmp_path):
     assert_one_line_error(result, "train.parquet: not a readable Parquet file")
     assert not images.exists() and not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_images_held_as_bytes_wait_in_the_folder_given(shards, tmp_path):
+    """With --engine ray, decode tasks on other nodes read the spooled bytes, so dedup spools
+    them into the cache folder (a shared path) instead of this machine's temporary folder."""
+    from curate.image_table import scan
+    shared = tmp_path / "cache"
+    images = scan(curate.Inputs([shards["cauldron"]]), spool_folder=shared)
+    assert Path(images.spool.path).parent == shared and len(images.paths) == 5
+    assert images.paths[0].read() == images.paths[0].read() != b""     # the bytes come back from there
+    images.spool.close()
+    assert list(shared.iterdir()) == []
