@@ -63,8 +63,7 @@ class MediaRule:
 def _one_tag_per_image(sample: Sample) -> bool:
     """Whether a sample without videos has exactly one ``<image>`` per image and no ``<video>``."""
     tags = 0
-    for turn in sample.conversations:
-        text = turn.text
+    for text in sample.texts():
         if "<" in text:
             if VIDEO_TOKEN in text:
                 return False
@@ -80,9 +79,9 @@ class InternVLRule(MediaRule):
 
     def problem(self, sample):
         found = super().problem(sample)
-        if found is not None or not sample.conversations:
+        first = next(sample.texts(), None)
+        if found is not None or first is None:
             return found
-        first = sample.conversations[0].text
         if type(sample.image) is str and IMAGE_TOKEN not in first:
             return "conversations", ("the image's <image> is not in the first turn: InternVL would add another "
                                      "there, two tags for one image")

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Iterable, TextIO
 
 from .jsonstream import dumps
-from .sample import Turn
 
 
 def unsafe_image_path(path: str) -> str | None:
@@ -19,15 +18,15 @@ def unsafe_image_path(path: str) -> str | None:
     return None
 
 
-def turn_order_problem(turns: list[Turn]) -> str | None:
-    """Turns alternate human, gpt, ... (system turns only at the start)."""
+def turn_order_problem(roles: list[str]) -> str | None:
+    """Turns alternate human, gpt, ... (system turns only at the start); ``roles``: each turn's."""
     start = 0
-    while start < len(turns) and turns[start].role == "system":
+    while start < len(roles) and roles[start] == "system":
         start += 1
     expected = "human"
-    for k in range(start, len(turns)):
-        if turns[k].role != expected:
-            return (f"roles out of order: turn {k} is {turns[k].role!r}, expected {expected!r} "
+    for k in range(start, len(roles)):
+        if roles[k] != expected:
+            return (f"roles out of order: turn {k} is {roles[k]!r}, expected {expected!r} "
                     "(turns alternate human, gpt)")
         expected = "gpt" if expected == "human" else "human"
     return None
