@@ -91,18 +91,30 @@ NOT_FINITE = "a number is NaN or infinite, which JSON cannot spell"
 
 def dumps(value, *, indent: int | None = None, default=None) -> str:
     """``value`` as JSON text, non-ASCII kept as is; compact (orjson, about 3x json's speed)
-    unless ``indent``. Every JSON file curate writes comes from here, so it is always valid
-    JSON: NaN and infinities raise ValueError (json would write NaN or Infinity, which JSON
-    parsers refuse; orjson would write null, which changes the data)."""
-    if orjson is not None and indent is None:
+    unless ``indent``. Every JSON file curate writes comes from here (or :func:`dumps_bytes`),
+    so it is always valid JSON: NaN and infinities raise ValueError (json would write NaN or
+    Infinity, which JSON parsers refuse; orjson would write null, which changes the data)."""
+    if indent is None:
+        return dumps_bytes(value, default=default).decode()
+    return _stdlib_dumps(value, indent, default)
+
+
+def dumps_bytes(value, *, default=None) -> bytes:
+    """:func:`dumps`'s compact JSON as UTF-8 bytes, as orjson makes them (for a file: no
+    decoding to text to be encoded again)."""
+    if orjson is not None:
         try:
-            text = orjson.dumps(value, default=default).decode()
+            data = orjson.dumps(value, default=default)
         except (TypeError, orjson.JSONEncodeError):
             pass  # integers beyond 64 bits and the like: the standard library takes them
         else:
-            if "null" in text and _not_finite(value):
+            if b"null" in data and _not_finite(value):
                 raise ValueError(NOT_FINITE)
-            return text
+            return data
+    return _stdlib_dumps(value, None, default).encode()
+
+
+def _stdlib_dumps(value, indent: int | None, default) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent, default=default)
     except ValueError:

@@ -385,3 +385,20 @@ def test_ids_rewritten_by_the_policy_are_written_so(tmp_path):
     run_curate("convert", "llava", "llava", FIXTURES / "llava_small.json", "-o", out, "--ids", "string",
                "--on-error", "skip", check=0)
     assert all(type(record["id"]) is str for record in json.loads(out.read_text()))
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_records_written_as_bytes_to_a_file_are_the_text_path_s(tmp_path, suffix):
+    """write_records hands orjson's bytes to the file under a UTF-8 text stream (text written
+    before and after stays in its place) and decodes them for any other stream."""
+    from curate.records import write_records
+    records = [{"id": k, "value": "é\u2028😀", "n": [1.5, None, 10**30]} for k in range(2500)]
+    text = io.StringIO()
+    text.write("before ")
+    write_records(iter(records), text, tmp_path / f"a{suffix}")
+    text.write(" after")
+    with open(tmp_path / f"out{suffix}", "w", encoding="utf-8", newline="\n") as stream:
+        stream.write("before ")
+        assert write_records(iter(records), stream, tmp_path / f"a{suffix}") == 2500
+        stream.write(" after")
+    assert (tmp_path / f"out{suffix}").read_text(encoding="utf-8") == text.getvalue()
