@@ -62,14 +62,11 @@ class MediaRule:
 
 def _one_tag_per_image(sample: Sample) -> bool:
     """Whether a sample without videos has exactly one ``<image>`` per image and no ``<video>``."""
-    tags = 0
-    for text in sample.texts():
-        if "<" in text:
-            if VIDEO_TOKEN in text:
-                return False
-            tags += text.count(IMAGE_TOKEN)
+    text = "\0".join(sample.texts())         # no tag holds "\0": none is found across two turns
+    if VIDEO_TOKEN in text:
+        return False
     image = sample.image
-    return tags == (0 if image is None else 1 if type(image) is str else len(image))
+    return text.count(IMAGE_TOKEN) == (0 if image is None else 1 if type(image) is str else len(image))
 
 
 class InternVLRule(MediaRule):

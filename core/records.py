@@ -23,6 +23,8 @@ def unsafe_image_path(path: str) -> str | None:
 
 def turn_order_problem(roles: list[str]) -> str | None:
     """Turns alternate human, gpt, ... (system turns only at the start); ``roles``: each turn's."""
+    if roles == _ALTERNATING[:len(roles)]:
+        return None                     # the common case, compared without a loop in Python
     start = 0
     while start < len(roles) and roles[start] == "system":
         start += 1
@@ -33,6 +35,9 @@ def turn_order_problem(roles: list[str]) -> str | None:
                     "(turns alternate human, gpt)")
         expected = "gpt" if expected == "human" else "human"
     return None
+
+
+_ALTERNATING = ["human", "gpt"] * 32
 
 
 def json_type(value) -> str:

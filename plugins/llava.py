@@ -12,6 +12,7 @@ and the writer writes ``<image>`` back.
 from __future__ import annotations
 
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
@@ -117,6 +118,7 @@ def _written_as_is(record: dict, image) -> bool:
     return keys[:2] == _ID_TURNS and "image" not in record and "video" not in record
 
 
+_VALUE = itemgetter("value")
 _ID_IMAGE_TURNS = ("id", "image", "conversations")
 _ID_TURNS = ("id", "conversations")
 
@@ -143,7 +145,7 @@ class LlavaShape:
     def texts(self, record: dict, roles=None) -> Iterator[str]:
         turns = record["conversations"]
         if roles is None:
-            return (turn["value"] for turn in turns)
+            return map(_VALUE, turns)
         return (turn["value"] for turn in turns if turn["from"] in roles)
 
 
