@@ -62,11 +62,9 @@ class MediaRule:
 
 def _one_tag_per_image(sample: Sample) -> bool:
     """Whether a sample without videos has exactly one ``<image>`` per image and no ``<video>``."""
-    text = "\0".join(sample.texts())         # no tag holds "\0": none is found across two turns
-    if VIDEO_TOKEN in text:
-        return False
+    image_tags, video_tags = sample.tag_counts()
     image = sample.image
-    return text.count(IMAGE_TOKEN) == (0 if image is None else 1 if type(image) is str else len(image))
+    return not video_tags and image_tags == (0 if image is None else 1 if type(image) is str else len(image))
 
 
 class InternVLRule(MediaRule):

@@ -120,7 +120,7 @@ class Sample:
     list, so a change made in it is in the record too).
     """
 
-    __slots__ = ("_id", "_image", "_conversations", "_extra", "_video", "_record", "_shape")
+    __slots__ = ("_id", "_image", "_conversations", "_extra", "_video", "_record", "_shape", "_tags")
 
     def __init__(self, id, image=None, conversations=None, extra=None, video=None):
         self._id = id
@@ -128,17 +128,18 @@ class Sample:
         self._conversations = conversations if conversations is not None else []
         self._extra = extra if extra is not None else {}
         self._video = video
-        self._record = self._shape = None
+        self._record = self._shape = self._tags = None
 
     @classmethod
-    def as_read(cls, record: dict, shape: RecordShape, id, image) -> "Sample":
+    def as_read(cls, record: dict, shape: RecordShape, id, image, tags: tuple[int, int]) -> "Sample":
         """A sample that is ``record`` as read by ``shape``'s reader, which has checked it, found
-        its ``id`` and ``image`` (the record's own values) and knows that its format's writer
-        writes the record's keys in their order (so no ``video``: see the class's docstring)."""
+        its ``id`` and ``image`` (the record's own values), counted its ``<image>`` and ``<video>``
+        tags (``tags``, :meth:`tag_counts` while the record is kept) and knows that its format's
+        writer writes the record's keys in their order (so no ``video``: see the class's docstring)."""
         sample = cls.__new__(cls)
         sample._id, sample._image, sample._video = id, image, None
         sample._conversations = sample._extra = None        # in the record until asked for
-        sample._record, sample._shape = record, shape
+        sample._record, sample._shape, sample._tags = record, shape, tags
         return sample
 
     id = _field("_id", "A string or an integer (a number or None after some readers and ``--ids``).")
@@ -207,8 +208,10 @@ class Sample:
 
     def tag_counts(self, roles=None) -> tuple[int, int]:
         """How many ``<image>`` and ``<video>`` the text holds (in the turns of ``roles`` only)."""
-        texts = list(self.texts(roles))
-        return sum(t.count(IMAGE_TOKEN) for t in texts), sum(t.count(VIDEO_TOKEN) for t in texts)
+        if roles is None and self._record is not None:
+            return self._tags                   # counted by the reader; nothing has changed since
+        text = "\0".join(self.texts(roles))     # no tag holds "\0": none is found across two turns
+        return text.count(IMAGE_TOKEN), text.count(VIDEO_TOKEN)
 
     @property
     def source(self) -> str:

@@ -65,7 +65,7 @@ def record_to_sample(record, path: Path, index: int, shape: "LlavaShape | None" 
                   else f"must be a list of turns, not a JSON {json_type(conversations)}")
     if not conversations:
         raise bad("conversations", "the conversation is empty")
-    tokens, turns_as_is = _checked_turns(conversations, bad)
+    tokens, video_tokens, turns_as_is = _checked_turns(conversations, bad)
     problem = turn_order_problem([turn["from"] for turn in conversations])
     as_is = shape is not None and turns_as_is and _written_as_is(record, image)
     turns = None if as_is else [_turn(turn) for turn in conversations]
@@ -78,7 +78,7 @@ def record_to_sample(record, path: Path, index: int, shape: "LlavaShape | None" 
     if problem:
         raise bad("conversations", problem)
     if as_is:
-        return Sample.as_read(record, shape, record_id, image)
+        return Sample.as_read(record, shape, record_id, image, (tokens, video_tokens))
     known = 2 + ("image" in record) + ("video" in record)
     extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS} if len(record) > known else {}
     if "image" in record and image is None:
@@ -88,24 +88,25 @@ def record_to_sample(record, path: Path, index: int, shape: "LlavaShape | None" 
     return Sample(record_id, image, turns, extra, video)
 
 
-def _checked_turns(conversations: list, bad) -> tuple[int, bool]:
+def _checked_turns(conversations: list, bad) -> tuple[int, int, bool]:
     """Check every turn of a record (an object with a known role and a text) without building
-    it. Returns how many ``<image>`` the texts hold, and whether every turn's keys begin with
-    ``from``, ``value`` (as :func:`sample_to_record` writes them)."""
-    tokens, as_is = 0, True
+    it. Returns how many ``<image>`` and ``<video>`` the texts hold, and whether every turn's keys
+    begin with ``from``, ``value`` (as :func:`sample_to_record` writes them)."""
+    tokens, video_tokens, as_is = 0, 0, True
     for position, turn in enumerate(conversations):
         if type(turn) is dict:
             role, text = turn.get("from"), turn.get("value")
             if role in _ROLE_SET and type(text) is str:
-                if IMAGE_TOKEN in text:
+                if "<" in text:
                     tokens += text.count(IMAGE_TOKEN)
+                    video_tokens += text.count(VIDEO_TOKEN)
                 for first_key in turn:
                     break
                 if first_key != "from" or len(turn) > 2 and list(turn)[1] != "value":
                     as_is = False
                 continue
         raise _turn_error(bad, position, turn)
-    return tokens, as_is
+    return tokens, video_tokens, as_is
 
 
 def _written_as_is(record: dict, image) -> bool:

@@ -349,6 +349,13 @@ def test_any_change_forgets_the_record(change):
     assert sample_to_record(sample).get("id") in (4, "4", None)
 
 
+def test_tag_counts_the_reader_made_go_with_the_record():
+    sample = _as_read()
+    assert sample.tag_counts() == (2, 0)
+    sample.conversations[1].text = "<video> <image>"
+    assert sample.record_as_read("llava") is None and sample.tag_counts() == (3, 1)
+
+
 def test_reading_keeps_the_record_and_other_formats_do_not_take_it():
     sample = _as_read()
     IdPolicy("keep").apply(sample)
