@@ -23,6 +23,7 @@ CHUNK_CHARS = 1 << 20
 # counts the lines before the failure), which once per chunk was 5% of reading LLaVA's records.
 RECORD_MARGIN = 1 << 16
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_BLANKS = frozenset(" \t\n\r")
 def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
@@ -259,6 +260,7 @@ def _needs_more(error: json.JSONDecodeError, buffer_length: int) -> bool:
 def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Iterator[tuple[int, object]]:
     stream = _CharStream(path, progress)
     decoder, overflowed = strict_decoder()
+    scan_once = decoder.scan_once
     buf = ""
     base = 0       # offset in the file of buf[0], in characters
     pos = 0
@@ -287,6 +289,8 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
         """Move pos to the next non-blank character; False at the end of the file."""
         nonlocal pos
         while True:
+            if pos < len(buf) and buf[pos] not in _BLANKS:
+                return True             # no blank to skip (one-line files): no regular expression
             pos = _WHITESPACE.match(buf, pos).end()
             if pos < len(buf):
                 return True
@@ -312,7 +316,10 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
             while True:
                 overflowed.clear()
                 try:
-                    value, end = decoder.raw_decode(buf, pos)
+                    try:
+                        value, end = scan_once(buf, pos)        # raw_decode, without its Python frame
+                    except StopIteration as stop:
+                        raise json.JSONDecodeError("Expecting value", buf, stop.value) from None
                 except RecursionError:
                     fail(MAX_DEPTH_MESSAGE, pos, index)
                 except json.JSONDecodeError as e:
