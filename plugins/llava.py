@@ -28,8 +28,6 @@ _RECORD_KEYS = ("id", "image", "conversations", "video")
 _TURN_KEYS = ("from", "value")
 
 
-_ROLE_SET = frozenset(ROLES)
-
 
 def record_to_sample(record, path: Path, index: int, shape: "LlavaShape | None" = None) -> Sample:
     """Validate one LLaVA record and build its Sample; RecordError names what is wrong.
@@ -96,7 +94,7 @@ def _checked_turns(conversations: list, bad) -> tuple[int, int, bool]:
     for position, turn in enumerate(conversations):
         if type(turn) is dict:
             role, text = turn.get("from"), turn.get("value")
-            if role in _ROLE_SET and type(text) is str:
+            if role in ROLES and type(text) is str:     # a tuple: a role that is a list is no role, not a crash
                 if "<" in text:
                     tokens += text.count(IMAGE_TOKEN)
                     video_tokens += text.count(VIDEO_TOKEN)

@@ -281,7 +281,8 @@ def llava_records(draw):
         if draw(st.integers(0, 9)) == 0:
             turn = dict(reversed(list(turn.items())))
         turns.append(turn if draw(st.integers(0, 30)) else draw(st.sampled_from([{"from": "bot", "value": ""},
-                                                                                 {"from": "gpt"}, "text"])))
+                                                                                 {"from": "gpt"}, "text",
+                                                                                 {"from": ["gpt"], "value": ""}])))
     record = {"id": draw(st.sampled_from(["a", 7, "000000033471"])), "image": image, "conversations": turns}
     if draw(st.integers(0, 4)) == 0:
         record["video"] = draw(st.sampled_from(["v.mp4", None]))
