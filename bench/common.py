@@ -29,14 +29,15 @@ def run_measured(command: list[str]) -> tuple[float, float]:
     return wall, peak
 
 
-def run_measured_cpu(command: list[str]) -> tuple[float, float, float]:
+def run_measured_cpu(command: list[str], env: dict | None = None) -> tuple[float, float, float]:
     """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of a child process: on a
-    shared machine the CPU time is the steadier measure, the wall time what a user waits."""
+    shared machine the CPU time is the steadier measure, the wall time what a user waits.
+    ``env``: the child's environment (default: this one's)."""
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                "rc = subprocess.call(sys.argv[1:]); w = time.perf_counter() - t; "
                "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
                "print(w, u.ru_maxrss / 1024, u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)")
-    result = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, env=env)
     if result.returncode:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
     wall, peak, cpu = result.stderr.strip().splitlines()[-1].split()

@@ -2,9 +2,15 @@
 
     python bench/convert_scale.py                       # 665,298 LLaVA records (~1 GB) + 100K SVIT QAs
     python bench/convert_scale.py --records 100000 --svit 20000 --repeats 1   # a quick run
+    python bench/convert_scale.py --only llava --records 200000 --repeats 3 \
+        --against /work/main/.venv/bin/curate            # and another build of curate, same rounds
 
 Baselines, measured in the same run: `json.load` -> transform -> `json.dump`, and the same
-with orjson. Each command runs in its own process; wall time and peak RSS are medians.
+with orjson. Each command runs in its own process; wall time and peak RSS are medians. The
+LLaVA part runs its commands in rounds (one of each per round, so that a change of load on a
+shared machine falls on all of them) and reports CPU time (user + system) beside the wall time.
+Every curate runs with its bytecode cached in the run's own folder (PYTHONPYCACHEPREFIX, filled
+by one warm-up run each), as an installed package has it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ROOT, SHARED, print_table, run_measured  # noqa: E402
+from common import ROOT, SHARED, print_table, run_measured, run_measured_cpu  # noqa: E402
 
 REAL = SHARED / "data" / "real" / "llava_v1_5_mix665k.every500.json"
 
@@ -147,6 +153,8 @@ def main() -> None:
     parser.add_argument("--svit", type=int, default=100_000, help="SVIT referring QAs")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=("llava", "svit"), default=None, help="run one of the two parts")
+    parser.add_argument("--against", default=None, help="another curate executable (e.g. main's build) for the LLaVA "
+                                                        "part, run in the same rounds")
     args = parser.parse_args()
     if not REAL.exists():
         raise SystemExit(f"needs the shared data at {SHARED}")
@@ -167,18 +175,45 @@ def llava_part(tmp: Path, args) -> None:
     source = tmp / "llava.json"
     make_llava(source, args.records)
     size_mb = source.stat().st_size / 2**20
-    rows = []
-    base, _ = measure("json.load + json.dump", [sys.executable, "-c", JSON_BASELINE, str(source), str(tmp / "a.json")],
-                      args.repeats, rows)
-    orj, _ = measure("orjson.loads + orjson.dumps", [sys.executable, "-c", ORJSON_BASELINE, str(source),
-                                                      str(tmp / "b.json")], args.repeats, rows, base)
-    ours, peak = measure("curate convert llava llava", [*CURATE, "convert", "llava", "llava", str(source), "-o",
-                                                       str(tmp / "c.json"), "--overwrite", "-q"], args.repeats, rows, base)
+    curate_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    curate_env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    commands = {"json.load + json.dump": ([sys.executable, "-c", JSON_BASELINE, str(source), str(tmp / "a.json")], None),
+                "orjson.loads + orjson.dumps": ([sys.executable, "-c", ORJSON_BASELINE, str(source),
+                                                 str(tmp / "b.json")], None)}
+    if args.against:
+        commands[f"curate convert llava llava ({args.against})"] = (
+            [args.against, "convert", "llava", "llava", str(source), "-o", str(tmp / "d.json"), "--overwrite", "-q"],
+            curate_env)
+    commands["curate convert llava llava"] = ([*CURATE, "convert", "llava", "llava", str(source), "-o",
+                                               str(tmp / "c.json"), "--overwrite", "-q"], curate_env)
+    warm_up = tmp / "one.json"
+    warm_up.write_text(json.dumps(json.loads(REAL.read_text())[:1]))
+    for command, env in commands.values():
+        if env is not None:
+            subprocess.run([str(warm_up) if part == str(source) else part for part in command], env=env, check=True,
+                           capture_output=True)
+    runs = {label: [] for label in commands}
+    for _ in range(args.repeats):
+        for label, (command, env) in commands.items():
+            runs[label].append(run_measured_cpu(command, env))
     assert json.loads((tmp / "c.json").read_text()) == json.loads(source.read_text())
-    print_table(f"LLaVA: {args.records:,} records, {size_mb:,.0f} MB (wall s, peak RSS MB, ratio to json)",
-                ["command", "wall s", "peak MB", "ratio"], rows)
-    print(f"\nratios: curate/json = {ours / base:.2f} (target <= 0.5), curate/orjson = {ours / orj:.2f} "
-          f"(target <= 1.0), peak = {peak:.0f} MB (target < 200)")
+    if args.against:
+        same = (tmp / "c.json").read_bytes() == (tmp / "d.json").read_bytes()
+        print(f"output byte-identical to {args.against}'s: {same}")
+    medians = {label: [statistics.median(r[k] for r in rs) for k in range(3)] for label, rs in runs.items()}
+    base, orj, ours = (medians[label] for label in ("json.load + json.dump", "orjson.loads + orjson.dumps",
+                                                     "curate convert llava llava"))
+    rows = [[label, f"{wall:.2f}", f"{cpu:.2f}", f"{peak:,.0f}", f"{wall / orj[0]:.2f}", f"{cpu / orj[2]:.2f}"]
+            for label, (wall, peak, cpu) in medians.items()]
+    print_table(f"LLaVA: {args.records:,} records, {size_mb:,.0f} MB, {args.repeats} rounds (medians; load "
+                f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end)",
+                ["command", "wall s", "CPU s", "peak MB", "wall / orjson", "CPU / orjson"], rows)
+    print(f"\nratios: curate/json = {ours[0] / base[0]:.2f} (target <= 0.5), curate/orjson = {ours[0] / orj[0]:.2f} "
+          f"wall, {ours[2] / orj[2]:.2f} CPU (target <= 1.0), peak = {ours[1]:.0f} MB (target < 200)")
+    if args.against:
+        print("per round, this curate / the other (wall, CPU): " + ", ".join(
+            f"{a[0] / b[0]:.2f} {a[2] / b[2]:.2f}" for a, b in zip(runs["curate convert llava llava"],
+                                                                runs[f"curate convert llava llava ({args.against})"])))
 
 
 def svit_part(tmp: Path, args) -> None:

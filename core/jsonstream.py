@@ -18,7 +18,12 @@ from typing import Callable, Iterator
 from .errors import RecordError
 
 CHUNK_CHARS = 1 << 20
+# A record is parsed once the buffer holds this many characters past its start (or the file's
+# end): a parse that fails at the buffer's end costs a scan of the whole buffer (JSONDecodeError
+# counts the lines before the failure), which once per chunk was 5% of reading LLaVA's records.
+RECORD_MARGIN = 1 << 16
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_BLANKS = frozenset(" \t\n\r")
 def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
@@ -91,18 +96,30 @@ NOT_FINITE = "a number is NaN or infinite, which JSON cannot spell"
 
 def dumps(value, *, indent: int | None = None, default=None) -> str:
     """``value`` as JSON text, non-ASCII kept as is; compact (orjson, about 3x json's speed)
-    unless ``indent``. Every JSON file curate writes comes from here, so it is always valid
-    JSON: NaN and infinities raise ValueError (json would write NaN or Infinity, which JSON
-    parsers refuse; orjson would write null, which changes the data)."""
-    if orjson is not None and indent is None:
+    unless ``indent``. Every JSON file curate writes comes from here (or :func:`dumps_bytes`),
+    so it is always valid JSON: NaN and infinities raise ValueError (json would write NaN or
+    Infinity, which JSON parsers refuse; orjson would write null, which changes the data)."""
+    if indent is None:
+        return dumps_bytes(value, default=default).decode()
+    return _stdlib_dumps(value, indent, default)
+
+
+def dumps_bytes(value, *, default=None) -> bytes:
+    """:func:`dumps`'s compact JSON as UTF-8 bytes, as orjson makes them (for a file: no
+    decoding to text to be encoded again)."""
+    if orjson is not None:
         try:
-            text = orjson.dumps(value, default=default).decode()
+            data = orjson.dumps(value, default=default)
         except (TypeError, orjson.JSONEncodeError):
             pass  # integers beyond 64 bits and the like: the standard library takes them
         else:
-            if "null" in text and _not_finite(value):
+            if b"null" in data and _not_finite(value):
                 raise ValueError(NOT_FINITE)
-            return text
+            return data
+    return _stdlib_dumps(value, None, default).encode()
+
+
+def _stdlib_dumps(value, indent: int | None, default) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent, default=default)
     except ValueError:
@@ -243,6 +260,7 @@ def _needs_more(error: json.JSONDecodeError, buffer_length: int) -> bool:
 def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Iterator[tuple[int, object]]:
     stream = _CharStream(path, progress)
     decoder, overflowed = strict_decoder()
+    scan_once = decoder.scan_once
     buf = ""
     base = 0       # offset in the file of buf[0], in characters
     pos = 0
@@ -271,6 +289,8 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
         """Move pos to the next non-blank character; False at the end of the file."""
         nonlocal pos
         while True:
+            if pos < len(buf) and buf[pos] not in _BLANKS:
+                return True             # no blank to skip (one-line files): no regular expression
             pos = _WHITESPACE.match(buf, pos).end()
             if pos < len(buf):
                 return True
@@ -290,11 +310,16 @@ def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Ite
                     fail("invalid JSON: a comma before ']' (trailing comma)", pos, index)
                 pos += 1
                 break
+            if len(buf) - pos < RECORD_MARGIN:
+                refill()        # see RECORD_MARGIN
             size = CHUNK_CHARS
             while True:
                 overflowed.clear()
                 try:
-                    value, end = decoder.raw_decode(buf, pos)
+                    try:
+                        value, end = scan_once(buf, pos)        # raw_decode, without its Python frame
+                    except StopIteration as stop:
+                        raise json.JSONDecodeError("Expecting value", buf, stop.value) from None
                 except RecursionError:
                     fail(MAX_DEPTH_MESSAGE, pos, index)
                 except json.JSONDecodeError as e:

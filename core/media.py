@@ -62,15 +62,9 @@ class MediaRule:
 
 def _one_tag_per_image(sample: Sample) -> bool:
     """Whether a sample without videos has exactly one ``<image>`` per image and no ``<video>``."""
-    tags = 0
-    for turn in sample.conversations:
-        text = turn.text
-        if "<" in text:
-            if VIDEO_TOKEN in text:
-                return False
-            tags += text.count(IMAGE_TOKEN)
+    image_tags, video_tags = sample.tag_counts()
     image = sample.image
-    return tags == (0 if image is None else 1 if type(image) is str else len(image))
+    return not video_tags and image_tags == (0 if image is None else 1 if type(image) is str else len(image))
 
 
 class InternVLRule(MediaRule):
@@ -80,9 +74,9 @@ class InternVLRule(MediaRule):
 
     def problem(self, sample):
         found = super().problem(sample)
-        if found is not None or not sample.conversations:
+        first = next(sample.texts(), None)
+        if found is not None or first is None:
             return found
-        first = sample.conversations[0].text
         if type(sample.image) is str and IMAGE_TOKEN not in first:
             return "conversations", ("the image's <image> is not in the first turn: InternVL would add another "
                                      "there, two tags for one image")

@@ -11,6 +11,8 @@ and the writer writes ``<image>`` back.
 
 from __future__ import annotations
 
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
@@ -26,11 +28,13 @@ _RECORD_KEYS = ("id", "image", "conversations", "video")
 _TURN_KEYS = ("from", "value")
 
 
-_ROLE_SET = frozenset(ROLES)
 
-
-def record_to_sample(record, path: Path, index: int) -> Sample:
+def record_to_sample(record, path: Path, index: int, shape: "LlavaShape | None" = None) -> Sample:
     """Validate one LLaVA record and build its Sample; RecordError names what is wrong.
+
+    With ``shape`` (the reader's), a record that its writer would write back exactly as it is
+    (:func:`_written_as_is`) becomes a sample that carries it (:meth:`Sample.as_read`), its
+    turns left in the record: every check below runs on the record itself either way.
 
     This runs once per record of million-record files: the common, valid path does no
     string formatting; messages are built only for the record that is wrong."""
@@ -59,19 +63,10 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
                   else f"must be a list of turns, not a JSON {json_type(conversations)}")
     if not conversations:
         raise bad("conversations", "the conversation is empty")
-    turns = []
-    tokens = 0
-    for turn in conversations:
-        if type(turn) is dict:
-            role, text = turn.get("from"), turn.get("value")
-            if role in _ROLE_SET and type(text) is str:
-                if IMAGE_TOKEN in text:
-                    tokens += text.count(IMAGE_TOKEN)
-                extra = {k: v for k, v in turn.items() if k not in _TURN_KEYS} if len(turn) > 2 else None
-                turns.append(Turn(role, text, extra))
-                continue
-        raise _turn_error(bad, len(turns), turn)
-    problem = turn_order_problem(turns)
+    tokens, video_tokens, turns_as_is = _checked_turns(conversations, bad)
+    problem = turn_order_problem([turn["from"] for turn in conversations])
+    as_is = shape is not None and turns_as_is and _written_as_is(record, image)
+    turns = None if as_is else [_turn(turn) for turn in conversations]
     images = 0 if image is None else 1 if type(image) is str else len(image)
     video = record.get("video")
     if video is not None:
@@ -80,6 +75,8 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
         problem = f"{tokens} {IMAGE_TOKEN} tokens for {images} images"
     if problem:
         raise bad("conversations", problem)
+    if as_is:
+        return Sample.as_read(record, shape, record_id, image, (tokens, video_tokens))
     known = 2 + ("image" in record) + ("video" in record)
     extra = {k: v for k, v in record.items() if k not in _RECORD_KEYS} if len(record) > known else {}
     if "image" in record and image is None:
@@ -87,6 +84,68 @@ def record_to_sample(record, path: Path, index: int) -> Sample:
     if "video" in record and video is None:
         extra["video"] = None
     return Sample(record_id, image, turns, extra, video)
+
+
+def _checked_turns(conversations: list, bad) -> tuple[int, int, bool]:
+    """Check every turn of a record (an object with a known role and a text) without building
+    it. Returns how many ``<image>`` and ``<video>`` the texts hold, and whether every turn's keys
+    begin with ``from``, ``value`` (as :func:`sample_to_record` writes them)."""
+    tokens, video_tokens, as_is = 0, 0, True
+    for position, turn in enumerate(conversations):
+        if type(turn) is dict:
+            role, text = turn.get("from"), turn.get("value")
+            if role in ROLES and type(text) is str:     # a tuple: a role that is a list is no role, not a crash
+                if "<" in text:
+                    tokens += text.count(IMAGE_TOKEN)
+                    video_tokens += text.count(VIDEO_TOKEN)
+                for first_key in turn:
+                    break
+                if first_key != "from" or len(turn) > 2 and list(turn)[1] != "value":
+                    as_is = False
+                continue
+        raise _turn_error(bad, position, turn)
+    return tokens, video_tokens, as_is
+
+
+def _written_as_is(record: dict, image) -> bool:
+    """Whether :func:`sample_to_record` writes ``record``'s keys in their order: ``id``, the
+    image (when not null), ``conversations``, then the others; and no ``video`` (its tags are
+    translated)."""
+    keys = tuple(record)
+    if image is not None:
+        return keys[:3] == _ID_IMAGE_TURNS and "video" not in record
+    return keys[:2] == _ID_TURNS and "image" not in record and "video" not in record
+
+
+_VALUE = itemgetter("value")
+_ID_IMAGE_TURNS = ("id", "image", "conversations")
+_ID_TURNS = ("id", "conversations")
+
+
+def _turn(turn: dict) -> Turn:
+    """A checked turn of a record as a Turn (any key besides ``from`` and ``value`` in extra)."""
+    extra = {k: v for k, v in turn.items() if k not in _TURN_KEYS} if len(turn) > 2 else None
+    return Turn(turn["from"], turn["value"], extra)
+
+
+class LlavaShape:
+    """How a LLaVA record holds turns and extra keys, for the samples a reader builds with
+    :meth:`Sample.as_read` (only from records :func:`_written_as_is`: no video, no null image)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def turns(self, record: dict) -> list[Turn]:
+        return [_turn(turn) for turn in record["conversations"]]
+
+    def extra(self, record: dict) -> dict:
+        return {k: v for k, v in record.items() if k not in _RECORD_KEYS}
+
+    def texts(self, record: dict, roles=None) -> Iterator[str]:
+        turns = record["conversations"]
+        if roles is None:
+            return map(_VALUE, turns)
+        return (turn["value"] for turn in turns if turn["from"] in roles)
 
 
 def _video_tags(video, image, turns: list[Turn], tokens: int, bad) -> tuple[int, str | None]:
@@ -164,7 +223,7 @@ class LlavaReader(Reader):
         return 10 + sum(f'"{root}' in head for root in self.image_roots)
 
     def read(self, path: Path, options: Options) -> Iterator[Sample]:
-        return samples_from_json(Path(path), options, record_to_sample)
+        return samples_from_json(Path(path), options, partial(record_to_sample, shape=LlavaShape(self.name)))
 
 
 class LlavaWriter(Writer):
@@ -179,9 +238,14 @@ class LlavaWriter(Writer):
     def write(self, samples: Iterable[Sample], stream: TextIO, options: Options) -> int:
         if self.jsonl_note and options.path is not None and str(options.path).endswith(".jsonl"):
             options.state.setdefault("notes", {})[self.name] = f"{self.name}: {self.jsonl_note}"
-        tag = self.media_rule.video_tag
-        return write_records((sample_to_record(s, tag) for s in checked(samples, self.media_rule, options)), stream,
-                             options.path)
+        tag, name = self.media_rule.video_tag, self.name
+
+        def record_of(sample: Sample) -> dict:
+            """The record as read when the sample is its reader's (this format's) and unchanged."""
+            record = sample.record_as_read(name)
+            return sample_to_record(sample, tag) if record is None else record
+
+        return write_records(map(record_of, checked(samples, self.media_rule, options)), stream, options.path)
 
 
 @curate.hookimpl

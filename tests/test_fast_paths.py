@@ -1,6 +1,7 @@
-"""The fast paths of SVIT -> LLaVA give exactly what the general code gives: the padding lane
-against rewrite_boxes, the fused SVIT reader against the engine's rewrite, JPEG frame headers
-against Pillow, cached folder realpaths against symbolic links."""
+"""The fast paths give exactly what the general code gives: SVIT -> LLaVA's padding lane against
+rewrite_boxes, the fused SVIT reader against the engine's rewrite, JPEG frame headers against
+Pillow, cached folder realpaths against symbolic links; LLaVA records written as read against
+records built from their samples."""
 
 import io
 import json
@@ -11,11 +12,15 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 import curate
-from conftest import FIXTURES, REAL, needs_shared
+from conftest import FIXTURES, REAL, needs_shared, run_curate
 from curate.boxes import BRACKET_ORIGINAL, BRACKET_PADDED, SVIT_ORIGINAL, BoxRewriter, PaddingLane, rewrite_boxes
+from curate.engine import apply_image_prefix
+from curate.errors import RecordError
 from curate.images import ImageLocator, UnreadableImage, _jpeg_frame_size, image_size
+from curate.jsonstream import dumps
+from curate.plugins.llava import LlavaShape, record_to_sample, sample_to_record
 from curate.plugins.svit import SvitReader, check_boxes
-from curate.stages import ConvertBoxes
+from curate.stages import ConvertBoxes, IdPolicy
 
 # --- the padding lane ----------------------------------------------------------------------------
 
@@ -254,3 +259,154 @@ def test_a_link_out_of_the_root_is_refused_in_a_folder_already_resolved(tmp_path
         locator.find("vg/VG_100K/2.jpg")
     assert locator.find("vg/VG_100K/3.jpg") is None
     assert locator.find("VG_100K/1.jpg") is None and locator.find("x/VG_100K/1.jpg") is None
+
+
+# --- LLaVA records written as read ---------------------------------------------------------------
+
+LLAVA = LlavaShape("llava")
+TEXTS = st.sampled_from(["What is it?", "A dog.", "", "é <ima", "ge>"] * 4 + ["<image>", "<video>"])
+TURN_EXTRA = st.sampled_from([{}, {}, {"weight": 0}, {"a": None}])
+
+
+@st.composite
+def llava_records(draw):
+    """LLaVA records, valid or not, with their keys in any order: the ones the writer writes back
+    as they are and every other kind (null image, video, keys moved, extra keys, bad turns)."""
+    image = draw(st.sampled_from(["coco/1.jpg", ["a.jpg", "b.jpg"], None, None, "/abs.jpg", 3]))
+    tags = "<image>\n" * (1 if type(image) is str else len(image) if type(image) is list else 0)
+    turns = []
+    for k in range(draw(st.integers(0, 4))):
+        role = ("human", "gpt")[k % 2] if draw(st.integers(0, 9)) else draw(st.sampled_from(["gpt", "system"]))
+        turn = {"from": role, "value": draw(TEXTS) if k else tags + draw(TEXTS), **draw(TURN_EXTRA)}
+        if draw(st.integers(0, 9)) == 0:
+            turn = dict(reversed(list(turn.items())))
+        turns.append(turn if draw(st.integers(0, 30)) else draw(st.sampled_from([{"from": "bot", "value": ""},
+                                                                                 {"from": "gpt"}, "text",
+                                                                                 {"from": ["gpt"], "value": ""}])))
+    record = {"id": draw(st.sampled_from(["a", 7, "000000033471"])), "image": image, "conversations": turns}
+    if draw(st.integers(0, 4)) == 0:
+        record["video"] = draw(st.sampled_from(["v.mp4", None]))
+    for key in draw(st.lists(st.sampled_from(["source", "meta"]), max_size=2, unique=True)):
+        record[key] = {"k": [1, 2.5]}
+    if image is None and draw(st.booleans()):
+        record.pop("image")
+    if draw(st.integers(0, 5)) == 0:
+        items = list(record.items())
+        draw(st.randoms()).shuffle(items)
+        record = dict(items)
+    return record
+
+
+def _outcome(record, shape):
+    try:
+        return record_to_sample(json.loads(json.dumps(record)), "x.json", 3, shape)
+    except RecordError as error:
+        return error.describe()
+
+
+@settings(max_examples=600, deadline=None)
+@given(record=llava_records())
+def test_a_record_kept_as_read_is_what_the_writer_would_write(record):
+    lazy, eager = _outcome(record, LLAVA), _outcome(record, None)
+    if isinstance(eager, str):
+        assert lazy == eager                          # the same check, the same message
+        return
+    assert eager.record_as_read("llava") is None
+    assert lazy == eager and repr(lazy) == repr(eager) and lazy.tag_counts() == eager.tag_counts()
+    assert lazy.as_record() == eager.as_record() and list(lazy.texts()) == [t.text for t in eager.conversations]
+    as_read = lazy.record_as_read("llava")
+    if as_read is not None:
+        assert dumps(as_read) == dumps(sample_to_record(eager, "<image>")) == dumps(record)
+        assert lazy.conversations == eager.conversations and lazy.extra == eager.extra
+    assert lazy.record_as_read("llava") is None
+
+
+def _as_read(record=None):
+    record = record or {"id": 4, "image": ["a.jpg", "b.jpg"], "conversations": [
+        {"from": "human", "value": "<image><image>\nWhat?"}, {"from": "gpt", "value": "Two.", "weight": 1}],
+        "source": "x"}
+    sample = record_to_sample(record, "x.json", 0, LLAVA)
+    assert sample.record_as_read("llava") is record
+    return sample
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: setattr(s, "id", 4),
+    lambda s: setattr(s, "image", ["a.jpg", "b.jpg"]),
+    lambda s: setattr(s, "video", None),
+    lambda s: setattr(s, "conversations", list(s.conversations)),
+    lambda s: setattr(s, "extra", {}),
+    lambda s: s.conversations[0].__setattr__("text", "<image><image> Which?"),
+    lambda s: s.conversations.pop(),
+    lambda s: s.extra.update(source="y"),
+    lambda s: IdPolicy("string").apply(s),
+    lambda s: IdPolicy("drop").apply(s),
+    lambda s: setattr(s, "image", apply_image_prefix(s.image, "coco")),
+])
+def test_any_change_forgets_the_record(change):
+    sample = _as_read()
+    change(sample)
+    assert sample.record_as_read("llava") is None
+    assert sample_to_record(sample).get("id") in (4, "4", None)
+
+
+def test_tag_counts_the_reader_made_go_with_the_record():
+    sample = _as_read()
+    assert sample.tag_counts() == (2, 0)
+    sample.conversations[1].text = "<video> <image>"
+    assert sample.record_as_read("llava") is None and sample.tag_counts() == (3, 1)
+
+
+def test_reading_keeps_the_record_and_other_formats_do_not_take_it():
+    sample = _as_read()
+    IdPolicy("keep").apply(sample)
+    assert (sample.id, sample.images, sample.source, sample.tag_counts(), sample.image_placement) == \
+        (4, ["a.jpg", "b.jpg"], "other", (2, 0), "prefix")
+    assert list(sample.texts(("gpt",))) == ["Two."] and sample.as_record()["conversations"][1]["weight"] == 1
+    assert sample.record_as_read("llava") is not None
+    assert sample.record_as_read("sharegpt4v") is None
+
+
+@pytest.mark.parametrize("source", ["llava_small.json", "llava_small.jsonl", "sharegpt4v_small.json",
+                                    "dedup_demo.json"])
+def test_llava_to_llava_writes_what_the_general_path_writes(tmp_path, source):
+    """llava -> llava writes records as read; llava -> sharegpt4v (the same writer code, another
+    format's name) builds every record from its fields: the files must be the same bytes."""
+    suffix = ".jsonl" if source.endswith(".jsonl") else ".json"
+    for writer in ("llava", "sharegpt4v"):
+        run_curate("convert", "llava", writer, FIXTURES / source, "-o", tmp_path / f"{writer}{suffix}",
+                   "--on-error", "skip", check=0)
+    assert (tmp_path / f"llava{suffix}").read_bytes() == (tmp_path / f"sharegpt4v{suffix}").read_bytes()
+
+
+@needs_shared
+@pytest.mark.parametrize("source", ["llava_v1_5_mix665k.every500.json", "sharegpt4v_mix665k.every500.json",
+                                    "blip_laion_cc_sbu_558k.every500.json"])
+def test_real_records_come_out_as_the_general_path_writes_them(tmp_path, source):
+    for writer in ("llava", "sharegpt4v"):
+        run_curate("convert", "llava", writer, REAL / source, "-o", tmp_path / f"{writer}.json", check=0)
+    assert (tmp_path / "llava.json").read_bytes() == (tmp_path / "sharegpt4v.json").read_bytes()
+
+
+def test_ids_rewritten_by_the_policy_are_written_so(tmp_path):
+    out = tmp_path / "out.json"
+    run_curate("convert", "llava", "llava", FIXTURES / "llava_small.json", "-o", out, "--ids", "string",
+               "--on-error", "skip", check=0)
+    assert all(type(record["id"]) is str for record in json.loads(out.read_text()))
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_records_written_as_bytes_to_a_file_are_the_text_path_s(tmp_path, suffix):
+    """write_records hands orjson's bytes to the file under a UTF-8 text stream (text written
+    before and after stays in its place) and decodes them for any other stream."""
+    from curate.records import write_records
+    records = [{"id": k, "value": "é\u2028😀", "n": [1.5, None, 10**30]} for k in range(2500)]
+    text = io.StringIO()
+    text.write("before ")
+    write_records(iter(records), text, tmp_path / f"a{suffix}")
+    text.write(" after")
+    with open(tmp_path / f"out{suffix}", "w", encoding="utf-8", newline="\n") as stream:
+        stream.write("before ")
+        assert write_records(iter(records), stream, tmp_path / f"a{suffix}") == 2500
+        stream.write(" after")
+    assert (tmp_path / f"out{suffix}").read_text(encoding="utf-8") == text.getvalue()

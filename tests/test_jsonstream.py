@@ -11,11 +11,15 @@ def values(path):
     return [v for _, v in iter_records(path)]
 
 
-@pytest.fixture(params=[3, 7, 64, 1 << 20])
+@pytest.fixture(params=[(3, None), (7, None), (64, None), (64, 0), (1 << 20, None)])
 def chunk(request, monkeypatch):
-    """Tiny chunks put record, string, number and multi-byte boundaries everywhere."""
-    monkeypatch.setattr(jsonstream, "CHUNK_CHARS", request.param)
-    return request.param
+    """Tiny chunks put record, string, number and multi-byte boundaries everywhere; with no
+    margin, every record that runs past the buffer fails to parse once and is parsed again."""
+    size, margin = request.param
+    monkeypatch.setattr(jsonstream, "CHUNK_CHARS", size)
+    if margin is not None:
+        monkeypatch.setattr(jsonstream, "RECORD_MARGIN", margin)
+    return size
 
 
 RECORDS = [
