@@ -242,7 +242,7 @@ class RayPairs:
         self.n, self.dim = channel.vectors.shape
         self.address = address
         self.seconds: dict[str, float] = {}
-        self.task_memory: list[tuple[int, int]] = []     # per search task: (RSS at start, peak RSS), bytes
+        self.costs: list[TaskCost] = []                  # per task: its memory and time
         with (nullcontext(None) if channel.source is not None else work_folder(work_root)) as folder:
             source = channel.source if folder is None else written(channel.vectors, folder)
             found = self._search(source)
@@ -288,15 +288,15 @@ class RayPairs:
 
     def _run(self, function, calls) -> list:
         """``function`` over ``calls`` (argument tuples) in Ray tasks, at most a few per CPU
-        in flight; results in the order of ``calls``. Search tasks' memory is kept."""
+        in flight; results in the order of ``calls``, each task's cost in ``costs``."""
         ray = self._ray()
-        task = ray.remote(num_cpus=1)(function)
+        task = ray.remote(num_cpus=1)(measured)
         window = max(2, IN_FLIGHT_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
         calls = iter(enumerate(calls))
         pending, results = {}, {}
         try:
             for number, args in calls:
-                pending[task.remote(*args)] = number
+                pending[task.remote(function, *args)] = number
                 while len(pending) >= window:
                     self._collect(ray, pending, results)
             while pending:
@@ -311,10 +311,13 @@ class RayPairs:
 
     def _collect(self, ray, pending: dict, results: dict) -> None:
         (done,), _ = ray.wait(list(pending), num_returns=1)
-        result = ray.get(done)
-        if isinstance(result, SearchResult):
-            self.task_memory.append(result.memory)
-        results[pending.pop(done)] = result
+        results[pending.pop(done)] = self._kept(ray.get(done))
+
+    def _kept(self, measured_result):
+        """A task's result, its cost noted."""
+        result, cost = measured_result
+        self.costs.append(cost)
+        return result
 
     def block(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The pairs whose later image is in ``start:stop``, most similar first."""
@@ -328,12 +331,23 @@ def _blocks(n: int, size: int):
 
 @dataclass
 class SearchResult:
-    """A search task's pairs (later, earlier, similarity) and its memory: (RSS at start, peak RSS)."""
+    """A search task's pairs: (later, earlier, similarity)."""
 
     later: np.ndarray
     earlier: np.ndarray
     sims: np.ndarray
-    memory: tuple[int, int]
+
+
+@dataclass
+class TaskCost:
+    """What a task cost its worker process: memory (RSS when it started, and its peak, in
+    bytes: what a worker needs) and time (CPU and wall seconds)."""
+
+    task: str
+    rss_start: int
+    rss_peak: int
+    cpu_seconds: float
+    wall_seconds: float
 
 
 def _walk_order(found: list[SearchResult], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -388,12 +402,24 @@ def _partition_task(source: VectorsFile, group, threshold: float, block: int) ->
 # --- what runs in the tasks -----------------------------------------------------------------------
 
 def _assign_partitions(path: str, dim: int, file_rows: np.ndarray, centroids: np.ndarray, spill: int, probe: int):
-    """One task: the home and probed partitions of some vectors (int32)."""
-    from curate.plugins.indexes import nearest_centroids
+    """One task: the ``spill`` home and ``probe`` probed partitions of some vectors (int32),
+    from one product with the centroids (the partitioned index's choice: the nearest ones)."""
     vectors = read_rows(path, dim, file_rows)
+    homes = np.empty((len(vectors), spill), np.int32)
+    probes = np.empty((len(vectors), probe), np.int32)
     block = max(256, ASSIGN_PRODUCTS // len(centroids))
-    return (nearest_centroids(vectors, centroids, spill, block).astype(np.int32),
-            nearest_centroids(vectors, centroids, probe, block).astype(np.int32))
+    for start in range(0, len(vectors), block):
+        sims = vectors[start:start + block] @ centroids.T
+        homes[start:start + block] = _nearest(sims, spill)
+        probes[start:start + block] = _nearest(sims, probe)
+    return homes, probes
+
+
+def _nearest(sims: np.ndarray, count: int) -> np.ndarray:
+    """Each row's ``count`` largest columns (in no particular order), as nearest_centroids."""
+    if count == 1:
+        return sims.argmax(1)[:, None]
+    return np.argpartition(-sims, count - 1, axis=1)[:, :count]
 
 
 def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.ndarray, group, threshold: float,
@@ -401,7 +427,6 @@ def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.nd
     """One task: the pairs >= ``threshold`` of a group of partitions, each member against each
     query that probes its partition, with the products the partitioned index computes (its
     queries a block of the walk at a time)."""
-    memory_start = _rss_reset()
     vectors = read_rows(path, dim, file_rows)
     found = []
     for members, queries in group:
@@ -410,14 +435,13 @@ def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.nd
             sims = vectors[np.searchsorted(needed, chunk)] @ data.T
             rows, columns = np.nonzero(sims >= threshold)
             found.append((chunk[rows], members[columns], sims[rows, columns]))
-    return _result(found, memory_start)
+    return _result(found)
 
 
 def _search_exact(path: str, dim: int, file_rows: np.ndarray, first: int, threshold: float) -> SearchResult:
     """One task: the pairs >= ``threshold`` of the queries ``first:`` (of ``file_rows``) with
     the vectors before them, with the exact index's blocks of products."""
     from curate.plugins.indexes import _BLOCK, _QUERY_BLOCK
-    memory_start = _rss_reset()
     queries = read_rows(path, dim, file_rows[first:])
     found = []
     for q0 in range(0, len(queries), _QUERY_BLOCK):
@@ -430,7 +454,7 @@ def _search_exact(path: str, dim: int, file_rows: np.ndarray, first: int, thresh
             hit = (sims >= threshold) & (np.arange(start, stop)[None, :] < positions[:, None])
             rows, columns = np.nonzero(hit)
             found.append((positions[rows], columns + start, sims[rows, columns]))
-    return _result(found, memory_start)
+    return _result(found)
 
 
 def _walk_chunks(queries: np.ndarray, block: int):
@@ -439,14 +463,23 @@ def _walk_chunks(queries: np.ndarray, block: int):
     return [chunk for chunk in np.split(queries, bounds) if len(chunk)]
 
 
-def _result(found, memory_start: int) -> SearchResult:
+def _result(found) -> SearchResult:
     """Pairs (query, other, similarity) as (later, earlier, similarity), an image with itself left out."""
     me = np.concatenate([np.zeros(0, np.int64)] + [q for q, _, _ in found]).astype(np.int64)
     other = np.concatenate([np.zeros(0, np.int64)] + [o for _, o, _ in found]).astype(np.int64)
     sims = np.concatenate([np.zeros(0, np.float32)] + [s for _, _, s in found]).astype(np.float32)
     distinct = me != other
     me, other, sims = me[distinct], other[distinct], sims[distinct]
-    return SearchResult(np.maximum(me, other), np.minimum(me, other), sims, (memory_start, _peak_rss()))
+    return SearchResult(np.maximum(me, other), np.minimum(me, other), sims)
+
+
+def measured(function, *args):
+    """``function(*args)`` in a task, and its :class:`TaskCost`."""
+    rss_start = _rss_reset()
+    wall, cpu = time.monotonic(), time.process_time()
+    result = function(*args)
+    return result, TaskCost(function.__name__.strip("_"), rss_start, _status_bytes("VmHWM"),
+                            time.process_time() - cpu, time.monotonic() - wall)
 
 
 def _rss_reset() -> int:
@@ -457,10 +490,6 @@ def _rss_reset() -> int:
     except OSError:
         pass
     return _status_bytes("VmRSS")
-
-
-def _peak_rss() -> int:
-    return _status_bytes("VmHWM")
 
 
 def _status_bytes(field: str) -> int:

@@ -157,5 +157,5 @@ def test_ray_tasks_find_the_pairs_the_local_search_finds(tmp_path):
         assert on_ray.score.tolist() == local.score.tolist(), name
         assert (local.duplicate_of >= 0).sum() > 10000
         assert isinstance(made[-1], RayPairs) and made[-1].plan.partitions == options.get("partitions", 0)
-        assert made[-1].task_memory and all(peak >= start > 0 for start, peak in made[-1].task_memory)
+        assert made[-1].costs and all(cost.rss_peak >= cost.rss_start > 0 for cost in made[-1].costs)
     assert list(tmp_path.iterdir()) == []          # the work files are gone

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from curate.errors import CurateError
-from curate.ray_engine import RayPairs, SearchResult, search_plan
+from curate.ray_engine import RayPairs, measured, search_plan
 from curate.registry import get_registry
 from curate.similarity import Channel, walk
 from curate.vectors_file import VectorsFile, read_rows, work_folder
@@ -24,9 +24,7 @@ class InProcessPairs(RayPairs):
         return value
 
     def _run(self, function, calls):
-        results = [function(*args) for args in calls]
-        self.task_memory += [r.memory for r in results if isinstance(r, SearchResult)]
-        return results
+        return [self._kept(measured(function, *args)) for args in calls]
 
 
 def clustered(seed=0, clusters=2600, copies=8, loners=500, dim=16):
@@ -61,7 +59,9 @@ def test_tasks_reading_files_decide_as_the_local_search(tmp_path, name, options,
     assert (local.duplicate_of >= 0).sum() > 0.8 * len(vectors)
     made = InProcessPairs.made[0]
     assert made.plan.partitions == options.get("partitions", 0)
-    assert made.task_memory and all(peak >= start > 0 for start, peak in made.task_memory)
+    searches = [cost for cost in made.costs if cost.task.startswith("search")]
+    assert searches and all(cost.rss_peak >= cost.rss_start > 0 and cost.cpu_seconds > 0 for cost in searches)
+    assert len(made.costs) > len(searches) if made.plan.partitions else len(made.costs) == len(searches)
     # the work file (written when the vectors were not on disk) is gone
     assert sorted(p.name for p in tmp_path.iterdir()) == (["vectors.f32"] if from_cache else [])
 
