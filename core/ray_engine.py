@@ -386,10 +386,10 @@ def _task_groups(homes: np.ndarray, probes: np.ndarray, partitions: int):
 
 def _by_partition(labels: np.ndarray, partitions: int) -> list[np.ndarray]:
     """Per partition, the positions (rows of ``labels``, ascending) that name it."""
-    width = labels.shape[1]
-    order = np.argsort(labels.ravel(), kind="stable")
-    bounds = np.searchsorted(labels.ravel()[order], np.arange(partitions + 1))
-    positions = order // width
+    flat = labels.ravel()
+    positions = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat, np.arange(partitions + 1), sorter=positions)
+    positions //= labels.shape[1]                  # in place: the driver's largest array (8 bytes a probe)
     return [positions[bounds[p]:bounds[p + 1]] for p in range(partitions)]
 
 
