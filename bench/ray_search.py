@@ -119,6 +119,11 @@ def mb(value: float) -> str:
     return f"{value / (1 << 20):,.0f}"
 
 
+def peak_and_own(tasks: list[dict]) -> str:
+    """The largest peak RSS of ``tasks``, and the largest part of a peak that was the task's own."""
+    return f"{mb(max(t['rss_peak'] for t in tasks))} / {mb(max(t['rss_peak'] - t['rss_start'] for t in tasks))}"
+
+
 def report(runs: list[dict], args) -> None:
     rows = []
     local = [r for r in runs if r["engine"] == "local"]
@@ -130,13 +135,13 @@ def report(runs: list[dict], args) -> None:
                      f"{sum(t['cpu_seconds'] for t in r.get('tasks', [])):.1f}" if tasks else "-",
                      f"{r['process_wall']:.1f} / {r['process_cpu']:.1f}", mb(r["driver_peak"]),
                      f"{len(tasks)}" if tasks else "-",
-                     f"{mb(max(t['rss_peak'] for t in tasks))} / {mb(max(t['rss_peak'] - t['rss_start'] for t in tasks))}"
-                     if tasks else "-",
+                     peak_and_own(tasks) if tasks else "-",
                      f"{mb(max(t['rss_peak'] for t in assigns))}" if assigns else "-",
                      f"{r['removed']:,}", r["decisions"]])
     print_table(f"walk at {args.threshold}, {args.vectors:,} x {args.dim} planted vectors, index {args.index}, "
                 f"{args.cpus} CPUs for Ray (load {os.getloadavg()[0]:.1f} at the end)",
-                ["engine", "walk wall s", "/ local", "driver CPU s", "tasks CPU s", "process wall / CPU s (no Ray workers)",
+                ["engine", "walk wall s", "/ local", "driver CPU s", "tasks CPU s",
+                 "process wall / CPU s (no Ray workers)",
                  "driver peak MB", "search tasks", "task peak / own MB", "assign peak MB", "removed", "decisions"],
                 rows)
     for r in runs:

@@ -1,9 +1,8 @@
 """The `--engine ray` embedding stage: images are read and decoded by Ray Data tasks on CPU
 workers, the model runs in a pool of actors (one per GPU where the cluster has GPUs), and
 the driver appends what comes back to the same cache as the local engine, so a run can move
-between engines and resume. The search for pairs runs in Ray tasks too (:class:`RayPairs`), reading the vectors from files
-on a shared path.
-Ray is imported only here (``pip install 'curate[ray]'``)."""
+between engines and resume. The search for pairs runs in Ray tasks too (:class:`RayPairs`),
+which read the vectors from files on a shared path. Ray is imported only here (``pip install 'curate[ray]'``)."""
 
 from __future__ import annotations
 
@@ -252,16 +251,23 @@ class RayPairs:
         if not self.plan.partitions:
             return self._run(_search_exact, [(str(source.path), self.dim, source.rows[:stop], start, self.threshold)
                                              for start, stop in _blocks(self.n, self.block_size)])
+        with self._timed("train"):
+            centroids = self._centroids(source)
+        with self._timed("assign"):
+            homes, probes = self._assign(source, centroids)
+        with self._timed("search"):
+            calls = (_partition_task(source, group, self.threshold, self.block_size)
+                     for group in _task_groups(homes, probes, self.plan.partitions))
+            return self._run(_search_partitions, calls)
+
+    @contextmanager
+    def _timed(self, stage: str):
+        """The wall seconds of a stage, into ``seconds`` (for bench/ray_search.py)."""
         started = time.monotonic()
-        centroids = self._centroids(source)
-        self.seconds["train"] = time.monotonic() - started
-        homes, probes = self._assign(source, centroids)
-        self.seconds["assign"] = time.monotonic() - self.seconds["train"] - started
-        calls = (_partition_task(source, group, self.threshold, self.block_size)
-                 for group in _task_groups(homes, probes, self.plan.partitions))
-        found = self._run(_search_partitions, calls)
-        self.seconds["search"] = time.monotonic() - started - self.seconds["train"] - self.seconds["assign"]
-        return found
+        try:
+            yield
+        finally:
+            self.seconds[stage] = time.monotonic() - started
 
     def _centroids(self, source: VectorsFile) -> np.ndarray:
         """k-means on the driver, on the sample the partitioned index trains on (the same
