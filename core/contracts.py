@@ -239,8 +239,7 @@ class SimilarityIndex(ABC):
         """How many vectors the index holds."""
 
     def ready(self) -> None:
-        """Finish building (an index that trains on its first search trains here), before the
-        index is copied to workers that search it (``--engine ray``)."""
+        """Finish building (an index that trains on its first search trains here)."""
 
     def block_pairs(self, queries: np.ndarray, first: int, threshold: float,
                     alive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -38,6 +38,7 @@ from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
 from .settings import configured, refuse_unknown
 from .similarity import Channel, Pairs, kept_curve, nearest_neighbours, walk
+from .vectors_file import VectorsFile
 from .verification import NONE, Looked, PairVerifier
 
 # --- step 1: identify ----------------------------------------------------------------------------
@@ -271,7 +272,7 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
     """The keep/remove walk per group and threshold over every signal (each removal confirmed by
     the verifier), then each image's neighbourhood in the embedding (for the report). The
     evaluation images (``--against``) go first in every group's walk, kept whatever they match.
-    ``pair_search``: what searches for the pairs (:class:`curate.ray_engine.RayPairs` on Ray)."""
+    ``pair_search``: what searches for the pairs (:func:`curate.ray_engine.ray_pairs` on Ray)."""
     index_kind = search.index_kind
     options = dict(search.index_options)
     vectors, ok = found.result.vectors, found.result.ok
@@ -295,7 +296,8 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
                 members = np.concatenate([against, group])
                 verify = (lambda kept, candidate, m=members: pairs(int(m[kept]), int(m[candidate]))) if pairs else None
                 decision = walk([Channel(name, matrix[members], t, index_kind, options,
-                                         verified=plugin is None or plugin.verified)
+                                         verified=plugin is None or plugin.verified,
+                                         source=cached_source(found.result, members) if plugin is None else None)
                                  for (name, matrix, t), (_, plugin, _) in zip(matrices, signals)],
                                 verify=verify, fixed=len(against), pairs=pair_search)
                 removed = decision.duplicate_of >= 0
@@ -315,6 +317,13 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
             neighbourhood.add_group(members, sims, ids, kept_everywhere)
             bar.advance(1)
     return results, neighbourhood
+
+
+def cached_source(result: EmbedResult, members: np.ndarray) -> VectorsFile | None:
+    """Where the embedding cache holds the vectors of ``members`` (None: not all of them there)."""
+    if result.cache_file is None or (result.cache_rows[members] < 0).any():
+        return None
+    return VectorsFile(result.cache_file, result.cache_rows[members], result.vectors.shape[1])
 
 
 def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: SearchSettings = None,
@@ -337,8 +346,8 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
     groups = scope_groups(found.images, found.result.ok, search.scope)
     pair_search = Pairs
     if settings.engine == "ray":
-        from .ray_engine import RayPairs
-        pair_search = functools.partial(RayPairs, address=settings.ray_address)
+        from .ray_engine import ray_pairs
+        pair_search = functools.partial(ray_pairs, address=settings.ray_address, work_root=settings.cache_dir)
     results, neighbourhood = decide(found, groups, search, signals, settings.show_progress, pair_search)
     seconds = dict(found.seconds, search=time.monotonic() - started)
     return Duplicates(found, search, results, neighbourhood, seconds, signals)

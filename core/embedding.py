@@ -50,6 +50,8 @@ class EmbedResult:
     signals: dict[str, np.ndarray] = field(default_factory=dict)   # per signal: (n, dim) fingerprints
     observed: dict[str, dict[int, object]] = field(default_factory=dict)  # per observer: position -> its value
     runtime: str | None = None                            # what ran the model (torch, onnxruntime)
+    cache_file: Path | None = None                        # the embedding cache's vectors.f32 (None: no cache)
+    cache_rows: np.ndarray | None = None                  # (n,) each vector's row there, -1 where none
 
     def observed_by_image(self, images: list[str]) -> dict[str, dict[str, object]]:
         """The observers' values keyed by image (``images``: each position's image path)."""
@@ -97,6 +99,8 @@ def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, p
         progress(len(failures))
     todo = list(keys)
     channels = [(result.vectors, cache)] + [(result.signals[signal.name], c) for signal, c in signals]
+    if cache is not None:
+        result.cache_file, result.cache_rows = cache.vectors_path, np.full(n, -1, np.int64)
     if cache is not None and todo:
         todo_keys = [keys[i] for i in todo]
         found = [_verified_rows(c, todo_keys) if c is not None else {} for _, c in channels]
@@ -106,6 +110,7 @@ def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, p
             if hits:
                 matrix[hits] = np.stack([rows[j] for j in everywhere])
         result.ok[hits] = True
+        result.cache_rows[hits] = [cache.rows[keys[i]] for i in hits]
         result.cached = len(hits)
         if progress and hits:
             progress(len(hits))
@@ -136,6 +141,7 @@ def store(result: EmbedResult, positions: list[int], vectors: np.ndarray, finger
     if cache is not None and positions:
         image_keys = [keys[i] for i in positions]
         cache.append(image_keys, vectors)
+        result.cache_rows[positions] = [cache.rows[key] for key in image_keys]
         for signal, signal_cache in signals:
             signal_cache.append(image_keys, fingerprints[signal.name])
 

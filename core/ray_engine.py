@@ -1,13 +1,14 @@
 """The `--engine ray` embedding stage: images are read and decoded by Ray Data tasks on CPU
 workers, the model runs in a pool of actors (one per GPU where the cluster has GPUs), and
 the driver appends what comes back to the same cache as the local engine, so a run can move
-between engines and resume. The search for pairs runs in Ray tasks too (:class:`RayPairs`).
-Ray is imported only here (``pip install 'curate[ray]'``)."""
+between engines and resume. The search for pairs runs in Ray tasks too (:class:`RayPairs`),
+which read the vectors from files on a shared path. Ray is imported only here (``pip install 'curate[ray]'``)."""
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ import numpy as np
 from .errors import CurateError, setting
 from .interrupts import handlers_kept, signals_held
 from .embedding import EmbedResult, SignalSet, cached_or_todo, check_plugins_gave_something, not_finite, store
-from .similarity import Pairs
+from .similarity import BLOCK, Channel, Pairs
+from .vectors_file import VectorsFile, read_rows, work_folder, written
 
 
 class _Preprocessing:
@@ -177,27 +179,331 @@ def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, work
     return result
 
 
-def _search_block(index, vectors, start: int, stop: int, threshold: float):
-    """One Ray task: the index's pairs for the images ``start:stop``."""
-    return index.block_pairs(vectors[start:stop], start, threshold)
+# --- the search for pairs: Ray tasks that read the vectors from files on a shared path ---------
+
+# A search task reads about this many rows (its partitions' members and the queries that probe
+# them): its memory is these rows (300 MB at 768-d) and one block of products.
+TASK_ROWS = 100_000
+# Vectors per task that finds their partitions, and the products it holds at once.
+ASSIGN_ROWS = 65_536
+ASSIGN_PRODUCTS = 1 << 24                      # 64 MB of float32 similarities to centroids
+IN_FLIGHT_PER_CPU = 2                          # tasks submitted ahead, per CPU of the cluster
 
 
-class RayPairs(Pairs):
-    """:class:`curate.similarity.Pairs` whose blocks are searched by Ray tasks, one block of
-    queries each, as many at once as the cluster has CPUs: the driver builds the index once
-    (k-means included) and puts it and the vectors in Ray's object store, which every task
-    reads; the walk takes the blocks' pairs in order on the driver."""
+@dataclass(frozen=True)
+class SearchPlan:
+    """How a channel's index kind splits into tasks: ``partitions`` 0 is the exact search
+    (a task per block of the walk), else k-means partitions searched as the partitioned index
+    searches them (``probe`` nearest partitions per query, each vector in its ``spill`` nearest)."""
 
-    def __init__(self, channel, block, address: str | None = None):
-        super().__init__(channel, block)
-        self.index.ready()
-        self.ray = start_ray(address, num_cpus=None)
-        task = self.ray.remote(num_cpus=1)(_search_block)
-        index, vectors = self.ray.put(self.index), self.ray.put(self.vectors)
-        n = len(self.vectors)
-        self.pending = {start: task.remote(index, vectors, start, min(n, start + block), self.threshold)
-                        for start in range(0, n, block)}
+    partitions: int = 0
+    probe: int = 1
+    spill: int = 1
 
-    def search(self, start, stop, alive):
-        """The block's pairs, searched ahead of the walk (so with removed images' pairs too)."""
-        return self.ray.get(self.pending.pop(start))
+
+def search_plan(channel: Channel) -> SearchPlan | None:
+    """The plan for the index that ``channel``'s kind makes for its group (auto decides by
+    size, the partitioned index is exact below its training size); None for a kind that does
+    not split into tasks over rows (hnsw, a plugin's)."""
+    from curate.plugins.indexes import ExactIndex, PartitionedIndex, TorchExactIndex
+    n, dim = channel.vectors.shape
+    index = channel.kind.new(dim, n, **channel.options)
+    if isinstance(index, (ExactIndex, TorchExactIndex)):
+        return SearchPlan()
+    if isinstance(index, PartitionedIndex):
+        if n < index.train_at:
+            return SearchPlan()
+        return SearchPlan(index.partitions, index.probe, index.spill)
+    return None
+
+
+def ray_pairs(channel: Channel, block: int = BLOCK, address: str | None = None, work_root: Path | None = None):
+    """The walk's pairs for ``channel``: searched by Ray tasks where its index kind splits into
+    them (exact, partitioned, auto), on the driver otherwise (see :func:`search_plan`)."""
+    plan = search_plan(channel)
+    if plan is None:
+        return Pairs(channel, block)
+    return RayPairs(channel, block, plan, address, work_root)
+
+
+class RayPairs:
+    """The walk's pairs (:class:`curate.similarity.Pairs`' order and blocks), searched by Ray
+    tasks that read the vectors from a file on a path every node sees: the embedding cache's
+    ``vectors.f32`` (``channel.source``), else a work file the driver writes once in
+    ``work_root`` (the cache folder; removed at the end). The driver trains the k-means
+    centroids on a sample, tasks find each vector's partitions (small integer arrays back),
+    and a task per group of partitions computes their pairs with exact float32 products. The
+    driver holds the pairs found, not the vectors; the walk takes them in order."""
+
+    def __init__(self, channel: Channel, block: int, plan: SearchPlan, address: str | None = None,
+                 work_root: Path | None = None):
+        self.threshold, self.block_size, self.plan = channel.threshold, block, plan
+        self.n, self.dim = channel.vectors.shape
+        self.address = address
+        self.seconds: dict[str, float] = {}
+        self.costs: list[TaskCost] = []                  # per task: its memory and time
+        with (nullcontext(None) if channel.source is not None else work_folder(work_root)) as folder:
+            source = channel.source if folder is None else written(channel.vectors, folder)
+            found = self._search(source)
+        self.later, self.earlier, self.sims = _walk_order(found, self.n)
+
+    def _search(self, source: VectorsFile) -> list:
+        if not self.plan.partitions:
+            return self._run(_search_exact, [(str(source.path), self.dim, source.rows[:stop], start, self.threshold)
+                                             for start, stop in _blocks(self.n, self.block_size)])
+        with self._timed("train"):
+            centroids = self._centroids(source)
+        with self._timed("assign"):
+            homes, probes = self._assign(source, centroids)
+        with self._timed("search"):
+            calls = (_partition_task(source, group, self.threshold, self.block_size)
+                     for group in _task_groups(homes, probes, self.plan.partitions))
+            return self._run(_search_partitions, calls)
+
+    @contextmanager
+    def _timed(self, stage: str):
+        """The wall seconds of a stage, into ``seconds`` (for bench/ray_search.py)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = time.monotonic() - started
+
+    def _centroids(self, source: VectorsFile) -> np.ndarray:
+        """k-means on the driver, on the sample the partitioned index trains on (the same
+        centroids, so the same partitions)."""
+        from curate.plugins.indexes import SAMPLE_PER_PARTITION, kmeans
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(self.n, min(self.n, SAMPLE_PER_PARTITION * self.plan.partitions), replace=False))
+        return kmeans(read_rows(source.path, self.dim, source.file_rows(sample)), self.plan.partitions)
+
+    def _assign(self, source: VectorsFile, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each vector's ``spill`` home partitions and ``probe`` probed ones, found by tasks."""
+        shared = self._shared(centroids)
+        chunks = [(str(source.path), self.dim, source.file_rows(np.arange(start, stop)), shared,
+                   self.plan.spill, self.plan.probe) for start, stop in _blocks(self.n, ASSIGN_ROWS)]
+        found = self._run(_assign_partitions, chunks)
+        return np.concatenate([h for h, _ in found]), np.concatenate([p for _, p in found])
+
+    def _ray(self):
+        return start_ray(self.address, num_cpus=None)
+
+    def _shared(self, value):
+        """``value`` in Ray's object store, read by every task that gets it."""
+        return self._ray().put(value)
+
+    def _run(self, function, calls) -> list:
+        """``function`` over ``calls`` (argument tuples) in Ray tasks, at most a few per CPU
+        in flight; results in the order of ``calls``, each task's cost in ``costs``."""
+        ray = self._ray()
+        task = ray.remote(num_cpus=1)(measured)
+        window = max(2, IN_FLIGHT_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
+        calls = iter(enumerate(calls))
+        pending, results = {}, {}
+        try:
+            for number, args in calls:
+                pending[task.remote(function, *args)] = number
+                while len(pending) >= window:
+                    self._collect(ray, pending, results)
+            while pending:
+                self._collect(ray, pending, results)
+        except Exception as e:
+            _raise_plugin_error(e)
+            raise
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+        return [results[number] for number in sorted(results)]
+
+    def _collect(self, ray, pending: dict, results: dict) -> None:
+        (done,), _ = ray.wait(list(pending), num_returns=1)
+        results[pending.pop(done)] = self._kept(ray.get(done))
+
+    def _kept(self, measured_result):
+        """A task's result, its cost noted."""
+        result, cost = measured_result
+        self.costs.append(cost)
+        return result
+
+    def block(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs whose later image is in ``start:stop``, most similar first."""
+        low, high = np.searchsorted(self.later, [start, stop])
+        return self.later[low:high], self.earlier[low:high], self.sims[low:high]
+
+
+def _blocks(n: int, size: int):
+    return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+@dataclass
+class SearchResult:
+    """A search task's pairs: (later, earlier, similarity)."""
+
+    later: np.ndarray
+    earlier: np.ndarray
+    sims: np.ndarray
+
+
+@dataclass
+class TaskCost:
+    """What a task cost its worker process: memory (RSS when it started, and its peak, in
+    bytes: what a worker needs) and time (CPU and wall seconds)."""
+
+    task: str
+    rss_start: int
+    rss_peak: int
+    cpu_seconds: float
+    wall_seconds: float
+
+
+def _walk_order(found: list[SearchResult], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every task's pairs, each once (met from both sides, or in two partitions: the higher
+    similarity), by later image, then most similar first, then earlier image."""
+    later = np.concatenate([np.zeros(0, np.int64)] + [f.later for f in found])
+    earlier = np.concatenate([np.zeros(0, np.int64)] + [f.earlier for f in found])
+    sims = np.concatenate([np.zeros(0, np.float32)] + [f.sims for f in found])
+    key = later * n + earlier
+    order = np.lexsort((-sims, key))
+    first = np.ones(len(order), bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    order = order[first]
+    later, earlier, sims = later[order], earlier[order], sims[order]
+    order = np.lexsort((earlier, -sims, later))
+    return later[order], earlier[order], sims[order]
+
+
+def _task_groups(homes: np.ndarray, probes: np.ndarray, partitions: int):
+    """Groups of partitions of about ``TASK_ROWS`` rows read: per group, (members, queries)
+    of each partition with members, positions ascending."""
+    members = _by_partition(homes, partitions)
+    queries = _by_partition(probes, partitions)
+    group, rows = [], 0
+    for p in range(partitions):
+        if not len(members[p]):
+            continue
+        group.append((members[p], queries[p]))
+        rows += len(members[p]) + len(queries[p])
+        if rows >= TASK_ROWS:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
+
+
+def _by_partition(labels: np.ndarray, partitions: int) -> list[np.ndarray]:
+    """Per partition, the positions (rows of ``labels``, ascending) that name it."""
+    flat = labels.ravel()
+    positions = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat, np.arange(partitions + 1), sorter=positions)
+    positions //= labels.shape[1]                  # in place: the driver's largest array (8 bytes a probe)
+    return [positions[bounds[p]:bounds[p + 1]] for p in range(partitions)]
+
+
+def _partition_task(source: VectorsFile, group, threshold: float, block: int) -> tuple:
+    """A search task's arguments: the rows it reads (positions, ascending, and their file rows)."""
+    needed = np.unique(np.concatenate([np.concatenate([m, q]) for m, q in group]))
+    return str(source.path), source.dim, needed, source.file_rows(needed), group, threshold, block
+
+
+# --- what runs in the tasks -----------------------------------------------------------------------
+
+def _assign_partitions(path: str, dim: int, file_rows: np.ndarray, centroids: np.ndarray, spill: int, probe: int):
+    """One task: the ``spill`` home and ``probe`` probed partitions of some vectors (int32),
+    from one product with the centroids (the partitioned index's choice: the nearest ones)."""
+    vectors = read_rows(path, dim, file_rows)
+    homes = np.empty((len(vectors), spill), np.int32)
+    probes = np.empty((len(vectors), probe), np.int32)
+    block = max(256, ASSIGN_PRODUCTS // len(centroids))
+    for start in range(0, len(vectors), block):
+        sims = vectors[start:start + block] @ centroids.T
+        homes[start:start + block] = _nearest(sims, spill)
+        probes[start:start + block] = _nearest(sims, probe)
+    return homes, probes
+
+
+def _nearest(sims: np.ndarray, count: int) -> np.ndarray:
+    """Each row's ``count`` largest columns (in no particular order), as nearest_centroids."""
+    if count == 1:
+        return sims.argmax(1)[:, None]
+    return np.argpartition(-sims, count - 1, axis=1)[:, :count]
+
+
+def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.ndarray, group, threshold: float,
+                       block: int) -> SearchResult:
+    """One task: the pairs >= ``threshold`` of a group of partitions, each member against each
+    query that probes its partition, with the products the partitioned index computes (its
+    queries a block of the walk at a time)."""
+    vectors = read_rows(path, dim, file_rows)
+    found = []
+    for members, queries in group:
+        data = vectors[np.searchsorted(needed, members)]
+        for chunk in _walk_chunks(queries, block):
+            sims = vectors[np.searchsorted(needed, chunk)] @ data.T
+            rows, columns = np.nonzero(sims >= threshold)
+            found.append((chunk[rows], members[columns], sims[rows, columns]))
+    return _result(found)
+
+
+def _search_exact(path: str, dim: int, file_rows: np.ndarray, first: int, threshold: float) -> SearchResult:
+    """One task: the pairs >= ``threshold`` of the queries ``first:`` (of ``file_rows``) with
+    the vectors before them, with the exact index's blocks of products."""
+    from curate.plugins.indexes import _BLOCK, _QUERY_BLOCK
+    queries = read_rows(path, dim, file_rows[first:])
+    found = []
+    for q0 in range(0, len(queries), _QUERY_BLOCK):
+        chunk = queries[q0:q0 + _QUERY_BLOCK]
+        positions = first + q0 + np.arange(len(chunk))
+        end = positions[-1] + 1
+        for start in range(0, end, _BLOCK):
+            stop = min(start + _BLOCK, end)
+            sims = chunk @ read_rows(path, dim, file_rows[start:stop]).T
+            hit = (sims >= threshold) & (np.arange(start, stop)[None, :] < positions[:, None])
+            rows, columns = np.nonzero(hit)
+            found.append((positions[rows], columns + start, sims[rows, columns]))
+    return _result(found)
+
+
+def _walk_chunks(queries: np.ndarray, block: int):
+    """``queries`` (positions, ascending) cut at the walk's block boundaries."""
+    bounds = np.searchsorted(queries, np.arange(block, queries[-1] + 1, block)) if len(queries) else []
+    return [chunk for chunk in np.split(queries, bounds) if len(chunk)]
+
+
+def _result(found) -> SearchResult:
+    """Pairs (query, other, similarity) as (later, earlier, similarity), an image with itself left out."""
+    me = np.concatenate([np.zeros(0, np.int64)] + [q for q, _, _ in found]).astype(np.int64)
+    other = np.concatenate([np.zeros(0, np.int64)] + [o for _, o, _ in found]).astype(np.int64)
+    sims = np.concatenate([np.zeros(0, np.float32)] + [s for _, _, s in found]).astype(np.float32)
+    distinct = me != other
+    me, other, sims = me[distinct], other[distinct], sims[distinct]
+    return SearchResult(np.maximum(me, other), np.minimum(me, other), sims)
+
+
+def measured(function, *args):
+    """``function(*args)`` in a task, and its :class:`TaskCost`."""
+    rss_start = _rss_reset()
+    wall, cpu = time.monotonic(), time.process_time()
+    result = function(*args)
+    return result, TaskCost(function.__name__.strip("_"), rss_start, _status_bytes("VmHWM"),
+                            time.process_time() - cpu, time.monotonic() - wall)
+
+
+def _rss_reset() -> int:
+    """This process's RSS now, after its peak was reset to it (Linux): a Ray worker runs many
+    tasks, and the peak measured is this task's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_bytes("VmRSS")
+
+
+def _status_bytes(field: str) -> int:
+    """A field of /proc/self/status in bytes (0 where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

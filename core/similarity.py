@@ -26,7 +26,9 @@ CANDIDATES = 8
 @dataclass
 class Channel:
     """One signal's vectors for a group of images, searched with an index at its own threshold.
-    ``verified``: a match must be confirmed by the verifier (False for exact matches)."""
+    ``verified``: a match must be confirmed by the verifier (False for exact matches).
+    ``source``: where the same vectors lie on disk (rows of the embedding cache), for searches
+    in other processes (``--engine ray``); None: they are written out for them."""
 
     name: str
     vectors: np.ndarray
@@ -34,6 +36,7 @@ class Channel:
     kind: IndexKind
     options: dict = field(default_factory=dict)
     verified: bool = True
+    source: object = None         # a curate.vectors_file.VectorsFile
 
 
 @dataclass

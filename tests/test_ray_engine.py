@@ -37,9 +37,13 @@ def test_ray_embeddings_equal_local_ones_and_share_the_cache(tmp_path):
 
 
 def test_ray_dedup_makes_the_same_decisions(tmp_path):
-    common = ["--image-root", IMAGES, "--embedder", "timm-pool", "--no-cache", "-t", "0.85", "-t", "0.7", "-q"]
-    run_curate("dedup", DEMO, "-o", tmp_path / "local.json", *common, check=0)
-    run_curate("dedup", DEMO, "-o", tmp_path / "ray.json", *common, "--engine", "ray", check=0)
+    """Embedding and search on Ray in one run: the search tasks read the embedding's vectors
+    from the cache and the signals' fingerprints from work files beside it (removed after)."""
+    common = ["--image-root", IMAGES, "--embedder", "timm-pool", "-t", "0.85", "-t", "0.7", "-q"]
+    run_curate("dedup", DEMO, "-o", tmp_path / "local.json", *common, "--no-cache", check=0)
+    run_curate("dedup", DEMO, "-o", tmp_path / "ray.json", *common, "--engine", "ray", "--cache", tmp_path / "cache",
+               check=0)
+    assert not list((tmp_path / "cache").glob(".curate-search-*"))
     assert load_json(tmp_path / "local.json") == load_json(tmp_path / "ray.json")
     removed = [(Path(str(tmp_path / f"{e}.json") + ".report") / "removed.jsonl").read_text() for e in ("local", "ray")]
     strip = [[{k: v for k, v in json.loads(line).items() if k != "score"} for line in r.splitlines()] for r in removed]
@@ -126,19 +130,32 @@ def test_sigterm_inside_ray_init_is_a_clean_exit():
     assert result.stdout == ""
 
 
-def test_ray_tasks_find_the_pairs_the_local_search_finds():
-    """The walk with its pairs searched by Ray tasks, against the local search: exact, and
-    partitioned past its training size (k-means once, on the driver)."""
-    from curate.ray_engine import RayPairs
+def test_ray_tasks_find_the_pairs_the_local_search_finds(tmp_path):
+    """The walk with its pairs searched by Ray tasks that read the vectors from a file (a work
+    file the driver writes in the cache folder, removed after), against the local search:
+    exact, and partitioned past its training size (k-means on the driver, partitions found and
+    searched by tasks)."""
+    import functools
+    from curate.ray_engine import ray_pairs, RayPairs
     from curate.registry import get_registry
     from curate.similarity import Channel, walk
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(2600, 32))
     vectors = np.concatenate([centres.repeat(8, 0) + 0.15 * rng.normal(size=(20800, 32)), rng.normal(size=(500, 32))])
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)[rng.permutation(21300)]
-    for name, options in (("exact", {}), ("partitioned", {"partitions": 40, "probe": 4})):
+    made = []
+
+    def pairs(channel, block):
+        made.append(ray_pairs(channel, block, work_root=tmp_path))
+        return made[-1]
+
+    for name, options in (("exact", {}), ("partitioned", {"partitions": 40, "partition_probe": 4})):
         channel = [Channel("embedding", vectors, 0.9, get_registry().get("index", name), options)]
         local = walk(channel, block=4096)
-        on_ray = walk(channel, block=4096, pairs=RayPairs)
+        on_ray = walk(channel, block=4096, pairs=pairs)
         assert on_ray.duplicate_of.tolist() == local.duplicate_of.tolist(), name
+        assert on_ray.score.tolist() == local.score.tolist(), name
         assert (local.duplicate_of >= 0).sum() > 10000
+        assert isinstance(made[-1], RayPairs) and made[-1].plan.partitions == options.get("partitions", 0)
+        assert made[-1].costs and all(cost.rss_peak >= cost.rss_start > 0 for cost in made[-1].costs)
+    assert list(tmp_path.iterdir()) == []          # the work files are gone

@@ -1,0 +1,193 @@
+"""The search for pairs on Ray (`--engine ray`): time, driver memory and memory per worker,
+against the local engine's search in the same run (alternately, each in its own process).
+
+    python bench/ray_search.py --vectors 200000 --repeats 1
+
+Synthetic 768-d vectors (bench/index_scale.py's planted near-duplicates, one shard of
+--shard vectors at a time) are appended to one float32 file as the embedding cache appends
+its vectors.f32; the walk at --threshold with `auto` (partitioned above 100K) runs:
+
+- local: the vectors in memory and the partitioned index in this process, as `--engine local`;
+- ray: a local Ray instance with --cpus CPUs; the search tasks read the file (the driver
+  trains k-means on a sample and holds the pairs, not the vectors).
+
+Per run: the walk's wall and CPU seconds, the driver's peak RSS, and for Ray each task's
+peak RSS (its worker's VmHWM, reset as the task starts) and CPU seconds. Ray's start is
+outside the walk's time (about 10 s here, once per run). The file is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import print_table  # noqa: E402
+from index_scale import planted  # noqa: E402
+
+GB = 1 << 30
+
+
+def write_vectors(path: Path, n: int, dim: int, shard: int) -> None:
+    """``n`` planted vectors, written a shard at a time (never all in memory)."""
+    with open(path, "wb") as f:
+        for number, start in enumerate(range(0, n, shard)):
+            f.write(planted(min(shard, n - start), dim, seed=number).tobytes())
+
+
+def run_child(engine: str, path: Path, n: int, dim: int, threshold: float, cpus: int, index: str,
+              partitions: int) -> dict:
+    """One engine's walk over the file, in this process (started by the parent): its figures."""
+    from curate.registry import get_registry
+    from curate.similarity import Channel, Pairs, walk
+    from curate.vectors_file import VectorsFile
+    kind = get_registry().get("index", index)
+    options = {"partitions": partitions} if partitions else {}
+    made = []
+    ray_start = 0.0
+    if engine == "ray":
+        from curate.ray_engine import ray_pairs, start_ray
+        started = time.monotonic()
+        start_ray(None, num_cpus=cpus)
+        ray_start = time.monotonic() - started
+        vectors = np.memmap(path, np.float32, "r", shape=(n, dim))      # the driver reads only a sample
+        channel = Channel("embedding", vectors, threshold, kind, options, source=VectorsFile(path, np.arange(n), dim))
+
+        def pairs(channel, block):
+            made.append(ray_pairs(channel, block, work_root=path.parent))
+            return made[-1]
+    else:
+        vectors = np.fromfile(path, np.float32).reshape(n, dim)
+        channel = Channel("embedding", vectors, threshold, kind, options)
+        pairs = Pairs
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    wall, cpu = time.monotonic(), time.process_time()
+    decision = walk([channel], pairs=pairs)
+    figures = {"engine": engine, "wall": time.monotonic() - wall, "driver_cpu": time.process_time() - cpu,
+               "driver_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+               "driver_peak_before_walk": rss_before, "ray_start": ray_start,
+               "removed": int((decision.duplicate_of >= 0).sum()), "driver_rss_now": rss_now(),
+               "decisions": hashlib.sha256(decision.duplicate_of.tobytes()).hexdigest()[:16]}
+    if made:
+        search = made[0]
+        figures.update(stages=search.seconds, pairs=len(search.later), plan=vars(search.plan),
+                       tasks=[vars(cost) for cost in search.costs])
+    return figures
+
+
+def rss_now() -> dict:
+    """This process's resident memory by kind, in bytes (anonymous, mapped files, shared memory:
+    Ray's object store is mapped into the driver, and a result read from it is not a copy)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile", "RssShmem"):
+            fields[name] = int(value.split()[0]) * 1024
+    return fields
+
+
+def measure(engine: str, args, path: Path) -> dict:
+    """A child process's figures, with its whole wall and CPU time (Ray's processes included
+    once they exit with it)."""
+    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); rc = subprocess.call(sys.argv[1:]); "
+               "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+               "print('WHOLE', time.perf_counter() - t, u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)")
+    command = [sys.executable, "-c", wrapper, sys.executable, __file__, "--child", engine, "--file", str(path),
+               "--vectors", str(args.vectors), "--dim", str(args.dim), "--threshold", str(args.threshold),
+               "--cpus", str(args.cpus), "--index", args.index, "--partitions", str(args.partitions)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{engine} failed:\n{result.stderr[-3000:]}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    whole = [line for line in result.stderr.splitlines() if line.startswith("WHOLE ")][-1].split()
+    figures["process_wall"], figures["process_cpu"] = float(whole[1]), float(whole[2])
+    return figures
+
+
+def mb(value: float) -> str:
+    return f"{value / (1 << 20):,.0f}"
+
+
+def peak_and_own(tasks: list[dict]) -> str:
+    """The largest peak RSS of ``tasks``, and the largest part of a peak that was the task's own."""
+    return f"{mb(max(t['rss_peak'] for t in tasks))} / {mb(max(t['rss_peak'] - t['rss_start'] for t in tasks))}"
+
+
+def report(runs: list[dict], args) -> None:
+    rows = []
+    local = [r for r in runs if r["engine"] == "local"]
+    for r in runs:
+        ratio = f"{r['wall'] / local[0]['wall']:.2f}" if local else "-"
+        tasks = [t for t in r.get("tasks", []) if t["task"].startswith("search")]
+        assigns = [t for t in r.get("tasks", []) if t["task"].startswith("assign")]
+        rows.append([r["engine"], f"{r['wall']:.1f}", ratio, f"{r['driver_cpu']:.1f}",
+                     f"{sum(t['cpu_seconds'] for t in r.get('tasks', [])):.1f}" if tasks else "-",
+                     f"{r['process_wall']:.1f} / {r['process_cpu']:.1f}", mb(r["driver_peak"]),
+                     f"{len(tasks)}" if tasks else "-",
+                     peak_and_own(tasks) if tasks else "-",
+                     f"{mb(max(t['rss_peak'] for t in assigns))}" if assigns else "-",
+                     f"{r['removed']:,}", r["decisions"]])
+    print_table(f"walk at {args.threshold}, {args.vectors:,} x {args.dim} planted vectors, index {args.index}, "
+                f"{args.cpus} CPUs for Ray (load {os.getloadavg()[0]:.1f} at the end)",
+                ["engine", "walk wall s", "/ local", "driver CPU s", "tasks CPU s",
+                 "process wall / CPU s (no Ray workers)",
+                 "driver peak MB", "search tasks", "task peak / own MB", "assign peak MB", "removed", "decisions"],
+                rows)
+    for r in runs:
+        if "stages" in r:
+            print(f"{r['engine']}: stages {json.dumps({k: round(v, 1) for k, v in r['stages'].items()})}, "
+                  f"plan {r['plan']}, {r['pairs']:,} pairs, Ray start {r['ray_start']:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vectors", type=int, default=200_000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--shard", type=int, default=100_000)
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--index", default="auto")
+    parser.add_argument("--partitions", type=int, default=0, help="0: the index's default (one per 1,000)")
+    parser.add_argument("--engines", nargs="+", default=["local", "ray"])
+    parser.add_argument("--folder", type=Path, default=Path(__file__).parent.parent,
+                        help="where the vectors file goes (the disk needs vectors x dim x 4 bytes free)")
+    parser.add_argument("--child", choices=["local", "ray"])
+    parser.add_argument("--file", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_child(args.child, args.file, args.vectors, args.dim, args.threshold, args.cpus,
+                                   args.index, args.partitions)))
+        return
+    size = args.vectors * args.dim * 4
+    free = shutil.disk_usage(args.folder).free
+    if size > free - 2 * GB:
+        raise SystemExit(f"{args.vectors:,} x {args.dim} float32 is {size / GB:.1f} GB; {args.folder} has "
+                         f"{free / GB:.1f} GB free")
+    with tempfile.TemporaryDirectory(dir=args.folder, prefix="ray-search-") as folder:
+        path = Path(folder) / "vectors.f32"
+        started = time.monotonic()
+        write_vectors(path, args.vectors, args.dim, args.shard)
+        print(f"wrote {size / GB:.2f} GB in {time.monotonic() - started:.0f} s", flush=True)
+        runs = []
+        for _ in range(args.repeats):
+            for engine in args.engines:
+                runs.append(measure(engine, args, path))
+                print(json.dumps({k: v for k, v in runs[-1].items() if k != "tasks"}), flush=True)
+        report(runs, args)
+        (Path(tempfile.gettempdir()) / f"ray_search_{args.vectors}.json").write_text(json.dumps(runs))
+
+
+if __name__ == "__main__":
+    main()

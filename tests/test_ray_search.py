@@ -1,0 +1,89 @@
+"""The Ray engine's search tasks, run in this process (no Ray): the pairs they find from vectors
+on disk give the walk the local search's decisions (tests/test_ray_engine.py runs them on Ray)."""
+
+import numpy as np
+import pytest
+
+from curate.errors import CurateError
+from curate.ray_engine import RayPairs, measured, search_plan
+from curate.registry import get_registry
+from curate.similarity import Channel, walk
+from curate.vectors_file import VectorsFile, read_rows, work_folder
+
+
+class InProcessPairs(RayPairs):
+    """RayPairs whose tasks run here, one after another."""
+
+    made = []
+
+    def __init__(self, channel, block, **kwargs):
+        super().__init__(channel, block, search_plan(channel), **kwargs)
+        self.made.append(self)
+
+    def _shared(self, value):
+        return value
+
+    def _run(self, function, calls):
+        return [self._kept(measured(function, *args)) for args in calls]
+
+
+def clustered(seed=0, clusters=2600, copies=8, loners=500, dim=16):
+    """Near-duplicates (clusters of ``copies``) among unrelated vectors, shuffled: past the
+    partitioned index's training size (20,000)."""
+    rng = np.random.default_rng(seed)
+    vectors = np.concatenate([rng.normal(size=(clusters, dim)).repeat(copies, 0)
+                              + 0.12 * rng.normal(size=(clusters * copies, dim)), rng.normal(size=(loners, dim))])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    return vectors[rng.permutation(len(vectors))]
+
+
+@pytest.mark.parametrize("name, options, from_cache, clusters", [
+    ("exact", {}, True, 1200), ("partitioned", {"partitions": 40, "partition_probe": 4}, False, 2600),
+    pytest.param("partitioned", {"partitions": 30, "partition_spill": 2}, True, 2600, marks=pytest.mark.slow)])
+def test_tasks_reading_files_decide_as_the_local_search(tmp_path, name, options, from_cache, clusters):
+    vectors = clustered(clusters=clusters)
+    source = None
+    if from_cache:                    # rows of a file in another order, as the cache holds them
+        order = np.random.default_rng(1).permutation(len(vectors) + 7)
+        on_disk = np.zeros((len(vectors) + 7, vectors.shape[1]), np.float32)
+        rows = order[:len(vectors)]
+        on_disk[rows] = vectors
+        on_disk.tofile(tmp_path / "vectors.f32")
+        source = VectorsFile(tmp_path / "vectors.f32", rows, vectors.shape[1])
+    channel = Channel("embedding", vectors, 0.9, get_registry().get("index", name), options, source=source)
+    InProcessPairs.made = []
+    local = walk([channel], block=4096)
+    tasks = walk([channel], block=4096, pairs=lambda c, b: InProcessPairs(c, b, work_root=tmp_path))
+    assert tasks.duplicate_of.tolist() == local.duplicate_of.tolist()
+    assert tasks.score.tolist() == local.score.tolist()          # the same float32 products
+    assert (local.duplicate_of >= 0).sum() > 0.8 * len(vectors)
+    made = InProcessPairs.made[0]
+    assert made.plan.partitions == options.get("partitions", 0)
+    searches = [cost for cost in made.costs if cost.task.startswith("search")]
+    assert searches and all(cost.rss_peak >= cost.rss_start > 0 and cost.cpu_seconds > 0 for cost in searches)
+    assert len(made.costs) > len(searches) if made.plan.partitions else len(made.costs) == len(searches)
+    # the work file (written when the vectors were not on disk) is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["vectors.f32"] if from_cache else [])
+
+
+def test_hnsw_is_searched_on_the_driver():
+    channel = Channel("embedding", clustered(loners=10, clusters=10), 0.9, get_registry().get("index", "hnsw"))
+    assert search_plan(channel) is None
+
+
+def test_reading_rows_of_a_missing_or_short_file_is_one_clear_error(tmp_path):
+    np.arange(12, dtype=np.float32).tofile(tmp_path / "v.f32")
+    assert read_rows(tmp_path / "v.f32", 4, np.array([2, 0, 2])).tolist() == [[8, 9, 10, 11], [0, 1, 2, 3],
+                                                                             [8, 9, 10, 11]]
+    with pytest.raises(CurateError, match="v.f32: holds 3 vectors, row 3 was asked for"):
+        read_rows(tmp_path / "v.f32", 4, np.array([3]))
+    with pytest.raises(CurateError, match=r"gone.f32: cannot read the vectors .*--cache must be on a path every node"):
+        read_rows(tmp_path / "gone.f32", 4, np.array([0]))
+
+
+def test_the_work_folder_is_removed_when_the_search_is_interrupted(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with work_folder(tmp_path) as folder:
+            (folder / "vectors.f32").write_bytes(b"1234")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
