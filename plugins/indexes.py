@@ -32,6 +32,14 @@ class ExactIndex(SimilarityIndex):
         self.data = np.zeros((max(capacity, 1), dim), np.float32)
         self.size = 0
 
+    @classmethod
+    def over(cls, vectors: np.ndarray) -> "ExactIndex":
+        """An exact index over ``vectors`` as they are, not copied (a memmap stays mapped); a
+        later :meth:`add` copies them into an array of its own first."""
+        index = cls.__new__(cls)
+        index.data, index.size = vectors, len(vectors)
+        return index
+
     def __len__(self):
         return self.size
 
@@ -406,7 +414,7 @@ class PartitionedIndex(SimilarityIndex):
 
     def __init__(self, dim: int, capacity: int, partitions: int | None = None, probe: int = PROBE,
                  spill: int = SPILL, train_at: int = PARTITION_TRAIN_AT, products: str = "auto"):
-        self.flat = ExactIndex(dim, capacity)        # every vector, in order of addition
+        self.flat = ExactIndex.over(np.zeros((0, dim), np.float32))   # every vector, in order of addition
         self.partitions = int(partitions or max(1, capacity // PARTITION_SIZE))
         self.probe = min(int(probe), self.partitions)
         self.spill = min(int(spill), self.partitions)
@@ -427,8 +435,15 @@ class PartitionedIndex(SimilarityIndex):
         return self.flat.data[:len(self.flat)]
 
     def add(self, vectors):
+        """The first vectors are held as given, not copied (the usual call: every vector at once,
+        perhaps a memmap); a later add copies them into an array that grows."""
+        if not len(vectors):
+            return
         start = len(self.flat)
-        self.flat.add(vectors)
+        if start == 0:
+            self.flat = ExactIndex.over(np.asarray(vectors, np.float32))
+        else:
+            self.flat.add(vectors)
         if self.centroids is not None:
             self._file(np.arange(start, len(self.flat)))
 
@@ -451,7 +466,7 @@ class PartitionedIndex(SimilarityIndex):
     def _file(self, positions: np.ndarray):
         """Store vectors (by position) in their ``spill`` nearest partitions."""
         homes = np.concatenate([nearest_centroids(self.flat.data[chunk], self.centroids, self.spill)
-                                for chunk in np.array_split(positions, max(1, len(positions) // 65536))])
+                                for chunk in np.array_split(positions, max(1, len(positions) // 16384))])
         for p, group in _grouped(homes.ravel()):
             self._append(p, positions[group // self.spill])
 

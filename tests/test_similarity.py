@@ -199,6 +199,27 @@ def test_bfloat16_partitions_find_what_float32_partitions_find():
     assert 0.5 < len(found["bfloat16"]) / len(exact) < 0.99      # probe 2 of 16: a real share is missed
 
 
+def test_partitioned_index_holds_the_vectors_given_without_a_copy(tmp_path):
+    pytest.importorskip("torch")
+    vectors = clustered(n_clusters=100, noise=0.4, seed=4)
+    path = tmp_path / "vectors.f32"
+    vectors.tofile(path)
+    mapped = np.memmap(path, np.float32, mode="r", shape=vectors.shape)
+    index = partitioned(64, len(vectors), partitions=16, probe=4, products="bfloat16")
+    index.add(mapped)
+    index.ready()
+    assert np.shares_memory(index.vectors, mapped)                           # still the mapped file
+    assert sum(d.element_size() * d.numel() for d in index.data) == vectors.nbytes // 2   # bf16: half
+    expected = found_pairs(partitioned(64, len(vectors), partitions=16, probe=4), vectors, 0.8)
+    assert {(r, i) for r, i, _ in zip(*index.range_search(mapped, 0.8)) if r != i} == expected.keys()
+    # a later add copies into an array of the index's own; the file is not written
+    index.add(vectors[:10])
+    assert len(index) == len(vectors) + 10 and not np.shares_memory(index.vectors, mapped)
+    assert (np.fromfile(path, np.float32).reshape(vectors.shape) == vectors).all()
+    rows, ids, _ = index.range_search(vectors[:10], 0.999)
+    assert {len(vectors) + r for r in range(10)} <= set(ids[rows == np.arange(10)[rows]].tolist())
+
+
 def test_auto_is_exact_for_small_groups_and_partitioned_above():
     from curate.plugins.indexes import AUTO_EXACT_MAX, ExactIndex, PartitionedIndex, TorchExactIndex
     assert isinstance(kind("auto").new(4, AUTO_EXACT_MAX), (ExactIndex, TorchExactIndex))
