@@ -190,9 +190,10 @@ def measure(args, registry, n: int, vectors) -> list[list]:
             found, watch = faiss_pairs(vectors, min(THRESHOLDS), args.partitions or max(1, n // 1000))
         else:
             found, watch = all_pairs(registry.get("index", kind), vectors, min(THRESHOLDS), **options)
-        results[name] = ({t: pairs_of(*found, t) for t in THRESHOLDS}, watch)
+        pairs = results[name] = ({t: pairs_of(*found, t) for t in THRESHOLDS}, watch)
         print(f"{n:,} {name}: {watch.wall:.1f} s, CPU {watch.cpu:.1f} s, peak RSS {watch.peak_mb:,.0f} MB, "
-              f"peak anon {watch.anon_mb:,.0f} MB", flush=True)
+              f"peak anon {watch.anon_mb:,.0f} MB, recall " + "/".join(f"{recall(pairs[0][t], truth[t]):.4f}"
+                                                                        for t in THRESHOLDS), flush=True)
     rows = []
     vectors_mb = vectors.nbytes / 2 ** 20
     for name, (pairs, watch) in results.items():

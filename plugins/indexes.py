@@ -3,6 +3,8 @@ products within k-means partitions) and ``hnsw`` (hnswlib)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 import curate
@@ -302,12 +304,13 @@ def bfloat16_margin(dim: int) -> float:
     component by at most u = 2^-8 of itself: x' = x + dx with |dx_i| <= u |x_i|. Then
     |x'.y' - x.y| <= |dx.y| + |x.dy| + |dx.dy| <= (2u + u^2) sum |x_i y_i| <= 2u + u^2, since
     sum |x_i y_i| <= |x| |y| = 1 (Cauchy-Schwarz). The products of bf16 components are exact
-    in float32 and summed in float32 (oneDNN): at most dim * 2^-24 * sum |x'_i y'_i| more. The
+    in float32 and summed in float32 (oneDNN): at most dim * 2^-24 * sum |x'_i y'_i| more, and
+    as much again for the float32 product it is compared with (summed in float32 too). The
     sum is rounded to bf16 on output: at most u of its size (<= 1 + the errors above). About
-    3u = 0.0117 in all at 768-d; x1.25 for vectors whose norm is a little off 1."""
+    3u = 0.0118 in all at 768-d; x1.25 for vectors whose norm is a little off 1."""
     u = 2.0 ** -8
     inputs = 2 * u + u * u
-    accumulation = dim * 2.0 ** -24 * (1 + u) ** 2
+    accumulation = 2 * dim * 2.0 ** -24 * (1 + u) ** 2
     output = u * (1 + inputs + accumulation)
     return 1.25 * (inputs + accumulation + output)
 
@@ -335,6 +338,9 @@ class Float32Products:
     def empty(self, rows: int, dim: int) -> np.ndarray:
         return np.zeros((rows, dim), np.float32)
 
+    def threads_for(self, rows: int):
+        return contextlib.nullcontext()
+
     def take(self, encoded: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return encoded[rows]
 
@@ -347,11 +353,12 @@ class Float32Products:
 
 class Bfloat16Products:
     """Partitions stored in bf16 (torch; half float32's memory) and multiplied in bf16 (about
-    1.8x float32's speed on a CPU with avx512_bf16): the products only propose candidates, at
+    twice float32's speed on a CPU with avx512_bf16): the products only propose candidates, at
     the threshold lowered by :func:`bfloat16_margin`; the index rescores them in float32."""
 
     exact = False
     ENCODE_ROWS = 16384                         # converted at once: 48 MB of float32 at 768-d
+    SMALL = 1024
 
     def __init__(self, dim: int):
         import torch
@@ -368,6 +375,19 @@ class Bfloat16Products:
 
     def empty(self, rows: int, dim: int):
         return self.torch.zeros((rows, dim), dtype=self.torch.bfloat16)
+
+    @contextlib.contextmanager
+    def threads_for(self, rows: int):
+        """One thread for products of fewer than SMALL query rows (the walk's blocks of a large
+        index: about 65 rows a partition at 1M): there the threads' start and join cost more than
+        they share, most of all on a busy machine."""
+        threads = self.torch.get_num_threads()
+        if rows < self.SMALL:
+            self.torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            self.torch.set_num_threads(threads)
 
     def take(self, encoded, rows: np.ndarray):
         return encoded.index_select(0, self.torch.from_numpy(rows))
@@ -548,6 +568,15 @@ class PartitionedIndex(SimilarityIndex):
         """(rows + ``q0``, ids, similarities) of ``queries``' pairs >= ``threshold``."""
         rows_out, ids_out, sims_out = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
         encoded = self.products.encode(queries)
+        with self.products.threads_for(len(queries) * self.probe // self.partitions):
+            for p, rows, ids, sims in self._partition_hits(queries, encoded, threshold, alive):
+                rows_out.append(rows + q0)
+                ids_out.append(ids)
+                sims_out.append(sims)
+        return np.concatenate(rows_out), np.concatenate(ids_out), np.concatenate(sims_out)
+
+    def _partition_hits(self, queries, encoded, threshold: float, alive=None):
+        """(partition, rows, ids, similarities) of the pairs >= ``threshold`` in each probed partition."""
         for p, rows, _ in self._probed(queries):
             members = self.members[p][:self.counts[p]]
             for start in range(0, len(rows), _BLOCK):
@@ -563,10 +592,7 @@ class PartitionedIndex(SimilarityIndex):
                     sims = rescored(queries[r], self.flat.data[ids])
                     keep = sims >= threshold
                     r, ids, sims = r[keep], ids[keep], sims[keep]
-                rows_out.append(r + q0)
-                ids_out.append(ids)
-                sims_out.append(sims)
-        return np.concatenate(rows_out), np.concatenate(ids_out), np.concatenate(sims_out)
+                yield p, r, ids, sims
 
 
 def _grouped(labels: np.ndarray):
