@@ -7,6 +7,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,3 +56,45 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class MemoryWatch:
+    """Peak RSS (all of it, mapped files included) and peak anonymous RSS (what the process
+    allocated: a memmap's pages are not in it) of this process over a ``with`` block, in MB
+    (Linux: the peak is reset on entry through /proc/self/clear_refs; anonymous memory sampled
+    every ``every`` seconds). Also the block's wall and CPU seconds (every thread's)."""
+
+    def __init__(self, every: float = 0.05):
+        self.every, self.peak_mb, self.anon_mb, self.wall, self.cpu = every, 0.0, 0.0, 0.0, 0.0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def _sample(self):
+        anon = 0
+        while True:
+            anon = max(anon, _status_kb("RssAnon"))
+            self.anon_mb = anon / 1024
+            if self._stop.wait(self.every):
+                return
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        self._stop.set()
+        self._thread.join()
+        self.anon_mb = max(self.anon_mb, _status_kb("RssAnon") / 1024)
+        self.peak_mb = _status_kb("VmHWM") / 1024

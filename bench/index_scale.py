@@ -9,6 +9,13 @@ finds, exact's pairs taken from a random sample of --queries query vectors again
 vectors (a pair counts as found in either direction). Exact's full search runs up to
 --exact-max vectors; above it its time is projected from the sample (n / queries times the
 sample's time, the same blocked products).
+
+    python bench/index_scale.py --sizes 1000000 --kinds partitioned --probes 16 24 --memmap /tmp
+
+Per run also its CPU seconds (every thread's), its peak RSS and its peak anonymous RSS (what
+it allocated: with --memmap the vectors are a float32 file mapped read-only, as the cache
+holds them, and their pages are not anonymous). --products float32 bfloat16 runs the
+partitioned index both ways in one run (default: its own choice).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_table  # noqa: E402
+from common import MemoryWatch, print_table  # noqa: E402
 
 THRESHOLDS = (0.8, 0.9)
 
@@ -50,19 +57,33 @@ def pairs_of(rows, ids, sims, threshold) -> set:
 
 
 def all_pairs(kind, vectors, threshold, **options):
-    """Every pair >= ``threshold`` (rows, ids, similarities) and the wall seconds it took."""
-    start = time.perf_counter()
-    index = kind.new(vectors.shape[1], len(vectors), **options)
-    index.add(vectors)
-    found = index.range_search(vectors, threshold)
-    return found, time.perf_counter() - start
+    """Every pair >= ``threshold`` (rows, ids, similarities) and the :class:`MemoryWatch` of
+    building the index and searching it."""
+    with MemoryWatch() as watch:
+        index = kind.new(vectors.shape[1], len(vectors), **options)
+        index.add(vectors)
+        found = index.range_search(vectors, threshold)
+        del index
+    return found, watch
+
+
+def mapped(vectors: np.ndarray, folder: str) -> tuple[np.ndarray, Path]:
+    """``vectors`` written to a float32 file in ``folder`` and mapped read-only (as the cache does)."""
+    path = Path(folder) / f"index_scale-{len(vectors)}x{vectors.shape[1]}.f32"
+    vectors.tofile(path)
+    return np.memmap(path, np.float32, mode="r", shape=vectors.shape), path
 
 
 def faiss_pairs(vectors, threshold, partitions: int, probe: int = 16):
     """faiss's IndexIVFFlat (inner product, spherical k-means of 20 iterations on 64 vectors per
     partition) asked for every pair >= ``threshold``: the library alternative to ``partitioned``."""
     import faiss
-    start = time.perf_counter()
+    with MemoryWatch() as watch:
+        found = _faiss_range_search(faiss, vectors, threshold, partitions, probe)
+    return found, watch
+
+
+def _faiss_range_search(faiss, vectors, threshold, partitions, probe):
     dim = vectors.shape[1]
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, partitions, faiss.METRIC_INNER_PRODUCT)
     index.cp.niter, index.cp.spherical, index.cp.max_points_per_centroid = 20, True, 64
@@ -71,7 +92,7 @@ def faiss_pairs(vectors, threshold, partitions: int, probe: int = 16):
     index.nprobe = probe
     limits, sims, ids = index.range_search(vectors, threshold - 1e-6)   # faiss keeps similarities > radius
     rows = np.repeat(np.arange(len(vectors)), np.diff(limits.astype(np.int64)))
-    return (rows, ids.astype(np.int64), sims), time.perf_counter() - start
+    return rows, ids.astype(np.int64), sims
 
 
 def sampled_truth(vectors, queries: int, seed: int = 1):
@@ -93,14 +114,39 @@ def recall(found: set, truth: set) -> float:
     return len(found & truth) / max(1, len(truth))
 
 
+def runs(args) -> list[tuple[str, str, dict]]:
+    """(label, index kind, options) of each index run: partitioned once per probe and products."""
+    out = []
+    for name in args.kinds:
+        if name != "partitioned":
+            out.append((name, name, {}))
+            continue
+        for probe in args.probes or [None]:
+            for products in args.products or [None]:
+                options = {"partitions": args.partitions} if args.partitions else {}
+                label = name
+                if probe:
+                    options["partition_probe"], label = probe, f"{label} probe {probe}"
+                if products:
+                    options["products"], label = products, f"{label} {products}"
+                out.append((label, name, options))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--exact-max", type=int, default=100_000, help="largest size to run exact on in full")
     parser.add_argument("--kinds", nargs="+", default=["partitioned", "hnsw"],
                         help="index kinds, and faiss-ivf for faiss's IndexIVFFlat (pip install faiss-cpu)")
     parser.add_argument("--partitions", type=int, default=None,
                         help="partitions of partitioned and faiss-ivf [default: partitioned's own, n / 1,000]")
+    parser.add_argument("--probes", type=int, nargs="+", default=None, help="partitioned's probes, one run each")
+    parser.add_argument("--products", nargs="+", default=None, choices=["auto", "float32", "bfloat16"],
+                        help="partitioned's products, one run each")
+    parser.add_argument("--memmap", metavar="FOLDER", default=None,
+                        help="write the vectors to a float32 file there and search them memory-mapped (deleted after)")
     parser.add_argument("--hnsw-max", type=int, default=200_000, help="largest size to run hnsw on")
     parser.add_argument("--queries", type=int, default=2000, help="sampled queries for exact's pairs")
     args = parser.parse_args()
@@ -108,37 +154,56 @@ def main() -> None:
     registry = get_registry()
     rows = []
     for n in args.sizes:
-        vectors = planted(n)
-        truth, sample_s = sampled_truth(vectors, args.queries)
-        exact_s = sample_s * n / min(args.queries, n)
-        label = f"{exact_s:.0f} (projected)"
-        exact_pairs = "-"
-        if n <= args.exact_max:
-            found, exact_s = all_pairs(registry.get("index", "exact"), vectors, min(THRESHOLDS))
-            label = f"{exact_s:.1f}"
-            full = {t: pairs_of(*found, t) for t in THRESHOLDS}
-            exact_pairs = "/".join(f"{len(full[t]):,}" for t in THRESHOLDS)
-        results = {}
-        for name in args.kinds:
-            if name == "hnsw" and n > args.hnsw_max:
-                continue
-            partitions = args.partitions or max(1, n // 1000)
-            if name == "faiss-ivf":
-                found, seconds = faiss_pairs(vectors, min(THRESHOLDS), partitions)
-            else:
-                options = {"partitions": args.partitions} if name == "partitioned" and args.partitions else {}
-                found, seconds = all_pairs(registry.get("index", name), vectors, min(THRESHOLDS), **options)
-            results[name] = ({t: pairs_of(*found, t) for t in THRESHOLDS}, seconds)
-            print(f"{n:,} {name}: {seconds:.1f} s", flush=True)
-        for name, (pairs, seconds) in results.items():
-            hnsw_s = results["hnsw"][1] if "hnsw" in results else None
-            rows.append([f"{n:,}", name, exact_pairs, "/".join(f"{len(pairs[t]):,}" for t in THRESHOLDS), label,
-                         f"{seconds:.1f}", f"{exact_s / seconds:.1f}", f"{hnsw_s / seconds:.2f}" if hnsw_s else "-",
-                         "/".join(f"{recall(pairs[t], truth[t]):.4f}" for t in THRESHOLDS)])
-    print_table("every pair >= 0.8 / 0.9 among 768-d planted vectors (wall s; recall of exact's pairs "
-                f"from {args.queries:,} sampled queries)",
-                ["vectors", "index", "exact pairs 0.8/0.9", "pairs 0.8/0.9", "exact s", "index s",
-                 "exact/index", "hnsw/index", "recall 0.8/0.9"], rows)
+        vectors, path = planted(n, args.dim), None
+        if args.memmap:
+            vectors, path = mapped(vectors, args.memmap)
+        try:
+            rows += measure(args, registry, n, vectors)
+        finally:
+            if path:
+                del vectors
+                path.unlink()
+    print_table(f"every pair >= 0.8 / 0.9 among {args.dim}-d planted vectors (wall s; recall of exact's pairs "
+                f"from {args.queries:,} sampled queries; vectors {'memory-mapped' if args.memmap else 'in memory'})",
+                ["vectors", "index", "exact pairs 0.8/0.9", "pairs 0.8/0.9", "exact s", "index s", "CPU s",
+                 "exact/index", "hnsw/index", "recall 0.8/0.9", "peak RSS MB", "peak anon MB", "anon/vectors"],
+                rows)
+
+
+def measure(args, registry, n: int, vectors) -> list[list]:
+    """The table's rows for ``n`` vectors: exact (sampled or in full), then each run."""
+    truth, sample_s = sampled_truth(vectors, args.queries)
+    exact_s = sample_s * n / min(args.queries, n)
+    label = f"{exact_s:.0f} (projected)"
+    exact_pairs = "-"
+    if n <= args.exact_max:
+        found, watch = all_pairs(registry.get("index", "exact"), vectors, min(THRESHOLDS))
+        exact_s = watch.wall
+        label = f"{exact_s:.1f}"
+        full = {t: pairs_of(*found, t) for t in THRESHOLDS}
+        exact_pairs = "/".join(f"{len(full[t]):,}" for t in THRESHOLDS)
+    results = {}
+    for name, kind, options in runs(args):
+        if kind == "hnsw" and n > args.hnsw_max:
+            continue
+        if kind == "faiss-ivf":
+            found, watch = faiss_pairs(vectors, min(THRESHOLDS), args.partitions or max(1, n // 1000))
+        else:
+            found, watch = all_pairs(registry.get("index", kind), vectors, min(THRESHOLDS), **options)
+        pairs = results[name] = ({t: pairs_of(*found, t) for t in THRESHOLDS}, watch)
+        print(f"{n:,} {name}: {watch.wall:.1f} s, CPU {watch.cpu:.1f} s, peak RSS {watch.peak_mb:,.0f} MB, "
+              f"peak anon {watch.anon_mb:,.0f} MB, recall " + "/".join(f"{recall(pairs[0][t], truth[t]):.4f}"
+                                                                        for t in THRESHOLDS), flush=True)
+    rows = []
+    vectors_mb = vectors.nbytes / 2 ** 20
+    for name, (pairs, watch) in results.items():
+        hnsw_s = results["hnsw"][1].wall if "hnsw" in results else None
+        rows.append([f"{n:,}", name, exact_pairs, "/".join(f"{len(pairs[t]):,}" for t in THRESHOLDS), label,
+                     f"{watch.wall:.1f}", f"{watch.cpu:.1f}", f"{exact_s / watch.wall:.1f}",
+                     f"{hnsw_s / watch.wall:.2f}" if hnsw_s else "-",
+                     "/".join(f"{recall(pairs[t], truth[t]):.4f}" for t in THRESHOLDS),
+                     f"{watch.peak_mb:,.0f}", f"{watch.anon_mb:,.0f}", f"{watch.anon_mb / vectors_mb:.2f}"])
+    return rows
 
 
 if __name__ == "__main__":

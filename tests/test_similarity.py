@@ -139,6 +139,87 @@ def test_partitioned_search_and_walk_match_exact():
         assert (split.duplicate_of == exact.duplicate_of).all()
 
 
+def at_threshold_pairs(threshold, pairs=150, loners=300, dim=128, seed=8):
+    """Pairs planted at ``threshold`` + and - 1e-4 (alternately) among unrelated vectors."""
+    rng = np.random.default_rng(seed)
+    first = unit(rng.normal(size=(pairs, dim)))
+    other = rng.normal(size=(pairs, dim))
+    other = unit(other - (other * first).sum(1, keepdims=True) * first)        # orthogonal to first
+    cos = threshold + np.where(np.arange(pairs) % 2, -1e-4, 1e-4)[:, None]
+    second = unit(cos * first + np.sqrt(1 - cos ** 2) * other)
+    vectors = np.concatenate([first, second, unit(rng.normal(size=(loners, dim)))])
+    return vectors[rng.permutation(len(vectors))]
+
+
+def found_pairs(index, vectors, threshold):
+    """{(row, id): similarity} of the index's range search, self pairs left out."""
+    index.add(vectors)
+    rows, ids, sims = index.range_search(vectors, threshold)
+    return {(r, i): s for r, i, s in zip(rows.tolist(), ids.tolist(), sims.tolist()) if r != i}
+
+
+@pytest.mark.parametrize("threshold", [0.8, 0.95])
+def test_bfloat16_partitions_report_exact_pairs_at_the_threshold(threshold):
+    torch = pytest.importorskip("torch")
+    vectors = at_threshold_pairs(threshold)
+    exact = found_pairs(kind("exact").new(vectors.shape[1], len(vectors)), vectors, threshold)
+    index = partitioned(vectors.shape[1], len(vectors), partitions=8, probe=8, products="bfloat16")
+    split = found_pairs(index, vectors, threshold)
+    assert type(index.products).__name__ == "Bfloat16Products"
+    assert len(exact) == 2 * 75                                # the pairs at + 1e-4, from both sides
+    assert split.keys() == exact.keys()
+    assert np.allclose([split[p] for p in exact], [exact[p] for p in exact], rtol=0, atol=1e-6)   # float32 sums, in another order
+    # bf16's own products misplace these pairs: only the float32 rescoring gets them right
+    rows, ids = np.array(list(exact)).T
+    coarse = (torch.from_numpy(vectors[rows]).bfloat16() * torch.from_numpy(vectors[ids]).bfloat16()).float().sum(1)
+    assert (np.abs(coarse.numpy() - np.array(list(exact.values()))) > 1e-4).mean() > 0.5
+
+
+def test_bfloat16_margin_bounds_the_products_error():
+    torch = pytest.importorskip("torch")
+    from curate.plugins.indexes import bfloat16_margin
+    rng = np.random.default_rng(9)
+    base = unit(rng.normal(size=(500, 768)))
+    near = unit(base + rng.uniform(0.05, 1.0, (500, 1)) * rng.normal(size=(500, 768)) / np.sqrt(768))
+    vectors = np.concatenate([base, near, unit(np.abs(rng.normal(size=(500, 768))))])   # all similarities
+    exact = vectors @ vectors.T
+    coarse = (torch.from_numpy(vectors).bfloat16() @ torch.from_numpy(vectors).bfloat16().T).float().numpy()
+    error = np.abs(coarse - exact).max()
+    assert 0.001 < error <= bfloat16_margin(768) / 1.25
+
+
+def test_bfloat16_partitions_find_what_float32_partitions_find():
+    pytest.importorskip("torch")
+    vectors = clustered(n_clusters=100, noise=0.4, seed=4)
+    exact = found_pairs(kind("exact").new(64, len(vectors)), vectors, 0.8)
+    found = {products: found_pairs(partitioned(64, len(vectors), partitions=16, probe=2, products=products),
+                                   vectors, 0.8)
+             for products in ("float32", "bfloat16")}
+    assert found["bfloat16"].keys() == found["float32"].keys()
+    assert 0.5 < len(found["bfloat16"]) / len(exact) < 0.99      # probe 2 of 16: a real share is missed
+
+
+def test_partitioned_index_holds_the_vectors_given_without_a_copy(tmp_path):
+    pytest.importorskip("torch")
+    vectors = clustered(n_clusters=100, noise=0.4, seed=4)
+    path = tmp_path / "vectors.f32"
+    vectors.tofile(path)
+    mapped = np.memmap(path, np.float32, mode="r", shape=vectors.shape)
+    index = partitioned(64, len(vectors), partitions=16, probe=4, products="bfloat16")
+    index.add(mapped)
+    index.ready()
+    assert np.shares_memory(index.vectors, mapped)                           # still the mapped file
+    assert sum(d.element_size() * d.numel() for d in index.data) == vectors.nbytes // 2   # bf16: half
+    expected = found_pairs(partitioned(64, len(vectors), partitions=16, probe=4), vectors, 0.8)
+    assert {(r, i) for r, i, _ in zip(*index.range_search(mapped, 0.8)) if r != i} == expected.keys()
+    # a later add copies into an array of the index's own; the file is not written
+    index.add(vectors[:10])
+    assert len(index) == len(vectors) + 10 and not np.shares_memory(index.vectors, mapped)
+    assert (np.fromfile(path, np.float32).reshape(vectors.shape) == vectors).all()
+    rows, ids, _ = index.range_search(vectors[:10], 0.999)
+    assert {len(vectors) + r for r in range(10)} <= set(ids[rows == np.arange(10)[rows]].tolist())
+
+
 def test_auto_is_exact_for_small_groups_and_partitioned_above():
     from curate.plugins.indexes import AUTO_EXACT_MAX, ExactIndex, PartitionedIndex, TorchExactIndex
     assert isinstance(kind("auto").new(4, AUTO_EXACT_MAX), (ExactIndex, TorchExactIndex))
