@@ -16,7 +16,7 @@ import numpy as np
 from .errors import CurateError, setting
 from .interrupts import handlers_kept, signals_held
 from .embedding import EmbedResult, SignalSet, cached_or_todo, check_plugins_gave_something, not_finite, store
-from .similarity import BLOCK, Channel, Pairs
+from .similarity import BLOCK, Channel, Pairs, search_threshold, similarities
 from .vectors_file import VectorsFile, read_rows, work_folder, written
 
 
@@ -438,10 +438,10 @@ def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.nd
     for members, queries in group:
         data = vectors[np.searchsorted(needed, members)]
         for chunk in _walk_chunks(queries, block):
-            sims = vectors[np.searchsorted(needed, chunk)] @ data.T
-            rows, columns = np.nonzero(sims >= threshold)
-            found.append((chunk[rows], members[columns], sims[rows, columns]))
-    return _result(found)
+            query_vectors = vectors[np.searchsorted(needed, chunk)]
+            rows, columns = _reached(query_vectors, data, threshold)
+            found.append((chunk[rows], members[columns], similarities(query_vectors[rows], data[columns])))
+    return _result(found, threshold)
 
 
 def _search_exact(path: str, dim: int, file_rows: np.ndarray, first: int, threshold: float) -> SearchResult:
@@ -456,11 +456,18 @@ def _search_exact(path: str, dim: int, file_rows: np.ndarray, first: int, thresh
         end = positions[-1] + 1
         for start in range(0, end, _BLOCK):
             stop = min(start + _BLOCK, end)
-            sims = chunk @ read_rows(path, dim, file_rows[start:stop]).T
-            hit = (sims >= threshold) & (np.arange(start, stop)[None, :] < positions[:, None])
-            rows, columns = np.nonzero(hit)
-            found.append((positions[rows], columns + start, sims[rows, columns]))
-    return _result(found)
+            data = read_rows(path, dim, file_rows[start:stop])
+            rows, columns = _reached(chunk, data, threshold)
+            earlier = start + columns < positions[rows]
+            rows, columns = rows[earlier], columns[earlier]
+            found.append((positions[rows], columns + start, similarities(chunk[rows], data[columns])))
+    return _result(found, threshold)
+
+
+def _reached(queries: np.ndarray, data: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the products that may reach ``threshold``: candidates, rescored with
+    :func:`curate.similarity.similarities` as the local walk rescores what its index finds."""
+    return np.nonzero(queries @ data.T >= search_threshold(threshold, queries.shape[1]))
 
 
 def _walk_chunks(queries: np.ndarray, block: int):
@@ -469,12 +476,13 @@ def _walk_chunks(queries: np.ndarray, block: int):
     return [chunk for chunk in np.split(queries, bounds) if len(chunk)]
 
 
-def _result(found) -> SearchResult:
-    """Pairs (query, other, similarity) as (later, earlier, similarity), an image with itself left out."""
+def _result(found, threshold: float) -> SearchResult:
+    """Pairs (query, other, similarity) as (later, earlier, similarity), an image with itself
+    and the candidates below ``threshold`` left out."""
     me = np.concatenate([np.zeros(0, np.int64)] + [q for q, _, _ in found]).astype(np.int64)
     other = np.concatenate([np.zeros(0, np.int64)] + [o for _, o, _ in found]).astype(np.int64)
     sims = np.concatenate([np.zeros(0, np.float32)] + [s for _, _, s in found]).astype(np.float32)
-    distinct = me != other
+    distinct = (me != other) & (sims >= threshold)
     me, other, sims = me[distinct], other[distinct], sims[distinct]
     return SearchResult(np.maximum(me, other), np.minimum(me, other), sims)
 

@@ -54,6 +54,37 @@ class WalkResult:
 
 # Images whose pairs the walk holds at once: its memory is this many images' pairs.
 BLOCK = 4096
+# Pairs rescored at once (two gathers of this many vectors).
+RESCORE_ROWS = 65536
+
+
+def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each row of ``a``'s similarity with the same row of ``b``: their float32 dot product,
+    summed in float64 and rounded to float32 once. This is the similarity every pair gets,
+    whichever index, process or machine found it: a float32 matrix product's sums depend on
+    its blocking and its threads (a Ray task on one thread and the driver on two differ in
+    the last bit), and a pair at the threshold would then be kept on one and removed on the
+    other."""
+    return np.einsum("ij,ij->i", a, b, dtype=np.float64).astype(np.float32)
+
+
+def pair_similarities(vectors: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """:func:`similarities` of the pairs (``left[i]``, ``right[i]``) of ``vectors`` (positions),
+    gathered a bounded number at a time."""
+    out = np.empty(len(left), np.float32)
+    for start in range(0, len(left), RESCORE_ROWS):
+        end = start + RESCORE_ROWS
+        out[start:end] = similarities(vectors[left[start:end]], vectors[right[start:end]])
+    return out
+
+
+def search_threshold(threshold: float, dim: int) -> float:
+    """The threshold an index is asked for: lower than ``threshold`` by the most that a float32
+    product of two unit vectors of ``dim`` components can fall below :func:`similarities`
+    (dim * 2^-24 from its sums, twice over), so that every pair whose similarity reaches
+    ``threshold`` is among those found, whatever the index's arithmetic; the pairs found are
+    then rescored and those below ``threshold`` dropped."""
+    return threshold - 2 * dim * 2.0 ** -24
 
 
 class Pairs:
@@ -72,17 +103,21 @@ class Pairs:
     def search(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The index's pairs for the images ``start:stop``: (rows, ids, similarities); those
         with an image that is not ``alive`` (removed) may be left out."""
-        return self.index.block_pairs(self.vectors[start:stop], start, self.threshold, alive)
+        return self.index.block_pairs(self.vectors[start:stop], start,
+                                      search_threshold(self.threshold, self.vectors.shape[1]), alive)
 
     def block(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, ids, sims = self.search(start, stop, alive)
+        rows, ids, _ = self.search(start, stop, alive)
         me = rows.astype(np.int64) + start
         ids = ids.astype(np.int64)
         later, earlier = np.maximum(me, ids), np.minimum(me, ids)
         distinct = (later != earlier) & (ids >= 0)
-        later = np.concatenate([self.ahead[0], later[distinct]])
-        earlier = np.concatenate([self.ahead[1], earlier[distinct]])
-        sims = np.concatenate([self.ahead[2], sims[distinct].astype(np.float32)])
+        later, earlier = later[distinct], earlier[distinct]
+        sims = pair_similarities(self.vectors, later, earlier)       # the index's own sims only proposed them
+        reached = sims >= self.threshold
+        later = np.concatenate([self.ahead[0], later[reached]])
+        earlier = np.concatenate([self.ahead[1], earlier[reached]])
+        sims = np.concatenate([self.ahead[2], sims[reached]])
         now = later < stop
         self.ahead = (later[~now], earlier[~now], sims[~now])
         later, earlier, sims = later[now], earlier[now], sims[now]

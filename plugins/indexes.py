@@ -9,7 +9,7 @@ import numpy as np
 
 import curate
 from curate.settings import Setting
-from curate.similarity import IndexKind, SimilarityIndex
+from curate.similarity import IndexKind, SimilarityIndex, similarities
 
 _BLOCK = 8192
 _QUERY_BLOCK = 2048           # queries per product: 2048 x 8192 float32 is 64 MB
@@ -416,11 +416,6 @@ def partition_products(dim: int, products: str = "auto"):
     return Bfloat16Products(dim) if products == "bfloat16" else Float32Products()
 
 
-def rescored(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Each row's float32 dot product with the same row of ``vectors``."""
-    return np.einsum("ij,ij->i", queries, vectors)
-
-
 class PartitionedIndex(SimilarityIndex):
     """Exact products within partitions: k-means centroids are trained on a sample once the
     index holds ``train_at`` vectors (below that it is the exact index); each vector is stored
@@ -589,7 +584,7 @@ class PartitionedIndex(SimilarityIndex):
                     r, ids = r[keep], ids[keep]
                     sims = None if sims is None else sims[keep]
                 if sims is None:                      # candidates: their float32 products decide
-                    sims = rescored(queries[r], self.flat.data[ids])
+                    sims = similarities(queries[r], self.flat.data[ids])
                     keep = sims >= threshold
                     r, ids, sims = r[keep], ids[keep], sims[keep]
                 yield p, r, ids, sims

@@ -352,3 +352,52 @@ def test_copies_of_one_picture_pair_with_its_kept_copy_not_with_each_other(name)
     assert result.duplicate_of.tolist() == [-1] + [0] * 2999
     # each block's pairs within itself and with the one kept copy: 12 x (256 x 255 / 2 + 256), not 3000 x 2999 / 2
     assert sum(handed) <= 12 * (256 * 255 // 2 + 256)
+
+
+class Sloppy(SimilarityIndex):
+    """The exact index with arithmetic of its own: every similarity it reports is 1e-6 low (as
+    a float32 product blocked another way, or on another thread count, may be)."""
+
+    def __init__(self, dim, capacity):
+        self.exact = kind("exact").new(dim, capacity)
+
+    def add(self, vectors):
+        self.exact.add(vectors)
+
+    def search(self, queries, k):
+        sims, ids = self.exact.search(queries, k)
+        return sims - 1e-6, ids
+
+    def range_search(self, queries, threshold):
+        rows, ids, sims = self.exact.range_search(queries, threshold - 1)
+        keep = sims - 1e-6 >= threshold
+        return rows[keep], ids[keep], sims[keep] - 1e-6
+
+    def __len__(self):
+        return len(self.exact)
+
+
+def test_a_pairs_similarity_is_the_same_whichever_index_found_it():
+    """The walk rescores every pair an index proposes with one function (float32 products summed
+    in float64), asking the index for a slightly lower threshold: a pair exactly at the
+    threshold is removed whatever the index's own rounding, and scores agree to the bit."""
+    from curate.similarity import similarities, walk, Channel
+
+    class SloppyKind(IndexKind):
+        name = "sloppy"
+
+        def new(self, dim, capacity, **options):
+            return Sloppy(dim, capacity)
+
+    vectors = clustered(noise=0.3, seed=3)
+    first, second = 0, int(np.argmax(vectors[1:] @ vectors[0])) + 1
+    at = float(similarities(vectors[[first]], vectors[[second]])[0])     # a pair exactly at the threshold
+    results = [walk([Channel("embedding", vectors, at, index_kind)], block=block)
+               for index_kind in (kind("exact"), SloppyKind()) for block in (7, 1024)]
+    for result in results[1:]:
+        assert result.duplicate_of.tolist() == results[0].duplicate_of.tolist()
+        assert result.score.tolist() == results[0].score.tolist()
+    removed = np.flatnonzero(results[0].duplicate_of >= 0)
+    kept_of = results[0].duplicate_of[removed]
+    assert results[0].score[removed].tolist() == similarities(vectors[removed], vectors[kept_of]).tolist()
+    assert results[0].duplicate_of[max(first, second)] >= 0 or results[0].duplicate_of[min(first, second)] >= 0
