@@ -251,6 +251,14 @@ class SimilarityIndex(ABC):
         copies of one picture make pairs with its one kept copy only, not with each other."""
         return self.range_search(queries, threshold)
 
+    def span_pairs(self, queries: np.ndarray, first: int, threshold: float, alive: np.ndarray | None = None,
+                   limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """:meth:`block_pairs` for many of the walk's blocks at once, for an index whose products
+        cost less in larger batches (the partitioned index); None to be asked block by block
+        (the default), and None when the pairs would pass ``limit`` (many copies of one
+        picture: within one block the walk's ``alive`` keeps them in bounds)."""
+        return None
+
 
 class IndexKind(ABC):
     """An index plugin: a factory of empty indexes. ``settings``: its :class:`curate.Setting`

@@ -187,6 +187,7 @@ TASK_ROWS = 100_000
 # Vectors per task that finds their partitions, and the products it holds at once.
 ASSIGN_ROWS = 65_536
 ASSIGN_PRODUCTS = 1 << 24                      # 64 MB of float32 similarities to centroids
+SEARCH_ROWS = 8192                             # a partition's queries multiplied at once in a search task
 IN_FLIGHT_PER_CPU = 2                          # tasks submitted ahead, per CPU of the cluster
 
 
@@ -199,6 +200,7 @@ class SearchPlan:
     partitions: int = 0
     probe: int = 1
     spill: int = 1
+    products: str = "float32"     # how vectors are compared with centroids (the index's choice)
 
 
 def search_plan(channel: Channel) -> SearchPlan | None:
@@ -213,7 +215,7 @@ def search_plan(channel: Channel) -> SearchPlan | None:
     if isinstance(index, PartitionedIndex):
         if n < index.train_at:
             return SearchPlan()
-        return SearchPlan(index.partitions, index.probe, index.spill)
+        return SearchPlan(index.partitions, index.probe, index.spill, index.products_kind)
     return None
 
 
@@ -256,7 +258,7 @@ class RayPairs:
         with self._timed("assign"):
             homes, probes = self._assign(source, centroids)
         with self._timed("search"):
-            calls = (_partition_task(source, group, self.threshold, self.block_size)
+            calls = (_partition_task(source, group, self.threshold)
                      for group in _task_groups(homes, probes, self.plan.partitions))
             return self._run(_search_partitions, calls)
 
@@ -272,16 +274,17 @@ class RayPairs:
     def _centroids(self, source: VectorsFile) -> np.ndarray:
         """k-means on the driver, on the sample the partitioned index trains on (the same
         centroids, so the same partitions)."""
-        from curate.plugins.indexes import SAMPLE_PER_PARTITION, kmeans
+        from curate.plugins.indexes import SAMPLE_PER_PARTITION, kmeans, partition_products
         rng = np.random.default_rng(0)
         sample = np.sort(rng.choice(self.n, min(self.n, SAMPLE_PER_PARTITION * self.plan.partitions), replace=False))
-        return kmeans(read_rows(source.path, self.dim, source.file_rows(sample)), self.plan.partitions)
+        return kmeans(read_rows(source.path, self.dim, source.file_rows(sample)), self.plan.partitions,
+                      products=partition_products(self.dim, self.plan.products))
 
     def _assign(self, source: VectorsFile, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each vector's ``spill`` home partitions and ``probe`` probed ones, found by tasks."""
         shared = self._shared(centroids)
         chunks = [(str(source.path), self.dim, source.file_rows(np.arange(start, stop)), shared,
-                   self.plan.spill, self.plan.probe) for start, stop in _blocks(self.n, ASSIGN_ROWS)]
+                   self.plan.spill, self.plan.probe, self.plan.products) for start, stop in _blocks(self.n, ASSIGN_ROWS)]
         found = self._run(_assign_partitions, chunks)
         return np.concatenate([h for h, _ in found]), np.concatenate([p for _, p in found])
 
@@ -399,45 +402,38 @@ def _by_partition(labels: np.ndarray, partitions: int) -> list[np.ndarray]:
     return [positions[bounds[p]:bounds[p + 1]] for p in range(partitions)]
 
 
-def _partition_task(source: VectorsFile, group, threshold: float, block: int) -> tuple:
+def _partition_task(source: VectorsFile, group, threshold: float) -> tuple:
     """A search task's arguments: the rows it reads (positions, ascending, and their file rows)."""
     needed = np.unique(np.concatenate([np.concatenate([m, q]) for m, q in group]))
-    return str(source.path), source.dim, needed, source.file_rows(needed), group, threshold, block
+    return str(source.path), source.dim, needed, source.file_rows(needed), group, threshold
 
 
 # --- what runs in the tasks -----------------------------------------------------------------------
 
-def _assign_partitions(path: str, dim: int, file_rows: np.ndarray, centroids: np.ndarray, spill: int, probe: int):
+def _assign_partitions(path: str, dim: int, file_rows: np.ndarray, centroids: np.ndarray, spill: int, probe: int,
+                       products: str):
     """One task: the ``spill`` home and ``probe`` probed partitions of some vectors (int32),
-    from one product with the centroids (the partitioned index's choice: the nearest ones)."""
+    from one comparison with the centroids, in the partitioned index's arithmetic (its nearest
+    ones: :func:`curate.plugins.indexes.nearest_centroids`)."""
+    from curate.plugins.indexes import nearest_centroids_each, partition_products
     vectors = read_rows(path, dim, file_rows)
-    homes = np.empty((len(vectors), spill), np.int32)
-    probes = np.empty((len(vectors), probe), np.int32)
-    block = max(256, ASSIGN_PRODUCTS // len(centroids))
-    for start in range(0, len(vectors), block):
-        sims = vectors[start:start + block] @ centroids.T
-        homes[start:start + block] = _nearest(sims, spill)
-        probes[start:start + block] = _nearest(sims, probe)
-    return homes, probes
+    homes, probes = nearest_centroids_each(vectors, centroids, (spill, probe),
+                                           block=max(256, ASSIGN_PRODUCTS // len(centroids)),
+                                           products=partition_products(dim, products))
+    return homes.astype(np.int32), probes.astype(np.int32)
 
 
-def _nearest(sims: np.ndarray, count: int) -> np.ndarray:
-    """Each row's ``count`` largest columns (in no particular order), as nearest_centroids."""
-    if count == 1:
-        return sims.argmax(1)[:, None]
-    return np.argpartition(-sims, count - 1, axis=1)[:, :count]
-
-
-def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.ndarray, group, threshold: float,
-                       block: int) -> SearchResult:
+def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.ndarray, group,
+                       threshold: float) -> SearchResult:
     """One task: the pairs >= ``threshold`` of a group of partitions, each member against each
-    query that probes its partition, with the products the partitioned index computes (its
-    queries a block of the walk at a time)."""
+    query that probes its partition (SEARCH_ROWS queries a product), candidates rescored as the
+    local walk rescores them: the same pairs and similarities, however the products are cut."""
     vectors = read_rows(path, dim, file_rows)
     found = []
     for members, queries in group:
         data = vectors[np.searchsorted(needed, members)]
-        for chunk in _walk_chunks(queries, block):
+        for start in range(0, len(queries), SEARCH_ROWS):
+            chunk = queries[start:start + SEARCH_ROWS]
             query_vectors = vectors[np.searchsorted(needed, chunk)]
             rows, columns = _reached(query_vectors, data, threshold)
             found.append((chunk[rows], members[columns], similarities(query_vectors[rows], data[columns])))
@@ -468,12 +464,6 @@ def _reached(queries: np.ndarray, data: np.ndarray, threshold: float) -> tuple[n
     """(rows, columns) of the products that may reach ``threshold``: candidates, rescored with
     :func:`curate.similarity.similarities` as the local walk rescores what its index finds."""
     return np.nonzero(queries @ data.T >= search_threshold(threshold, queries.shape[1]))
-
-
-def _walk_chunks(queries: np.ndarray, block: int):
-    """``queries`` (positions, ascending) cut at the walk's block boundaries."""
-    bounds = np.searchsorted(queries, np.arange(block, queries[-1] + 1, block)) if len(queries) else []
-    return [chunk for chunk in np.split(queries, bounds) if len(chunk)]
 
 
 def _result(found, threshold: float) -> SearchResult:

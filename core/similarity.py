@@ -87,11 +87,19 @@ def search_threshold(threshold: float, dim: int) -> float:
     return threshold - 2 * dim * 2.0 ** -24
 
 
+# Images an index that searches ahead (SimilarityIndex.span_pairs) is asked about at once, and
+# the most pairs that search may hold (16.7M: about 340 MB); past it the walk asks block by block,
+# where the images it has removed keep many copies of one picture in bounds.
+SPAN = 65536
+SPAN_PAIRS = 1 << 24
+
+
 class Pairs:
     """One channel's pairs at its threshold, handed to the walk a block at a time in order of
     their later image: (later, earlier, similarity), each pair once, sorted by later image, then
     most similar first, then earlier image. Every vector is indexed once; a pair an index meets
-    from its earlier image's side waits in ``ahead`` until the walk reaches its later image.
+    from its earlier image's side, or ahead of the walk (an index that searches a span of blocks
+    at once), waits in ``ahead`` until the walk reaches its later image.
     ``block``: the walk's block size (a subclass that searches ahead, on Ray, needs it)."""
 
     def __init__(self, channel: Channel, block: int = BLOCK):
@@ -99,25 +107,34 @@ class Pairs:
         self.index = channel.kind.new(channel.vectors.shape[1], len(channel.vectors), **channel.options)
         self.index.add(channel.vectors)
         self.ahead = _no_pairs()
+        self.searched = 0                 # the images whose pairs have been found
+        self.blocks_until = 0             # a span search gave up: block by block up to here
 
     def search(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The index's pairs for the images ``start:stop``: (rows, ids, similarities); those
         with an image that is not ``alive`` (removed) may be left out."""
-        return self.index.block_pairs(self.vectors[start:stop], start,
-                                      search_threshold(self.threshold, self.vectors.shape[1]), alive)
+        return self.index.block_pairs(self.vectors[start:stop], start, self._asked(), alive)
+
+    def _asked(self) -> float:
+        return search_threshold(self.threshold, self.vectors.shape[1])
+
+    def _search_from(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(rows, ids, end): the pairs of the images ``start:end``, a span of blocks where the
+        index searches ahead and the pairs stay within SPAN_PAIRS, else the one block."""
+        end = min(len(self.vectors), start + SPAN)
+        if start >= self.blocks_until and end > stop:
+            found = self.index.span_pairs(self.vectors[start:end], start, self._asked(), alive, SPAN_PAIRS)
+            if found is not None:
+                return found[0], found[1], end
+            self.blocks_until = end
+        rows, ids, _ = self.search(start, stop, alive)
+        return rows, ids, stop
 
     def block(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, ids, _ = self.search(start, stop, alive)
-        me = rows.astype(np.int64) + start
-        ids = ids.astype(np.int64)
-        later, earlier = np.maximum(me, ids), np.minimum(me, ids)
-        distinct = (later != earlier) & (ids >= 0)
-        later, earlier = later[distinct], earlier[distinct]
-        sims = pair_similarities(self.vectors, later, earlier)       # the index's own sims only proposed them
-        reached = sims >= self.threshold
-        later = np.concatenate([self.ahead[0], later[reached]])
-        earlier = np.concatenate([self.ahead[1], earlier[reached]])
-        sims = np.concatenate([self.ahead[2], sims[reached]])
+        if stop > self.searched:
+            rows, ids, self.searched = self._search_from(start, stop, alive)
+            self._hold(rows.astype(np.int64) + start, ids.astype(np.int64))
+        later, earlier, sims = self.ahead
         now = later < stop
         self.ahead = (later[~now], earlier[~now], sims[~now])
         later, earlier, sims = later[now], earlier[now], sims[now]
@@ -125,6 +142,17 @@ class Pairs:
         later, earlier, sims = later[first], earlier[first], sims[first]
         order = np.lexsort((earlier, -sims, later))
         return later[order], earlier[order], sims[order]
+
+    def _hold(self, me: np.ndarray, ids: np.ndarray) -> None:
+        """Pairs found (an image, another) into ``ahead``, rescored: those that reach the threshold."""
+        later, earlier = np.maximum(me, ids), np.minimum(me, ids)
+        distinct = (later != earlier) & (ids >= 0)
+        later, earlier = later[distinct], earlier[distinct]
+        sims = pair_similarities(self.vectors, later, earlier)       # the index's own sims only proposed them
+        reached = sims >= self.threshold
+        self.ahead = (np.concatenate([self.ahead[0], later[reached]]),
+                      np.concatenate([self.ahead[1], earlier[reached]]),
+                      np.concatenate([self.ahead[2], sims[reached]]))
 
 
 def _no_pairs():

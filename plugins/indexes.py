@@ -265,13 +265,14 @@ class Hnsw(IndexKind):
         return HnswIndex(dim, capacity, m=hnsw_m, ef_construction=hnsw_ef_construction, ef=hnsw_ef)
 
 
-def kmeans(vectors: np.ndarray, k: int, iterations: int = 10, seed: int = 0) -> np.ndarray:
+def kmeans(vectors: np.ndarray, k: int, iterations: int = 10, seed: int = 0, products=None) -> np.ndarray:
     """Spherical k-means: ``k`` unit centroids for unit ``vectors`` (an empty cluster is reseeded
-    with a random vector)."""
+    with a random vector); ``products``: how the vectors are compared with the centroids (see
+    :func:`nearest_centroids`)."""
     rng = np.random.default_rng(seed)
     centroids = vectors[rng.choice(len(vectors), k, replace=False)].copy()
     for _ in range(iterations):
-        labels = nearest_centroids(vectors, centroids, 1)[:, 0]
+        labels = nearest_centroids(vectors, centroids, 1, products=products)[:, 0]
         order = np.argsort(labels, kind="stable")
         counts = np.bincount(labels, minlength=k)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -283,16 +284,34 @@ def kmeans(vectors: np.ndarray, k: int, iterations: int = 10, seed: int = 0) -> 
     return centroids
 
 
-def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, count: int, block: int = 65536) -> np.ndarray:
-    """Each vector's ``count`` most similar centroids (positions, in no particular order)."""
-    out = np.empty((len(vectors), count), np.int64)
+def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, count: int, block: int = 65536,
+                      products=None) -> np.ndarray:
+    """Each vector's ``count`` most similar centroids (positions, nearest first), compared with
+    ``products`` (the partitions' own: bf16 where they are bf16; float32 when None). Which
+    partitions a vector is filed in and probes is a choice, not a result: any choice is
+    searched exactly, and its recall is measured (bench/index_scale.py)."""
+    return nearest_centroids_each(vectors, centroids, (count,), block, products)[0]
+
+
+def nearest_centroids_each(vectors: np.ndarray, centroids: np.ndarray, counts, block: int = 65536,
+                           products=None) -> list[np.ndarray]:
+    """:func:`nearest_centroids` for each of ``counts`` (a vector's homes and its probes) from
+    one comparison: the same choices as one call per count."""
+    products = products or Float32Products()
+    out = [np.empty((len(vectors), count), np.int64) for count in counts]
     for start in range(0, len(vectors), block):
-        sims = vectors[start:start + block] @ centroids.T
-        if count == 1:
-            out[start:start + block, 0] = sims.argmax(1)
-        else:
-            out[start:start + block] = np.argpartition(-sims, count - 1, axis=1)[:, :count]
+        sims = products.similarities(vectors[start:start + block], centroids)
+        for nearest, count in zip(out, counts):
+            nearest[start:start + block] = products.nearest(sims, count)
     return out
+
+
+def _nearest_first(sims: np.ndarray, count: int) -> np.ndarray:
+    """Each row's ``count`` largest columns, largest first."""
+    if count == 1:
+        return sims.argmax(1)[:, None]
+    top = np.argpartition(-sims, count - 1, axis=1)[:, :count]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable"), 1)
 
 
 def bfloat16_margin(dim: int) -> float:
@@ -344,6 +363,13 @@ class Float32Products:
     def take(self, encoded: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return encoded[rows]
 
+    def similarities(self, vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        return np.asarray(vectors, np.float32) @ centroids.T
+
+    def nearest(self, sims: np.ndarray, count: int) -> np.ndarray:
+        """Each row's ``count`` largest columns of :meth:`similarities`, largest first."""
+        return _nearest_first(sims, count)
+
     def hits(self, queries, data, threshold: float):
         """(query rows, data rows, similarities) of the products >= ``threshold``."""
         sims = queries @ data.T
@@ -391,6 +417,17 @@ class Bfloat16Products:
 
     def take(self, encoded, rows: np.ndarray):
         return encoded.index_select(0, self.torch.from_numpy(rows))
+
+    def similarities(self, vectors: np.ndarray, centroids: np.ndarray):
+        """bf16 products with the centroids: at 1M vectors and 4,000 partitions filing and
+        probing are 12 TFLOP, a third of float32's time."""
+        with self.torch.inference_mode():
+            return self.encode(vectors) @ self.encode(np.asarray(centroids, np.float32)).T
+
+    def nearest(self, sims, count: int) -> np.ndarray:
+        if count == 1:
+            return sims.argmax(1, keepdim=True).numpy()
+        return sims.topk(count, 1, sorted=True).indices.numpy()
 
     def hits(self, queries, data, threshold: float):
         """(query rows, data rows, None) of the candidates: the products >= ``threshold`` less
@@ -473,16 +510,17 @@ class PartitionedIndex(SimilarityIndex):
         rng = np.random.default_rng(0)
         sample = vectors[np.sort(rng.choice(len(vectors), min(len(vectors), SAMPLE_PER_PARTITION * self.partitions),
                                             replace=False))]
-        self.centroids = kmeans(sample, self.partitions)
         dim = vectors.shape[1]
         self.products = partition_products(dim, self.products_kind)
+        self.centroids = kmeans(sample, self.partitions, products=self.products)
         self.members = [np.zeros(0, np.int64) for _ in range(self.partitions)]
         self.data = [self.products.empty(0, dim) for _ in range(self.partitions)]
         self._file(np.arange(len(vectors)))
 
     def _file(self, positions: np.ndarray):
         """Store vectors (by position) in their ``spill`` nearest partitions."""
-        homes = np.concatenate([nearest_centroids(self.flat.data[chunk], self.centroids, self.spill)
+        homes = np.concatenate([nearest_centroids(self.flat.data[chunk], self.centroids, self.spill,
+                                                  products=self.products)
                                 for chunk in np.array_split(positions, max(1, len(positions) // 16384))])
         for p, group in _grouped(homes.ravel()):
             self._append(p, positions[group // self.spill])
@@ -503,7 +541,7 @@ class PartitionedIndex(SimilarityIndex):
     def _probed(self, queries):
         """(partition, rows of ``queries`` that probe it, their probe slot) for each partition probed."""
         self.ready()
-        probes = nearest_centroids(queries, self.centroids, self.probe)
+        probes = nearest_centroids(queries, self.centroids, self.probe, products=self.products)
         flat = probes.ravel()
         for p, group in _grouped(flat):
             if self.counts[p]:
@@ -546,28 +584,49 @@ class PartitionedIndex(SimilarityIndex):
         ``train_at``, the exact index's: only those with earlier images)."""
         return self._pairs(queries, threshold, alive, first)
 
-    def _pairs(self, queries, threshold, alive=None, first=None):
+    def span_pairs(self, queries, first, threshold, alive=None, limit=None):
+        """:meth:`block_pairs` for many of the walk's blocks at once: each partition's share of
+        65,536 queries is one product, not 16 small ones (at 1M vectors and 4,000 partitions a
+        walk block gives a partition about 33 rows). None below the training size (the exact
+        index's blocks are large already) or once the pairs pass ``limit``."""
+        if len(self.flat) < self.train_at and self.centroids is None:
+            return None
+        return self._pairs(queries, threshold, alive, limit=limit)
+
+    def _pairs(self, queries, threshold, alive=None, first=None, limit=None):
+        """(rows, ids, similarities) >= ``threshold``; None when there are more than ``limit``."""
         if len(self.flat) < self.train_at and self.centroids is None:
             return self.flat._pairs(queries, threshold, first, alive)
         self.ready()
         chunk = max(1, self.QUERY_CHUNK_BYTES // (2 * queries.shape[1]))
-        found = [self._chunk_pairs(queries[q0:q0 + chunk], q0, threshold, alive)
-                 for q0 in range(0, len(queries), chunk)]
+        found, count = [], 0
+        for q0 in range(0, len(queries), chunk):
+            part = self._chunk_pairs(queries[q0:q0 + chunk], q0, threshold, alive,
+                                     None if limit is None else limit - count)
+            if part is None:
+                return None
+            found.append(part)
+            count += len(part[0])
         rows, ids, sims = (np.concatenate(parts) for parts in zip(*found))
         if self.spill > 1:                            # a vector stored twice counts once
             _, first = np.unique(rows * len(self.flat) + ids, return_index=True)
             rows, ids, sims = rows[first], ids[first], sims[first]
         return rows, ids, sims
 
-    def _chunk_pairs(self, queries, q0: int, threshold: float, alive=None):
-        """(rows + ``q0``, ids, similarities) of ``queries``' pairs >= ``threshold``."""
+    def _chunk_pairs(self, queries, q0: int, threshold: float, alive=None, limit=None):
+        """(rows + ``q0``, ids, similarities) of ``queries``' pairs >= ``threshold``; None when
+        there are more than ``limit``."""
         rows_out, ids_out, sims_out = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
         encoded = self.products.encode(queries)
+        count = 0
         with self.products.threads_for(len(queries) * self.probe // self.partitions):
             for p, rows, ids, sims in self._partition_hits(queries, encoded, threshold, alive):
                 rows_out.append(rows + q0)
                 ids_out.append(ids)
                 sims_out.append(sims)
+                count += len(rows)
+                if limit is not None and count > limit:
+                    return None
         return np.concatenate(rows_out), np.concatenate(ids_out), np.concatenate(sims_out)
 
     def _partition_hits(self, queries, encoded, threshold: float, alive=None):

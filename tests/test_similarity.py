@@ -108,8 +108,12 @@ def self_pairs(index, vectors, threshold):
 def test_partitioned_finds_exact_pairs_across_partitions():
     vectors = clustered(n_clusters=100, noise=0.4, seed=4)         # pairs at about 0.8-0.9
     exact = self_pairs(kind("exact").new(64, len(vectors)), vectors, 0.8)
-    index = partitioned(64, len(vectors), partitions=16, probe=4)
+    index = partitioned(64, len(vectors), partitions=16, probe=4, products="float32")
     found = self_pairs(index, vectors, 0.8)
+    # partitions chosen by bf16 products (ranks rounded to 8 bits: near-ties fall either way) find
+    # nearly all of them; which ones is a choice, measured at scale in bench/index_scale.py
+    bf16 = self_pairs(partitioned(64, len(vectors), partitions=16, probe=4, products="bfloat16"), vectors, 0.8)
+    assert len(bf16 & exact) >= 0.995 * len(exact) and bf16 <= exact
     homes = np.zeros(len(vectors), np.int64)
     for p in range(index.partitions):
         homes[index.members[p][:index.counts[p]]] = p
@@ -117,7 +121,7 @@ def test_partitioned_finds_exact_pairs_across_partitions():
     assert len(exact) > 2000 and len(across) > 100
     assert found == exact
     # searching only the home partition misses the pairs across a boundary
-    alone = self_pairs(partitioned(64, len(vectors), partitions=16, probe=1), vectors, 0.8)
+    alone = self_pairs(partitioned(64, len(vectors), partitions=16, probe=1, products="float32"), vectors, 0.8)
     assert alone < exact and not (across & alone)
 
 
@@ -188,15 +192,24 @@ def test_bfloat16_margin_bounds_the_products_error():
     assert 0.001 < error <= bfloat16_margin(768) / 1.25
 
 
-def test_bfloat16_partitions_find_what_float32_partitions_find():
+@pytest.mark.parametrize("products", ["float32", "bfloat16"])
+def test_partitions_find_every_pair_their_probes_reach(products):
+    """Whichever products choose the partitions and compare within them (bf16: candidates at the
+    lowered threshold, rescored), the pairs found are exactly exact's pairs (query, other) whose
+    query probes the other's partition."""
     pytest.importorskip("torch")
+    from curate.plugins.indexes import nearest_centroids
     vectors = clustered(n_clusters=100, noise=0.4, seed=4)
     exact = found_pairs(kind("exact").new(64, len(vectors)), vectors, 0.8)
-    found = {products: found_pairs(partitioned(64, len(vectors), partitions=16, probe=2, products=products),
-                                   vectors, 0.8)
-             for products in ("float32", "bfloat16")}
-    assert found["bfloat16"].keys() == found["float32"].keys()
-    assert 0.5 < len(found["bfloat16"]) / len(exact) < 0.99      # probe 2 of 16: a real share is missed
+    index = partitioned(64, len(vectors), partitions=16, probe=2, products=products)
+    found = found_pairs(index, vectors, 0.8)
+    homes = np.zeros(len(vectors), np.int64)
+    for p in range(index.partitions):
+        homes[index.members[p][:index.counts[p]]] = p
+    probes = nearest_centroids(vectors, index.centroids, 2, products=index.products)
+    reached = {(i, j) for i, j in exact if homes[j] in probes[i]}         # query i, the other in its probes
+    assert found.keys() == reached
+    assert 0.5 < len(found) / len(exact) < 0.99      # probe 2 of 16: a real share is missed
 
 
 def test_partitioned_index_holds_the_vectors_given_without_a_copy(tmp_path):
@@ -401,3 +414,47 @@ def test_a_pairs_similarity_is_the_same_whichever_index_found_it():
     kept_of = results[0].duplicate_of[removed]
     assert results[0].score[removed].tolist() == similarities(vectors[removed], vectors[kept_of]).tolist()
     assert results[0].duplicate_of[max(first, second)] >= 0 or results[0].duplicate_of[min(first, second)] >= 0
+
+
+class Blockwise(IndexKind):
+    """The partitioned index asked block by block: it never searches ahead."""
+    name = "blockwise"
+
+    def new(self, dim, capacity, **options):
+        index = partitioned(dim, capacity, partitions=16, probe=4)
+        index.span_pairs = lambda *args, **kwargs: None
+        return index
+
+
+@pytest.mark.parametrize("limit", [1 << 24, 300])
+def test_the_walk_searching_ahead_decides_as_block_by_block(monkeypatch, limit):
+    """A partitioned index is asked for a span of blocks at once (its products are cheaper in
+    larger batches); pairs of images past the block wait their turn, and a span whose pairs pass
+    the limit is asked block by block instead: decisions and scores as block by block."""
+    import curate.similarity as similarity
+    from curate.similarity import Channel, walk
+    monkeypatch.setattr(similarity, "SPAN", 512)
+    monkeypatch.setattr(similarity, "SPAN_PAIRS", limit)
+    vectors = clustered(n_clusters=150, noise=0.4, seed=7)
+    spans = []
+
+    class Spanning(IndexKind):
+        name = "spanning"
+
+        def new(self, dim, capacity, **options):
+            index = partitioned(dim, capacity, partitions=16, probe=4)
+            span_pairs = index.span_pairs
+
+            def counted(queries, *args, **kwargs):
+                found = span_pairs(queries, *args, **kwargs)
+                spans.append(found is not None)
+                return found
+            index.span_pairs = counted
+            return index
+
+    ahead = walk([Channel("embedding", vectors, 0.85, Spanning())], block=64)
+    blockwise = walk([Channel("embedding", vectors, 0.85, Blockwise())], block=64)
+    assert ahead.duplicate_of.tolist() == blockwise.duplicate_of.tolist()
+    assert ahead.score.tolist() == blockwise.score.tolist()
+    assert (ahead.duplicate_of >= 0).sum() > 100
+    assert len(spans) >= 2 and (all(spans) if limit > 1000 else not any(spans))
