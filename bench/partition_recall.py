@@ -19,19 +19,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 from index_scale import THRESHOLDS, planted, sampled_truth  # noqa: E402
 
 
-def ranks(vectors, centroids) -> np.ndarray:
-    """Each vector's rank of every partition (0: its nearest)."""
-    return np.argsort(np.argsort(-(vectors @ centroids.T), axis=1), axis=1)
+def ranks(vectors, centroids, products) -> np.ndarray:
+    """Each vector's rank of every partition (0: its nearest), as the index ranks them."""
+    from curate.plugins.indexes import nearest_centroids
+    nearest = nearest_centroids(vectors, centroids, len(centroids), products=products)
+    out = np.empty_like(nearest)
+    np.put_along_axis(out, nearest, np.arange(len(centroids))[None, :], 1)
+    return out
 
 
 def main() -> None:
-    from curate.plugins.indexes import SAMPLE_PER_PARTITION, kmeans, nearest_centroids
+    from curate.plugins.indexes import SAMPLE_PER_PARTITION, kmeans, nearest_centroids, partition_products
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, nargs="+", default=[1000])
     parser.add_argument("--probes", type=int, nargs="+", default=[16, 24, 32])
     parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--products", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="how vectors are compared with the centroids (the index's own choice by default)")
     args = parser.parse_args()
+    products = partition_products(768, args.products)
     n = args.size
     vectors = planted(n)
     truth, _ = sampled_truth(vectors, args.queries)
@@ -43,10 +50,10 @@ def main() -> None:
     for partitions in args.partitions:      # as PartitionedIndex._train: the same sample, the same k-means
         rng = np.random.default_rng(0)
         sample = vectors[np.sort(rng.choice(n, min(n, SAMPLE_PER_PARTITION * partitions), replace=False))]
-        centroids = kmeans(sample, partitions)
-        homes = np.concatenate([nearest_centroids(vectors[s:s + 16384], centroids, 1)[:, 0]
+        centroids = kmeans(sample, partitions, products=products)
+        homes = np.concatenate([nearest_centroids(vectors[s:s + 16384], centroids, 1, products=products)[:, 0]
                                 for s in range(0, n, 16384)])
-        rank = ranks(vectors[involved], centroids)
+        rank = ranks(vectors[involved], centroids, products)
         to_high, to_low = rank[index[:, 0], homes[high]], rank[index[:, 1], homes[low]]
         for probe in args.probes:
             found = (to_high < probe) | (to_low < probe)
