@@ -29,6 +29,7 @@ PARTITION_SIZE = 250
 PROBE = 32
 SPILL = 1
 SAMPLE_PER_PARTITION = 32
+CENTROID_PRODUCTS = 1 << 25     # similarities to centroids held at once: 64 MB in bf16 (16,384 vectors x 2,048)
 PARTITION_TRAIN_AT = 20_000
 
 
@@ -287,7 +288,7 @@ def kmeans(vectors: np.ndarray, k: int, iterations: int = 10, seed: int = 0, pro
     return centroids
 
 
-def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, count: int, block: int = 65536,
+def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, count: int, block: int | None = None,
                       products=None) -> np.ndarray:
     """Each vector's ``count`` most similar centroids (positions, nearest first), compared with
     ``products`` (the partitions' own: bf16 where they are bf16; float32 when None). Which
@@ -296,11 +297,13 @@ def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, count: int, bl
     return nearest_centroids_each(vectors, centroids, (count,), block, products)[0]
 
 
-def nearest_centroids_each(vectors: np.ndarray, centroids: np.ndarray, counts, block: int = 65536,
+def nearest_centroids_each(vectors: np.ndarray, centroids: np.ndarray, counts, block: int | None = None,
                            products=None) -> list[np.ndarray]:
     """:func:`nearest_centroids` for each of ``counts`` (a vector's homes and its probes) from
-    one comparison: the same choices as one call per count."""
+    one comparison: the same choices as one call per count. ``block``: vectors compared at
+    once (default: CENTROID_PRODUCTS similarities held at once)."""
     products = products or Float32Products()
+    block = block or max(256, CENTROID_PRODUCTS // max(1, len(centroids)))
     out = [np.empty((len(vectors), count), np.int64) for count in counts]
     for start in range(0, len(vectors), block):
         sims = products.similarities(vectors[start:start + block], centroids)
@@ -482,6 +485,7 @@ class PartitionedIndex(SimilarityIndex):
         self.members: list[np.ndarray] = []           # per partition: positions
         self.data: list = []                          # per partition: their vectors, encoded (with spare rows)
         self.counts = np.zeros(self.partitions, np.int64)
+        self.probes = np.zeros((0, self.probe), np.int32)   # per vector filed: the partitions it probes
 
     def __len__(self):
         return len(self.flat)
@@ -521,11 +525,21 @@ class PartitionedIndex(SimilarityIndex):
         self._file(np.arange(len(vectors)))
 
     def _file(self, positions: np.ndarray):
-        """Store vectors (by position) in their ``spill`` nearest partitions."""
-        homes = np.concatenate([nearest_centroids(self.flat.data[chunk], self.centroids, self.spill,
-                                                  products=self.products)
-                                for chunk in np.array_split(positions, max(1, len(positions) // 16384))])
-        for p, group in _grouped(homes.ravel()):
+        """Store vectors (by position) in their ``spill`` nearest partitions, and note the
+        ``probe`` nearest, which they search as queries (the walk's and a self-join's queries
+        are the vectors held: one comparison with the centroids serves both)."""
+        homes, probes = [], []
+        for chunk in np.array_split(positions, max(1, len(positions) // 16384)):
+            nearest = nearest_centroids_each(self.flat.data[chunk], self.centroids, (self.spill, self.probe),
+                                             products=self.products)
+            homes.append(nearest[0])
+            probes.append(nearest[1].astype(np.int32))
+        if len(self.probes) < len(self.flat):
+            grown = np.zeros((len(self.flat), self.probe), np.int32)
+            grown[:len(self.probes)] = self.probes
+            self.probes = grown
+        self.probes[positions] = np.concatenate(probes)
+        for p, group in _grouped(np.concatenate(homes).ravel()):
             self._append(p, positions[group // self.spill])
 
     def _append(self, p: int, positions: np.ndarray):
@@ -541,10 +555,15 @@ class PartitionedIndex(SimilarityIndex):
         self.data[p][count:end] = self.products.encode(self.flat.data[positions])
         self.counts[p] = end
 
-    def _probed(self, queries):
-        """(partition, rows of ``queries`` that probe it, their probe slot) for each partition probed."""
+    def _probed(self, queries, first: int | None = None):
+        """(partition, rows of ``queries`` that probe it, their probe slot) for each partition
+        probed; ``first``: the queries are the vectors held at ``first``, ``first + 1``, ...,
+        whose probes were found when they were filed."""
         self.ready()
-        probes = nearest_centroids(queries, self.centroids, self.probe, products=self.products)
+        if first is not None:
+            probes = self.probes[first:first + len(queries)]
+        else:
+            probes = nearest_centroids(queries, self.centroids, self.probe, products=self.products)
         flat = probes.ravel()
         for p, group in _grouped(flat):
             if self.counts[p]:
@@ -580,7 +599,15 @@ class PartitionedIndex(SimilarityIndex):
         return np.take_along_axis(cand_sims, order, 1), np.take_along_axis(cand_ids, order, 1)
 
     def range_search(self, queries, threshold):
-        return self._pairs(queries, threshold)
+        if len(self.flat) < self.train_at and self.centroids is None:
+            return self.flat.range_search(queries, threshold)
+        return self._pairs(queries, threshold, first=0 if self._held(queries) else None)
+
+    def _held(self, queries) -> bool:
+        """Whether ``queries`` are the vectors held, the same array (a self-join)."""
+        held = self.vectors
+        return (queries.shape == held.shape and queries.dtype == held.dtype and queries.strides == held.strides
+                and queries.__array_interface__["data"][0] == held.__array_interface__["data"][0])
 
     def block_pairs(self, queries, first, threshold, alive=None):
         """The pairs of every probed partition, but those with a removed image (below
@@ -594,10 +621,12 @@ class PartitionedIndex(SimilarityIndex):
         index's blocks are large already) or once the pairs pass ``limit``."""
         if len(self.flat) < self.train_at and self.centroids is None:
             return None
-        return self._pairs(queries, threshold, alive, limit=limit)
+        return self._pairs(queries, threshold, alive, first, limit)
 
     def _pairs(self, queries, threshold, alive=None, first=None, limit=None):
-        """(rows, ids, similarities) >= ``threshold``; None when there are more than ``limit``."""
+        """(rows, ids, similarities) >= ``threshold``; None when there are more than ``limit``.
+        ``first``: the queries are the vectors held from there on (the exact index's pairs
+        below the training size are then those with earlier vectors only)."""
         if len(self.flat) < self.train_at and self.centroids is None:
             return self.flat._pairs(queries, threshold, first, alive)
         self.ready()
@@ -605,7 +634,7 @@ class PartitionedIndex(SimilarityIndex):
         found, count = [], 0
         for q0 in range(0, len(queries), chunk):
             part = self._chunk_pairs(queries[q0:q0 + chunk], q0, threshold, alive,
-                                     None if limit is None else limit - count)
+                                     None if limit is None else limit - count, None if first is None else first + q0)
             if part is None:
                 return None
             found.append(part)
@@ -616,14 +645,14 @@ class PartitionedIndex(SimilarityIndex):
             rows, ids, sims = rows[first], ids[first], sims[first]
         return rows, ids, sims
 
-    def _chunk_pairs(self, queries, q0: int, threshold: float, alive=None, limit=None):
+    def _chunk_pairs(self, queries, q0: int, threshold: float, alive=None, limit=None, first=None):
         """(rows + ``q0``, ids, similarities) of ``queries``' pairs >= ``threshold``; None when
-        there are more than ``limit``."""
+        there are more than ``limit``; ``first``: as :meth:`_probed`'s."""
         rows_out, ids_out, sims_out = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
         encoded = self.products.encode(queries)
         count = 0
         with self.products.threads_for(len(queries) * self.probe // self.partitions):
-            for p, rows, ids, sims in self._partition_hits(queries, encoded, threshold, alive):
+            for p, rows, ids, sims in self._partition_hits(queries, encoded, threshold, alive, first):
                 rows_out.append(rows + q0)
                 ids_out.append(ids)
                 sims_out.append(sims)
@@ -632,9 +661,9 @@ class PartitionedIndex(SimilarityIndex):
                     return None
         return np.concatenate(rows_out), np.concatenate(ids_out), np.concatenate(sims_out)
 
-    def _partition_hits(self, queries, encoded, threshold: float, alive=None):
+    def _partition_hits(self, queries, encoded, threshold: float, alive=None, first=None):
         """(partition, rows, ids, similarities) of the pairs >= ``threshold`` in each probed partition."""
-        for p, rows, _ in self._probed(queries):
+        for p, rows, _ in self._probed(queries, first):
             members = self.members[p][:self.counts[p]]
             for start in range(0, len(rows), _BLOCK):
                 chunk = rows[start:start + _BLOCK]

@@ -458,3 +458,34 @@ def test_the_walk_searching_ahead_decides_as_block_by_block(monkeypatch, limit):
     assert ahead.score.tolist() == blockwise.score.tolist()
     assert (ahead.duplicate_of >= 0).sum() > 100
     assert len(spans) >= 2 and (all(spans) if limit > 1000 else not any(spans))
+
+
+def test_a_self_join_takes_the_probes_found_on_filing():
+    """Searching the vectors held (the walk's blocks, range_search over the same array) takes each
+    vector's probes from when it was filed instead of comparing it with the centroids again: the
+    same pairs as the same vectors given as other queries (a copy)."""
+    vectors = clustered(n_clusters=100, noise=0.4, seed=8)
+    index = partitioned(64, len(vectors), partitions=16, probe=4)
+    index.add(vectors)
+    compared = []
+    import curate.plugins.indexes as indexes
+    real = indexes.nearest_centroids
+
+    def counted(queries, *args, **kwargs):
+        compared.append(len(queries))
+        return real(queries, *args, **kwargs)
+
+    rows, ids, sims = index.range_search(index.vectors, 0.8)          # trains, files, then the self-join
+    indexes.nearest_centroids = counted
+    try:
+        filed = len(compared)
+        own = sorted(zip(rows.tolist(), ids.tolist(), sims.tolist()))
+        rows, ids, sims = index.range_search(index.vectors, 0.8)
+        assert len(compared) == filed                                  # no comparison with the centroids
+        other = index.range_search(vectors.copy(), 0.8)
+        assert len(compared) > filed                                   # a copy is compared
+    finally:
+        indexes.nearest_centroids = real
+    assert own == sorted(zip(rows.tolist(), ids.tolist(), sims.tolist()))
+    assert own == sorted(zip(*(a.tolist() for a in other)))
+    assert len(own) > 2000
