@@ -23,7 +23,7 @@ AUTO_EXACT_MAX_GPU = 1_000_000
 # PROBE nearest partitions, k-means trained on SAMPLE_PER_PARTITION vectors per partition
 # once the index holds PARTITION_TRAIN_AT (below that it is exact). On planted 768-d vectors
 # the recall at a given probe barely moves with the partitions' size, while the products per
-# query are probe x size: 250 and 32 found 99.62% of the pairs at 0.8 among 1M in 167.5 s
+# query are probe x size: 250 and 32 found 99.62% of the pairs at 0.8 among 1M in 132.3 s
 # (1,000 and 16: 98.68% in 248 s), 99.81% among 200K (bench/README.md, "Partitioned search").
 PARTITION_SIZE = 250
 PROBE = 32
