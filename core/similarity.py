@@ -54,8 +54,8 @@ class WalkResult:
 
 # Images whose pairs the walk holds at once: its memory is this many images' pairs.
 BLOCK = 4096
-# Pairs rescored at once (two gathers of this many vectors).
-RESCORE_ROWS = 65536
+# Pairs rescored at once (two gathers of this many vectors: 100 MB at 768-d).
+RESCORE_ROWS = 16384
 
 
 def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
