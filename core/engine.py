@@ -250,9 +250,8 @@ class SampleSource:
             if problem:
                 reject(RecordError(where, problem, index=number, field="id"), sample.as_record())
                 continue
-            # a copy: the stages set ids and image paths on the sample, not on the caller's object
-            copy = Sample(sample.id, sample.image, sample.conversations, sample.extra, sample.video)
-            yield Item(where, reader, number, copy)
+            # a copy: the stages set ids, image paths and boxes on the sample, not on the caller's
+            yield Item(where, reader, number, sample.copy())
 
 
 # --- what happens to records that are not written ------------------------------------------------

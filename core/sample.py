@@ -172,6 +172,15 @@ class Sample:
         shape = self._shape
         return self._record if shape is not None and shape.name == format_name else None
 
+    def copy(self) -> "Sample":
+        """A sample of its own: its turns, ``extra`` and media lists are copies, so that what
+        changes the copy (ids, image paths, boxes rewritten in the turns) leaves this one as it
+        is. This sample keeps its record; the copy is built from the fields."""
+        def own(value):
+            return list(value) if isinstance(value, list) else value
+        turns = [Turn(t.role, t.text, dict(t.extra) if t.extra else t.extra) for t in self._turns()]
+        return Sample(self._id, own(self._image), turns, dict(self._extras()), own(self._video))
+
     def _forget_record(self) -> None:
         """Build what was left in the record, then drop it: the sample may change from now on."""
         if self._record is not None:

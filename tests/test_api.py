@@ -57,6 +57,13 @@ def test_write_goes_through_the_stages_of_convert(tmp_path):
     assert curate.write(samples, tmp_path / "api.json", "llava", boxes_from="svit", image_root=images) \
         == by_command.written == 4
     assert (tmp_path / "api.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    # the caller's samples are left as they were: written again, they give the same file
+    samples = list(curate.read(svit, "svit", image_root=images))
+    texts = [[turn.text for turn in sample.conversations] for sample in samples]
+    curate.write(samples, tmp_path / "first.json", "llava", boxes_from="svit", image_root=images)
+    curate.write(samples, tmp_path / "again.json", "llava", boxes_from="svit", image_root=images)
+    assert [[turn.text for turn in sample.conversations] for sample in samples] == texts
+    assert (tmp_path / "again.json").read_bytes() == (tmp_path / "api.json").read_bytes()
     # without boxes_from the boxes are written as the samples hold them (SVIT's own, not padded)
     curate.write(curate.read(svit, "svit", image_root=images), tmp_path / "raw.json", "llava")
     assert load_json(tmp_path / "raw.json") != load_json(tmp_path / "api.json")
