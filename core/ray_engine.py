@@ -184,9 +184,9 @@ def embed_files_ray(paths, model, spec: dict, *, cache=None, batch_size=32, work
 # A search task reads about this many rows (its partitions' members and the queries that probe
 # them): its memory is these rows (300 MB at 768-d) and one block of products.
 TASK_ROWS = 100_000
-# Vectors per task that finds their partitions, and the products it holds at once.
+# Vectors per task that finds their partitions (it holds the partitioned index's
+# CENTROID_PRODUCTS similarities at once, as the index does).
 ASSIGN_ROWS = 65_536
-ASSIGN_PRODUCTS = 1 << 24                      # 64 MB of float32 similarities to centroids
 SEARCH_ROWS = 8192                             # a partition's queries multiplied at once in a search task
 IN_FLIGHT_PER_CPU = 2                          # tasks submitted ahead, per CPU of the cluster
 
@@ -284,7 +284,8 @@ class RayPairs:
         """Each vector's ``spill`` home partitions and ``probe`` probed ones, found by tasks."""
         shared = self._shared(centroids)
         chunks = [(str(source.path), self.dim, source.file_rows(np.arange(start, stop)), shared,
-                   self.plan.spill, self.plan.probe, self.plan.products) for start, stop in _blocks(self.n, ASSIGN_ROWS)]
+                   self.plan.spill, self.plan.probe, self.plan.products)
+                  for start, stop in _blocks(self.n, ASSIGN_ROWS)]
         found = self._run(_assign_partitions, chunks)
         return np.concatenate([h for h, _ in found]), np.concatenate([p for _, p in found])
 
@@ -418,7 +419,6 @@ def _assign_partitions(path: str, dim: int, file_rows: np.ndarray, centroids: np
     from curate.plugins.indexes import nearest_centroids_each, partition_products
     vectors = read_rows(path, dim, file_rows)
     homes, probes = nearest_centroids_each(vectors, centroids, (spill, probe),
-                                           block=max(256, ASSIGN_PRODUCTS // len(centroids)),
                                            products=partition_products(dim, products))
     return homes.astype(np.int32), probes.astype(np.int32)
 

@@ -493,6 +493,11 @@ class PartitionedIndex(SimilarityIndex):
         return len(self.flat)
 
     @property
+    def untrained(self) -> bool:
+        """Still below its training size: the exact index of its vectors answers."""
+        return len(self.flat) < self.train_at and self.centroids is None
+
+    @property
     def vectors(self) -> np.ndarray:
         """Every vector given, in order of addition (float32)."""
         return self.flat.data[:len(self.flat)]
@@ -579,7 +584,7 @@ class PartitionedIndex(SimilarityIndex):
 
     def search(self, queries, k):
         """Top-k by float32 products within the probed partitions."""
-        if len(self.flat) < self.train_at and self.centroids is None:
+        if self.untrained:
             return self.flat.search(queries, k)
         cand_sims = np.full((len(queries), self.probe * k), -np.inf, np.float32)
         cand_ids = np.full((len(queries), self.probe * k), -1, np.int64)
@@ -601,7 +606,7 @@ class PartitionedIndex(SimilarityIndex):
         return np.take_along_axis(cand_sims, order, 1), np.take_along_axis(cand_ids, order, 1)
 
     def range_search(self, queries, threshold):
-        if len(self.flat) < self.train_at and self.centroids is None:
+        if self.untrained:
             return self.flat.range_search(queries, threshold)
         return self._pairs(queries, threshold, first=0 if self._held(queries) else None)
 
@@ -621,7 +626,7 @@ class PartitionedIndex(SimilarityIndex):
         65,536 queries is one product, not 16 small ones (at 1M vectors and 4,000 partitions a
         walk block gives a partition about 33 rows). None below the training size (the exact
         index's blocks are large already) or once the pairs pass ``limit``."""
-        if len(self.flat) < self.train_at and self.centroids is None:
+        if self.untrained:
             return None
         return self._pairs(queries, threshold, alive, first, limit)
 
@@ -629,7 +634,7 @@ class PartitionedIndex(SimilarityIndex):
         """(rows, ids, similarities) >= ``threshold``; None when there are more than ``limit``.
         ``first``: the queries are the vectors held from there on (the exact index's pairs
         below the training size are then those with earlier vectors only)."""
-        if len(self.flat) < self.train_at and self.centroids is None:
+        if self.untrained:
             return self.flat._pairs(queries, threshold, first, alive)
         self.ready()
         chunk = max(1, self.QUERY_CHUNK_BYTES // (2 * queries.shape[1]))
