@@ -31,29 +31,46 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import MemoryWatch, print_table  # noqa: E402
 
 THRESHOLDS = (0.8, 0.9)
+PLANT_SHARD = 65536
+TRUTH_ROWS = 65536
 
 
-def planted(n: int, dim: int = 768, seed: int = 0) -> np.ndarray:
-    """Unrelated unit vectors plus clusters of 2-10 near-duplicates (similarity about 0.8-0.99)."""
+def planted(n: int, dim: int = 768, seed: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """Unrelated unit vectors plus clusters of 2-10 near-duplicates (similarity about 0.8-0.99)
+    covering 30% of them, a cluster's members at random positions. Made a shard at a time into
+    ``out`` (a float32 file mapped writable: never all in memory; default a new array): a
+    row's vector depends on ``seed`` and its position only."""
     rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal(size=(n, dim), dtype=np.float32)
-    i = 0
-    while i < n * 0.3:
-        size = int(rng.integers(2, 11))
-        noise = rng.uniform(0.1, 0.7)
-        base = vectors[i]
-        for j in range(i + 1, min(i + size, n)):
-            vectors[j] = base + noise * rng.standard_normal(size=dim, dtype=np.float32)
-        i += size
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors[rng.permutation(n)]
+    sizes = rng.integers(2, 11, size=n // 2 + 1)
+    clusters = int(np.searchsorted(np.cumsum(sizes), 0.3 * n)) + 1          # the last one passes 30%
+    sizes = sizes[:clusters]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    noise = rng.uniform(0.1, 0.7, size=clusters).astype(np.float32)
+    bases = rng.standard_normal(size=(clusters, dim), dtype=np.float32)
+    slots = rng.permutation(n)[:min(n, int(sizes.sum()))]                 # clustered rows' positions
+    cluster_of = np.full(n, -1, np.int32)
+    cluster_of[slots] = np.repeat(np.arange(clusters, dtype=np.int32), sizes)[:len(slots)]
+    is_base = np.zeros(n, bool)
+    is_base[slots[starts[starts < len(slots)]]] = True
+    out = np.empty((n, dim), np.float32) if out is None else out
+    for number, start in enumerate(range(0, n, PLANT_SHARD)):
+        stop = min(n, start + PLANT_SHARD)
+        vectors = np.random.default_rng([seed, number]).standard_normal(size=(stop - start, dim), dtype=np.float32)
+        cluster, base = cluster_of[start:stop], is_base[start:stop]
+        member = (cluster >= 0) & ~base
+        vectors[member] = bases[cluster[member]] + noise[cluster[member], None] * vectors[member]
+        vectors[base] = bases[cluster[base]]
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        out[start:stop] = vectors
+    return out
 
 
-def pairs_of(rows, ids, sims, threshold) -> set:
-    """Pairs (smaller, larger position) at >= ``threshold``, whichever direction found them."""
+def pairs_of(rows, ids, sims, threshold, n: int) -> np.ndarray:
+    """Pairs at >= ``threshold``, whichever direction found them: sorted unique keys
+    smaller * n + larger position (arrays, not sets of tuples: 7M pairs at 10M vectors)."""
     keep = (sims >= threshold) & (rows != ids)
     low, high = np.minimum(rows[keep], ids[keep]), np.maximum(rows[keep], ids[keep])
-    return set(zip(low.tolist(), high.tolist()))
+    return np.unique(low.astype(np.int64) * n + high)
 
 
 def all_pairs(kind, vectors, threshold, **options):
@@ -67,11 +84,12 @@ def all_pairs(kind, vectors, threshold, **options):
     return found, watch
 
 
-def mapped(vectors: np.ndarray, folder: str) -> tuple[np.ndarray, Path]:
-    """``vectors`` written to a float32 file in ``folder`` and mapped read-only (as the cache does)."""
-    path = Path(folder) / f"index_scale-{len(vectors)}x{vectors.shape[1]}.f32"
-    vectors.tofile(path)
-    return np.memmap(path, np.float32, mode="r", shape=vectors.shape), path
+def mapped(n: int, dim: int, folder: str) -> tuple[np.ndarray, Path]:
+    """:func:`planted` vectors made into a float32 file in ``folder`` a shard at a time and
+    mapped read-only (as the cache holds them)."""
+    path = Path(folder) / f"index_scale-{n}x{dim}.f32"
+    planted(n, dim, out=np.memmap(path, np.float32, mode="w+", shape=(n, dim))).flush()
+    return np.memmap(path, np.float32, mode="r", shape=(n, dim)), path
 
 
 def faiss_pairs(vectors, threshold, partitions: int, probe: int = 16):
@@ -96,22 +114,27 @@ def _faiss_range_search(faiss, vectors, threshold, partitions, probe):
 
 
 def sampled_truth(vectors, queries: int, seed: int = 1):
-    """Exact's pairs for a random sample of query vectors: {threshold: pairs}, and the sample's seconds."""
-    sample = np.random.default_rng(seed).choice(len(vectors), min(queries, len(vectors)), replace=False)
+    """Exact's pairs for a random sample of query vectors: {threshold: pairs}, and the sample's
+    seconds (the vectors read once, in order, TRUTH_ROWS at a time)."""
+    n = len(vectors)
+    sample = np.sort(np.random.default_rng(seed).choice(n, min(queries, n), replace=False))
     start = time.perf_counter()
-    rows, ids = [], []
-    for chunk in np.array_split(sample, max(1, len(sample) // 500)):
-        sims = vectors[chunk] @ vectors.T
-        r, c = np.nonzero(sims >= min(THRESHOLDS))
-        rows.append(np.stack([chunk[r], c, ]))
-        ids.append(sims[r, c])
+    chosen = np.asarray(vectors[sample], np.float32)
+    rows, ids, sims = [], [], []
+    for first in range(0, n, TRUTH_ROWS):
+        block = np.asarray(vectors[first:first + TRUTH_ROWS], np.float32)
+        products = chosen @ block.T
+        r, c = np.nonzero(products >= min(THRESHOLDS))
+        rows.append(sample[r])
+        ids.append(c + first)
+        sims.append(products[r, c])
     seconds = time.perf_counter() - start
-    rc, sims = np.concatenate(rows, 1), np.concatenate(ids)
-    return {t: pairs_of(rc[0], rc[1], sims, t) for t in THRESHOLDS}, seconds
+    rows, ids, sims = np.concatenate(rows), np.concatenate(ids), np.concatenate(sims)
+    return {t: pairs_of(rows, ids, sims, t, n) for t in THRESHOLDS}, seconds
 
 
-def recall(found: set, truth: set) -> float:
-    return len(found & truth) / max(1, len(truth))
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.isin(truth, found).sum()) / max(1, len(truth))
 
 
 def runs(args) -> list[tuple[str, str, dict]]:
@@ -154,9 +177,10 @@ def main() -> None:
     registry = get_registry()
     rows = []
     for n in args.sizes:
-        vectors, path = planted(n, args.dim), None
         if args.memmap:
-            vectors, path = mapped(vectors, args.memmap)
+            vectors, path = mapped(n, args.dim, args.memmap)
+        else:
+            vectors, path = planted(n, args.dim), None
         try:
             rows += measure(args, registry, n, vectors)
         finally:
@@ -180,7 +204,7 @@ def measure(args, registry, n: int, vectors) -> list[list]:
         found, watch = all_pairs(registry.get("index", "exact"), vectors, min(THRESHOLDS))
         exact_s = watch.wall
         label = f"{exact_s:.1f}"
-        full = {t: pairs_of(*found, t) for t in THRESHOLDS}
+        full = {t: pairs_of(*found, t, n) for t in THRESHOLDS}
         exact_pairs = "/".join(f"{len(full[t]):,}" for t in THRESHOLDS)
     results = {}
     for name, kind, options in runs(args):
@@ -190,7 +214,8 @@ def measure(args, registry, n: int, vectors) -> list[list]:
             found, watch = faiss_pairs(vectors, min(THRESHOLDS), args.partitions or max(1, n // 1000))
         else:
             found, watch = all_pairs(registry.get("index", kind), vectors, min(THRESHOLDS), **options)
-        pairs = results[name] = ({t: pairs_of(*found, t) for t in THRESHOLDS}, watch)
+        pairs = results[name] = ({t: pairs_of(*found, t, n) for t in THRESHOLDS}, watch)
+        del found
         print(f"{n:,} {name}: {watch.wall:.1f} s, CPU {watch.cpu:.1f} s, peak RSS {watch.peak_mb:,.0f} MB, "
               f"peak anon {watch.anon_mb:,.0f} MB, recall " + "/".join(f"{recall(pairs[0][t], truth[t]):.4f}"
                                                                         for t in THRESHOLDS), flush=True)

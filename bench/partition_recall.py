@@ -21,7 +21,7 @@ from index_scale import THRESHOLDS, planted, sampled_truth  # noqa: E402
 
 def ranks(vectors, centroids, products) -> np.ndarray:
     """Each vector's rank of every partition (0: its nearest), as the index ranks them."""
-    from curate.plugins.indexes import nearest_centroids
+    from curate.plugins.centroids import nearest_centroids
     nearest = nearest_centroids(vectors, centroids, len(centroids), products=products)
     out = np.empty_like(nearest)
     np.put_along_axis(out, nearest, np.arange(len(centroids))[None, :], 1)
@@ -29,7 +29,8 @@ def ranks(vectors, centroids, products) -> np.ndarray:
 
 
 def main() -> None:
-    from curate.plugins.indexes import SAMPLE_PER_PARTITION, kmeans, nearest_centroids, partition_products
+    from curate.plugins.centroids import kmeans, nearest_centroids
+    from curate.plugins.indexes import SAMPLE_PER_PARTITION, partition_products
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, nargs="+", default=[1000])
@@ -42,7 +43,8 @@ def main() -> None:
     n = args.size
     vectors = planted(n)
     truth, _ = sampled_truth(vectors, args.queries)
-    pairs = np.array(sorted(truth[min(THRESHOLDS)]))
+    keys = truth[min(THRESHOLDS)]
+    pairs = np.stack([keys // n, keys % n], 1)
     low, high = pairs[:, 0], pairs[:, 1]
     sims = np.einsum("ij,ij->i", vectors[low], vectors[high])
     involved, index = np.unique(pairs, return_inverse=True)

@@ -3,8 +3,8 @@ against the local engine's search in the same run (alternately, each in its own 
 
     python bench/ray_search.py --vectors 200000 --repeats 1
 
-Synthetic 768-d vectors (bench/index_scale.py's planted near-duplicates, one shard of
---shard vectors at a time) are appended to one float32 file as the embedding cache appends
+Synthetic 768-d vectors (bench/index_scale.py's planted near-duplicates, made a shard at a
+time) are appended to one float32 file as the embedding cache appends
 its vectors.f32; the walk at --threshold with `auto` (partitioned above 100K) runs:
 
 - local: the vectors in memory and the partitioned index in this process, as `--engine local`;
@@ -39,11 +39,9 @@ from index_scale import planted  # noqa: E402
 GB = 1 << 30
 
 
-def write_vectors(path: Path, n: int, dim: int, shard: int) -> None:
-    """``n`` planted vectors, written a shard at a time (never all in memory)."""
-    with open(path, "wb") as f:
-        for number, start in enumerate(range(0, n, shard)):
-            f.write(planted(min(shard, n - start), dim, seed=number).tobytes())
+def write_vectors(path: Path, n: int, dim: int) -> None:
+    """``n`` planted vectors, made into the file a shard at a time (never all in memory)."""
+    planted(n, dim, out=np.memmap(path, np.float32, mode="w+", shape=(n, dim))).flush()
 
 
 def run_child(engine: str, path: Path, n: int, dim: int, threshold: float, cpus: int, index: str,
@@ -154,7 +152,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vectors", type=int, default=200_000)
     parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--shard", type=int, default=100_000)
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
@@ -178,7 +175,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.folder, prefix="ray-search-") as folder:
         path = Path(folder) / "vectors.f32"
         started = time.monotonic()
-        write_vectors(path, args.vectors, args.dim, args.shard)
+        write_vectors(path, args.vectors, args.dim)
         print(f"wrote {size / GB:.2f} GB in {time.monotonic() - started:.0f} s", flush=True)
         runs = []
         for _ in range(args.repeats):

@@ -271,16 +271,17 @@ class RayPairs:
         finally:
             self.seconds[stage] = time.monotonic() - started
 
-    def _centroids(self, source: VectorsFile) -> np.ndarray:
+    def _centroids(self, source: VectorsFile):
         """k-means on the driver, on the sample the partitioned index trains on (the same
-        centroids, so the same partitions)."""
-        from curate.plugins.indexes import SAMPLE_PER_PARTITION, kmeans, partition_products
+        centroids, so the same partitions: :class:`curate.plugins.centroids.Centroids`)."""
+        from curate.plugins.centroids import Centroids
+        from curate.plugins.indexes import SAMPLE_PER_PARTITION, partition_products
         rng = np.random.default_rng(0)
         sample = np.sort(rng.choice(self.n, min(self.n, SAMPLE_PER_PARTITION * self.plan.partitions), replace=False))
-        return kmeans(read_rows(source.path, self.dim, source.file_rows(sample)), self.plan.partitions,
-                      products=partition_products(self.dim, self.plan.products))
+        return Centroids.train(read_rows(source.path, self.dim, source.file_rows(sample)), self.plan.partitions,
+                               partition_products(self.dim, self.plan.products))
 
-    def _assign(self, source: VectorsFile, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _assign(self, source: VectorsFile, centroids) -> tuple[np.ndarray, np.ndarray]:
         """Each vector's ``spill`` home partitions and ``probe`` probed ones, found by tasks."""
         shared = self._shared(centroids)
         chunks = [(str(source.path), self.dim, source.file_rows(np.arange(start, stop)), shared,
@@ -411,15 +412,14 @@ def _partition_task(source: VectorsFile, group, threshold: float) -> tuple:
 
 # --- what runs in the tasks -----------------------------------------------------------------------
 
-def _assign_partitions(path: str, dim: int, file_rows: np.ndarray, centroids: np.ndarray, spill: int, probe: int,
+def _assign_partitions(path: str, dim: int, file_rows: np.ndarray, centroids, spill: int, probe: int,
                        products: str):
     """One task: the ``spill`` home and ``probe`` probed partitions of some vectors (int32),
     from one comparison with the centroids, in the partitioned index's arithmetic (its nearest
-    ones: :func:`curate.plugins.indexes.nearest_centroids`)."""
-    from curate.plugins.indexes import nearest_centroids_each, partition_products
+    ones: :meth:`curate.plugins.centroids.Centroids.nearest_each`)."""
+    from curate.plugins.indexes import partition_products
     vectors = read_rows(path, dim, file_rows)
-    homes, probes = nearest_centroids_each(vectors, centroids, (spill, probe),
-                                           products=partition_products(dim, products))
+    homes, probes = centroids.nearest_each(vectors, (spill, probe), partition_products(dim, products))
     return homes.astype(np.int32), probes.astype(np.int32)
 
 

@@ -3,13 +3,16 @@ products within k-means partitions) and ``hnsw`` (hnswlib)."""
 
 from __future__ import annotations
 
-import contextlib
+import math
 
 import numpy as np
 
 import curate
+from curate.gather import gather
+from curate.plugins.centroids import Centroids, grouped
+from curate.plugins.products import bfloat16_margin, partition_products  # noqa: F401  (the index's arithmetic)
 from curate.settings import Setting
-from curate.similarity import IndexKind, SimilarityIndex, similarities
+from curate.similarity import RESCORE_ROWS, IndexKind, SimilarityIndex, similarities
 
 _BLOCK = 8192
 _QUERY_BLOCK = 2048           # queries per product: 2048 x 8192 float32 is 64 MB
@@ -29,7 +32,6 @@ PARTITION_SIZE = 250
 PROBE = 32
 SPILL = 1
 SAMPLE_PER_PARTITION = 32
-CENTROID_PRODUCTS = 1 << 25     # similarities to centroids held at once: 64 MB in bf16 (16,384 vectors x 2,048)
 PARTITION_TRAIN_AT = 20_000
 
 
@@ -269,196 +271,14 @@ class Hnsw(IndexKind):
         return HnswIndex(dim, capacity, m=hnsw_m, ef_construction=hnsw_ef_construction, ef=hnsw_ef)
 
 
-def kmeans(vectors: np.ndarray, k: int, iterations: int = 10, seed: int = 0, products=None) -> np.ndarray:
-    """Spherical k-means: ``k`` unit centroids for unit ``vectors`` (an empty cluster is reseeded
-    with a random vector); ``products``: how the vectors are compared with the centroids (see
-    :func:`nearest_centroids`)."""
-    rng = np.random.default_rng(seed)
-    centroids = vectors[rng.choice(len(vectors), k, replace=False)].copy()
-    for _ in range(iterations):
-        labels = nearest_centroids(vectors, centroids, 1, products=products)[:, 0]
-        order = np.argsort(labels, kind="stable")
-        counts = np.bincount(labels, minlength=k)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        full = counts > 0
-        sums = np.add.reduceat(vectors[order], starts[full], axis=0)
-        centroids[full] = sums
-        centroids[~full] = vectors[rng.choice(len(vectors), int((~full).sum()), replace=False)]
-        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    return centroids
 
-
-def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, count: int, block: int | None = None,
-                      products=None) -> np.ndarray:
-    """Each vector's ``count`` most similar centroids (positions, nearest first), compared with
-    ``products`` (the partitions' own: bf16 where they are bf16; float32 when None). Which
-    partitions a vector is filed in and probes is a choice, not a result: any choice is
-    searched exactly, and its recall is measured (bench/index_scale.py)."""
-    return nearest_centroids_each(vectors, centroids, (count,), block, products)[0]
-
-
-def nearest_centroids_each(vectors: np.ndarray, centroids: np.ndarray, counts, block: int | None = None,
-                           products=None) -> list[np.ndarray]:
-    """:func:`nearest_centroids` for each of ``counts`` (a vector's homes and its probes) from
-    one comparison: the same choices as one call per count. ``block``: vectors compared at
-    once (default: CENTROID_PRODUCTS similarities held at once)."""
-    products = products or Float32Products()
-    block = block or max(256, CENTROID_PRODUCTS // max(1, len(centroids)))
-    out = [np.empty((len(vectors), count), np.int64) for count in counts]
-    for start in range(0, len(vectors), block):
-        sims = products.similarities(vectors[start:start + block], centroids)
-        for nearest, count in zip(out, counts):
-            nearest[start:start + block] = products.nearest(sims, count)
-    return out
-
-
-def _nearest_first(sims: np.ndarray, count: int) -> np.ndarray:
-    """Each row's ``count`` largest columns, largest first."""
-    if count == 1:
-        return sims.argmax(1)[:, None]
-    top = np.argpartition(-sims, count - 1, axis=1)[:, :count]
-    return np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable"), 1)
-
-
-def bfloat16_margin(dim: int) -> float:
-    """How far a bf16 product of two unit float32 vectors of ``dim`` components may fall below
-    their float32 dot product, with a safety factor: candidates are taken at the threshold
-    lowered by this, so that no pair at the threshold is missed.
-
-    bf16 keeps 8 significant bits, so rounding to nearest (torch's conversion) changes each
-    component by at most u = 2^-8 of itself: x' = x + dx with |dx_i| <= u |x_i|. Then
-    |x'.y' - x.y| <= |dx.y| + |x.dy| + |dx.dy| <= (2u + u^2) sum |x_i y_i| <= 2u + u^2, since
-    sum |x_i y_i| <= |x| |y| = 1 (Cauchy-Schwarz). The products of bf16 components are exact
-    in float32 and summed in float32 (oneDNN): at most dim * 2^-24 * sum |x'_i y'_i| more, and
-    as much again for the float32 product it is compared with (summed in float32 too). The
-    sum is rounded to bf16 on output: at most u of its size (<= 1 + the errors above). About
-    3u = 0.0118 in all at 768-d; x1.25 for vectors whose norm is a little off 1."""
-    u = 2.0 ** -8
-    inputs = 2 * u + u * u
-    accumulation = 2 * dim * 2.0 ** -24 * (1 + u) ** 2
-    output = u * (1 + inputs + accumulation)
-    return 1.25 * (inputs + accumulation + output)
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (avx512_bf16 or AMX): elsewhere torch
-    emulates it, slower than float32."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-class Float32Products:
-    """Partitions stored in float32 (numpy) and multiplied in float32: the products are the
-    similarities (the partitioned index's way without torch or a bf16 CPU)."""
-
-    exact = True
-
-    def encode(self, vectors: np.ndarray) -> np.ndarray:
-        return np.asarray(vectors, np.float32)
-
-    def empty(self, rows: int, dim: int) -> np.ndarray:
-        return np.zeros((rows, dim), np.float32)
-
-    def threads_for(self, rows: int):
-        return contextlib.nullcontext()
-
-    def take(self, encoded: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return encoded[rows]
-
-    def similarities(self, vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-        return np.asarray(vectors, np.float32) @ centroids.T
-
-    def nearest(self, sims: np.ndarray, count: int) -> np.ndarray:
-        """Each row's ``count`` largest columns of :meth:`similarities`, largest first."""
-        return _nearest_first(sims, count)
-
-    def hits(self, queries, data, threshold: float):
-        """(query rows, data rows, similarities) of the products >= ``threshold``."""
-        sims = queries @ data.T
-        r, c = np.nonzero(sims >= threshold)
-        return r, c, sims[r, c]
-
-
-class Bfloat16Products:
-    """Partitions stored in bf16 (torch; half float32's memory) and multiplied in bf16 (about
-    twice float32's speed on a CPU with avx512_bf16): the products only propose candidates, at
-    the threshold lowered by :func:`bfloat16_margin`; the index rescores them in float32."""
-
-    exact = False
-    ENCODE_ROWS = 16384                         # converted at once: 48 MB of float32 at 768-d
-    SMALL = 1024
-
-    def __init__(self, dim: int):
-        import torch
-        self.torch = torch
-        self.margin = bfloat16_margin(dim)
-
-    def encode(self, vectors: np.ndarray):
-        torch = self.torch
-        out = torch.empty((len(vectors), vectors.shape[1]), dtype=torch.bfloat16)
-        for start in range(0, len(vectors), self.ENCODE_ROWS):      # a memmap is read a slice at a time
-            part = vectors[start:start + self.ENCODE_ROWS]
-            if not (type(part) is np.ndarray and part.dtype == np.float32 and part.flags.writeable):
-                part = np.array(part, np.float32)                   # torch takes no read-only array
-            out[start:start + len(part)] = torch.from_numpy(part)
-        return out
-
-    def empty(self, rows: int, dim: int):
-        return self.torch.zeros((rows, dim), dtype=self.torch.bfloat16)
-
-    @contextlib.contextmanager
-    def threads_for(self, rows: int):
-        """One thread for products of fewer than SMALL query rows (the walk's blocks of a large
-        index: about 65 rows a partition at 1M): there the threads' start and join cost more than
-        they share, most of all on a busy machine."""
-        threads = self.torch.get_num_threads()
-        if rows < self.SMALL:
-            self.torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            self.torch.set_num_threads(threads)
-
-    def take(self, encoded, rows: np.ndarray):
-        return encoded.index_select(0, self.torch.from_numpy(rows))
-
-    def similarities(self, vectors: np.ndarray, centroids: np.ndarray):
-        """bf16 products with the centroids: at 1M vectors and 4,000 partitions filing and
-        probing are 12 TFLOP, a third of float32's time."""
-        with self.torch.inference_mode():
-            return self.encode(vectors) @ self.encode(np.asarray(centroids, np.float32)).T
-
-    def nearest(self, sims, count: int) -> np.ndarray:
-        if count == 1:          # max, not argmax: the same first largest column, 3.5x faster on bf16
-            return sims.max(1, keepdim=True).indices.numpy()
-        return sims.topk(count, 1, sorted=True).indices.numpy()
-
-    def hits(self, queries, data, threshold: float):
-        """(query rows, data rows, None) of the candidates: the products >= ``threshold`` less
-        the margin (bf16's products are not the similarities)."""
-        torch = self.torch
-        low = threshold - self.margin
-        with torch.inference_mode():
-            sims = queries @ data.T
-            hot = torch.nonzero(sims.amax(1).float() >= low)[:, 0]      # rows with a candidate: few
-            r, c = torch.nonzero(sims[hot].float() >= low, as_tuple=True)
-        return hot[r].numpy(), c.numpy(), None
-
-
-def partition_products(dim: int, products: str = "auto"):
-    """``bfloat16`` where torch is installed and the CPU multiplies bf16 in hardware (``auto``),
-    else ``float32``."""
-    if products == "auto":
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return Float32Products()
-        products = "bfloat16" if cpu_has_bfloat16() else "float32"
-    return Bfloat16Products(dim) if products == "bfloat16" else Float32Products()
+def default_partitions(capacity: int, probe: int = PROBE) -> int:
+    """About PARTITION_SIZE vectors a partition, but at most sqrt(probe x capacity) partitions:
+    comparing every vector with every centroid costs capacity x partitions products, the search
+    capacity x probe x (capacity / partitions), and this count makes them equal, the least of
+    both. It binds above 2M vectors at probe 32 (at 10M: 17,889 partitions of 559, where
+    40,000 of 250 would spend 1,400 s on the centroids alone)."""
+    return max(1, min(capacity // PARTITION_SIZE, int(math.sqrt(probe * capacity))))
 
 
 class PartitionedIndex(SimilarityIndex):
@@ -473,11 +293,12 @@ class PartitionedIndex(SimilarityIndex):
     # Queries encoded at once (bf16: 349,525 at 768-d, about 2,800 per partition of a 1M index at
     # probe 32): fewer, larger products per partition, whose fixed costs then matter less.
     QUERY_CHUNK_BYTES = 512 << 20
+    STORE_ROWS = 16384                                # vectors encoded at once into the store on training
 
     def __init__(self, dim: int, capacity: int, partitions: int | None = None, probe: int = PROBE,
                  spill: int = SPILL, train_at: int = PARTITION_TRAIN_AT, products: str = "auto"):
         self.flat = ExactIndex.over(np.zeros((0, dim), np.float32))   # every vector, in order of addition
-        self.partitions = int(partitions or max(1, capacity // PARTITION_SIZE))
+        self.partitions = int(partitions or default_partitions(capacity, probe))
         self.probe = min(int(probe), self.partitions)
         self.spill = min(int(spill), self.partitions)
         self.train_at = max(int(train_at), self.partitions)
@@ -522,23 +343,21 @@ class PartitionedIndex(SimilarityIndex):
     def _train(self):
         vectors = self.vectors
         rng = np.random.default_rng(0)
-        sample = vectors[np.sort(rng.choice(len(vectors), min(len(vectors), SAMPLE_PER_PARTITION * self.partitions),
-                                            replace=False))]
-        dim = vectors.shape[1]
-        self.products = partition_products(dim, self.products_kind)
-        self.centroids = kmeans(sample, self.partitions, products=self.products)
-        self.members = [np.zeros(0, np.int64) for _ in range(self.partitions)]
-        self.data = [self.products.empty(0, dim) for _ in range(self.partitions)]
-        self._file(np.arange(len(vectors)))
+        sample = gather(vectors, np.sort(rng.choice(len(vectors), min(len(vectors),
+                                                                     SAMPLE_PER_PARTITION * self.partitions),
+                                                    replace=False)))
+        self.products = partition_products(vectors.shape[1], self.products_kind)
+        self.centroids = Centroids.train(sample, self.partitions, self.products)
+        del sample
+        self._store(self._homes(np.arange(len(vectors))))
 
-    def _file(self, positions: np.ndarray):
-        """Store vectors (by position) in their ``spill`` nearest partitions, and note the
-        ``probe`` nearest, which they search as queries (the walk's and a self-join's queries
-        are the vectors held: one comparison with the centroids serves both)."""
+    def _homes(self, positions: np.ndarray) -> np.ndarray:
+        """The ``spill`` nearest partitions of the vectors at ``positions``, which store them; their
+        ``probe`` nearest, which they search as queries, are noted (the walk's and a self-join's
+        queries are the vectors held: one comparison with the centroids serves both)."""
         homes, probes = [], []
         for chunk in np.array_split(positions, max(1, len(positions) // 16384)):
-            nearest = nearest_centroids_each(self.flat.data[chunk], self.centroids, (self.spill, self.probe),
-                                             products=self.products)
+            nearest = self.centroids.nearest_each(self.flat.data[chunk], (self.spill, self.probe), self.products)
             homes.append(nearest[0])
             probes.append(nearest[1].astype(np.int32))
         if len(self.probes) < len(self.flat):
@@ -546,7 +365,34 @@ class PartitionedIndex(SimilarityIndex):
             grown[:len(self.probes)] = self.probes
             self.probes = grown
         self.probes[positions] = np.concatenate(probes)
-        for p, group in _grouped(np.concatenate(homes).ravel()):
+        return np.concatenate(homes)
+
+    def _store(self, homes: np.ndarray):
+        """Every vector held into its ``homes`` (on training): one array, partition after
+        partition, each partition's members and rows views of it, filled by reading the vectors
+        in order (a memory-mapped file read once from start to end, not a row at a time in
+        partition order, which at 10M vectors is a random read per row)."""
+        flat = homes.ravel()
+        order = np.argsort(flat, kind="stable")            # (vector, spill) entries in partition order
+        self.counts = np.bincount(flat, minlength=self.partitions).astype(np.int64)
+        bounds = np.concatenate([[0], np.cumsum(self.counts)])
+        slots = np.empty(len(flat), np.int64)
+        slots[order] = np.arange(len(flat))
+        slots = slots.reshape(homes.shape)                  # each vector's rows in the store
+        members = order // self.spill
+        del order, flat
+        store = self.products.empty(len(members), self.flat.data.shape[1])
+        for start in range(0, len(homes), self.STORE_ROWS):
+            encoded = self.products.encode(self.flat.data[start:start + self.STORE_ROWS])
+            for copy in range(self.spill):
+                store[slots[start:start + self.STORE_ROWS, copy]] = encoded
+        self.members = [members[bounds[p]:bounds[p + 1]] for p in range(self.partitions)]
+        self.data = [store[bounds[p]:bounds[p + 1]] for p in range(self.partitions)]
+
+    def _file(self, positions: np.ndarray):
+        """Vectors added after training, into their home partitions."""
+        homes = self._homes(positions)
+        for p, group in grouped(homes.ravel()):
             self._append(p, positions[group // self.spill])
 
     def _append(self, p: int, positions: np.ndarray):
@@ -570,9 +416,9 @@ class PartitionedIndex(SimilarityIndex):
         if first is not None:
             probes = self.probes[first:first + len(queries)]
         else:
-            probes = nearest_centroids(queries, self.centroids, self.probe, products=self.products)
+            probes = self.centroids.nearest(queries, self.probe, self.products)
         flat = probes.ravel()
-        for p, group in _grouped(flat):
+        for p, group in grouped(flat):
             if self.counts[p]:
                 yield p, group // self.probe, group % self.probe
 
@@ -654,22 +500,38 @@ class PartitionedIndex(SimilarityIndex):
 
     def _chunk_pairs(self, queries, q0: int, threshold: float, alive=None, limit=None, first=None):
         """(rows + ``q0``, ids, similarities) of ``queries``' pairs >= ``threshold``; None when
-        there are more than ``limit``; ``first``: as :meth:`_probed`'s."""
+        there are more than ``limit`` (candidates, for bf16's products); ``first``: as
+        :meth:`_probed`'s. bf16's candidates are rescored once all are found, the vectors read
+        in file order (:func:`curate.gather.gather`)."""
         rows_out, ids_out, sims_out = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
         encoded = self.products.encode(queries)
         count = 0
         with self.products.threads_for(len(queries) * self.probe // self.partitions):
-            for p, rows, ids, sims in self._partition_hits(queries, encoded, threshold, alive, first):
-                rows_out.append(rows + q0)
+            for rows, ids, sims in self._partition_hits(queries, encoded, threshold, alive, first):
+                rows_out.append(rows)
                 ids_out.append(ids)
                 sims_out.append(sims)
                 count += len(rows)
                 if limit is not None and count > limit:
                     return None
-        return np.concatenate(rows_out), np.concatenate(ids_out), np.concatenate(sims_out)
+        rows, ids = np.concatenate(rows_out), np.concatenate(ids_out)
+        if self.products.exact:
+            return rows + q0, ids, np.concatenate(sims_out)
+        sims = self._rescored(queries, rows, ids)
+        keep = sims >= threshold
+        return rows[keep] + q0, ids[keep], sims[keep]
+
+    def _rescored(self, queries, rows, ids) -> np.ndarray:
+        """The similarities of candidates (``queries[rows]``, held ``ids``), RESCORE_ROWS at a time."""
+        sims = np.empty(len(rows), np.float32)
+        for start in range(0, len(rows), RESCORE_ROWS):
+            part = slice(start, start + RESCORE_ROWS)
+            sims[part] = similarities(gather(queries, rows[part]), gather(self.flat.data, ids[part]))
+        return sims
 
     def _partition_hits(self, queries, encoded, threshold: float, alive=None, first=None):
-        """(partition, rows, ids, similarities) of the pairs >= ``threshold`` in each probed partition."""
+        """(rows, ids, similarities) of the pairs >= ``threshold`` in each probed partition (bf16:
+        the candidates, similarities None)."""
         for p, rows, _ in self._probed(queries, first):
             members = self.members[p][:self.counts[p]]
             for start in range(0, len(rows), _BLOCK):
@@ -681,19 +543,7 @@ class PartitionedIndex(SimilarityIndex):
                     keep = alive[ids]
                     r, ids = r[keep], ids[keep]
                     sims = None if sims is None else sims[keep]
-                if sims is None:                      # candidates: their float32 products decide
-                    sims = similarities(queries[r], self.flat.data[ids])
-                    keep = sims >= threshold
-                    r, ids, sims = r[keep], ids[keep], sims[keep]
-                yield p, r, ids, sims
-
-
-def _grouped(labels: np.ndarray):
-    """(label, positions in ``labels`` holding it) for each label present."""
-    order = np.argsort(labels, kind="stable")
-    bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    for group in np.split(order, bounds):
-        yield int(labels[group[0]]), group
+                yield r, ids, sims
 
 
 PARTITIONED_SETTINGS = (

@@ -198,7 +198,6 @@ def test_partitions_find_every_pair_their_probes_reach(products):
     lowered threshold, rescored), the pairs found are exactly exact's pairs (query, other) whose
     query probes the other's partition."""
     pytest.importorskip("torch")
-    from curate.plugins.indexes import nearest_centroids
     vectors = clustered(n_clusters=100, noise=0.4, seed=4)
     exact = found_pairs(kind("exact").new(64, len(vectors)), vectors, 0.8)
     index = partitioned(64, len(vectors), partitions=16, probe=2, products=products)
@@ -206,10 +205,25 @@ def test_partitions_find_every_pair_their_probes_reach(products):
     homes = np.zeros(len(vectors), np.int64)
     for p in range(index.partitions):
         homes[index.members[p][:index.counts[p]]] = p
-    probes = nearest_centroids(vectors, index.centroids, 2, products=index.products)
+    probes = index.centroids.nearest(vectors, 2, index.products)
     reached = {(i, j) for i, j in exact if homes[j] in probes[i]}         # query i, the other in its probes
     assert found.keys() == reached
     assert 0.5 < len(found) / len(exact) < 0.99      # probe 2 of 16: a real share is missed
+
+
+def test_partitions_filed_on_training_are_views_that_grow_on_adds():
+    """On training every vector is stored partition after partition in one array; vectors added
+    later go to their partitions without disturbing the others: the same pairs as one add."""
+    vectors = clustered(n_clusters=100, noise=0.4, seed=4)
+    once = found_pairs(partitioned(64, len(vectors), partitions=16, probe=16), vectors, 0.8)
+    index = partitioned(64, len(vectors), partitions=16, probe=16)
+    index.add(vectors[:600])
+    index.ready()
+    index.add(vectors[600:])
+    rows, ids, sims = index.range_search(vectors, 0.8)
+    assert {(r, i) for r, i in zip(rows.tolist(), ids.tolist()) if r != i} == once.keys()
+    members = np.sort(np.concatenate([index.members[p][:index.counts[p]] for p in range(16)]))
+    assert (members == np.arange(len(vectors))).all()
 
 
 def test_partitioned_index_holds_the_vectors_given_without_a_copy(tmp_path):
@@ -468,15 +482,15 @@ def test_a_self_join_takes_the_probes_found_on_filing():
     index = partitioned(64, len(vectors), partitions=16, probe=4)
     index.add(vectors)
     compared = []
-    import curate.plugins.indexes as indexes
-    real = indexes.nearest_centroids
+    from curate.plugins.centroids import Centroids
+    real = Centroids.nearest_each
 
-    def counted(queries, *args, **kwargs):
+    def counted(self, queries, *args, **kwargs):
         compared.append(len(queries))
-        return real(queries, *args, **kwargs)
+        return real(self, queries, *args, **kwargs)
 
     rows, ids, sims = index.range_search(index.vectors, 0.8)          # trains, files, then the self-join
-    indexes.nearest_centroids = counted
+    Centroids.nearest_each = counted
     try:
         filed = len(compared)
         own = sorted(zip(rows.tolist(), ids.tolist(), sims.tolist()))
@@ -485,7 +499,7 @@ def test_a_self_join_takes_the_probes_found_on_filing():
         other = index.range_search(vectors.copy(), 0.8)
         assert len(compared) > filed                                   # a copy is compared
     finally:
-        indexes.nearest_centroids = real
+        Centroids.nearest_each = real
     assert own == sorted(zip(rows.tolist(), ids.tolist(), sims.tolist()))
     assert own == sorted(zip(*(a.tolist() for a in other)))
     assert len(own) > 2000
