@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=None,
                         help="partitions of partitioned and faiss-ivf [default: partitioned's own, n / 1,000]")
     parser.add_argument("--probes", type=int, nargs="+", default=None, help="partitioned's probes, one run each")
-    parser.add_argument("--products", nargs="+", default=None, choices=["auto", "float32", "bfloat16"],
+    parser.add_argument("--products", nargs="+", default=None, choices=["auto", "float32", "float16", "bfloat16"],
                         help="partitioned's products, one run each")
     parser.add_argument("--memmap", metavar="FOLDER", default=None,
                         help="write the vectors to a float32 file there and search them memory-mapped (deleted after)")

@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, nargs="+", default=[1000])
     parser.add_argument("--probes", type=int, nargs="+", default=[16, 24, 32])
     parser.add_argument("--queries", type=int, default=2000)
-    parser.add_argument("--products", default="auto", choices=["auto", "float32", "bfloat16"],
+    parser.add_argument("--products", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                         help="how vectors are compared with the centroids (the index's own choice by default)")
     args = parser.parse_args()
     products = partition_products(768, args.products)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .atomic import TEMPORARIES, _remove
 from .errors import CurateError
+from .gather import gather
 from .interrupts import signals_held
 
 # Rows read through one mapping: pages touched are let go after each chunk, so a reader's memory
@@ -52,7 +53,7 @@ def read_rows(path: Path, dim: int, rows: np.ndarray) -> np.ndarray:
     for start in range(0, len(order), READ_CHUNK):
         chunk = order[start:start + READ_CHUNK]
         mapped = np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
-        out[chunk] = mapped[rows[chunk]]
+        out[chunk] = gather(mapped, rows[chunk])     # out of order: read by threads (curate.gather)
         del mapped                                   # unmapped: its pages leave this process
     return out
 

@@ -32,14 +32,14 @@ def kmeans(vectors: np.ndarray, k: int, iterations: int = 10, seed: int = 0, pro
 
 
 class Centroids:
-    """The partitions' centroids (``fine``: unit vectors, in partition order) and how a vector
+    """The partitions' centroids (``array``: unit vectors, in partition order) and how a vector
     finds its nearest ones."""
 
-    def __init__(self, fine: np.ndarray):
-        self.fine = fine
+    def __init__(self, array: np.ndarray):
+        self.array = array
 
     def __len__(self):
-        return len(self.fine)
+        return len(self.array)
 
     @classmethod
     def train(cls, sample: np.ndarray, k: int, products=None) -> "Centroids":
@@ -56,10 +56,10 @@ class Centroids:
         partitions' own: bf16 where they are bf16; float32 when None). ``block``: vectors
         compared at once (default: CENTROID_PRODUCTS similarities held at once)."""
         products = products or Float32Products()
-        block = block or max(256, CENTROID_PRODUCTS // max(1, len(self.fine)))
+        block = block or max(256, CENTROID_PRODUCTS // max(1, len(self.array)))
         out = [np.empty((len(vectors), count), np.int64) for count in counts]
         for start in range(0, len(vectors), block):
-            sims = products.similarities(vectors[start:start + block], self.fine)
+            sims = products.similarities(vectors[start:start + block], self.array)
             for nearest, count in zip(out, counts):
                 nearest[start:start + block] = products.nearest(sims, count)
         return out

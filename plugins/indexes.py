@@ -276,7 +276,7 @@ def default_partitions(capacity: int, probe: int = PROBE) -> int:
     """About PARTITION_SIZE vectors a partition, but at most sqrt(probe x capacity) partitions:
     comparing every vector with every centroid costs capacity x partitions products, the search
     capacity x probe x (capacity / partitions), and this count makes them equal, the least of
-    both. It binds above 2M vectors at probe 32 (at 10M: 17,889 partitions of 559, where
+    both. It binds above 2M vectors at probe 32 (at 10M: 17,888 partitions of 559, where
     40,000 of 250 would spend 1,400 s on the centroids alone)."""
     return max(1, min(capacity // PARTITION_SIZE, int(math.sqrt(probe * capacity))))
 
@@ -534,10 +534,10 @@ class PartitionedIndex(SimilarityIndex):
         the candidates, similarities None)."""
         for p, rows, _ in self._probed(queries, first):
             members = self.members[p][:self.counts[p]]
+            data = self.products.operand(self.data[p][:self.counts[p]])
             for start in range(0, len(rows), _BLOCK):
                 chunk = rows[start:start + _BLOCK]
-                r, c, sims = self.products.hits(self.products.take(encoded, chunk), self.data[p][:self.counts[p]],
-                                                threshold)
+                r, c, sims = self.products.hits(self.products.take(encoded, chunk), data, threshold)
                 r, ids = chunk[r], members[c]
                 if alive is not None:
                     keep = alive[ids]

@@ -162,21 +162,27 @@ def found_pairs(index, vectors, threshold):
     return {(r, i): s for r, i, s in zip(rows.tolist(), ids.tolist(), sims.tolist()) if r != i}
 
 
+@pytest.mark.parametrize("products", ["bfloat16", "float16"])
 @pytest.mark.parametrize("threshold", [0.8, 0.95])
-def test_bfloat16_partitions_report_exact_pairs_at_the_threshold(threshold):
+def test_rounded_partitions_report_exact_pairs_at_the_threshold(threshold, products):
     torch = pytest.importorskip("torch")
     vectors = at_threshold_pairs(threshold)
     exact = found_pairs(kind("exact").new(vectors.shape[1], len(vectors)), vectors, threshold)
-    index = partitioned(vectors.shape[1], len(vectors), partitions=8, probe=8, products="bfloat16")
+    index = partitioned(vectors.shape[1], len(vectors), partitions=8, probe=8, products=products)
     split = found_pairs(index, vectors, threshold)
-    assert type(index.products).__name__ == "Bfloat16Products"
+    assert type(index.products).__name__ == {"bfloat16": "Bfloat16Products", "float16": "Float16Products"}[products]
     assert len(exact) == 2 * 75                                # the pairs at + 1e-4, from both sides
     assert split.keys() == exact.keys()
     assert np.allclose([split[p] for p in exact], [exact[p] for p in exact], rtol=0, atol=1e-6)   # float32 sums, in another order
-    # bf16's own products misplace these pairs: only the float32 rescoring gets them right
+    # the rounded products are off these similarities: only the float32 rescoring gets them right
     rows, ids = np.array(list(exact)).T
-    coarse = (torch.from_numpy(vectors[rows]).bfloat16() * torch.from_numpy(vectors[ids]).bfloat16()).float().sum(1)
-    assert (np.abs(coarse.numpy() - np.array(list(exact.values()))) > 1e-4).mean() > 0.5
+    if products == "bfloat16":
+        coarse = (torch.from_numpy(vectors[rows]).bfloat16() * torch.from_numpy(vectors[ids]).bfloat16()).float().sum(1)
+        off = np.abs(coarse.numpy() - np.array(list(exact.values()))) > 1e-4
+    else:
+        coarse = (vectors[rows] * vectors[ids].astype(np.float16).astype(np.float32)).sum(1)
+        off = np.abs(coarse - np.array(list(exact.values()))) > 1e-5
+    assert off.mean() > 0.5
 
 
 def test_bfloat16_margin_bounds_the_products_error():
@@ -190,9 +196,13 @@ def test_bfloat16_margin_bounds_the_products_error():
     coarse = (torch.from_numpy(vectors).bfloat16() @ torch.from_numpy(vectors).bfloat16().T).float().numpy()
     error = np.abs(coarse - exact).max()
     assert 0.001 < error <= bfloat16_margin(768) / 1.25
+    # float16: only the stored side is rounded, queries stay float32
+    from curate.plugins.products import float16_margin
+    coarse = vectors.astype(np.float32) @ vectors.astype(np.float16).astype(np.float32).T
+    assert 1e-5 < np.abs(coarse - exact).max() <= float16_margin(768) / 1.25 < bfloat16_margin(768) / 10
 
 
-@pytest.mark.parametrize("products", ["float32", "bfloat16"])
+@pytest.mark.parametrize("products", ["float32", "float16", "bfloat16"])
 def test_partitions_find_every_pair_their_probes_reach(products):
     """Whichever products choose the partitions and compare within them (bf16: candidates at the
     lowered threshold, rescored), the pairs found are exactly exact's pairs (query, other) whose
@@ -209,6 +219,30 @@ def test_partitions_find_every_pair_their_probes_reach(products):
     reached = {(i, j) for i, j in exact if homes[j] in probes[i]}         # query i, the other in its probes
     assert found.keys() == reached
     assert 0.5 < len(found) / len(exact) < 0.99      # probe 2 of 16: a real share is missed
+
+
+def test_float16_partitions_hold_half_the_memory_and_find_float32s_pairs():
+    """float16 storage changes neither the partitions (centroids compared in float32) nor the
+    pairs: the same pairs and similarities as float32's, from half the stored bytes."""
+    vectors = clustered(n_clusters=100, noise=0.4, seed=4)
+    single = found_pairs(partitioned(64, len(vectors), partitions=16, probe=4, products="float32"), vectors, 0.8)
+    index = partitioned(64, len(vectors), partitions=16, probe=4, products="float16")
+    half = found_pairs(index, vectors, 0.8)
+    assert half.keys() == single.keys() and len(half) > 2000
+    assert np.allclose([half[p] for p in single], list(single.values()), rtol=0, atol=1e-6)
+    assert {d.dtype for d in index.data} == {np.dtype(np.float16)}
+    assert sum(d.nbytes for d in index.data) == vectors.nbytes // 2
+    index.add(vectors[:200])                                 # adds after training grow float16 partitions
+    assert {d.dtype for d in index.data} == {np.dtype(np.float16)}
+
+
+def test_default_partitions_balance_the_centroids_against_the_search():
+    """About 250 vectors a partition up to 2M vectors at probe 32; above, sqrt(probe x n)."""
+    from curate.plugins.indexes import default_partitions
+    assert default_partitions(200_000) == 800 and default_partitions(1_000_000) == 4_000
+    assert default_partitions(10_000_000) == 17_888
+    assert default_partitions(10_000_000, probe=8) == 8_944
+    assert default_partitions(100) == 1
 
 
 def test_partitions_filed_on_training_are_views_that_grow_on_adds():
@@ -237,7 +271,8 @@ def test_partitioned_index_holds_the_vectors_given_without_a_copy(tmp_path):
     index.ready()
     assert np.shares_memory(index.vectors, mapped)                           # still the mapped file
     assert sum(d.element_size() * d.numel() for d in index.data) == vectors.nbytes // 2   # bf16: half
-    expected = found_pairs(partitioned(64, len(vectors), partitions=16, probe=4), vectors, 0.8)
+    # the same pairs as from memory (with the same products: bf16's near-ties pick other probes)
+    expected = found_pairs(partitioned(64, len(vectors), partitions=16, probe=4, products="bfloat16"), vectors, 0.8)
     assert {(r, i) for r, i, _ in zip(*index.range_search(mapped, 0.8)) if r != i} == expected.keys()
     # a later add copies into an array of the index's own; the file is not written
     index.add(vectors[:10])
