@@ -151,7 +151,7 @@ def runs(args) -> list[tuple[str, str, dict]]:
                 if probe:
                     options["partition_probe"], label = probe, f"{label} probe {probe}"
                 if products:
-                    options["products"], label = products, f"{label} {products}"
+                    options["partition_products"], label = products, f"{label} {products}"
                 out.append((label, name, options))
     return out
 

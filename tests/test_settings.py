@@ -287,3 +287,18 @@ def test_a_signal_and_a_verifier_get_their_typed_settings_in_values(registry_wit
     result = run_curate("dedup", DEMO, "-o", tmp_path / "bad.json", "--image-root", FIXTURES / "images", "--embedder",
                         "rounded", "--signals", "embedding,channel", "--verify", "margin", "-O", "channel_index=3")
     assert_one_line_error(result, "--channel-index: must lie in 0..2, not 3")
+
+
+def test_the_partitioned_index_takes_its_products_from_the_command_line(tmp_path):
+    """--partition-products reaches the index (below its training size the exact index answers:
+    the same output), and a value it does not know is refused in one line."""
+    def run(name, *extra, check=None):
+        return run_curate("dedup", DEMO, "-o", tmp_path / name, "--image-root", FIXTURES / "images", "--embedder",
+                          "timm-pool", "--index", "partitioned", "--signals", "embedding", "--verify", "none",
+                          "--no-cache", "-q", *extra, check=check)
+    assert "--partition-products" in run_curate("dedup", "--help", check=0).stdout
+    run("auto.json", check=0)
+    run("half.json", "--partition-products", "float16", check=0)
+    assert (tmp_path / "half.json").read_bytes() == (tmp_path / "auto.json").read_bytes()
+    assert_one_line_error(run("bad.json", "-O", "partition_products=float8"),
+                          "--partition-products: must be one of auto, float32, float16, bfloat16, not 'float8'")

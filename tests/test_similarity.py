@@ -538,3 +538,17 @@ def test_a_self_join_takes_the_probes_found_on_filing():
     assert own == sorted(zip(rows.tolist(), ids.tolist(), sims.tolist()))
     assert own == sorted(zip(*(a.tolist() for a in other)))
     assert len(own) > 2000
+
+
+def test_float16_partitions_keep_float32s_decisions_past_the_training_size():
+    """The walk over 21,300 vectors (past the 20,000 a partitioned index trains at): the same
+    removals and scores with float16 partitions as with float32's."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2600, 32))
+    vectors = np.concatenate([centres.repeat(8, 0) + 0.15 * rng.normal(size=(20800, 32)), rng.normal(size=(500, 32))])
+    vectors = unit(vectors).astype(np.float32)[rng.permutation(21300)]
+    options = {"partitions": 40, "partition_probe": 4}
+    single = keep_or_remove(vectors, kind("partitioned"), 0.9, partition_products="float32", **options)
+    half = keep_or_remove(vectors, kind("partitioned"), 0.9, partition_products="float16", **options)
+    assert (single.duplicate_of >= 0).sum() > 10000
+    assert half.duplicate_of.tolist() == single.duplicate_of.tolist() and half.score.tolist() == single.score.tolist()
