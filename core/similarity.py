@@ -69,13 +69,15 @@ def similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b, dtype=np.float64).astype(np.float32)
 
 
-def pair_similarities(vectors: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """:func:`similarities` of the pairs (``left[i]``, ``right[i]``) of ``vectors`` (positions),
-    gathered a bounded number at a time."""
+def pair_similarities(vectors: np.ndarray, left: np.ndarray, right: np.ndarray,
+                      others: np.ndarray | None = None) -> np.ndarray:
+    """:func:`similarities` of the pairs (``vectors[left[i]]``, ``others[right[i]]``; ``others``
+    default ``vectors``), gathered a bounded number at a time."""
+    others = vectors if others is None else others
     out = np.empty(len(left), np.float32)
     for start in range(0, len(left), RESCORE_ROWS):
         end = start + RESCORE_ROWS
-        out[start:end] = similarities(gather(vectors, left[start:end]), gather(vectors, right[start:end]))
+        out[start:end] = similarities(gather(vectors, left[start:end]), gather(others, right[start:end]))
     return out
 
 

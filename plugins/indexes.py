@@ -12,7 +12,7 @@ from curate.gather import gather
 from curate.plugins.centroids import Centroids, grouped
 from curate.plugins.products import PRODUCTS, bfloat16_margin, partition_products  # noqa: F401  (the index's arithmetic)
 from curate.settings import Setting
-from curate.similarity import RESCORE_ROWS, IndexKind, SimilarityIndex, similarities
+from curate.similarity import IndexKind, SimilarityIndex, pair_similarities
 
 _BLOCK = 8192
 _QUERY_BLOCK = 2048           # queries per product: 2048 x 8192 float32 is 64 MB
@@ -517,17 +517,9 @@ class PartitionedIndex(SimilarityIndex):
         rows, ids = np.concatenate(rows_out), np.concatenate(ids_out)
         if self.products.exact:
             return rows + q0, ids, np.concatenate(sims_out)
-        sims = self._rescored(queries, rows, ids)
+        sims = pair_similarities(queries, rows, ids, self.flat.data)
         keep = sims >= threshold
         return rows[keep] + q0, ids[keep], sims[keep]
-
-    def _rescored(self, queries, rows, ids) -> np.ndarray:
-        """The similarities of candidates (``queries[rows]``, held ``ids``), RESCORE_ROWS at a time."""
-        sims = np.empty(len(rows), np.float32)
-        for start in range(0, len(rows), RESCORE_ROWS):
-            part = slice(start, start + RESCORE_ROWS)
-            sims[part] = similarities(gather(queries, rows[part]), gather(self.flat.data, ids[part]))
-        return sims
 
     def _partition_hits(self, queries, encoded, threshold: float, alive=None, first=None):
         """(rows, ids, similarities) of the pairs >= ``threshold`` in each probed partition (bf16:
@@ -563,7 +555,7 @@ PARTITIONED_SETTINGS = (
 class Partitioned(IndexKind):
     name = "partitioned"
     description = ("exact products within k-means partitions, each query in its nearest partitions "
-                   "(settings partitions, partition_probe, partition_spill)")
+                   "(settings partitions, partition_probe, partition_spill, partition_products)")
     settings = PARTITIONED_SETTINGS
 
     def new(self, dim, capacity, partitions=0, partition_probe=PROBE, partition_spill=SPILL,
