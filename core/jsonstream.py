@@ -1,9 +1,14 @@
 """Stream the records of a JSON array or a JSON Lines file, and write them back.
 
 A 1 GB LLaVA file is one JSON array on a single line, so reading it with
-``json.load`` costs gigabytes. Here the bytes are decoded in chunks and each
-record is parsed with the C scanner behind ``json.JSONDecoder.raw_decode``:
-memory stays at a chunk plus one record, whatever the file size.
+``json.load`` costs gigabytes. Here the file is read in chunks: memory stays at a
+few chunks plus the records in hand, whatever the file size.
+
+Records are parsed by orjson, a batch of them at a time straight from the bytes,
+wherever orjson's answer is sure to be the strict reader's; everything else (NaN,
+numbers too large, lone surrogates, broken JSON and its error positions) goes the
+exact way: each record decoded to text and parsed with the C scanner behind
+``json.JSONDecoder.raw_decode``, with the checks below.
 """
 
 from __future__ import annotations
@@ -218,7 +223,8 @@ def iter_records(path: Path, progress: ProgressCallback | None = None) -> Iterat
 
 
 class _CharStream:
-    """UTF-8 text in chunks from a binary file, with byte offsets for error messages."""
+    """UTF-8 text in chunks from a binary file, with byte offsets for error messages (the
+    exact reader's own reading, used when a file turns out not to be UTF-8: see _NotUtf8)."""
 
     def __init__(self, path: Path, progress: ProgressCallback | None):
         self.path = path
@@ -257,111 +263,327 @@ def _needs_more(error: json.JSONDecodeError, buffer_length: int) -> bool:
     return error.msg.startswith("Unterminated string") or error.pos >= buffer_length - 32
 
 
+class _NotUtf8(Exception):
+    """The file is not UTF-8 past the bytes read so far. The exact reader stops there (with the
+    error or an earlier one) at a moment that depends on how far ahead of its record it has
+    read: iter_json_array then reads the file again as the exact reader does, from the start,
+    handing out only the records it has not yet. Bytes are checked far enough ahead of the
+    records handed out (see ``ahead`` in iter_json_array) that the exact reader would have
+    handed them out too."""
+
+
+class _ByteStream:
+    """The file's bytes from offset ``start`` on, in ``data``; each chunk is checked as UTF-8
+    as it is read (nearly free when it is ASCII), raising _NotUtf8."""
+
+    def __init__(self, path: Path, progress: ProgressCallback | None):
+        self.file = open(path, "rb")
+        self.progress = progress
+        self.data = bytearray()
+        self.start = 0
+        self.eof = False
+        self.checker = codecs.getincrementaldecoder("utf-8")()
+        self.bytes_read = 0     # BOM included, as progress was told
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    def fill(self, end: int) -> None:
+        """Read on until the bytes up to file offset ``end`` are in (or the file ends)."""
+        while not self.eof and self.start + len(self.data) < end:
+            chunk = self.file.read(CHUNK_CHARS)
+            self.bytes_read += len(chunk)
+            if self.progress is not None and chunk:
+                self.progress(len(chunk))
+            self.eof = not chunk
+            if self.bytes_read == len(chunk) and chunk.startswith(UTF8_BOM):
+                chunk = chunk[len(UTF8_BOM):]
+                self.start = len(UTF8_BOM)
+            try:
+                if self.eof:
+                    self.checker.decode(b"", final=True)
+                elif not chunk.isascii() or self.checker.getstate()[0]:
+                    self.checker.decode(chunk)
+            except UnicodeDecodeError:
+                raise _NotUtf8 from None
+            self.data += chunk
+
+    def drop(self, offset: int) -> None:
+        """Forget the bytes before file offset ``offset`` (a bytearray drops its head in place)."""
+        if offset > self.start:
+            del self.data[:offset - self.start]
+            self.start = offset
+
+    def close(self):
+        self.file.close()
+
+
+def _bom_length(path: Path) -> int:
+    with open(path, "rb") as f:
+        return len(UTF8_BOM) if f.read(len(UTF8_BOM)) == UTF8_BOM else 0
+
+
+# orjson reads at most BATCH_BYTES of records at a time, cut before a record that opens like the
+# first of the batch (`{"id"`, from the bytes themselves: a quote inside a string is escaped, so
+# this is never text) after a comma. A cut that is not between two records leaves a bracket or a
+# string open, so the batch fails and goes the exact way.
+BATCH_BYTES = 1 << 15
+_OPENING = re.compile(rb'\{[ \t\n\r]*"[^"\\]*"')
+_JSON_BLANKS = b" \t\n\r"
+# orjson turns an integer beyond 64 bits into a float; the strict reader keeps it exact. Any run
+# of 19 digits (in a string too) sends the batch the exact way.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# orjson refuses nesting past 1024; the C scanner stops at Python's recursion limit, less the
+# stack in use. A batch sits in _PADDING lists (checked to hold one item each), so orjson refuses
+# any record nested more than FAST_DEPTH deep: those go the exact way, which reaches past that
+# (checked once per file, or nothing goes to orjson).
+FAST_DEPTH = 768
+_PADDING = 1024 - FAST_DEPTH - 1
+_PAD_OPEN, _PAD_CLOSE = b"[" * (_PADDING + 1), b"]" * (_PADDING + 1)
+_PADS = range(_PADDING)
+
+
+def _fast_batch(source: _ByteStream, start: int) -> tuple[list | None, int | None]:
+    """The records from file offset ``start`` (a record's first byte) to a cut, parsed by orjson,
+    and where the next record starts (None: the array closes there, and nothing but blanks
+    follows). (None, offset) when they must go the exact way, at least up to offset."""
+    data, at = source.data, start - source.start
+    opening = _OPENING.match(data, at)
+    if opening is None:
+        return None, start
+    limit = at + BATCH_BYTES
+    cut = data.rfind(opening.group(), at + 1, limit)
+    if cut != -1:
+        end = data.rfind(b",", at, cut)
+        if end <= at or data[end + 1:cut].strip(_JSON_BLANKS):
+            return None, source.start + cut
+        following = source.start + cut
+    elif source.eof and len(data) <= limit:
+        end = data.rfind(b"]", at)
+        if end == -1 or data[end + 1:].strip(_JSON_BLANKS):
+            return None, source.end
+        following = None
+    else:
+        return None, start
+    if _LONG_DIGITS.search(data, at, end):
+        return None, source.start + end
+    try:
+        values = orjson.loads(b"".join((_PAD_OPEN, memoryview(data)[at:end], _PAD_CLOSE)))
+        for _ in _PADS:
+            (values,) = values      # one item at every level, or the batch was not whole records
+    except (orjson.JSONDecodeError, ValueError):
+        return None, source.start + end
+    return values, following
+
+
+def _stdlib_reaches(scan_once, depth: int) -> bool:
+    """Whether the C scanner parses lists nested ``depth`` deep from here (one frame deeper
+    than its caller: on the safe side)."""
+    try:
+        scan_once("[" * depth + "]" * depth, 0)
+    except RecursionError:
+        return False
+    return True
+
+
+def _reported_after(progress: ProgressCallback | None, done: int) -> ProgressCallback | None:
+    """``progress``, silent for the first ``done`` bytes (already reported once)."""
+    if progress is None or not done:
+        return progress
+    left = [done]
+
+    def report(count: int) -> None:
+        skipped = min(count, left[0])
+        left[0] -= skipped
+        if count > skipped:
+            progress(count - skipped)
+    return report
+
+
 def iter_json_array(path: Path, progress: ProgressCallback | None = None) -> Iterator[tuple[int, object]]:
-    stream = _CharStream(path, progress)
+    """Yield ``(index, record)`` for every record of a JSON array, each exactly as the strict
+    reader gives it: batches of records go to orjson (``_fast_batch``), and whenever its answer
+    might differ, the records are parsed one by one from decoded text (the exact way, whose
+    errors name the line and column)."""
     decoder, overflowed = strict_decoder()
     scan_once = decoder.scan_once
-    buf = ""
-    base = 0       # offset in the file of buf[0], in characters
-    pos = 0
-    index = 0
-
-    def fail(reason: str, at: int, record_index=None):
-        line, column = line_and_column(path, base + at)
-        raise RecordError(path, reason, index=record_index, line=line, column=column)
-
-    def compact():
-        """Drop the characters already parsed."""
-        nonlocal buf, base, pos
-        buf = buf[pos:]
-        base += pos
+    fast = orjson is not None and _stdlib_reaches(scan_once, FAST_DEPTH + 64)
+    # How far past a record's first byte the exact reader may have read when it hands the record
+    # out (see _NotUtf8): its margin (in characters, up to 4 bytes each) and a chunk; for a record
+    # longer than the margin, the doubled reads too (up to 4 times its bytes and 3 chunks).
+    ahead = 4 * RECORD_MARGIN + CHUNK_CHARS + 256
+    longest = 0 if BATCH_BYTES < RECORD_MARGIN else 4 * BATCH_BYTES + 3 * CHUNK_CHARS
+    skip = 0        # records already handed out, when reading a second time
+    reported = 0
+    while True:
+        source = _ByteStream(path, progress) if fast else None
+        stream = None if fast else _CharStream(path, _reported_after(progress, reported))
+        buf = ""
         pos = 0
+        base = _bom_length(path)    # file offset of buf[0], in bytes
+        text_end = base             # file offset of the bytes after buf's text (source only)
+        mark = (0, base)            # a character of buf and its file offset (byte_at)
+        cur = None      # the file offset of the next record when reading with orjson (buf unused)
+        exact_until = 0  # the exact way goes on until a record starts at or past this character
+        misses = 0      # batches in a row that went the exact way
+        needed = 0      # bytes to have checked before handing out a record
+        index = 0
 
-    def refill(size: int = CHUNK_CHARS) -> bool:
-        nonlocal buf
-        if stream.eof:
-            return False
-        compact()
-        buf += stream.read(size)
-        return True
+        def byte_at(at: int) -> int:
+            nonlocal mark
+            char, offset = mark if at >= mark[0] else (0, base)
+            mark = (at, offset + len(buf[char:at].encode()))
+            return mark[1]
 
-    def skip_whitespace() -> bool:
-        """Move pos to the next non-blank character; False at the end of the file."""
-        nonlocal pos
-        while True:
-            if pos < len(buf) and buf[pos] not in _BLANKS:
-                return True             # no blank to skip (one-line files): no regular expression
-            pos = _WHITESPACE.match(buf, pos).end()
-            if pos < len(buf):
-                return True
-            if not refill():
-                return False
+        def fail(reason: str, at: int, record_index=None):
+            line, column = line_and_column(path, byte_at(at))
+            raise RecordError(path, reason, index=record_index, line=line, column=column)
 
-    try:
-        if not skip_whitespace() or buf[pos] != "[":
-            fail("the top level is not a JSON array of records", pos)
-        pos += 1
-        expecting_value = False
-        while True:
-            if not skip_whitespace():
-                fail("the JSON ends before the array is closed (truncated file?)", pos, index)
-            if buf[pos] == "]":
-                if expecting_value:
-                    fail("invalid JSON: a comma before ']' (trailing comma)", pos, index)
-                pos += 1
-                break
-            if len(buf) - pos < RECORD_MARGIN:
-                refill()        # see RECORD_MARGIN
-            size = CHUNK_CHARS
-            while True:
-                overflowed.clear()
-                try:
-                    try:
-                        value, end = scan_once(buf, pos)        # raw_decode, without its Python frame
-                    except StopIteration as stop:
-                        raise json.JSONDecodeError("Expecting value", buf, stop.value) from None
-                except RecursionError:
-                    fail(MAX_DEPTH_MESSAGE, pos, index)
-                except json.JSONDecodeError as e:
-                    if _needs_more(e, len(buf)) and refill(size):
-                        size *= 2
-                        continue
-                    if e.msg.startswith("Unterminated string") or e.pos >= len(buf.rstrip()):
-                        fail("the JSON ends inside a record (truncated file?)", e.pos, index)
-                    fail(f"invalid JSON: {e.msg}", e.pos, index)
-                except ValueError as e:    # NaN, Infinity, overflow, lone surrogates
-                    fail(f"invalid JSON: {e}", pos, index)
-                if end == len(buf) and refill(size):
-                    continue  # a number or literal may go on in the next chunk: parse again
-                break
-            problem = _problem(value, buf, pos, end, overflowed)
-            if problem:
-                line, column = line_and_column(path, base + pos)
-                value = RecordError(path, f"invalid JSON: {problem}", index=index, line=line, column=column)
-            yield index, value
-            index += 1
-            pos = end
-            if pos > CHUNK_CHARS:
+        def compact():
+            """Drop the characters already parsed."""
+            nonlocal buf, base, pos, mark, exact_until
+            base = byte_at(pos)
+            buf = buf[pos:]
+            exact_until -= pos
+            mark = (0, base)
+            pos = 0
+            if source is not None:
+                source.drop(base)
+
+        def refill(size: int | None = None) -> bool:
+            nonlocal buf, text_end
+            if stream is not None:
+                if stream.eof:
+                    return False
                 compact()
-            if not skip_whitespace():
-                fail("the JSON ends before the array is closed (truncated file?)", pos, index)
-            if buf[pos] == ",":
-                pos += 1
-                expecting_value = True
-            elif buf[pos] == "]":
-                pos += 1
-                break
-            else:
-                fail(f"invalid JSON after record {index - 1}: expected ',' or ']'", pos)
-        if skip_whitespace():
-            fail("unexpected data after the end of the JSON array (trailing garbage)", pos)
-    finally:
-        stream.close()
+                buf += stream.read(size or CHUNK_CHARS)
+                return True
+            if source.eof and text_end == source.end:
+                return False
+            compact()
+            # the exact way between batches decodes a stretch at a time, not a chunk; at least a
+            # character (4 bytes) so that it moves on
+            size = max(4, size or min(CHUNK_CHARS, BATCH_BYTES + RECORD_MARGIN))
+            source.fill(text_end + size + ahead)
+            at = text_end - source.start
+            text, used = codecs.utf_8_decode(source.data[at:at + size], "strict",
+                                             source.eof and at + size >= len(source.data))
+            buf += text
+            text_end += used
+            return True
+
+        def skip_whitespace() -> bool:
+            """Move pos to the next non-blank character; False at the end of the file."""
+            nonlocal pos
+            while True:
+                if pos < len(buf) and buf[pos] not in _BLANKS:
+                    return True             # no blank to skip (one-line files): no regular expression
+                pos = _WHITESPACE.match(buf, pos).end()
+                if pos < len(buf):
+                    return True
+                if not refill():
+                    return False
+
+        try:
+            if not skip_whitespace() or buf[pos] != "[":
+                fail("the top level is not a JSON array of records", pos)
+            pos += 1
+            expecting_value = False
+            while True:
+                if cur is None:
+                    if not skip_whitespace():
+                        fail("the JSON ends before the array is closed (truncated file?)", pos, index)
+                    if buf[pos] == "]":
+                        if expecting_value:
+                            fail("invalid JSON: a comma before ']' (trailing comma)", pos, index)
+                        pos += 1
+                        break
+                    if fast and pos >= exact_until:
+                        cur = byte_at(pos)
+                if cur is not None:
+                    source.drop(base)
+                    source.fill(max(cur + BATCH_BYTES + ahead + longest, needed))
+                    values, following = _fast_batch(source, cur)
+                    if values is not None:
+                        misses = 0
+                        for value in values:
+                            yield index, value
+                            index += 1
+                        if following is None:
+                            return                  # the array closed, blanks after it
+                        buf, pos, base, text_end, mark = "", 0, following, following, (0, following)
+                        cur = following
+                        expecting_value = True
+                        continue
+                    # the exact way, at least up to `following`, further after failures in a row
+                    misses += 1
+                    exact_until = pos + max(following - cur, BATCH_BYTES << min(misses, 6))
+                    cur = None
+                if len(buf) - pos < RECORD_MARGIN:
+                    refill()        # see RECORD_MARGIN
+                size = CHUNK_CHARS
+                while True:
+                    overflowed.clear()
+                    try:
+                        try:
+                            value, end = scan_once(buf, pos)        # raw_decode, without its Python frame
+                        except StopIteration as stop:
+                            raise json.JSONDecodeError("Expecting value", buf, stop.value) from None
+                    except RecursionError:
+                        fail(MAX_DEPTH_MESSAGE, pos, index)
+                    except json.JSONDecodeError as e:
+                        if _needs_more(e, len(buf)) and refill(size):
+                            size *= 2
+                            continue
+                        if e.msg.startswith("Unterminated string") or e.pos >= len(buf.rstrip()):
+                            fail("the JSON ends inside a record (truncated file?)", e.pos, index)
+                        fail(f"invalid JSON: {e.msg}", e.pos, index)
+                    except ValueError as e:    # NaN, Infinity, overflow, lone surrogates
+                        fail(f"invalid JSON: {e}", pos, index)
+                    if end == len(buf) and refill(size):
+                        continue  # a number or literal may go on in the next chunk: parse again
+                    break
+                problem = _problem(value, buf, pos, end, overflowed)
+                if problem:
+                    line, column = line_and_column(path, byte_at(pos))
+                    value = RecordError(path, f"invalid JSON: {problem}", index=index, line=line, column=column)
+                if source is not None:      # the bytes the exact reader would have read by now
+                    longer = 4 * len(buf[pos:end].encode()) + 3 * CHUNK_CHARS if end - pos >= RECORD_MARGIN else 0
+                    needed = max(needed, text_end + ahead + longer)
+                    source.fill(needed)
+                if index >= skip:
+                    yield index, value
+                index += 1
+                pos = end
+                if pos > CHUNK_CHARS:
+                    compact()
+                if not skip_whitespace():
+                    fail("the JSON ends before the array is closed (truncated file?)", pos, index)
+                if buf[pos] == ",":
+                    pos += 1
+                    expecting_value = True
+                elif buf[pos] == "]":
+                    pos += 1
+                    break
+                else:
+                    fail(f"invalid JSON after record {index - 1}: expected ',' or ']'", pos)
+            if skip_whitespace():
+                fail("unexpected data after the end of the JSON array (trailing garbage)", pos)
+            return
+        except _NotUtf8:
+            skip, fast, reported = index, False, source.bytes_read
+        finally:
+            (source or stream).close()
 
 
 def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Iterator[tuple[int, object]]:
+    """Yield ``(index, record)`` for every line that is not blank; a line orjson reads the way the
+    strict reader would (see _fast_batch: no 19 digits in a row, and no more brackets than
+    FAST_DEPTH, or nesting that deep) is read by orjson, the others the exact way."""
     index = 0
     decoder, overflowed = strict_decoder()
+    fast = orjson is not None and _stdlib_reaches(decoder.scan_once, FAST_DEPTH + 64)
     with open(path, "rb") as f:
         for line_number, raw in enumerate(f, start=1):
             if progress is not None:
@@ -370,6 +592,16 @@ def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Ite
                 raw = raw[len(UTF8_BOM):]
             if not raw.strip():
                 continue
+            if fast and (len(raw) <= FAST_DEPTH or raw.count(b"[") + raw.count(b"{") <= FAST_DEPTH) \
+                    and not _LONG_DIGITS.search(raw):
+                try:
+                    value = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    pass
+                else:
+                    yield index, value
+                    index += 1
+                    continue
             try:
                 text = raw.decode("utf-8")
                 overflowed.clear()
@@ -391,19 +623,22 @@ def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Ite
             index += 1
 
 
-def line_and_column(path: Path, char_offset: int) -> tuple[int, int]:
-    """1-based line and column of a character offset (only computed for error messages)."""
-    line, column, seen = 1, 1, 0
-    with open(path, "r", encoding="utf-8-sig", errors="replace", newline="") as f:
-        while seen < char_offset:
-            chunk = f.read(min(CHUNK_CHARS, char_offset - seen))
-            if not chunk:
+def line_and_column(path: Path, byte_offset: int) -> tuple[int, int]:
+    """1-based line and column (in characters) of a byte offset of a UTF-8 file (only computed for
+    error messages; a BOM is no character)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    line, column, left = 1, 1, byte_offset
+    with open(path, "rb") as f:
+        while left > 0:
+            data = f.read(min(CHUNK_CHARS, left))
+            if not data:
                 break
+            left -= len(data)
+            chunk = decoder.decode(data, final=left == 0)
             newlines = chunk.count("\n")
             if newlines:
                 line += newlines
                 column = len(chunk) - chunk.rfind("\n")
             else:
                 column += len(chunk)
-            seen += len(chunk)
     return line, column

@@ -1,4 +1,6 @@
+import inspect
 import json
+import sys
 
 import pytest
 
@@ -104,3 +106,161 @@ def test_bad_json_line_is_yielded_as_an_error(tmp_path):
     got = values(path)
     assert got[0] == {"id": 1} and got[2] == {"id": 3}
     assert isinstance(got[1], RecordError) and got[1].line == 2
+
+
+# --- orjson batches: the strict reader's answer, whatever the record ------------------------------
+
+def outcome(path, reader=iter_records):
+    """Everything a reader gives for ``path``: each record (its repr, so that 1 and 1.0 differ,
+    and keys keep their order) or error, and the error it stops with."""
+    got = []
+    try:
+        for index, value in reader(path):
+            got.append((index, str(value) if isinstance(value, RecordError) else repr(value)))
+    except RecordError as error:
+        got.append(("raised", str(error), error.index, error.line, error.column))
+    return got
+
+
+def exact_outcome(path, monkeypatch, reader=iter_records):
+    """The same through the exact way alone (as without orjson)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(jsonstream, "orjson", None)
+        return outcome(path, reader)
+
+
+@pytest.fixture
+def batches(monkeypatch):
+    """Counts the batches orjson read (so that a test knows the fast path ran); batches of 4 KB,
+    so that a file of a few hundred KB makes many."""
+    monkeypatch.setattr(jsonstream, "BATCH_BYTES", 1 << 12)
+    counts = {"read": 0, "refused": 0}
+    original = jsonstream._fast_batch
+
+    def counted(source, start):
+        values, following = original(source, start)
+        counts["read" if values is not None else "refused"] += 1
+        return values, following
+    monkeypatch.setattr(jsonstream, "_fast_batch", counted)
+    return counts
+
+
+def llava_records(count, odd_at=None, odd="0", lines=False):
+    """LLaVA-like records as the release writes them (one line), or as JSON Lines; the one at
+    ``odd_at`` holds ``odd`` (JSON text)."""
+    parts = []
+    for i in range(count):
+        extra = f', "x": {odd}' if i == odd_at else ""
+        parts.append(f'{{"id": "{i:012d}", "image": "coco/{i}.jpg", "conversations": [{{"from": "human", '
+                     f'"value": "<image>\\nWhat is in the image? é"}}, {{"from": "gpt", "value": "A cat{i}."}}]'
+                     f'{extra}}}')
+    return "\n".join(parts) + "\n" if lines else "[" + ", ".join(parts) + "]"
+
+
+# Values orjson reads differently from the strict reader (or not at all), and text that looks like
+# a cut between records.
+ODD_VALUES = [
+    "18446744073709551616",             # beyond 64 bits: orjson makes a float of it
+    "-9223372036854775809",
+    "123456789012345678901234567890",
+    "18446744073709551615",             # the largest orjson keeps exact: no difference either way
+    "1e400", "-1.8e308",                # overflow: the strict reader's reject, orjson's error
+    '"\\ud800"', '{"k": "a\\udc00b"}',   # lone surrogates: a reject
+    '"\\ud83d\\ude00"',
+    '{"a": 1, "b": 2, "a": 3}',         # duplicate keys: the last value, in the first place
+    "NaN", "-Infinity",                 # the strict reader stops
+    "[" * 800 + "]" * 800,              # deeper than orjson is trusted with
+    "[" * 1010 + "]" * 1010,            # orjson reads it, the C scanner stops
+    "[" * 5000 + "]" * 5000,            # deeper than the C scanner goes
+    '"}, {\\"id\\": \\"1\\"}, {"',      # a cut's bytes inside a string
+    '{"id": {"id": 1}}',                # a nested object that opens like a record
+    "-0", "1.10", "1E5", "5e-324",
+]
+
+
+@pytest.mark.parametrize("odd", ODD_VALUES)
+def test_a_batch_with_an_odd_record_gives_the_strict_readers_answer(tmp_path, monkeypatch, batches, odd):
+    path = tmp_path / "a.json"
+    path.write_text(llava_records(2000, odd_at=1234, odd=odd), encoding="utf-8")
+    assert outcome(path) == exact_outcome(path, monkeypatch)
+    assert batches["read"] > 10
+
+
+def test_what_the_strict_reader_answers_for_odd_records(tmp_path, batches):
+    """The answers themselves (the test above only compares): exact big integers, rejects
+    located by line and column, duplicate keys as json.loads has them."""
+    path = tmp_path / "a.json"
+    for odd, check in [("18446744073709551616", lambda v: v["x"] == 2 ** 64 and type(v["x"]) is int),
+                       ("-9223372036854775809", lambda v: v["x"] == -2 ** 63 - 1 and type(v["x"]) is int),
+                       ('{"a": 1, "b": 2, "a": 3}', lambda v: list(v["x"].items()) == [("a", 3), ("b", 2)]),
+                       ("1e400", lambda v: isinstance(v, RecordError) and "too large" in str(v) and v.line == 1),
+                       ('"\\ud800"', lambda v: isinstance(v, RecordError) and "lone surrogate" in str(v))]:
+        path.write_text(llava_records(2000, odd_at=1234, odd=odd), encoding="utf-8")
+        got = dict(iter_records(path))
+        assert len(got) == 2000 and check(got[1234]), odd
+        assert got[1235]["id"] == "000000001235"
+    assert batches["read"] > 10
+
+
+def test_broken_json_deep_in_a_file_is_located_as_by_the_strict_reader(tmp_path, monkeypatch, batches):
+    records = json.loads(llava_records(3000))
+    text = json.dumps(records, indent=2, ensure_ascii=False)
+    at = text.index('"A cat2500."')
+    path = tmp_path / "a.json"
+    for broken in (text[:at] + "tru" + text[at + 12:], text[:at] + '"A cat\t2500."' + text[at + 12:],
+                   text[:at] + '"A cat2500.",' + text[at + 12:], text[:at - 40]):
+        path.write_text(broken, encoding="utf-8")
+        got = outcome(path)
+        assert got == exact_outcome(path, monkeypatch)
+        assert got[-1][0] == "raised" and got[-1][3] > 1000     # a line near the break
+    assert batches["read"] > 10
+
+
+def test_data_after_the_array_that_balances_the_brackets(tmp_path, monkeypatch):
+    path = tmp_path / "a.json"
+    path.write_text('[{"id": 1}],[{"a": 2}, {"id": 3}]')
+    assert outcome(path) == exact_outcome(path, monkeypatch)
+    assert "trailing garbage" in outcome(path)[-1][1]
+
+
+@pytest.mark.parametrize("bad_byte_at, fails_with", [(2_000_000, "invalid UTF-8"), (3_000_000, "invalid JSON")])
+def test_invalid_utf8_stops_the_reader_where_the_strict_reader_stops(tmp_path, monkeypatch, bad_byte_at,
+                                                                      fails_with):
+    """The strict reader decodes a chunk (1 MiB) before the records in it: a bad byte at 2,000,000
+    (in the second chunk) stops it after the records of the first MB, before the broken record
+    at 1.5 MB; one at 3,000,000 is read after it. The batches must stop at the same record with
+    the same error."""
+    text = llava_records(20000).encode()
+    broken = text.index(b'"A cat9000."')
+    data = bytearray(text[:broken] + b"tru" + text[broken + 12:])
+    data[bad_byte_at:bad_byte_at + 1] = b"\xff"
+    assert 1_500_000 < broken < 2_000_000
+    path = tmp_path / "a.json"
+    path.write_bytes(bytes(data))
+    got = outcome(path)
+    assert got == exact_outcome(path, monkeypatch)
+    assert fails_with in got[-1][1]
+
+
+@pytest.mark.parametrize("odd", ODD_VALUES)
+def test_json_lines_read_by_orjson_give_the_strict_readers_answer(tmp_path, monkeypatch, odd):
+    path = tmp_path / "a.jsonl"
+    path.write_text(llava_records(50, odd_at=20, odd=odd, lines=True), encoding="utf-8")
+    got = outcome(path)
+    assert got == exact_outcome(path, monkeypatch)
+    assert len(got) == 50 or got[20][1].startswith(str(path))    # one line each, the odd one read
+
+
+def test_a_low_recursion_limit_leaves_deep_records_to_the_strict_reader(tmp_path, monkeypatch):
+    """Where the C scanner cannot reach FAST_DEPTH (a low recursion limit, a deep stack), orjson
+    would read records that it refuses: nothing goes to orjson then."""
+    path = tmp_path / "a.json"
+    path.write_text(llava_records(300, odd_at=100, odd="[" * 700 + "]" * 700), encoding="utf-8")
+    depth = len(inspect.stack(0))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + 600)
+    try:
+        got = outcome(path)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert got[-1][0] == "raised" and jsonstream.MAX_DEPTH_MESSAGE in got[-1][1] and got[-1][2] == 100
