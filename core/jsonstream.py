@@ -332,8 +332,16 @@ BATCH_BYTES = 1 << 15
 _OPENING = re.compile(rb'\{[ \t\n\r]*"[^"\\]*"')
 _JSON_BLANKS = b" \t\n\r"
 # orjson turns an integer beyond 64 bits into a float; the strict reader keeps it exact. Any run
-# of 19 digits (in a string too) sends the batch the exact way.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# of 19 digits (in a string too) sends the batch the exact way. Found by mapping every digit to
+# "0" and everything else to a blank, then looking for 19 zeros: two passes in C, 10x faster
+# than a regular expression (which was most of the reading time).
+_DIGIT_MASK = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_NINETEEN_DIGITS = b"0" * 19
+
+
+def _has_long_digits(data: bytes) -> bool:
+    """Whether ``data`` holds 19 digits in a row."""
+    return data.translate(_DIGIT_MASK).find(_NINETEEN_DIGITS) != -1
 # orjson refuses nesting past 1024; the C scanner stops at Python's recursion limit, less the
 # stack in use. A batch sits in _PADDING lists (checked to hold one item each), so orjson refuses
 # any record nested more than FAST_DEPTH deep: those go the exact way, which reaches past that
@@ -366,10 +374,11 @@ def _fast_batch(source: _ByteStream, start: int) -> tuple[list | None, int | Non
         following = None
     else:
         return None, start
-    if _LONG_DIGITS.search(data, at, end):
+    padded = b"".join((_PAD_OPEN, memoryview(data)[at:end], _PAD_CLOSE))
+    if _has_long_digits(padded):
         return None, source.start + end
     try:
-        values = orjson.loads(b"".join((_PAD_OPEN, memoryview(data)[at:end], _PAD_CLOSE)))
+        values = orjson.loads(padded)
         for _ in _PADS:
             (values,) = values      # one item at every level, or the batch was not whole records
     except (orjson.JSONDecodeError, ValueError):
@@ -593,7 +602,7 @@ def iter_json_lines(path: Path, progress: ProgressCallback | None = None) -> Ite
             if not raw.strip():
                 continue
             if fast and (len(raw) <= FAST_DEPTH or raw.count(b"[") + raw.count(b"{") <= FAST_DEPTH) \
-                    and not _LONG_DIGITS.search(raw):
+                    and not _has_long_digits(raw):
                 try:
                     value = orjson.loads(raw)
                 except orjson.JSONDecodeError:

@@ -264,3 +264,12 @@ def test_a_low_recursion_limit_leaves_deep_records_to_the_strict_reader(tmp_path
     finally:
         sys.setrecursionlimit(limit)
     assert got[-1][0] == "raised" and jsonstream.MAX_DEPTH_MESSAGE in got[-1][1] and got[-1][2] == 100
+
+
+def test_long_digit_runs_are_found_at_nineteen():
+    from curate.jsonstream import _has_long_digits
+    assert _has_long_digits(b'{"a": 1234567890123456789}')
+    assert _has_long_digits(b"[" + b"9" * 40 + b"]")
+    assert not _has_long_digits(b'{"a": 123456789012345678}')          # 18: orjson keeps it exact
+    assert not _has_long_digits(b"123456789.0123456789 1e123456789012")
+    assert not _has_long_digits("\u0661\u0662\u0663".encode() * 10)        # Arabic-Indic digits are text
