@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections import Counter
@@ -679,7 +680,9 @@ def prepare(registry) -> click.Group:
 def main():
     """Run the command line (handlers are installed first by :mod:`curate.entry`)."""
     install_signal_handlers()
-    prepare(get_registry())(prog_name="curate")
+    command = prepare(get_registry())
+    gc.freeze()     # modules and plugins live as long as the process: no collection need scan them again
+    command(prog_name="curate")
 
 
 if __name__ == "__main__":
