@@ -273,3 +273,17 @@ def test_long_digit_runs_are_found_at_nineteen():
     assert not _has_long_digits(b'{"a": 123456789012345678}')          # 18: orjson keeps it exact
     assert not _has_long_digits(b"123456789.0123456789 1e123456789012")
     assert not _has_long_digits("\u0661\u0662\u0663".encode() * 10)        # Arabic-Indic digits are text
+
+
+@pytest.mark.parametrize("bad_byte_at", [500_000, 2_500_000, 4_200_000, -3])
+def test_not_utf8_far_into_the_file_stops_where_the_strict_reader_stops(tmp_path, monkeypatch, bad_byte_at):
+    """A bad byte anywhere (in the first chunk, past a few, in the last record) gives the strict
+    reader's records and error."""
+    data = bytearray(llava_records(25000).encode())
+    data[bad_byte_at] = 0xFF
+    path = tmp_path / "a.json"
+    path.write_bytes(bytes(data))
+    got = outcome(path)
+    assert got == exact_outcome(path, monkeypatch)
+    assert "invalid UTF-8" in got[-1][1]
+
