@@ -360,8 +360,8 @@ class PartitionedIndex(SimilarityIndex):
             nearest = self.centroids.nearest_each(self.flat.data[chunk], (self.spill, self.probe), self.products)
             homes.append(nearest[0])
             probes.append(nearest[1].astype(np.int32))
-        if len(self.probes) < len(self.flat):
-            grown = np.zeros((len(self.flat), self.probe), np.int32)
+        if len(self.probes) < len(self.flat):     # doubling: adds a block at a time copy it O(log n) times
+            grown = np.zeros((max(len(self.flat), 2 * len(self.probes)), self.probe), np.int32)
             grown[:len(self.probes)] = self.probes
             self.probes = grown
         self.probes[positions] = np.concatenate(probes)

@@ -260,6 +260,24 @@ def test_partitions_filed_on_training_are_views_that_grow_on_adds():
     assert (members == np.arange(len(vectors))).all()
 
 
+def test_adds_a_block_at_a_time_grow_the_probes_by_doubling():
+    """The walk adds a block at a time: each vector's probes are noted in an array that doubles,
+    not one copied whole at every add, and the walk's answers are the same as one add's."""
+    vectors = clustered(n_clusters=100, noise=0.4, seed=4)
+    once = found_pairs(partitioned(64, len(vectors), partitions=16, probe=16), vectors, 0.8)
+    index = partitioned(64, len(vectors), partitions=16, probe=16)
+    index.add(vectors[:600])
+    index.ready()
+    sizes = set()
+    for start in range(600, len(vectors), 7):
+        index.add(vectors[start:start + 7])
+        sizes.add(len(index.probes))
+    assert len(sizes) <= 3 and len(index.probes) < 2 * len(index)
+    assert (index.probes[:len(index)] == index.centroids.nearest(vectors, 16, index.products)).all()
+    rows, ids, sims = index.range_search(vectors, 0.8)
+    assert {(r, i) for r, i in zip(rows.tolist(), ids.tolist()) if r != i} == once.keys()
+
+
 def test_partitioned_index_holds_the_vectors_given_without_a_copy(tmp_path):
     pytest.importorskip("torch")
     vectors = clustered(n_clusters=100, noise=0.4, seed=4)
