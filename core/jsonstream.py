@@ -333,8 +333,8 @@ _OPENING = re.compile(rb'\{[ \t\n\r]*"[^"\\]*"')
 _JSON_BLANKS = b" \t\n\r"
 # orjson turns an integer beyond 64 bits into a float; the strict reader keeps it exact. Any run
 # of 19 digits (in a string too) sends the batch the exact way. Found by mapping every digit to
-# "0" and everything else to a blank, then looking for 19 zeros: two passes in C, 10x faster
-# than a regular expression (which was most of the reading time).
+# "0" and everything else to a blank, then looking for 19 zeros: two passes in C, about 20x
+# faster than a regular expression (0.2 s against 4.5 s for 231 MB, most of the reading time).
 _DIGIT_MASK = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _NINETEEN_DIGITS = b"0" * 19
 
@@ -342,6 +342,8 @@ _NINETEEN_DIGITS = b"0" * 19
 def _has_long_digits(data: bytes) -> bool:
     """Whether ``data`` holds 19 digits in a row."""
     return data.translate(_DIGIT_MASK).find(_NINETEEN_DIGITS) != -1
+
+
 # orjson refuses nesting past 1024; the C scanner stops at Python's recursion limit, less the
 # stack in use. A batch sits in _PADDING lists (checked to hold one item each), so orjson refuses
 # any record nested more than FAST_DEPTH deep: those go the exact way, which reaches past that
