@@ -167,23 +167,39 @@ class TimmEmbedder(Embedder):
         return TimmModel(self, model, model_name, digest, config, device, torch)
 
     def _pretrained(self, timm, model_name):
+        """timm's pretrained model, its weights from the Hugging Face cache when they are there
+        (no network at all), else downloaded when the hub can be reached (curate.plugins.pretrained)."""
+        from . import pretrained
         try:
+            cached = pretrained.cached_weights(model_name)
+            if cached is not None:
+                return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay={"file": str(cached)})
+            unreachable = None if hub_offline() else pretrained.hub_unreachable()
+            if unreachable:
+                raise self._no_weights(model_name, unreachable)
             return timm.create_model(model_name, pretrained=True)
+        except CurateError:
+            raise
         except RuntimeError as e:
             if "Unknown model" in str(e):
                 raise
-            raise self._no_weights(model_name, e) from None
+            raise self._no_weights(model_name, type(e).__name__) from None
         except Exception as e:
-            raise self._no_weights(model_name, e) from None
+            raise self._no_weights(model_name, type(e).__name__) from None
 
-    def _no_weights(self, model_name, error) -> CurateError:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    def _no_weights(self, model_name, failure: str) -> CurateError:
+        offline = hub_offline()
         why = ("not in the Hugging Face cache, and HF_HUB_OFFLINE=1 turns downloads off" if offline else
-               f"not in the Hugging Face cache, and the download failed: {type(error).__name__}")
+               f"not in the Hugging Face cache, and the download failed: {failure}")
         return CurateError(
             f"{self.name}: no weights for {model_name} ({why}): pass {setting('weights')} PATH (.safetensors or a PyTorch "
             f"checkpoint), {'unset HF_HUB_OFFLINE to let timm download them' if offline else 'check the network'}, "
             f"or use {setting('embedder')} timm-pool, which works offline")
+
+
+def hub_offline() -> bool:
+    """Hugging Face's own switch: HF_HUB_OFFLINE=1 keeps everything local."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 class TimmModel(LoadedEmbedder):

@@ -192,9 +192,15 @@ def test_vit_cls_follows_hugging_faces_offline_switch(monkeypatch):
     def no_network(*args, **kwargs):
         raise OSError("could not connect")
 
+    from curate.plugins import pretrained
     monkeypatch.setattr(timm, "create_model", no_network)
+    monkeypatch.setattr(pretrained, "cached_weights", lambda name: None)
+    monkeypatch.setattr(pretrained, "hub_unreachable", lambda: None)          # the hub answers, the download fails
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    with pytest.raises(CurateError, match="download failed"):
+    with pytest.raises(CurateError, match="download failed: OSError"):
+        VitClsEmbedder().load("vit_tiny_patch16_224", None, "cpu")
+    monkeypatch.setattr(pretrained, "hub_unreachable", lambda: "https://huggingface.co cannot be reached (refused)")
+    with pytest.raises(CurateError, match="cannot be reached"):
         VitClsEmbedder().load("vit_tiny_patch16_224", None, "cpu")
     import os
     assert "HF_HUB_OFFLINE" not in os.environ
