@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 from .errors import RecordError
 
 CHUNK_CHARS = 1 << 20
+CHECK_PIECE = 1 << 16       # bytes checked as UTF-8 at a time (see _ByteStream._check)
 # A record is parsed once the buffer holds this many characters past its start (or the file's
 # end): a parse that fails at the buffer's end costs a scan of the whole buffer (JSONDecodeError
 # counts the lines before the failure), which once per chunk was 5% of reading LLaVA's records.
@@ -304,10 +305,21 @@ class _ByteStream:
                 if self.eof:
                     self.checker.decode(b"", final=True)
                 elif not chunk.isascii() or self.checker.getstate()[0]:
-                    self.checker.decode(chunk)
+                    self._check(chunk)
             except UnicodeDecodeError:
                 raise _NotUtf8 from None
             self.data += chunk
+
+    def _check(self, chunk: bytes) -> None:
+        """Check ``chunk`` as UTF-8 a piece at a time, skipping the ASCII pieces that no
+        sequence of the previous piece runs into: a megabyte of records nearly always holds
+        some non-ASCII text, while most of its 64 KB pieces hold none (0.07 s against 0.50 s
+        for 243 MB of LLaVA records)."""
+        checker = self.checker
+        for at in range(0, len(chunk), CHECK_PIECE):
+            piece = chunk[at:at + CHECK_PIECE]
+            if not piece.isascii() or checker.getstate()[0]:
+                checker.decode(piece)
 
     def drop(self, offset: int) -> None:
         """Forget the bytes before file offset ``offset`` (a bytearray drops its head in place)."""

@@ -291,6 +291,49 @@ def test_not_utf8_far_into_the_file_stops_where_the_strict_reader_stops(tmp_path
 
 
 
+@pytest.mark.parametrize("piece", [1, 2, 3, 5, 64])
+def test_utf8_is_checked_across_the_pieces_of_a_chunk(tmp_path, monkeypatch, piece):
+    """The UTF-8 check skips ASCII pieces: a character split over two pieces, a sequence cut
+    short before an ASCII piece, a stray continuation byte or an overlong form in a later piece
+    give the strict reader's records and error, whatever the pieces' size."""
+    monkeypatch.setattr(jsonstream, "CHECK_PIECE", piece)
+    text = llava_records(40)
+    cases = [text.encode(), text.replace("A cat3.", "A café 😀 3.").encode()]
+    for bad in (b"\xc3", b"\xf0\x9f\x98", b"\x80", b"\xc0\xaf", b"\xed\xa0\x80"):
+        for record in (0, 17, 39):
+            data = text.encode()
+            at = data.index(f"A cat{record}.".encode())
+            cases.append(data[:at] + bad + data[at:])
+    path = tmp_path / "a.json"
+    for number, data in enumerate(cases):
+        path.write_bytes(data)
+        got = outcome(path)
+        assert got == exact_outcome(path, monkeypatch), data[:80]
+        assert ("invalid UTF-8" in str(got[-1])) == (number >= 2), got[-1]
+
+
+def test_a_sequence_cut_short_is_found_in_its_chunk_though_ascii_pieces_follow(tmp_path, monkeypatch):
+    """A piece that ends inside a multi-byte sequence makes the next piece be checked too, ASCII
+    or not: the chunk that holds the cut sequence raises, not a later one (nor the file's end)."""
+    monkeypatch.setattr(jsonstream, "CHUNK_CHARS", 64)
+    monkeypatch.setattr(jsonstream, "CHECK_PIECE", 8)
+    path = tmp_path / "a.json"
+    path.write_bytes(b"a" * 23 + b"\xc3" + b"b" * 200)           # the cut sequence ends the third piece
+    stream = jsonstream._ByteStream(path, None)
+    try:
+        with pytest.raises(jsonstream._NotUtf8):
+            stream.fill(64)
+    finally:
+        stream.close()
+    path.write_bytes(b"a" * 23 + "\u00e9".encode() + b"b" * 200)   # a whole character over two pieces
+    stream = jsonstream._ByteStream(path, None)
+    try:
+        stream.fill(64)
+        assert bytes(stream.data[:25]) == b"a" * 23 + "\u00e9".encode()
+    finally:
+        stream.close()
+
+
 # Text that breaks JSON, UTF-8 or orjson's agreement with the strict reader, put into real records.
 MUTATIONS = [b",", b"{", b"}", b"[", b"]", b'"', b"\\", b":", b" ", b"\n", b"\xff", b"\xc3", "\u00e9".encode(),
              "\U0001f600".encode(), b"1234567890123456789012", b"-9223372036854775809", b"1e400", b"NaN",
@@ -306,9 +349,11 @@ def test_real_records_with_random_damage_read_as_the_strict_reader_reads_them(tm
     and error, every time (6,000 such files, and 360 of 2-9K records, agreed when this was written)."""
     real = json.loads((REAL / "llava_v1_5_mix665k.every500.json").read_text(encoding="utf-8"))
     rng = random.Random(14 + lines)
+    pieces = random.Random(15)           # the UTF-8 check's piece size: apart, so that rng's files stay the same
     path = tmp_path / ("a.jsonl" if lines else "a.json")
     for _ in range(400):
         monkeypatch.setattr(jsonstream, "BATCH_BYTES", rng.choice([1 << 9, 1 << 11, 1 << 12, 1 << 15]))
+        monkeypatch.setattr(jsonstream, "CHECK_PIECE", pieces.choice([3, 64, 1 << 10, 1 << 16]))
         records = [dict(r) for r in rng.sample(real, rng.randint(1, 40))]
         if rng.random() < 0.5:
             rng.choice(records)["x"] = "@odd@"           # a value orjson reads otherwise, or refuses
