@@ -68,7 +68,11 @@ def closed_port() -> int:
 
 
 def dedup(tmp_path, name, *extra, env):
+    """The CLI in a subprocess (the hub library reads its settings once, when imported), with
+    no proxy: the hub is reached directly, or not at all."""
+    from curate.plugins.pretrained import PROXY_VARIABLES
     out = tmp_path / name
+    env = {**env, **{variable: "" for variable in PROXY_VARIABLES}}
     result = run_curate("dedup", DEMO, "-o", out, "--image-root", ROOT_IMAGES, "--embedder", "vit-cls",
                         "--model", MODEL, "--no-cache", *extra, env=env, subprocess_=True)
     return out, result
