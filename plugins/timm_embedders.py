@@ -170,6 +170,8 @@ class TimmEmbedder(Embedder):
         """timm's pretrained model, its weights from the Hugging Face cache when they are there
         (no network at all), else downloaded when the hub can be reached (curate.plugins.pretrained)."""
         from . import pretrained
+        if not timm.is_model(model_name):        # a name timm does not know: no download would help
+            raise RuntimeError(f"Unknown model ({model_name})")
         try:
             cached = pretrained.cached_weights(model_name)
             if cached is not None:

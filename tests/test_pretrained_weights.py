@@ -105,3 +105,12 @@ def test_a_proxy_leaves_reaching_the_hub_to_it(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("connected around the proxy"))
     assert pretrained.hub_unreachable() is None
+
+
+def test_an_unknown_model_is_named_as_such_not_as_missing_weights(tmp_path):
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    out = tmp_path / "o.json"
+    result = run_curate("dedup", DEMO, "-o", out, "--image-root", ROOT_IMAGES, "--embedder", "vit-cls",
+                        "--model", "no_such_model", env={"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0"},
+                        subprocess_=True)
+    assert_one_line_error(result, "unknown timm model 'no_such_model'")
