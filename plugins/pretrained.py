@@ -41,6 +41,11 @@ def cached_weights(model_name: str) -> Path | None:
     return None
 
 
+def hub_offline() -> bool:
+    """Hugging Face's own switch: HF_HUB_OFFLINE=1 keeps everything local."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
 def hub_unreachable() -> str | None:
     """Why the Hugging Face hub cannot be reached from here (its host is unknown, or accepts
     no connection within ``CONNECT_TIMEOUT``), or None. Behind a proxy the answer is always

@@ -176,7 +176,7 @@ class TimmEmbedder(Embedder):
             cached = pretrained.cached_weights(model_name)
             if cached is not None:
                 return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay={"file": str(cached)})
-            unreachable = None if hub_offline() else pretrained.hub_unreachable()
+            unreachable = None if pretrained.hub_offline() else pretrained.hub_unreachable()
             if unreachable:
                 raise self._no_weights(model_name, unreachable)
             return timm.create_model(model_name, pretrained=True)
@@ -190,6 +190,7 @@ class TimmEmbedder(Embedder):
             raise self._no_weights(model_name, type(e).__name__) from None
 
     def _no_weights(self, model_name, failure: str) -> CurateError:
+        from .pretrained import hub_offline
         offline = hub_offline()
         why = ("not in the Hugging Face cache, and HF_HUB_OFFLINE=1 turns downloads off" if offline else
                f"not in the Hugging Face cache, and the download failed: {failure}")
@@ -197,11 +198,6 @@ class TimmEmbedder(Embedder):
             f"{self.name}: no weights for {model_name} ({why}): pass {setting('weights')} PATH (.safetensors or a PyTorch "
             f"checkpoint), {'unset HF_HUB_OFFLINE to let timm download them' if offline else 'check the network'}, "
             f"or use {setting('embedder')} timm-pool, which works offline")
-
-
-def hub_offline() -> bool:
-    """Hugging Face's own switch: HF_HUB_OFFLINE=1 keeps everything local."""
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 class TimmModel(LoadedEmbedder):
