@@ -164,7 +164,8 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["partitioned", "hnsw"],
                         help="index kinds, and faiss-ivf for faiss's IndexIVFFlat (pip install faiss-cpu)")
     parser.add_argument("--partitions", type=int, default=None,
-                        help="partitions of partitioned and faiss-ivf [default: partitioned's own, n / 1,000]")
+                        help="partitions of partitioned and faiss-ivf [default: partitioned's own "
+                             "(plugins/indexes.default_partitions); faiss-ivf n / 1,000]")
     parser.add_argument("--probes", type=int, nargs="+", default=None, help="partitioned's probes, one run each")
     parser.add_argument("--products", nargs="+", default=None, choices=["auto", "float32", "float16", "bfloat16"],
                         help="partitioned's products, one run each")

@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--index", default="auto")
-    parser.add_argument("--partitions", type=int, default=0, help="0: the index's default (one per 250)")
+    parser.add_argument("--partitions", type=int, default=0, help="0: the index's default (one per 250, at most sqrt(probe x vectors))")
     parser.add_argument("--engines", nargs="+", default=["local", "ray"])
     parser.add_argument("--folder", type=Path, default=Path(__file__).parent.parent,
                         help="where the vectors file goes (the disk needs vectors x dim x 4 bytes free)")

@@ -28,6 +28,8 @@ AUTO_EXACT_MAX_GPU = 1_000_000
 # the recall at a given probe barely moves with the partitions' size, while the products per
 # query are probe x size: 250 and 32 found 99.62% of the pairs at 0.8 among 1M in 122.5 s
 # (1,000 and 16: 98.68% in 248 s), 99.81% among 200K (bench/README.md, "Partitioned search").
+# At 10M (17,888 partitions, see default_partitions) probe 32 finds 97.75%: a larger
+# --partition-probe buys recall back there (bench/README.md, "10M on one machine").
 PARTITION_SIZE = 250
 PROBE = 32
 SPILL = 1
@@ -540,9 +542,12 @@ class PartitionedIndex(SimilarityIndex):
 
 PARTITIONED_SETTINGS = (
     Setting("partitions", int, 0, minimum=0, maximum=10_000_000,
-            help=f"Partitioned index: k-means partitions (0: one per {PARTITION_SIZE:,} vectors)."),
+            help=f"Partitioned index: k-means partitions (0: one per {PARTITION_SIZE:,} vectors, at most "
+                 "sqrt(partition_probe x vectors): 17,888 for 10M at the default probe)."),
     Setting("partition_probe", int, PROBE, minimum=1, maximum=10_000,
-            help="Partitioned index: the nearest partitions each query is compared with."),
+            help="Partitioned index: the nearest partitions each query is compared with. More finds more "
+                 "pairs for proportionally more search time (32 found 99.6% of the pairs at 0.8 among 1M "
+                 "planted vectors, 97.8% among 10M; set partitions too, as their default grows with it)."),
     Setting("partition_spill", int, SPILL, minimum=1, maximum=64,
             help="Partitioned index: the nearest partitions each vector is stored in."),
     Setting("partition_products", str, "auto", choices=PRODUCTS,
