@@ -375,12 +375,26 @@ def test_signal_at_a_random_point_of_the_writing_leaves_no_temporary_and_a_clean
 def before_python_started(process, stderr: str) -> bool:
     """A signal that arrives while the interpreter itself starts (before it has handlers, or
     while it imports ``site`` or locates ``-m curate``) ends the process Python's way; no line
-    of curate has run, which the traceback (if any) shows: none of its frames is curate's."""
-    package = os.path.dirname(curate.__file__)
+    of curate has run, which the traceback (if any) shows: none of its frames is curate's.
+    A frame is a ``File "<path>"`` line: the import system may name curate's folder in a message
+    (``KeyError: '.../core'`` from its path cache) before any of curate's code runs."""
+    curate_frame = f'File "{os.path.dirname(curate.__file__)}{os.sep}'
     if process.returncode < 0 and not stderr.strip():
         return True
     python_error = "Traceback" in stderr or "Fatal Python error" in stderr
-    return process.returncode != 0 and python_error and package not in stderr
+    return process.returncode != 0 and python_error and curate_frame not in stderr
+
+
+def test_start_up_classifier_tells_python_frames_from_curate_frames():
+    """The import system's own message may name curate's folder; only a frame in it counts."""
+    package = os.path.dirname(curate.__file__)
+    ended = subprocess.CompletedProcess([], 1)
+    python_only = (f"Traceback (most recent call last):\n  File \"<frozen importlib._bootstrap_external>\", "
+                   f"line 1437, in _path_importer_cache\nKeyError: '{package}'\n\nKeyboardInterrupt\n")
+    in_curate = (f"Traceback (most recent call last):\n  File \"{package}{os.sep}cli.py\", line 3, in <module>\n"
+                 f"KeyboardInterrupt\n")
+    assert before_python_started(ended, python_only)
+    assert not before_python_started(ended, in_curate)
 
 
 @pytest.mark.slow
