@@ -135,12 +135,13 @@ class EmbeddingCache:
             raise CurateError(f"{self.folder}: the cache is in use by another curate process") from None
         meta = identity.meta
         self.fingerprint = json.dumps(meta, sort_keys=True).encode()
-        self.warnings: list[str] = []
+        self._notes: list[str] = []
+        self.rejected = 0                   # cached vectors that failed verification in this run
         self.vectors_path = self.folder / "vectors.f32"
         self.keys_path = self.folder / "keys.jsonl"
         meta_path = self.folder / "meta.json"
         if _read_meta(meta_path) not in (meta, _ABSENT):
-            self.warnings.append(f"{self.folder}: the cache's meta.json is unreadable or names another model; "
+            self._notes.append(f"{self.folder}: the cache's meta.json is unreadable or names another model; "
                                  "its vectors are not used and the images are embedded again")
             self.vectors_path.unlink(missing_ok=True)
             self.keys_path.unlink(missing_ok=True)
@@ -189,7 +190,7 @@ class EmbeddingCache:
                 f.write(b" " * length)
         f.flush()
         if bad:
-            self.warnings.append(f"{self.keys_path}: {bad:,} rows are not [path, size, mtime, check]; "
+            self._notes.append(f"{self.keys_path}: {bad:,} rows are not [path, size, mtime, check]; "
                                  "ignored, and their images embedded again")
 
     def __len__(self) -> int:
@@ -213,10 +214,15 @@ class EmbeddingCache:
         for k, row in enumerate(rows):
             if good[k] and self.checks[row] != self._check(vectors[k]):
                 good[k] = False
-        if not good.all():
-            self.warnings.append(f"{self.folder}: {int((~good).sum()):,} cached vectors failed verification "
-                                 "(changed, copied from another model, or not finite); embedded again")
+        self.rejected += int((~good).sum())
         return vectors, good
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should know about this cache: one line per problem, however many reads."""
+        rejected = [f"{self.folder}: {self.rejected:,} cached vectors failed verification (changed, copied "
+                    "from another model, or not finite); embedded again"] if self.rejected else []
+        return self._notes + rejected
 
     def _check(self, vector: np.ndarray) -> str:
         return hashlib.blake2b(np.ascontiguousarray(vector, np.float32).tobytes(), key=self.fingerprint[:64],

@@ -33,6 +33,7 @@ from .decisions import DecisionFilter, Decisions
 from .dedup_settings import EmbedderSpec, EmbedSettings, SearchSettings, default_cache_dir  # noqa: F401
 from .engine import Inputs, Report, Run, default_writer
 from .errors import CurateError, setting
+from .gather import rows_of
 from .image_table import ImageTable, scan
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
@@ -295,7 +296,7 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
             for group in groups.values():
                 members = np.concatenate([against, group])
                 verify = (lambda kept, candidate, m=members: pairs(int(m[kept]), int(m[candidate]))) if pairs else None
-                decision = walk([Channel(name, matrix[members], t, index_kind, options,
+                decision = walk([Channel(name, rows_of(matrix, members), t, index_kind, options,
                                          verified=plugin is None or plugin.verified,
                                          source=cached_source(found.result, members) if plugin is None else None)
                                  for (name, matrix, t), (_, plugin, _) in zip(matrices, signals)],
@@ -313,7 +314,7 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
         kept_everywhere = np.logical_and.reduce([r.duplicate_of == -1 for r in results])
         neighbourhood = Neighbourhood.empty(n)
         for members in groups.values():
-            sims, ids = nearest_neighbours(vectors[members], index_kind, **options)
+            sims, ids = nearest_neighbours(rows_of(vectors, members), index_kind, **options)
             neighbourhood.add_group(members, sims, ids, kept_everywhere)
             bar.advance(1)
     return results, neighbourhood

@@ -23,6 +23,9 @@ from .errors import CurateError
 from .images import UnreadableImage, load_rgb
 from .interrupts import ignore_signals
 from .registry import describe, describe_name
+from .vectors_file import run_vectors
+
+LOOKUP_ROWS = 65_536          # images looked up in the caches at a time (their vectors read at once)
 
 
 class PluginFailure(str):
@@ -78,10 +81,11 @@ def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, p
     only when every cache (the model's and each signal's) has it. Shared by both engines."""
     n = len(paths)
     signals = signals or SignalSet()
-    result = EmbedResult(np.zeros((n, model.dim), np.float32), np.zeros(n, bool), dict(errors or {}))
+    folder = cache.folder if cache is not None else None          # where vectors too many to hold go
+    result = EmbedResult(run_vectors(n, model.dim, folder), np.zeros(n, bool), dict(errors or {}))
     result.warnings += list(getattr(model, "warnings", ()))     # such as a runtime that fell back
     result.runtime = getattr(model, "runtime", None)
-    result.signals = {signal.name: np.zeros((n, signal.dim), np.float32) for signal in signals.signals}
+    result.signals = {signal.name: run_vectors(n, signal.dim, folder) for signal in signals.signals}
     result.observed = {observer.name: {} for observer in signals.observers}
     failures = result.failures
     keys: dict[int, tuple] = {}
@@ -102,23 +106,32 @@ def cached_or_todo(paths, model: LoadedEmbedder, cache: EmbeddingCache | None, p
     if cache is not None:
         result.cache_file, result.cache_rows = cache.vectors_path, np.full(n, -1, np.int64)
     if cache is not None and todo:
-        todo_keys = [keys[i] for i in todo]
-        found = [_verified_rows(c, todo_keys) if c is not None else {} for _, c in channels]
-        everywhere = sorted(set.intersection(*(set(f) for f in found)))
-        hits = [todo[j] for j in everywhere]
-        for (matrix, _), rows in zip(channels, found):
-            if hits:
-                matrix[hits] = np.stack([rows[j] for j in everywhere])
-        result.ok[hits] = True
-        result.cache_rows[hits] = [cache.rows[keys[i]] for i in hits]
-        result.cached = len(hits)
-        if progress and hits:
-            progress(len(hits))
-        taken = set(everywhere)
-        todo = [i for j, i in enumerate(todo) if j not in taken]
+        missed = []
+        for start in range(0, len(todo), LOOKUP_ROWS):       # a part at a time: never every vector at once
+            part = todo[start:start + LOOKUP_ROWS]
+            missed += _take_cached(result, part, [keys[i] for i in part], channels, cache, progress)
+        todo = missed
         for _, c in channels:
             result.warnings += c.warnings if c is not None else []
     return result, keys, todo
+
+
+def _take_cached(result: EmbedResult, part: list[int], part_keys: list, channels, cache: EmbeddingCache,
+                 progress) -> list[int]:
+    """Fill ``result`` with the images of ``part`` that every cache holds; the others, to embed."""
+    found = [_verified_rows(c, part_keys) if c is not None else {} for _, c in channels]
+    everywhere = sorted(set.intersection(*(set(f) for f in found)))
+    hits = [part[j] for j in everywhere]
+    for (matrix, _), rows in zip(channels, found):
+        if hits:
+            matrix[hits] = np.stack([rows[j] for j in everywhere])
+    result.ok[hits] = True
+    result.cache_rows[hits] = [cache.rows[part_keys[j]] for j in everywhere]
+    result.cached += len(hits)
+    if progress and hits:
+        progress(len(hits))
+    taken = set(everywhere)
+    return [i for j, i in enumerate(part) if j not in taken]
 
 
 def _verified_rows(cache: EmbeddingCache, keys: list) -> dict[int, np.ndarray]:

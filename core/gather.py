@@ -41,6 +41,16 @@ def gather(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def rows_of(array: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """``array[members]`` for a group's members (ascending): a view when they are one run of
+    rows (a group that is the whole run, the common case), so a mapped array stays mapped
+    and nothing is copied; else the rows gathered."""
+    members = np.asarray(members)
+    if len(members) and members[-1] - members[0] + 1 == len(members) and (np.diff(members) == 1).all():
+        return array[int(members[0]):int(members[-1]) + 1]
+    return gather(array, members)
+
+
 def file_mapping(array: np.ndarray) -> mmap.mmap | None:
     """The file mapping ``array`` reads from (a ``np.memmap`` or a view of one), else None."""
     while array is not None:

@@ -1,6 +1,7 @@
-"""Vectors on disk for searches in other processes (``--engine ray``): a file of float32 rows
-(the embedding cache's ``vectors.f32``, or a work file the driver writes) and which of its rows
-are a channel's vectors. A task reads only the rows it needs, through a memory map."""
+"""Vectors on disk: a run's vectors once they are too many to hold (:func:`run_vectors`), and
+for searches in other processes (``--engine ray``) a file of float32 rows (the embedding cache's
+``vectors.f32``, or a work file the driver writes) and which of its rows are a channel's
+vectors. A task reads only the rows it needs, through a memory map."""
 
 from __future__ import annotations
 
@@ -19,6 +20,26 @@ from .interrupts import signals_held
 # Rows read through one mapping: pages touched are let go after each chunk, so a reader's memory
 # is the rows it keeps (a 768-d row is 3 KB: 8192 rows map at most 48 MB of the file at once).
 READ_CHUNK = 8192
+# A run's vectors up to this many bytes are held in memory; more live in a file-backed map.
+HELD_MAX = 1 << 30
+WRITE_ROWS = 65_536           # rows copied at a time into a work file
+
+
+def run_vectors(n: int, dim: int, folder: Path | None = None) -> np.ndarray:
+    """An (n, dim) float32 array of zeros for a run's vectors. Up to ``HELD_MAX`` bytes it is in
+    memory; above, a map of an unnamed file in ``folder`` (the cache folder; None: the system's
+    temporary folder): its pages are the kernel's to write back and let go, so at 10M images a
+    run holds the rows it is using, not 31 GB of vectors. The file has no name from the start,
+    so it goes with the process however that ends (``kill -9`` included)."""
+    if n * dim * 4 <= HELD_MAX:
+        return np.zeros((n, dim), np.float32)
+    try:
+        backing = tempfile.TemporaryFile(prefix=".curate-vectors-", dir=folder)
+        return np.memmap(backing, dtype=np.float32, mode="w+", shape=(n, dim))
+    except OSError as e:
+        where = folder or tempfile.gettempdir()
+        raise CurateError(f"{where}: cannot make the file for {n:,} vectors of {dim} "
+                          f"({n * dim * 4 / 2**30:.1f} GiB): {e.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -61,7 +82,9 @@ def read_rows(path: Path, dim: int, rows: np.ndarray) -> np.ndarray:
 def written(vectors: np.ndarray, folder: Path) -> VectorsFile:
     """``vectors`` written once to a float32 file in ``folder``."""
     path = Path(folder) / "vectors.f32"
-    np.ascontiguousarray(vectors, np.float32).tofile(path)
+    with open(path, "wb") as stream:              # a part at a time: ``vectors`` may be a map of a file
+        for start in range(0, len(vectors), WRITE_ROWS):
+            np.ascontiguousarray(vectors[start:start + WRITE_ROWS], np.float32).tofile(stream)
     return VectorsFile(path, np.arange(len(vectors), dtype=np.int64), vectors.shape[1])
 
 

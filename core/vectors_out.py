@@ -28,6 +28,7 @@ def save_embeddings(found: Embeddings, output: Path, *, inputs=(), overwrite: bo
 
 
 EXPORT_SUFFIXES = (".parquet", ".npy")
+EXPORT_ROWS = 65_536          # vectors read and written at a time
 
 
 def check_export(path) -> Path:
@@ -48,28 +49,49 @@ def export_embeddings(found: Embeddings, path: Path, *, inputs=(), overwrite: bo
     rows = np.flatnonzero(found.result.ok)
     images = [found.images.paths[i] for i in rows.tolist()]
     sample_ids = [str(found.images.first_id[i]) for i in rows.tolist()]   # ids may mix numbers and strings
-    vectors = np.ascontiguousarray(found.result.vectors[rows], np.float32)
+    vectors = found.result.vectors
     with Outputs(inputs, overwrite=overwrite) as outputs:
         outputs.claim(path, "export")
         if path.suffix == ".parquet":
-            _write_parquet(outputs.open(path, mode="wb"), images, sample_ids, vectors)
+            _write_parquet(outputs.open(path, mode="wb"), images, sample_ids, vectors, rows)
         else:
             listing = outputs.claim(path.with_name(path.name[:-len(".npy")] + ".ids.jsonl"), "export's ids")
-            np.save(outputs.open(path, mode="wb"), vectors)
+            _write_npy(outputs.open(path, mode="wb"), vectors, rows)
             stream = outputs.open(listing)
             for row, (image, sample_id) in enumerate(zip(images, sample_ids)):
                 stream.write(json.dumps({"row": row, "image": image, "sample_id": sample_id}, ensure_ascii=False) + "\n")
     return len(rows)
 
 
-def _write_parquet(stream, images: list[str], sample_ids: list[str], vectors: np.ndarray) -> None:
+def _parts(vectors: np.ndarray, rows: np.ndarray):
+    """(start, the vectors of ``rows[start:start + EXPORT_ROWS]``): a run's vectors may be a map
+    of a file larger than memory, so they are read and written a part at a time."""
+    for start in range(0, len(rows), EXPORT_ROWS):
+        yield start, np.ascontiguousarray(vectors[rows[start:start + EXPORT_ROWS]], np.float32)
+
+
+def _write_npy(stream, vectors: np.ndarray, rows: np.ndarray) -> None:
+    np.lib.format.write_array_header_1_0(stream, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                  "fortran_order": False, "shape": (len(rows), vectors.shape[1])})
+    for _, part in _parts(vectors, rows):
+        stream.write(part.tobytes())
+
+
+def _write_parquet(stream, images: list[str], sample_ids: list[str], vectors: np.ndarray, rows: np.ndarray) -> None:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise CurateError(f"{setting('export')} to .parquet needs pyarrow (pip install pyarrow), "
                           "or export to .npy") from None
-    dim = vectors.shape[1] if vectors.ndim == 2 else 0
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
-    pq.write_table(pa.table({"image": pa.array(images, pa.string()), "sample_id": pa.array(sample_ids, pa.string()),
-                             "vector": column}), stream)
+    dim = vectors.shape[1]
+    schema = pa.schema([("image", pa.string()), ("sample_id", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+    with pq.ParquetWriter(stream, schema) as writer:
+        for start, part in _parts(vectors, rows):
+            stop = start + len(part)
+            writer.write_table(pa.table({"image": pa.array(images[start:stop], pa.string()),
+                                         "sample_id": pa.array(sample_ids[start:stop], pa.string()),
+                                         "vector": pa.FixedSizeListArray.from_arrays(
+                                             pa.array(part.reshape(-1), pa.float32()), dim)}, schema=schema))
+        if not len(rows):
+            writer.write_table(schema.empty_table())

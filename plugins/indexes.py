@@ -35,6 +35,7 @@ PROBE = 32
 SPILL = 1
 SAMPLE_PER_PARTITION = 32
 PARTITION_TRAIN_AT = 20_000
+SEARCH_QUERIES = 32_768       # queries a top-k search holds candidates for at once
 
 
 class ExactIndex(SimilarityIndex):
@@ -431,9 +432,18 @@ class PartitionedIndex(SimilarityIndex):
         return self.flat.data[self.members[p][:self.counts[p]]]
 
     def search(self, queries, k):
-        """Top-k by float32 products within the probed partitions."""
+        """Top-k by float32 products within the probed partitions, ``SEARCH_QUERIES`` queries at
+        a time: a query's candidates (probe x k of them, 12 bytes each) for every vector at once
+        were 2.1 GB at 500K vectors (the report's neighbours), 42 GB at 10M."""
         if self.untrained:
             return self.flat.search(queries, k)
+        if not len(queries):
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        found = [self._search_part(queries[start:start + SEARCH_QUERIES], k)
+                 for start in range(0, len(queries), SEARCH_QUERIES)]
+        return np.concatenate([sims for sims, _ in found]), np.concatenate([ids for _, ids in found])
+
+    def _search_part(self, queries, k):
         cand_sims = np.full((len(queries), self.probe * k), -np.inf, np.float32)
         cand_ids = np.full((len(queries), self.probe * k), -1, np.int64)
         for p, rows, slots in self._probed(queries):

@@ -125,6 +125,20 @@ def test_partitioned_finds_exact_pairs_across_partitions():
     assert alone < exact and not (across & alone)
 
 
+def test_partitioned_top_k_is_the_same_searched_a_part_at_a_time(monkeypatch):
+    """Neighbour search holds candidates for SEARCH_QUERIES queries at a time, not for all."""
+    from curate.plugins import indexes
+    vectors = clustered(n_clusters=100, noise=0.4, seed=6)
+    index = partitioned(64, len(vectors), partitions=16, probe=8)
+    index.add(vectors)
+    whole = index.search(vectors, 5)
+    monkeypatch.setattr(indexes, "SEARCH_QUERIES", 7)
+    parts = index.search(vectors, 5)
+    assert np.array_equal(parts[1], whole[1]) and np.allclose(parts[0], whole[0], rtol=0, atol=1e-6)
+    empty_sims, empty_ids = index.search(vectors[:0], 5)
+    assert empty_sims.shape == empty_ids.shape == (0, 5)
+
+
 def test_partitioned_search_and_walk_match_exact():
     vectors = clustered(n_clusters=100, noise=0.4, seed=5)
     index = partitioned(64, 10, partitions=16, probe=8)              # grows past its capacity
