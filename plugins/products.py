@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import numpy as np
 
@@ -126,6 +127,9 @@ class Float16Products(Float32Products):
         return r, c, None
 
 
+ONEDNN_CACHE = 64             # oneDNN's compiled products kept (its default: 1,024)
+
+
 class Bfloat16Products:
     """Partitions stored in bf16 (torch; half float32's memory) and multiplied in bf16 (about
     twice float32's speed on a CPU with avx512_bf16): the products only propose candidates, at
@@ -136,6 +140,12 @@ class Bfloat16Products:
     SMALL = 1024
 
     def __init__(self, dim: int):
+        # oneDNN keeps up to 1,024 compiled products, one per shape; the walk's products come in
+        # thousands of shapes (each partition's queries x members), which kept about 1 GB at 200K
+        # vectors (bench/README.md, "A run's vectors mapped from a file"). oneDNN reads this when
+        # it first compiles one, so it bounds that where nothing multiplied with torch on the CPU
+        # before (the default runtimes: ONNX Runtime on the CPU, CUDA); a user's value stands.
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE))
         import torch
         self.torch = torch
         self.margin = bfloat16_margin(dim)

@@ -1,5 +1,9 @@
 """The indexes and the keep/remove walk, checked against brute force."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -584,3 +588,17 @@ def test_float16_partitions_keep_float32s_decisions_past_the_training_size():
     half = keep_or_remove(vectors, kind("partitioned"), 0.9, partition_products="float16", **options)
     assert (single.duplicate_of >= 0).sum() > 10000
     assert half.duplicate_of.tolist() == single.duplicate_of.tolist() and half.score.tolist() == single.score.tolist()
+
+
+@pytest.mark.parametrize("given, kept", [(None, "64"), ("7", "7")])
+def test_bf16_products_bound_onednns_cache_of_compiled_products_unless_the_user_set_it(given, kept):
+    """oneDNN keeps a compiled product per shape (1,024 by default, about 1 GB for the walk at
+    200K vectors); the bf16 partitions bound it before their first product, a user's value stands."""
+    pytest.importorskip("torch")
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if given:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = given
+    code = ("import os; from curate.plugins.products import Bfloat16Products; Bfloat16Products(64); "
+            "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == kept
