@@ -11,6 +11,7 @@ import numpy as np
 
 from .atomic import Outputs
 from .errors import CurateError, setting
+from .gather import gather
 
 if TYPE_CHECKING:
     from .deduplicate import Embeddings
@@ -67,7 +68,7 @@ def _parts(vectors: np.ndarray, rows: np.ndarray):
     """(start, the vectors of ``rows[start:start + EXPORT_ROWS]``): a run's vectors may be a map
     of a file larger than memory, so they are read and written a part at a time."""
     for start in range(0, len(rows), EXPORT_ROWS):
-        yield start, np.ascontiguousarray(vectors[rows[start:start + EXPORT_ROWS]], np.float32)
+        yield start, np.ascontiguousarray(gather(vectors, rows[start:start + EXPORT_ROWS]), np.float32)
 
 
 def _write_npy(stream, vectors: np.ndarray, rows: np.ndarray) -> None:

@@ -60,10 +60,9 @@ def test_a_work_file_is_written_a_part_at_a_time_from_a_mapped_array(tmp_path, m
 
 def decide(tmp_path, cache: str):
     inputs = curate.Inputs([FIXTURES / "dedup_demo.json"], image_root=IMAGES)
-    found = curate.identify_duplicates(inputs, curate.EmbedderSpec("timm-pool"),
-                                       curate.SearchSettings(thresholds=(0.9, 0.7)),
-                                       curate.EmbedSettings(cache_dir=tmp_path / cache))
-    return found
+    return curate.identify_duplicates(inputs, curate.EmbedderSpec("timm-pool"),
+                                      curate.SearchSettings(thresholds=(0.9, 0.7)),
+                                      curate.EmbedSettings(cache_dir=tmp_path / cache))
 
 
 @pytest.mark.slow
