@@ -178,16 +178,30 @@ def _spread(counts: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def _tolerant_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _tolerant_difference(a: "Extremes", b: "Extremes") -> np.ndarray:
     """How far each pixel of one image lies outside the range of the other's 3x3 neighbourhood
     (the larger of both ways): an alignment off by a pixel costs nothing, a stroke that is not
     in the other image costs its full contrast."""
     import cv2
-    kernel = np.ones((3, 3), np.uint8)
     # cv2.subtract saturates at 0 on uint8: the same values as in int16 clipped at 0, 3x faster
-    outside_b = cv2.max(cv2.subtract(a, cv2.dilate(b, kernel)), cv2.subtract(cv2.erode(b, kernel), a))
-    outside_a = cv2.max(cv2.subtract(b, cv2.dilate(a, kernel)), cv2.subtract(cv2.erode(a, kernel), b))
+    outside_b = cv2.max(cv2.subtract(a.image, b.highest), cv2.subtract(b.lowest, a.image))
+    outside_a = cv2.max(cv2.subtract(b.image, a.highest), cv2.subtract(a.lowest, b.image))
     return cv2.max(outside_a, outside_b)
+
+
+@dataclass(frozen=True)
+class Extremes:
+    """An image with the largest and smallest value of each pixel's 3x3 neighbourhood."""
+
+    image: np.ndarray
+    highest: np.ndarray
+    lowest: np.ndarray
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> "Extremes":
+        import cv2
+        kernel = np.ones((3, 3), np.uint8)
+        return cls(image, cv2.dilate(image, kernel), cv2.erode(image, kernel))
 
 
 def _block_means(difference: np.ndarray, mask: np.ndarray, block: int) -> np.ndarray:
@@ -231,23 +245,46 @@ class Aligned:
                               (image.shape[1], image.shape[0]), flags=cv2.INTER_NEAREST)
         self.shared = min(np.count_nonzero(self.mask) / self.mask.size, cv2.countNonZero(back) / back.size)
         self.toned = _toned(self.kept, self.candidate, self.mask) if self.shared >= MIN_SHARED else None
+        self._versions: dict[tuple[int, float], Extremes] = {}
+        self._differences: dict[float, np.ndarray] = {}
 
-    def differences(self, blur: float, level: "Level", mask: np.ndarray | None = None):
-        """Per-pixel difference once tones are matched, its block means at ``level``, and its
-        overall mean, over the shared area (or ``mask``, a part of it). ``blur``: Gaussian sigma applied
-        to the kept image (positive) or to the candidate (negative), to match a blurrier copy."""
+    def difference(self, blur: float) -> np.ndarray:
+        """Per-pixel tolerant difference once tones are matched. ``blur``: Gaussian sigma applied
+        to the kept image (positive) or to the candidate (negative), to match a blurrier copy.
+        Kept per blur: the comparison at each level, its overlay analysis and the recount without
+        the overlay all read the same difference, and each blurred image's 3x3 extremes serve
+        every blur of the other image."""
+        difference = self._differences.get(blur)
+        if difference is None:
+            kept = self._version(0, max(blur, 0.0))
+            candidate = self._version(1, max(-blur, 0.0))
+            difference = self._differences[blur] = _tolerant_difference(kept, candidate)
+        return difference
+
+    def _version(self, which: int, sigma: float) -> Extremes:
+        """The toned kept (0) or candidate (1) image, blurred by ``sigma``, with its extremes."""
         import cv2
-        mask = self.mask if mask is None else mask
-        kept, candidate = self.toned
-        if blur > 0:
-            kept = cv2.GaussianBlur(kept, (0, 0), blur)
-        elif blur < 0:
-            candidate = cv2.GaussianBlur(candidate, (0, 0), -blur)
-        difference = _tolerant_difference(kept, candidate)
+        version = self._versions.get((which, sigma))
+        if version is None:
+            image = self.toned[which]
+            if sigma:
+                image = cv2.GaussianBlur(image, (0, 0), sigma)
+            version = self._versions[(which, sigma)] = Extremes.of(image)
+        return version
+
+    def overall(self, difference: np.ndarray, mask: np.ndarray) -> float:
+        """Mean of ``difference`` over ``mask``."""
+        import cv2
         shared = int(np.count_nonzero(mask))
-        overall = float(cv2.sumElems(cv2.bitwise_and(difference, difference, mask=mask.view(np.uint8)))[0]) / max(shared, 1)
-        counted = cv2.subtract(difference, level.noise) if level.noise else difference   # saturates at 0
-        return difference, _block_means(counted, mask, level.block), overall
+        return float(cv2.sumElems(cv2.bitwise_and(difference, difference, mask=mask.view(np.uint8)))[0]) / max(shared, 1)
+
+
+def _counted_blocks(difference: np.ndarray, level: "Level", mask: np.ndarray) -> np.ndarray:
+    """Block means of ``difference`` at ``level`` over ``mask``, counting only what exceeds the
+    level's noise."""
+    import cv2
+    counted = cv2.subtract(difference, level.noise) if level.noise else difference   # saturates at 0
+    return _block_means(counted, mask, level.block)
 
 
 def _toned(kept: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -312,16 +349,37 @@ def _overlay(over: np.ndarray, under: np.ndarray, differing: np.ndarray) -> bool
     return not shared_strokes[ring].mean() > 0.1
 
 
-def _regions(differing: np.ndarray) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class Region:
+    """Differing pixels that belong together: ``pixels``, a mask of the image's ``area`` (the
+    region's bounding box with ``REGION_MARGIN`` around it, within the image)."""
+
+    area: tuple[slice, slice]
+    pixels: np.ndarray
+
+
+# Around a region, what _overlay reads: its 9x9 ring (4 px) and the 7x7 mean at each ring pixel (3 more)
+REGION_MARGIN = 8
+
+
+def _regions(differing: np.ndarray) -> list[Region]:
     """The differing pixels grouped into regions (pixels within a few of each other: the letters
-    of one word), largest first; none when there are too many to be an overlay."""
+    of one word), largest first; none when there are too many to be an overlay. Each region is
+    cut to its own area: the overlay analysis then costs what the region covers, not the image."""
     import cv2
     _, labels, stats, _ = cv2.connectedComponentsWithStats(
         cv2.dilate(differing.view(np.uint8), np.ones((REGION_GAP, REGION_GAP), np.uint8)), connectivity=8)
     order = np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
     if len(order) > MAX_REGIONS:
         return []
-    return [differing & (labels == i) for i in order]
+    height, width = differing.shape
+    regions = []
+    for i in order:
+        left, top, w, h = (int(v) for v in stats[i, :4])
+        area = (slice(max(0, top - REGION_MARGIN), min(height, top + h + REGION_MARGIN)),
+                slice(max(0, left - REGION_MARGIN), min(width, left + w + REGION_MARGIN)))
+        regions.append(Region(area, differing[area] & (labels[area] == i)))
+    return regions
 
 
 class ContentVerifier(curate.Verifier):
@@ -390,24 +448,29 @@ class ContentVerifier(curate.Verifier):
         if overlay is not None:
             around = cv2.resize(overlay.view(np.uint8), aligned.mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
             mask = mask & ~cv2.dilate(around, np.ones((3, 3), np.uint8)).astype(bool)
-        fits = [(aligned.differences(0.0, level, mask), 0.0)]
-        _, sharp_blocks, sharp_overall = fits[0][0]
+        sharp = aligned.difference(0.0)
+        sharp_blocks, sharp_overall = _counted_blocks(sharp, level, mask), aligned.overall(sharp, mask)
         if sharp_overall > MISALIGNED:                  # not this alignment: neither blur nor overlay explains it
             return float(sharp_blocks.max()) if sharp_blocks.size else 255.0, None
+        fits = [(sharp_overall, 0.0)]
         if sharp_blocks.size and sharp_blocks.max() > level.limit:      # sharp already agrees: no blur
-            fits += [(aligned.differences(blur, level, mask), blur) for blur in BLURS if blur]
-        (_, blocks, _), blur = min(fits, key=lambda fit: fit[0][2])
+            fits += [(aligned.overall(aligned.difference(blur), mask), blur) for blur in BLURS if blur]
+        _, blur = min(fits, key=lambda fit: fit[0])     # the first of equals, as before
+        blocks = sharp_blocks if blur == 0.0 else _counted_blocks(aligned.difference(blur), level, mask)
         worst = float(blocks.max()) if blocks.size else 255.0
         if worst <= level.limit or overlay is not None or level is not COARSE:
             return worst, overlay
-        differing = (fits[0][0][0] > PIXEL_DIFFERENCE) & aligned.mask
+        differing = (sharp > PIXEL_DIFFERENCE) & aligned.mask
         kept, candidate = aligned.toned
         regions = _regions(differing)
         for over, under in ((candidate, kept), (kept, candidate)):
-            laid = [region for region in regions if _overlay(over, under, region)]
+            laid = [region for region in regions if _overlay(over[region.area], under[region.area], region.pixels)]
             if laid:
-                around = cv2.dilate(np.logical_or.reduce(laid).view(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-                _, rest, _ = aligned.differences(blur, level, aligned.mask & ~around)
+                painted = np.zeros(differing.shape, bool)
+                for region in laid:
+                    painted[region.area] |= region.pixels
+                around = cv2.dilate(painted.view(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+                rest = _counted_blocks(aligned.difference(blur), level, aligned.mask & ~around)
                 return (float(rest.max()) if rest.size else 255.0), around
         return worst, None
 

@@ -321,3 +321,34 @@ def test_preparing_an_image_leaves_opencv_on_one_thread(verifier, tmp_path):
     Image.new("RGB", (64, 48), "white").save(tmp_path / "a.png")
     verifier.prepare(tmp_path / "a.png")
     assert cv2.getNumThreads() == 1
+
+
+def test_an_overlay_is_judged_the_same_on_its_region_as_on_the_whole_image():
+    """The overlay analysis reads only a region's area (its box and a margin): the answer must be
+    the one the whole image gives, for words laid at the edges, a corner and the middle, either
+    way round, and the regions must hold every differing pixel."""
+    import cv2
+    from curate.plugins import verifiers
+
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        photo = cv2.GaussianBlur(rng.integers(0, 256, (300, 400)).astype(np.uint8), (0, 0), 3)
+        photo = cv2.normalize(photo, None, 40, 200, cv2.NORM_MINMAX)
+        marked = photo.copy()
+        for x, y in ((2, 150), (180, 2), (300, 285), (120, 140)):
+            cv2.putText(marked, "curate", (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.9, 255, 2)
+        differing = cv2.absdiff(photo, marked) > verifiers.PIXEL_DIFFERENCE
+        regions = verifiers._regions(differing)
+        assembled = np.zeros_like(differing)
+        for region in regions:
+            assembled[region.area] |= region.pixels
+        assert len(regions) == 4 and (assembled == differing).all()
+        answers = []
+        for over, under in ((marked, photo), (photo, marked)):
+            for region in regions:
+                whole = np.zeros_like(differing)
+                whole[region.area] = region.pixels
+                answer = verifiers._overlay(over[region.area], under[region.area], region.pixels)
+                assert answer == verifiers._overlay(over, under, whole)
+                answers.append(answer)
+        assert answers == [True] * 4 + [False] * 4      # white words on the photo; not the photo on them
