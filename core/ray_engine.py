@@ -187,6 +187,7 @@ TASK_ROWS = 100_000
 # Vectors per task that finds their partitions (it holds the partitioned index's
 # CENTROID_PRODUCTS similarities at once, as the index does).
 ASSIGN_ROWS = 65_536
+LABEL_ROWS = 65_536                            # at most, of the k-means sample per labelling task
 SEARCH_ROWS = 8192                             # a partition's queries multiplied at once in a search task
 IN_FLIGHT_PER_CPU = 2                          # tasks submitted ahead, per CPU of the cluster
 
@@ -272,14 +273,25 @@ class RayPairs:
             self.seconds[stage] = time.monotonic() - started
 
     def _centroids(self, source: VectorsFile):
-        """k-means on the driver, on the sample the partitioned index trains on (the same
-        centroids, so the same partitions: :class:`curate.plugins.centroids.Centroids`)."""
-        from curate.plugins.centroids import Centroids
+        """k-means on the sample the partitioned index trains on, each iteration's nearest
+        centroids found by tasks (the products: sample x partitions x dim, the stage that grows
+        fastest), the sums on the driver: the same centroids as the local index's, so the same
+        partitions (:func:`curate.plugins.centroids.kmeans`)."""
+        from curate.plugins.centroids import Centroids, label_block
         from curate.plugins.indexes import SAMPLE_PER_PARTITION, partition_products
         rng = np.random.default_rng(0)
         sample = np.sort(rng.choice(self.n, min(self.n, SAMPLE_PER_PARTITION * self.plan.partitions), replace=False))
-        return Centroids.train(read_rows(source.path, self.dim, source.file_rows(sample)), self.plan.partitions,
-                               partition_products(self.dim, self.plan.products))
+        rows = source.file_rows(sample)
+        block = label_block(self.plan.partitions)
+        chunk = block * max(1, min(LABEL_ROWS // block, -(-len(rows) // (self._task_slots() * block))))
+
+        def labels_of(centroids):
+            shared = self._shared(centroids)
+            calls = [(str(source.path), self.dim, rows[start:stop], shared, self.plan.products)
+                     for start, stop in _blocks(len(rows), chunk)]
+            return np.concatenate(self._run(_label_rows, calls))
+        return Centroids.train(read_rows(source.path, self.dim, rows), self.plan.partitions,
+                               partition_products(self.dim, self.plan.products), labels_of=labels_of)
 
     def _assign(self, source: VectorsFile, centroids) -> tuple[np.ndarray, np.ndarray]:
         """Each vector's ``spill`` home partitions and ``probe`` probed ones, found by tasks."""
@@ -302,7 +314,7 @@ class RayPairs:
         in flight; results in the order of ``calls``, each task's cost in ``costs``."""
         ray = self._ray()
         task = ray.remote(num_cpus=1)(measured)
-        window = max(2, IN_FLIGHT_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
+        window = self._task_slots()
         calls = iter(enumerate(calls))
         pending, results = {}, {}
         try:
@@ -319,6 +331,10 @@ class RayPairs:
             for ref in pending:
                 ray.cancel(ref)
         return [results[number] for number in sorted(results)]
+
+    def _task_slots(self) -> int:
+        """Tasks in flight at once: a few per CPU of the cluster."""
+        return max(2, IN_FLIGHT_PER_CPU * int(self._ray().cluster_resources().get("CPU", 1)))
 
     def _collect(self, ray, pending: dict, results: dict) -> None:
         (done,), _ = ray.wait(list(pending), num_returns=1)
@@ -421,6 +437,15 @@ def _assign_partitions(path: str, dim: int, file_rows: np.ndarray, centroids, sp
     vectors = read_rows(path, dim, file_rows)
     homes, probes = centroids.nearest_each(vectors, (spill, probe), partition_products(dim, products))
     return homes.astype(np.int32), probes.astype(np.int32)
+
+
+def _label_rows(path: str, dim: int, file_rows: np.ndarray, centroids: np.ndarray, products: str) -> np.ndarray:
+    """One task of a k-means iteration: the nearest centroid of some sample vectors (int32), in
+    the partitioned index's arithmetic (:func:`curate.plugins.centroids.nearest_centroids`)."""
+    from curate.plugins.centroids import nearest_centroids
+    from curate.plugins.indexes import partition_products
+    vectors = read_rows(path, dim, file_rows)
+    return nearest_centroids(vectors, centroids, 1, products=partition_products(dim, products))[:, 0].astype(np.int32)
 
 
 def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.ndarray, group,

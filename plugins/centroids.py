@@ -12,14 +12,20 @@ from curate.plugins.products import Float32Products
 CENTROID_PRODUCTS = 1 << 25     # similarities to centroids held at once: 64 MB in bf16 (16,384 vectors x 2,048)
 
 
-def kmeans(vectors: np.ndarray, k: int, iterations: int = 10, seed: int = 0, products=None) -> np.ndarray:
+def kmeans(vectors: np.ndarray, k: int, iterations: int = 10, seed: int = 0, products=None,
+           labels_of=None) -> np.ndarray:
     """Spherical k-means: ``k`` unit centroids for unit ``vectors`` (an empty cluster is reseeded
     with a random vector); ``products``: how the vectors are compared with the centroids (see
-    :func:`nearest_centroids`)."""
+    :func:`nearest_centroids`). ``labels_of(centroids)``: each vector's nearest centroid, where
+    something else finds it (Ray tasks, in blocks of :func:`label_block` rows: the same labels);
+    the sums and the reseeding stay here, so the centroids are the same either way."""
     rng = np.random.default_rng(seed)
     centroids = vectors[rng.choice(len(vectors), k, replace=False)].copy()
     for _ in range(iterations):
-        labels = nearest_centroids(vectors, centroids, 1, products=products)[:, 0]
+        if labels_of is None:
+            labels = nearest_centroids(vectors, centroids, 1, products=products)[:, 0]
+        else:
+            labels = np.asarray(labels_of(centroids), np.int64)
         order = np.argsort(labels, kind="stable")
         counts = np.bincount(labels, minlength=k)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -42,9 +48,9 @@ class Centroids:
         return len(self.array)
 
     @classmethod
-    def train(cls, sample: np.ndarray, k: int, products=None) -> "Centroids":
-        """k-means of ``sample`` into ``k`` centroids."""
-        return cls(kmeans(sample, k, products=products))
+    def train(cls, sample: np.ndarray, k: int, products=None, labels_of=None) -> "Centroids":
+        """k-means of ``sample`` into ``k`` centroids (``labels_of``: see :func:`kmeans`)."""
+        return cls(kmeans(sample, k, products=products, labels_of=labels_of))
 
     def nearest(self, vectors: np.ndarray, count: int, products=None, block: int | None = None) -> np.ndarray:
         """Each vector's ``count`` most similar centroids (positions, nearest first)."""
@@ -56,13 +62,20 @@ class Centroids:
         partitions' own: bf16 where they are bf16; float32 when None). ``block``: vectors
         compared at once (default: CENTROID_PRODUCTS similarities held at once)."""
         products = products or Float32Products()
-        block = block or max(256, CENTROID_PRODUCTS // max(1, len(self.array)))
+        block = block or label_block(len(self.array))
         out = [np.empty((len(vectors), count), np.int64) for count in counts]
         for start in range(0, len(vectors), block):
             sims = products.similarities(vectors[start:start + block], self.array)
             for nearest, count in zip(out, counts):
                 nearest[start:start + block] = products.nearest(sims, count)
         return out
+
+
+def label_block(centroids: int) -> int:
+    """Vectors compared with ``centroids`` centroids at once: CENTROID_PRODUCTS similarities
+    held. Whoever splits the vectors elsewhere (Ray tasks) splits them at multiples of this,
+    so that every product has the shape it has here, and so the same float32 results."""
+    return max(256, CENTROID_PRODUCTS // max(1, centroids))
 
 
 def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, count: int, block: int | None = None,

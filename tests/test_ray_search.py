@@ -26,6 +26,13 @@ class InProcessPairs(RayPairs):
     def _run(self, function, calls):
         return [self._kept(measured(function, *args)) for args in calls]
 
+    def _task_slots(self):
+        return 4
+
+    def _centroids(self, source):
+        self.centroids = super()._centroids(source)
+        return self.centroids
+
 
 def clustered(seed=0, clusters=2600, copies=8, loners=500, dim=16):
     """Near-duplicates (clusters of ``copies``) among unrelated vectors, shuffled: past the
@@ -64,6 +71,28 @@ def test_tasks_reading_files_decide_as_the_local_search(tmp_path, name, options,
     assert len(made.costs) > len(searches) if made.plan.partitions else len(made.costs) == len(searches)
     # the work file (written when the vectors were not on disk) is gone
     assert sorted(p.name for p in tmp_path.iterdir()) == (["vectors.f32"] if from_cache else [])
+
+
+def test_k_means_labelled_by_tasks_trains_the_local_index_s_centroids(tmp_path, monkeypatch):
+    """Tasks find each k-means iteration's nearest centroids (several per iteration here: blocks
+    of 300 sample vectors, two blocks a task), the driver sums: the very centroids the local
+    index trains, so the same partitions and decisions."""
+    import curate.plugins.centroids as centroids
+    monkeypatch.setattr(centroids, "CENTROID_PRODUCTS", 40 * 300)
+    vectors = clustered()
+    options = {"partitions": 40, "partition_probe": 4}
+    channel = Channel("embedding", vectors, 0.9, get_registry().get("index", "partitioned"), options)
+    index = channel.kind.new(vectors.shape[1], len(vectors), **options)
+    index.add(vectors)
+    index.ready()
+    InProcessPairs.made = []
+    local = walk([channel], block=4096)
+    tasks = walk([channel], block=4096, pairs=lambda c, b: InProcessPairs(c, b, work_root=tmp_path))
+    made = InProcessPairs.made[0]
+    assert np.array_equal(made.centroids.array, index.centroids.array)
+    labelling = [cost for cost in made.costs if cost.task == "label_rows"]
+    assert len(labelling) == 10 * 3                    # 10 iterations, 1,280 sample vectors in tasks of 600
+    assert tasks.duplicate_of.tolist() == local.duplicate_of.tolist()
 
 
 def test_hnsw_is_searched_on_the_driver():
