@@ -38,7 +38,7 @@ from .image_table import ImageTable, scan
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
 from .settings import configured, refuse_unknown
-from .similarity import Channel, Pairs, kept_curve, nearest_neighbours, walk
+from .similarity import Channel, Pairs, SharedSearches, kept_curve, nearest_neighbours, walk
 from .vectors_file import VectorsFile
 from .verification import NONE, Looked, PairVerifier
 
@@ -284,8 +284,9 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
     training = found.images.training_count
     against = np.flatnonzero(ok[training:]) + training
     steps = len(groups) * (len(search.thresholds) + 1)
+    searches = SharedSearches(pair_search)
     with ProgressBar("search", steps, unit="steps", enabled=show_progress) as bar:
-        for threshold in search.thresholds:
+        for threshold in sorted(search.thresholds):      # lowest first: higher ones reuse its pairs
             duplicate_of = np.where(ok, -1, -2).astype(np.int64)
             score = np.zeros(n, np.float32)
             fired = np.full(n, -1, np.int8)
@@ -293,14 +294,14 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
             matrices = [(name, vectors, threshold) if plugin is None else (name, found.result.signals[name], cosine)
                         for name, plugin, cosine in signals]
             verdicts, refused = {}, []
-            for group in groups.values():
+            for key, group in groups.items():
                 members = np.concatenate([against, group])
                 verify = (lambda kept, candidate, m=members: pairs(int(m[kept]), int(m[candidate]))) if pairs else None
                 decision = walk([Channel(name, rows_of(matrix, members), t, index_kind, options,
                                          verified=plugin is None or plugin.verified,
                                          source=cached_source(found.result, members) if plugin is None else None)
                                  for (name, matrix, t), (_, plugin, _) in zip(matrices, signals)],
-                                verify=verify, fixed=len(against), pairs=pair_search)
+                                verify=verify, fixed=len(against), pairs=searches.for_group(key))
                 removed = decision.duplicate_of >= 0
                 duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
                 score[members[removed]] = decision.score[removed]
@@ -311,6 +312,7 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
                             if decision.duplicate_of[candidate] < 0]
                 bar.advance(1)
             results.append(ThresholdResult(threshold, duplicate_of, score, fired, verdicts, refused))
+        results.sort(key=lambda result: search.thresholds.index(result.threshold))     # as asked
         kept_everywhere = np.logical_and.reduce([r.duplicate_of == -1 for r in results])
         neighbourhood = Neighbourhood.empty(n)
         for members in groups.values():

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import CurateError, setting
 from .interrupts import handlers_kept, signals_held
 from .embedding import EmbedResult, SignalSet, cached_or_todo, check_plugins_gave_something, not_finite, store
-from .similarity import BLOCK, Channel, Pairs, search_threshold, similarities
+from .similarity import BLOCK, Channel, FoundPairs, Pairs, search_threshold, similarities
 from .vectors_file import VectorsFile, read_rows, work_folder, written
 
 
@@ -229,7 +229,7 @@ def ray_pairs(channel: Channel, block: int = BLOCK, address: str | None = None, 
     return RayPairs(channel, block, plan, address, work_root)
 
 
-class RayPairs:
+class RayPairs(FoundPairs):
     """The walk's pairs (:class:`curate.similarity.Pairs`' order and blocks), searched by Ray
     tasks that read the vectors from a file on a path every node sees: the embedding cache's
     ``vectors.f32`` (``channel.source``), else a work file the driver writes once in
@@ -248,7 +248,7 @@ class RayPairs:
         with (nullcontext(None) if channel.source is not None else work_folder(work_root)) as folder:
             source = channel.source if folder is None else written(channel.vectors, folder)
             found = self._search(source)
-        self.later, self.earlier, self.sims = _walk_order(found, self.n)
+        super().__init__(*_walk_order(found, self.n), channel.threshold)
 
     def _search(self, source: VectorsFile) -> list:
         if not self.plan.partitions:
@@ -345,11 +345,6 @@ class RayPairs:
         result, cost = measured_result
         self.costs.append(cost)
         return result
-
-    def block(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The pairs whose later image is in ``start:stop``, most similar first."""
-        low, high = np.searchsorted(self.later, [start, stop])
-        return self.later[low:high], self.earlier[low:high], self.sims[low:high]
 
 
 def _blocks(n: int, size: int):

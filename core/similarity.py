@@ -162,6 +162,54 @@ def _no_pairs():
     return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
 
 
+class FoundPairs:
+    """A channel's pairs found all at once (on Ray), in the walk's order: by later image, then
+    most similar first, then earlier image. The walk takes them a block at a time; a walk at a
+    higher threshold over the same rows takes those that reach it (:meth:`at`): which pairs a
+    search looks at does not depend on its threshold, and each is scored on its own, so they are
+    the very pairs a search at that threshold finds."""
+
+    def __init__(self, later: np.ndarray, earlier: np.ndarray, sims: np.ndarray, threshold: float):
+        self.later, self.earlier, self.sims, self.threshold = later, earlier, sims, threshold
+
+    def block(self, start: int, stop: int, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs whose later image is in ``start:stop``, most similar first."""
+        low, high = np.searchsorted(self.later, [start, stop])
+        return self.later[low:high], self.earlier[low:high], self.sims[low:high]
+
+    def at(self, threshold: float) -> "FoundPairs":
+        """The pairs that reach ``threshold`` (at least this search's own)."""
+        if threshold < self.threshold:
+            raise ValueError(f"pairs found at {self.threshold} cannot answer {threshold}")
+        reached = self.sims >= threshold
+        return FoundPairs(self.later[reached], self.earlier[reached], self.sims[reached], threshold)
+
+
+class SharedSearches:
+    """A run's pair searches, where they can be shared: a search that finds its pairs all at
+    once (a :class:`FoundPairs`) is kept per group and channel, and a walk at a higher
+    threshold over them takes its pairs from it instead of searching again (``curate dedup -t
+    0.7 -t 0.8 -t 0.9`` on Ray: one k-means, one filing, one search). The walks go from the
+    lowest threshold up. Other searches (the local :class:`Pairs`, which search as the walk
+    goes and skip removed images) are made anew for each walk."""
+
+    def __init__(self, search=Pairs):
+        self.search = search
+        self.found: dict[tuple, FoundPairs] = {}
+
+    def for_group(self, group):
+        """The pair search for the walks of one group (``group``: its key)."""
+        def pairs(channel: Channel, block: int):
+            kept = self.found.get((group, channel.name))
+            if kept is not None and kept.threshold <= channel.threshold:
+                return kept.at(channel.threshold)
+            found = self.search(channel, block)
+            if isinstance(found, FoundPairs):
+                self.found[(group, channel.name)] = found
+            return found
+        return pairs
+
+
 def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: int = CANDIDATES,
          fixed: int = 0, pairs=Pairs) -> WalkResult:
     """The greedy walk over several signals at once: an image is removed when, in any channel,

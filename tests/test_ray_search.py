@@ -7,7 +7,7 @@ import pytest
 from curate.errors import CurateError
 from curate.ray_engine import RayPairs, measured, search_plan
 from curate.registry import get_registry
-from curate.similarity import Channel, walk
+from curate.similarity import Channel, FoundPairs, SharedSearches, walk
 from curate.vectors_file import VectorsFile, read_rows, work_folder
 
 
@@ -93,6 +93,39 @@ def test_k_means_labelled_by_tasks_trains_the_local_index_s_centroids(tmp_path, 
     labelling = [cost for cost in made.costs if cost.task == "label_rows"]
     assert len(labelling) == 10 * 3                    # 10 iterations, 1,280 sample vectors in tasks of 600
     assert tasks.duplicate_of.tolist() == local.duplicate_of.tolist()
+
+
+@pytest.mark.parametrize("name, options", [("exact", {}), ("partitioned", {"partitions": 40, "partition_probe": 4})])
+def test_a_higher_threshold_takes_the_pairs_found_at_a_lower_one(tmp_path, name, options):
+    """`-t 0.8 -t 0.9` on Ray searches once: the walk at 0.9 takes the pairs found at 0.8 that
+    reach 0.9, and decides as a search at 0.9 (and the local walk) decide; a lower threshold
+    cannot be answered from them."""
+    vectors = clustered(clusters=1200 if name == "exact" else 2600)
+    kind = get_registry().get("index", name)
+    at = {t: Channel("embedding", vectors, t, kind, options) for t in (0.8, 0.9)}
+    InProcessPairs.made = []
+    searches = SharedSearches(lambda c, b: InProcessPairs(c, b, work_root=tmp_path))
+    shared = {t: walk([at[t]], block=4096, pairs=searches.for_group("all")) for t in (0.8, 0.9)}
+    assert len(InProcessPairs.made) == 1                         # one search for both walks
+    alone = walk([at[0.9]], block=4096, pairs=lambda c, b: InProcessPairs(c, b, work_root=tmp_path))
+    local = walk([at[0.9]], block=4096)
+    assert shared[0.9].duplicate_of.tolist() == alone.duplicate_of.tolist() == local.duplicate_of.tolist()
+    assert shared[0.9].score.tolist() == alone.score.tolist()
+    assert (shared[0.8].duplicate_of >= 0).sum() > (shared[0.9].duplicate_of >= 0).sum() > 0
+    found = InProcessPairs.made[0]
+    assert isinstance(found, FoundPairs) and found.at(0.9).threshold == 0.9
+    with pytest.raises(ValueError):
+        found.at(0.7)
+
+
+def test_local_searches_are_made_for_each_walk():
+    """The local search goes as the walk goes (it skips removed images): nothing is shared."""
+    vectors = clustered(loners=10, clusters=10)
+    kind = get_registry().get("index", "exact")
+    searches = SharedSearches()
+    pairs = searches.for_group("all")
+    first = pairs(Channel("embedding", vectors, 0.8, kind), 4096)
+    assert pairs(Channel("embedding", vectors, 0.9, kind), 4096) is not first and not searches.found
 
 
 def test_hnsw_is_searched_on_the_driver():
