@@ -19,6 +19,7 @@ outside the walk's time (about 10 s here, once per run). The file is removed at 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -44,11 +45,17 @@ def write_vectors(path: Path, n: int, dim: int) -> None:
     planted(n, dim, out=np.memmap(path, np.float32, mode="w+", shape=(n, dim))).flush()
 
 
-def run_child(engine: str, path: Path, n: int, dim: int, threshold: float, cpus: int, index: str,
+def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float], cpus: int, index: str,
               partitions: int) -> dict:
-    """One engine's walk over the file, in this process (started by the parent): its figures."""
+    """One engine's walks over the file, one per threshold, lowest first, in this process
+    (started by the parent): their figures. A search that finds its pairs at once (Ray) is
+    shared by the walks, as `curate dedup` shares it (a build from before: one per walk)."""
     from curate.registry import get_registry
     from curate.similarity import Channel, Pairs, walk
+    try:
+        from curate.similarity import SharedSearches
+    except ImportError:
+        SharedSearches = None
     from curate.vectors_file import VectorsFile
     kind = get_registry().get("index", index)
     options = {"partitions": partitions} if partitions else {}
@@ -60,27 +67,29 @@ def run_child(engine: str, path: Path, n: int, dim: int, threshold: float, cpus:
         start_ray(None, num_cpus=cpus)
         ray_start = time.monotonic() - started
         vectors = np.memmap(path, np.float32, "r", shape=(n, dim))      # the driver reads only a sample
-        channel = Channel("embedding", vectors, threshold, kind, options, source=VectorsFile(path, np.arange(n), dim))
+        channel = Channel("embedding", vectors, thresholds[0], kind, options, source=VectorsFile(path, np.arange(n), dim))
 
         def pairs(channel, block):
             made.append(ray_pairs(channel, block, work_root=path.parent))
             return made[-1]
     else:
         vectors = np.fromfile(path, np.float32).reshape(n, dim)
-        channel = Channel("embedding", vectors, threshold, kind, options)
+        channel = Channel("embedding", vectors, thresholds[0], kind, options)
         pairs = Pairs
+    if SharedSearches is not None:
+        pairs = SharedSearches(pairs).pairs
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     wall, cpu = time.monotonic(), time.process_time()
-    decision = walk([channel], pairs=pairs)
+    decisions = [walk([dataclasses.replace(channel, threshold=t)], pairs=pairs) for t in sorted(thresholds)]
     figures = {"engine": engine, "wall": time.monotonic() - wall, "driver_cpu": time.process_time() - cpu,
                "driver_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                "driver_peak_before_walk": rss_before, "ray_start": ray_start,
-               "removed": int((decision.duplicate_of >= 0).sum()), "driver_rss_now": rss_now(),
-               "decisions": hashlib.sha256(decision.duplicate_of.tobytes()).hexdigest()[:16]}
+               "removed": [int((d.duplicate_of >= 0).sum()) for d in decisions], "driver_rss_now": rss_now(),
+               "decisions": hashlib.sha256(b"".join(d.duplicate_of.tobytes() for d in decisions)).hexdigest()[:16]}
     if made:
         search = made[0]
-        figures.update(stages=search.seconds, pairs=len(search.later), plan=vars(search.plan),
-                       tasks=[vars(cost) for cost in search.costs])
+        figures.update(stages=search.seconds, pairs=len(search.later), plan=vars(search.plan), searches=len(made),
+                       tasks=[vars(cost) for search in made for cost in search.costs])
     return figures
 
 
@@ -95,16 +104,17 @@ def rss_now() -> dict:
     return fields
 
 
-def measure(engine: str, args, path: Path) -> dict:
+def measure(engine: str, args, path: Path, pythonpath: str | None = None) -> dict:
     """A child process's figures, with its whole wall and CPU time (Ray's processes included
-    once they exit with it)."""
+    once they exit with it); ``pythonpath``: where the child imports curate from (a baseline)."""
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); rc = subprocess.call(sys.argv[1:]); "
                "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
                "print('WHOLE', time.perf_counter() - t, u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)")
     command = [sys.executable, "-c", wrapper, sys.executable, __file__, "--child", engine, "--file", str(path),
-               "--vectors", str(args.vectors), "--dim", str(args.dim), "--threshold", str(args.threshold),
+               "--vectors", str(args.vectors), "--dim", str(args.dim), "--threshold", *map(str, args.threshold),
                "--cpus", str(args.cpus), "--index", args.index, "--partitions", str(args.partitions)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=pythonpath) if pythonpath else None
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
         raise SystemExit(f"{engine} failed:\n{result.stderr[-3000:]}")
     figures = json.loads(result.stdout.strip().splitlines()[-1])
@@ -135,7 +145,7 @@ def report(runs: list[dict], args) -> None:
                      f"{len(tasks)}" if tasks else "-",
                      peak_and_own(tasks) if tasks else "-",
                      f"{mb(max(t['rss_peak'] for t in assigns))}" if assigns else "-",
-                     f"{r['removed']:,}", r["decisions"]])
+                     " / ".join(f"{x:,}" for x in r["removed"]), r["decisions"]])
     print_table(f"walk at {args.threshold}, {args.vectors:,} x {args.dim} planted vectors, index {args.index}, "
                 f"{args.cpus} CPUs for Ray (load {os.getloadavg()[0]:.1f} at the end)",
                 ["engine", "walk wall s", "/ local", "driver CPU s", "tasks CPU s",
@@ -144,7 +154,8 @@ def report(runs: list[dict], args) -> None:
                 rows)
     for r in runs:
         if "stages" in r:
-            print(f"{r['engine']}: stages {json.dumps({k: round(v, 1) for k, v in r['stages'].items()})}, "
+            print(f"{r['engine']}: {r.get('searches', 1)} search(es); the first's stages "
+                  f"{json.dumps({k: round(v, 1) for k, v in r['stages'].items()})}, "
                   f"plan {r['plan']}, {r['pairs']:,} pairs, Ray start {r['ray_start']:.1f} s")
 
 
@@ -152,7 +163,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vectors", type=int, default=200_000)
     parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--threshold", type=float, nargs="+", default=[0.8],
+                        help="one walk per threshold, lowest first (as curate dedup -t ... -t ...)")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--index", default="auto")
@@ -160,6 +172,9 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["local", "ray"])
     parser.add_argument("--folder", type=Path, default=Path(__file__).parent.parent,
                         help="where the vectors file goes (the disk needs vectors x dim x 4 bytes free)")
+    parser.add_argument("--baseline", metavar="PYTHONPATH",
+                        help="also run each engine of the curate importable from this path (a build before "
+                             "a change), in the same run")
     parser.add_argument("--child", choices=["local", "ray"])
     parser.add_argument("--file", type=Path)
     args = parser.parse_args()
@@ -179,8 +194,11 @@ def main() -> None:
         print(f"wrote {size / GB:.2f} GB in {time.monotonic() - started:.0f} s", flush=True)
         runs = []
         for _ in range(args.repeats):
-            for engine in args.engines:
-                runs.append(measure(engine, args, path))
+            for engine in args.engines + ([f"{e}, baseline" for e in args.engines] if args.baseline else []):
+                if engine.endswith(", baseline"):
+                    runs.append(dict(measure(engine.split(",")[0], args, path, args.baseline), engine=engine))
+                else:
+                    runs.append(measure(engine, args, path))
                 print(json.dumps({k: v for k, v in runs[-1].items() if k != "tasks"}), flush=True)
         report(runs, args)
         (Path(tempfile.gettempdir()) / f"ray_search_{args.vectors}.json").write_text(json.dumps(runs))

@@ -271,55 +271,62 @@ class Neighbourhood:
 def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool,
            pair_search=Pairs):
     """The keep/remove walk per group and threshold over every signal (each removal confirmed by
-    the verifier), then each image's neighbourhood in the embedding (for the report). The
-    evaluation images (``--against``) go first in every group's walk, kept whatever they match.
-    ``pair_search``: what searches for the pairs (:func:`curate.ray_engine.ray_pairs` on Ray)."""
+    the verifier), then each image's neighbourhood in the embedding (for the report). A group's
+    walks go from the lowest threshold up and share its searches (:class:`SharedSearches`: one
+    index, or on Ray one search, per signal), and its neighbours are searched in the walk's
+    index; then the group's searches are let go. The evaluation images (``--against``) go
+    first in every group's walk, kept whatever they match. ``pair_search``: what searches for
+    the pairs (:func:`curate.ray_engine.ray_pairs` on Ray)."""
     index_kind = search.index_kind
     options = dict(search.index_options)
     vectors, ok = found.result.vectors, found.result.ok
     verifier = search.verifier
     pairs = PairVerifier(verifier, found.images.paths, found.image_root) if verifier else None
-    results = []
     n = len(ok)
     training = found.images.training_count
     against = np.flatnonzero(ok[training:]) + training
-    steps = len(groups) * (len(search.thresholds) + 1)
-    searches = SharedSearches(pair_search)
+    thresholds = sorted(search.thresholds)          # lowest first: the higher ones reuse its search
+    embedding = next((name for name, plugin, _ in signals if plugin is None), None)
+    results = {t: ThresholdResult(t, np.where(ok, -1, -2).astype(np.int64), np.zeros(n, np.float32),
+                                  np.full(n, -1, np.int8)) for t in thresholds}
+    neighbourhood = Neighbourhood.empty(n)
+    kept_everywhere = np.zeros(n, bool)             # per group, once its walks are done
+    steps = len(groups) * (len(thresholds) + 1)
     with ProgressBar("search", steps, unit="steps", enabled=show_progress) as bar:
-        for threshold in sorted(search.thresholds):      # lowest first: higher ones reuse its pairs
-            duplicate_of = np.where(ok, -1, -2).astype(np.int64)
-            score = np.zeros(n, np.float32)
-            fired = np.full(n, -1, np.int8)
-            # (name, every image's vectors, threshold) per signal; the embedding's is this pass's
-            matrices = [(name, vectors, threshold) if plugin is None else (name, found.result.signals[name], cosine)
-                        for name, plugin, cosine in signals]
-            verdicts, refused = {}, []
-            for key, group in groups.items():
-                members = np.concatenate([against, group])
-                verify = (lambda kept, candidate, m=members: pairs(int(m[kept]), int(m[candidate]))) if pairs else None
-                decision = walk([Channel(name, rows_of(matrix, members), t, index_kind, options,
+        for group in groups.values():
+            members = np.concatenate([against, group])
+            verify = (lambda kept, candidate, m=members: pairs(int(m[kept]), int(m[candidate]))) if pairs else None
+            # each signal's rows of this group, and its searches, serve every threshold's walk
+            rows = {name: rows_of(vectors if plugin is None else found.result.signals[name], members)
+                    for name, plugin, _ in signals}
+            source = cached_source(found.result, members)
+            searches = SharedSearches(pair_search)
+            for threshold in thresholds:
+                decision = walk([Channel(name, rows[name], threshold if plugin is None else cosine, index_kind, options,
                                          verified=plugin is None or plugin.verified,
-                                         source=cached_source(found.result, members) if plugin is None else None)
-                                 for (name, matrix, t), (_, plugin, _) in zip(matrices, signals)],
-                                verify=verify, fixed=len(against), pairs=searches.for_group(key))
-                removed = decision.duplicate_of >= 0
-                duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
-                score[members[removed]] = decision.score[removed]
-                fired[members[removed]] = decision.signal[removed]
-                verdicts.update((int(members[i]), verdict) for i, verdict in decision.verdicts.items())
-                refused += [Looked(int(members[kept]), int(members[candidate]), c, sim, verdict)
-                            for kept, candidate, c, sim, verdict in decision.refused
-                            if decision.duplicate_of[candidate] < 0]
+                                         source=source if plugin is None else None)
+                                 for name, plugin, cosine in signals],
+                                verify=verify, fixed=len(against), pairs=searches.pairs)
+                _record(results[threshold], members, decision)
                 bar.advance(1)
-            results.append(ThresholdResult(threshold, duplicate_of, score, fired, verdicts, refused))
-        results.sort(key=lambda result: search.thresholds.index(result.threshold))     # as asked
-        kept_everywhere = np.logical_and.reduce([r.duplicate_of == -1 for r in results])
-        neighbourhood = Neighbourhood.empty(n)
-        for members in groups.values():
-            sims, ids = nearest_neighbours(rows_of(vectors, members), index_kind, **options)
-            neighbourhood.add_group(members, sims, ids, kept_everywhere)
+            kept_everywhere[group] = np.logical_and.reduce([r.duplicate_of[group] == -1 for r in results.values()])
+            index = searches.index_of(embedding) if not len(against) else None     # built on the same rows
+            sims, ids = nearest_neighbours(rows_of(vectors, group), index_kind, index=index, **options)
+            neighbourhood.add_group(group, sims, ids, kept_everywhere)
             bar.advance(1)
-    return results, neighbourhood
+    return [results[t] for t in search.thresholds], neighbourhood
+
+
+def _record(result: ThresholdResult, members: np.ndarray, decision) -> None:
+    """One group's walk (positions in ``members``) into the threshold's result."""
+    removed = decision.duplicate_of >= 0
+    result.duplicate_of[members[removed]] = members[decision.duplicate_of[removed]]
+    result.score[members[removed]] = decision.score[removed]
+    result.signal[members[removed]] = decision.signal[removed]
+    result.verdicts.update((int(members[i]), verdict) for i, verdict in decision.verdicts.items())
+    result.refused += [Looked(int(members[kept]), int(members[candidate]), c, sim, verdict)
+                       for kept, candidate, c, sim, verdict in decision.refused
+                       if decision.duplicate_of[candidate] < 0]
 
 
 def cached_source(result: EmbedResult, members: np.ndarray) -> VectorsFile | None:

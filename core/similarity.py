@@ -105,10 +105,12 @@ class Pairs:
     at once), waits in ``ahead`` until the walk reaches its later image.
     ``block``: the walk's block size (a subclass that searches ahead, on Ray, needs it)."""
 
-    def __init__(self, channel: Channel, block: int = BLOCK):
+    def __init__(self, channel: Channel, block: int = BLOCK, index=None):
         self.vectors, self.threshold = channel.vectors, channel.threshold
-        self.index = channel.kind.new(channel.vectors.shape[1], len(channel.vectors), **channel.options)
-        self.index.add(channel.vectors)
+        if index is None:       # ``index``: one built on these vectors for another threshold's walk
+            index = channel.kind.new(channel.vectors.shape[1], len(channel.vectors), **channel.options)
+            index.add(channel.vectors)
+        self.index = index
         self.ahead = _no_pairs()
         self.searched = 0                 # the images whose pairs have been found
         self.blocks_until = 0             # a span search gave up: block by block up to here
@@ -186,28 +188,32 @@ class FoundPairs:
 
 
 class SharedSearches:
-    """A run's pair searches, where they can be shared: a search that finds its pairs all at
-    once (a :class:`FoundPairs`) is kept per group and channel, and a walk at a higher
-    threshold over them takes its pairs from it instead of searching again (``curate dedup -t
-    0.7 -t 0.8 -t 0.9`` on Ray: one k-means, one filing, one search). The walks go from the
-    lowest threshold up. Other searches (the local :class:`Pairs`, which search as the walk
-    goes and skip removed images) are made anew for each walk."""
+    """One group's pair searches, shared by its walks at each threshold (lowest first). A search
+    that found its pairs all at once (a :class:`FoundPairs`: Ray's) answers a higher threshold
+    with the pairs that reach it: ``-t 0.7 -t 0.8 -t 0.9`` runs one k-means, one filing and one
+    search per signal. A search that goes as the walk goes (:class:`Pairs`, which skips the
+    images the walk removed) is made anew for each walk, on the index built for the first: an
+    index does not depend on the threshold it is asked for."""
 
     def __init__(self, search=Pairs):
         self.search = search
-        self.found: dict[tuple, FoundPairs] = {}
+        self.found: dict[str, object] = {}      # per channel name: its first search
 
-    def for_group(self, group):
-        """The pair search for the walks of one group (``group``: its key)."""
-        def pairs(channel: Channel, block: int):
-            kept = self.found.get((group, channel.name))
-            if kept is not None and kept.threshold <= channel.threshold:
-                return kept.at(channel.threshold)
-            found = self.search(channel, block)
-            if isinstance(found, FoundPairs):
-                self.found[(group, channel.name)] = found
-            return found
-        return pairs
+    def pairs(self, channel: Channel, block: int):
+        """The pairs of ``channel`` (a walk's ``pairs`` argument)."""
+        first = self.found.get(channel.name)
+        if isinstance(first, FoundPairs) and first.threshold <= channel.threshold:
+            return first.at(channel.threshold)
+        if isinstance(first, Pairs):
+            return Pairs(channel, block, index=first.index)
+        found = self.search(channel, block)
+        self.found.setdefault(channel.name, found)
+        return found
+
+    def index_of(self, name: str):
+        """The index built for channel ``name``'s walks (None when its pairs came from elsewhere)."""
+        found = self.found.get(name)
+        return found.index if isinstance(found, Pairs) else None
 
 
 def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: int = CANDIDATES,
@@ -307,17 +313,19 @@ NEIGHBOURS = 16                                  # per image, for the report's k
 CURVE_THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.01), 2)   # at most 64: one bit each
 
 
-def nearest_neighbours(vectors: np.ndarray, kind: IndexKind, k: int = NEIGHBOURS,
+def nearest_neighbours(vectors: np.ndarray, kind: IndexKind, k: int = NEIGHBOURS, index=None,
                        **options) -> tuple[np.ndarray, np.ndarray]:
     """Each vector's ``k`` most similar other vectors: (similarities, positions), best first,
-    padded with -inf and -1 where the group has fewer."""
+    padded with -inf and -1 where the group has fewer. ``index``: one already built on
+    ``vectors`` (the walk's)."""
     n = len(vectors)
     sims = np.full((n, k), -np.inf, np.float32)
     ids = np.full((n, k), -1, np.int64)
     if n < 2:
         return sims, ids
-    index = kind.new(vectors.shape[1], n, **options)
-    index.add(vectors)
+    if index is None:
+        index = kind.new(vectors.shape[1], n, **options)
+        index.add(vectors)
     found_sims, found_ids = index.search(vectors, min(k + 1, n))
     others = (found_ids != np.arange(n)[:, None]) & (found_ids >= 0)
     order = np.argsort(~others, axis=1, kind="stable")[:, :k]      # the others first, best first

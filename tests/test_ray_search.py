@@ -105,7 +105,7 @@ def test_a_higher_threshold_takes_the_pairs_found_at_a_lower_one(tmp_path, name,
     at = {t: Channel("embedding", vectors, t, kind, options) for t in (0.8, 0.9)}
     InProcessPairs.made = []
     searches = SharedSearches(lambda c, b: InProcessPairs(c, b, work_root=tmp_path))
-    shared = {t: walk([at[t]], block=4096, pairs=searches.for_group("all")) for t in (0.8, 0.9)}
+    shared = {t: walk([at[t]], block=4096, pairs=searches.pairs) for t in (0.8, 0.9)}
     assert len(InProcessPairs.made) == 1                         # one search for both walks
     alone = walk([at[0.9]], block=4096, pairs=lambda c, b: InProcessPairs(c, b, work_root=tmp_path))
     local = walk([at[0.9]], block=4096)
@@ -118,14 +118,29 @@ def test_a_higher_threshold_takes_the_pairs_found_at_a_lower_one(tmp_path, name,
         found.at(0.7)
 
 
-def test_local_searches_are_made_for_each_walk():
-    """The local search goes as the walk goes (it skips removed images): nothing is shared."""
-    vectors = clustered(loners=10, clusters=10)
-    kind = get_registry().get("index", "exact")
+@pytest.mark.parametrize("name, options", [("exact", {}), ("hnsw", {}),
+                                           ("partitioned", {"partitions": 40, "partition_probe": 4})])
+def test_local_walks_at_each_threshold_share_the_index_and_decide_as_alone(name, options):
+    """The local search goes as the walk goes (it skips removed images), so each walk has its
+    own; they share the index built for the first (for the partitioned index: one k-means, one
+    filing), and the report's neighbours are searched in it: the same decisions and neighbours
+    as an index of their own."""
+    from curate.similarity import Pairs, nearest_neighbours
+    vectors = clustered()
+    kind = get_registry().get("index", name)
     searches = SharedSearches()
-    pairs = searches.for_group("all")
-    first = pairs(Channel("embedding", vectors, 0.8, kind), 4096)
-    assert pairs(Channel("embedding", vectors, 0.9, kind), 4096) is not first and not searches.found
+    walks = {t: walk([Channel("embedding", vectors, t, kind, options)], block=4096, pairs=searches.pairs)
+             for t in (0.8, 0.9)}
+    index = searches.index_of("embedding")
+    assert isinstance(searches.found["embedding"], Pairs) and index is not None
+    for t, shared in walks.items():
+        alone = walk([Channel("embedding", vectors, t, kind, options)], block=4096)
+        assert shared.duplicate_of.tolist() == alone.duplicate_of.tolist()
+        assert shared.score.tolist() == alone.score.tolist()
+    reused, fresh = nearest_neighbours(vectors, kind, index=index, **options), nearest_neighbours(vectors, kind, **options)
+    assert np.array_equal(reused[1], fresh[1]) and np.array_equal(reused[0], fresh[0])
+    if name == "partitioned":
+        assert index.centroids is not None                  # trained once, by the first walk
 
 
 def test_hnsw_is_searched_on_the_driver():
