@@ -276,7 +276,8 @@ class RayPairs(FoundPairs):
         """k-means on the sample the partitioned index trains on, each iteration's nearest
         centroids found by tasks (the products: sample x partitions x dim, the stage that grows
         fastest), the sums on the driver: the same centroids as the local index's, so the same
-        partitions (:func:`curate.plugins.centroids.kmeans`)."""
+        partitions (:func:`curate.plugins.centroids.kmeans`). A sample that one task's part
+        holds (up to about 1,000 partitions) stays on the driver."""
         from curate.plugins.centroids import Centroids, label_block
         from curate.plugins.indexes import SAMPLE_PER_PARTITION, partition_products
         rng = np.random.default_rng(0)
@@ -290,8 +291,10 @@ class RayPairs(FoundPairs):
             calls = [(str(source.path), self.dim, rows[start:stop], shared, self.plan.products)
                      for start, stop in _blocks(len(rows), chunk)]
             return np.concatenate(self._run(_label_rows, calls))
+        spread = len(rows) > chunk          # one task would only add its round trips to the driver's own products
         return Centroids.train(read_rows(source.path, self.dim, rows), self.plan.partitions,
-                               partition_products(self.dim, self.plan.products), labels_of=labels_of)
+                               partition_products(self.dim, self.plan.products),
+                               labels_of=labels_of if spread else None)
 
     def _assign(self, source: VectorsFile, centroids) -> tuple[np.ndarray, np.ndarray]:
         """Each vector's ``spill`` home partitions and ``probe`` probed ones, found by tasks."""
