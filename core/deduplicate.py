@@ -310,8 +310,11 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
                 _record(results[threshold], members, decision)
                 bar.advance(1)
             kept_everywhere[group] = np.logical_and.reduce([r.duplicate_of[group] == -1 for r in results.values()])
-            index = searches.index_of(embedding) if not len(against) else None     # built on the same rows
-            sims, ids = nearest_neighbours(rows_of(vectors, group), index_kind, index=index, **options)
+            if len(against) or embedding is None:       # the walks' rows are not the group's alone
+                own, index = rows_of(vectors, group), None
+            else:                                       # the walks' rows (no second copy) and index
+                own, index = rows[embedding], searches.index_of(embedding)
+            sims, ids = nearest_neighbours(own, index_kind, index=index, **options)
             neighbourhood.add_group(group, sims, ids, kept_everywhere)
             bar.advance(1)
     return [results[t] for t in search.thresholds], neighbourhood
