@@ -284,17 +284,18 @@ class RayPairs(FoundPairs):
         sample = np.sort(rng.choice(self.n, min(self.n, SAMPLE_PER_PARTITION * self.plan.partitions), replace=False))
         rows = source.file_rows(sample)
         block = label_block(self.plan.partitions)
-        chunk = block * max(1, min(LABEL_ROWS // block, -(-len(rows) // (self._task_slots() * block))))
+        blocks_per_task = -(-len(rows) // (self._task_slots() * block))       # enough tasks for every slot
+        chunk = block * max(1, min(LABEL_ROWS // block, blocks_per_task))
 
         def labels_of(centroids):
             shared = self._shared(centroids)
             calls = [(str(source.path), self.dim, rows[start:stop], shared, self.plan.products)
                      for start, stop in _blocks(len(rows), chunk)]
             return np.concatenate(self._run(_label_rows, calls))
-        spread = len(rows) > chunk          # one task would only add its round trips to the driver's own products
         return Centroids.train(read_rows(source.path, self.dim, rows), self.plan.partitions,
                                partition_products(self.dim, self.plan.products),
-                               labels_of=labels_of if spread else None)
+                               # one task would only add its round trips to the driver's own products
+                               labels_of=labels_of if len(rows) > chunk else None)
 
     def _assign(self, source: VectorsFile, centroids) -> tuple[np.ndarray, np.ndarray]:
         """Each vector's ``spill`` home partitions and ``probe`` probed ones, found by tasks."""

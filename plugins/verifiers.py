@@ -178,17 +178,6 @@ def _spread(counts: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def _tolerant_difference(a: "Extremes", b: "Extremes") -> np.ndarray:
-    """How far each pixel of one image lies outside the range of the other's 3x3 neighbourhood
-    (the larger of both ways): an alignment off by a pixel costs nothing, a stroke that is not
-    in the other image costs its full contrast."""
-    import cv2
-    # cv2.subtract saturates at 0 on uint8: the same values as in int16 clipped at 0, 3x faster
-    outside_b = cv2.max(cv2.subtract(a.image, b.highest), cv2.subtract(b.lowest, a.image))
-    outside_a = cv2.max(cv2.subtract(b.image, a.highest), cv2.subtract(a.lowest, b.image))
-    return cv2.max(outside_a, outside_b)
-
-
 @dataclass(frozen=True)
 class Extremes:
     """An image with the largest and smallest value of each pixel's 3x3 neighbourhood."""
@@ -202,6 +191,17 @@ class Extremes:
         import cv2
         kernel = np.ones((3, 3), np.uint8)
         return cls(image, cv2.dilate(image, kernel), cv2.erode(image, kernel))
+
+
+def _tolerant_difference(a: Extremes, b: Extremes) -> np.ndarray:
+    """How far each pixel of one image lies outside the range of the other's 3x3 neighbourhood
+    (the larger of both ways): an alignment off by a pixel costs nothing, a stroke that is not
+    in the other image costs its full contrast."""
+    import cv2
+    # cv2.subtract saturates at 0 on uint8: the same values as in int16 clipped at 0, 3x faster
+    outside_b = cv2.max(cv2.subtract(a.image, b.highest), cv2.subtract(b.lowest, a.image))
+    outside_a = cv2.max(cv2.subtract(b.image, a.highest), cv2.subtract(a.lowest, b.image))
+    return cv2.max(outside_a, outside_b)
 
 
 def _block_means(difference: np.ndarray, mask: np.ndarray, block: int) -> np.ndarray:
@@ -272,11 +272,12 @@ class Aligned:
             version = self._versions[(which, sigma)] = Extremes.of(image)
         return version
 
-    def overall(self, difference: np.ndarray, mask: np.ndarray) -> float:
-        """Mean of ``difference`` over ``mask``."""
-        import cv2
-        shared = int(np.count_nonzero(mask))
-        return float(cv2.sumElems(cv2.bitwise_and(difference, difference, mask=mask.view(np.uint8)))[0]) / max(shared, 1)
+
+def _overall(difference: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of ``difference`` over ``mask``."""
+    import cv2
+    shared = int(np.count_nonzero(mask))
+    return float(cv2.sumElems(cv2.bitwise_and(difference, difference, mask=mask.view(np.uint8)))[0]) / max(shared, 1)
 
 
 def _counted_blocks(difference: np.ndarray, level: "Level", mask: np.ndarray) -> np.ndarray:
@@ -449,12 +450,12 @@ class ContentVerifier(curate.Verifier):
             around = cv2.resize(overlay.view(np.uint8), aligned.mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
             mask = mask & ~cv2.dilate(around, np.ones((3, 3), np.uint8)).astype(bool)
         sharp = aligned.difference(0.0)
-        sharp_blocks, sharp_overall = _counted_blocks(sharp, level, mask), aligned.overall(sharp, mask)
+        sharp_blocks, sharp_overall = _counted_blocks(sharp, level, mask), _overall(sharp, mask)
         if sharp_overall > MISALIGNED:                  # not this alignment: neither blur nor overlay explains it
             return float(sharp_blocks.max()) if sharp_blocks.size else 255.0, None
         fits = [(sharp_overall, 0.0)]
         if sharp_blocks.size and sharp_blocks.max() > level.limit:      # sharp already agrees: no blur
-            fits += [(aligned.overall(aligned.difference(blur), mask), blur) for blur in BLURS if blur]
+            fits += [(_overall(aligned.difference(blur), mask), blur) for blur in BLURS if blur]
         _, blur = min(fits, key=lambda fit: fit[0])     # the first of equals, as before
         blocks = sharp_blocks if blur == 0.0 else _counted_blocks(aligned.difference(blur), level, mask)
         worst = float(blocks.max()) if blocks.size else 255.0
