@@ -207,6 +207,8 @@ def measure(args, registry, n: int, vectors) -> list[list]:
         label = f"{exact_s:.1f}"
         full = {t: pairs_of(*found, t, n) for t in THRESHOLDS}
         exact_pairs = "/".join(f"{len(full[t]):,}" for t in THRESHOLDS)
+        print(f"{n:,} exact: {watch.wall:.1f} s, CPU {watch.cpu:.1f} s, peak RSS {watch.peak_mb:,.0f} MB, "
+              f"pairs {exact_pairs}", flush=True)          # as measured: a run cut short keeps it
     results = {}
     for name, kind, options in runs(args):
         if kind == "hnsw" and n > args.hnsw_max:

@@ -37,29 +37,44 @@ def content_box(image) -> tuple[int, int, int, int]:
 
 
 def tensor_content_boxes(images) -> list[tuple[int, int, int, int]]:
-    """:func:`content_box` of each (3, H, W) uint8 tensor, computed on their device with two
-    transfers for the whole batch (not two synchronisations per image)."""
+    """:func:`content_box` of each (3, H, W) uint8 tensor, computed on their device: images of
+    one shape in one stacked batch (a GPU's kernel launches follow the shapes, not the images),
+    and one transfer of the boxes at the end (not a synchronisation per image)."""
     import torch
+    by_shape: dict[tuple, list[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape), []).append(i)
+    groups = list(by_shape.values())
+    found = torch.cat([_stacked_content_boxes(torch.stack([images[i] for i in members])) for members in groups])
+    boxes: list = [None] * len(images)
+    for i, box in zip([i for members in groups for i in members], found.cpu().tolist()):
+        boxes[i] = tuple(box)
+    return boxes
 
-    def spread_mask(image, dim):        # rows (dim=2) or columns (dim=1) whose colours vary
-        return (image.amax(dim=dim).int() - image.amin(dim=dim).int()).amax(dim=0) >= BORDER_SPREAD
 
-    def first_and_last(masks, lengths):   # the span from the first to the last hit of each mask
-        if not masks:
-            return []
-        ends = []
-        for mask in masks:
-            at = torch.arange(mask.numel(), device=mask.device)
-            ends.append(torch.stack([torch.where(mask, at, mask.numel()).min(), torch.where(mask, at, -1).max()]))
-        spans = []
-        for (first, last), length in zip(torch.stack(ends).cpu().tolist(), lengths):
-            spans.append((first, last + 1) if last + 1 - first >= 8 else (0, length))
-        return spans
+def _stacked_content_boxes(images):
+    """(n, 4) boxes (left, top, right, bottom) of an (n, 3, H, W) uint8 batch, as
+    :func:`content_box`: rows first, then columns among the content rows only."""
+    import torch
+    height, width = images.shape[-2:]
 
-    rows = first_and_last([spread_mask(image, 2) for image in images], [image.shape[1] for image in images])
-    columns = first_and_last([spread_mask(image[:, top:bottom], 1) for image, (top, bottom) in zip(images, rows)],
-                             [image.shape[2] for image in images])
-    return [(left, top, right, bottom) for (top, bottom), (left, right) in zip(rows, columns)]
+    def span(varies):                   # (n, L) bool -> first and one past the last True, or all of L
+        length = varies.shape[1]
+        at = torch.arange(length, device=varies.device)
+        first = torch.where(varies, at, length).amin(dim=1)
+        end = torch.where(varies, at, -1).amax(dim=1) + 1
+        wide = end - first >= 8
+        return torch.where(wide, first, 0), torch.where(wide, end, length)
+
+    def varies(highs, lows):            # per line: does any channel range reach BORDER_SPREAD
+        return (highs.int() - lows.int()).amax(dim=1) >= BORDER_SPREAD
+
+    top, bottom = span(varies(images.amax(dim=3), images.amin(dim=3)))
+    rows = torch.arange(height, device=images.device)
+    inside = ((rows >= top[:, None]) & (rows < bottom[:, None]))[:, None, :, None]   # (n, 1, H, 1)
+    left, right = span(varies(torch.where(inside, images, 0).amax(dim=2),
+                              torch.where(inside, images, 255).amin(dim=2)))
+    return torch.stack([left, top, right, bottom], dim=1)
 
 
 class WholeImage:

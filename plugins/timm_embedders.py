@@ -19,6 +19,10 @@ from curate.errors import CurateError, setting
 from curate.preprocess import WholeImage, preprocess_decoded  # noqa: F401 (dedup's, for every embedder)
 
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
+# The forward pass on CUDA: "autocast" (float32 weights, matrix products in bfloat16),
+# "bfloat16" (weights and activations in bfloat16) or "float32" (bench/gpu_forward.py
+# measures each, with the cosine of its vectors to float32's).
+CUDA_PRECISION = "autocast"
 
 
 def cuda_possible() -> bool:
@@ -163,8 +167,11 @@ class TimmEmbedder(Embedder):
         self.check_model(model, model_name)
         model.reset_classifier(0)
         model.eval().to(device, memory_format=torch.channels_last)   # 1.6x faster convolutions on CPU
+        precision = CUDA_PRECISION if device == "cuda" else "float32"
+        if precision == "bfloat16":
+            model.to(torch.bfloat16)
         config = timm.data.resolve_data_config({}, model=model)
-        return TimmModel(self, model, model_name, digest, config, device, torch)
+        return TimmModel(self, model, model_name, digest, config, device, torch, precision)
 
     def _pretrained(self, timm, model_name):
         """timm's pretrained model, its weights from the Hugging Face cache when they are there
@@ -204,8 +211,10 @@ class TimmModel(LoadedEmbedder):
     runtime = "torch"
     warnings: list = []
 
-    def __init__(self, embedder: TimmEmbedder, model, model_name, digest, config, device, torch):
+    def __init__(self, embedder: TimmEmbedder, model, model_name, digest, config, device, torch,
+                 precision: str = "float32"):
         self.owner = embedder
+        self.precision = precision          # CUDA_PRECISION on CUDA, float32 elsewhere
         self.model = model
         self.embedder = embedder.name
         self.model_name = model_name
@@ -217,9 +226,10 @@ class TimmModel(LoadedEmbedder):
         self.size = embedder.input_size(model_name, config)
         self.short_side = self.size        # JPEGs decode in draft mode down to the input size
         self.default_threshold = embedder.default_threshold
-        self.weights_digest = f"{digest};whole-{self.size}"   # vectors of another preprocessing are not reused
+        # vectors of another preprocessing (or of bfloat16 weights) are not reused
+        self.weights_digest = f"{digest};whole-{self.size}" + (";bfloat16" if precision == "bfloat16" else "")
         with torch.inference_mode():
-            probe = embedder.features(model, torch.zeros(1, 3, self.size, self.size, device=device))
+            probe = self._forward(torch.zeros(1, 3, self.size, self.size, device=device))
         self.config = config
         self.dim = int(probe.shape[-1])
 
@@ -237,14 +247,19 @@ class TimmModel(LoadedEmbedder):
         with torch.inference_mode():
             batch = torch.from_numpy(batch) if not isinstance(batch, torch.Tensor) else batch
             batch = (batch.to(self.device, non_blocking=True).float() - self.mean) / self.std
-            batch = batch.contiguous(memory_format=torch.channels_last)
-            if self.device == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    out = self.owner.features(self.model, batch)
-            else:
-                out = self.owner.features(self.model, batch)
+            out = self._forward(batch.contiguous(memory_format=torch.channels_last))
             out = torch.nn.functional.normalize(out.float(), dim=-1)
         return out.cpu().numpy()
+
+    def _forward(self, batch):
+        """The model's features of a normalised float32 batch, in this model's precision."""
+        torch = self.torch
+        if self.precision == "bfloat16":
+            return self.owner.features(self.model, batch.to(torch.bfloat16))
+        if self.precision == "autocast":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.owner.features(self.model, batch)
+        return self.owner.features(self.model, batch)
 
 
 class VitClsEmbedder(TimmEmbedder):

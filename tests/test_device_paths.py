@@ -63,7 +63,11 @@ def test_upright_turns_tensors_as_pillow_turns_images(orientation, tmp_path):
     assert np.abs(turned.astype(int) - expected.astype(int)).max() <= 2     # two JPEG decoders
 
 
-def test_borders_are_trimmed_on_the_device_as_on_the_cpu():
+ON_EACH_DEVICE = pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+
+
+@ON_EACH_DEVICE
+def test_borders_are_trimmed_on_the_device_as_on_the_cpu(device):
     from curate.preprocess import content_box, tensor_content_boxes
     rng = np.random.default_rng(0)
     letterboxed = np.zeros((90, 160, 3), np.uint8)               # bars above and below, and at the sides
@@ -72,9 +76,28 @@ def test_borders_are_trimmed_on_the_device_as_on_the_cpu():
     thin = np.zeros((40, 40, 3), np.uint8)
     thin[10:14, 5:35] = rng.integers(0, 255, (4, 30, 3))          # under 8 rows of content: kept whole
     arrays = [letterboxed, flat, thin, rng.integers(0, 255, (33, 17, 3), dtype=np.uint8)]
-    tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
+    tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous().to(device) for a in arrays]
     assert tensor_content_boxes(tensors) == [content_box(Image.fromarray(a)) for a in arrays]
     assert tensor_content_boxes(tensors)[0] == (10, 15, 150, 75)
+
+
+@ON_EACH_DEVICE
+def test_borders_of_images_of_one_shape_are_found_together_as_alone(device):
+    """Images of one shape are stacked for the border search; each keeps its own box, in
+    input order, whatever shapes lie between them."""
+    from curate.preprocess import content_box, tensor_content_boxes
+    rng = np.random.default_rng(5)
+    arrays = []
+    for k in range(12):
+        height, width = (48, 64) if k % 3 else (64, 48)
+        image = np.full((height, width, 3), rng.integers(0, 255), np.uint8)
+        top, left = rng.integers(0, 20), rng.integers(0, 20)
+        bottom, right = top + rng.integers(1, height - top), left + rng.integers(1, width - left)
+        image[top:bottom, left:right] = rng.integers(0, 255, (bottom - top, right - left, 3))
+        arrays.append(image)
+    tensors = [torch.from_numpy(a).permute(2, 0, 1).contiguous().to(device) for a in arrays]
+    assert tensor_content_boxes(tensors) == [content_box(Image.fromarray(a)) for a in arrays]
+    assert len(set(tensor_content_boxes(tensors))) > 6
 
 
 def test_crops_of_one_size_are_resized_together_as_one_by_one(model, monkeypatch):
@@ -166,3 +189,20 @@ def test_device_decoding_on_cuda_gives_the_cpu_path_vectors_within_resampling(tm
     assert set(device.failures) == set(cpu.failures)
     cosine = (cpu.vectors * device.vectors).sum(axis=1)[cpu.ok]
     assert cosine.mean() > 0.99 and cosine.min() > 0.9
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["autocast", "bfloat16"])
+def test_each_cuda_precision_gives_float32s_vectors_and_its_own_cache_key(precision, monkeypatch):
+    from curate.images import load_rgb
+    from curate.plugins import timm_embedders
+    from curate.registry import get_registry
+    embedder = get_registry().get("embedder", "timm-pool")
+    monkeypatch.setattr(timm_embedders, "CUDA_PRECISION", "float32")
+    exact = embedder.load(None, None, "cuda")
+    monkeypatch.setattr(timm_embedders, "CUDA_PRECISION", precision)
+    model = embedder.load(None, None, "cuda")
+    batch = np.stack([model.preprocess(load_rgb(p, model.short_side)) for p in sorted(IMAGES.rglob("*.jpg"))])
+    cosine = (model.embed(batch) * exact.embed(batch)).sum(axis=1)
+    assert cosine.min() > 0.99
+    assert (model.weights_digest == exact.weights_digest) == (precision == "autocast")
