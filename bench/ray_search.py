@@ -46,10 +46,12 @@ def write_vectors(path: Path, n: int, dim: int) -> None:
 
 
 def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float], cpus: int, index: str,
-              partitions: int) -> dict:
+              partitions: int, neighbours: bool = False) -> dict:
     """One engine's walks over the file, one per threshold, lowest first, in this process
     (started by the parent): their figures. A search that finds its pairs at once (Ray) is
-    shared by the walks, as `curate dedup` shares it (a build from before: one per walk)."""
+    shared by the walks, as `curate dedup` shares it (a build from before: one per walk).
+    ``neighbours``: then the report's neighbours, in the index the search offers, as
+    `curate dedup` finds them."""
     from curate.registry import get_registry
     from curate.similarity import Channel, Pairs, walk
     try:
@@ -76,8 +78,9 @@ def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float]
         vectors = np.fromfile(path, np.float32).reshape(n, dim)
         channel = Channel("embedding", vectors, thresholds[0], kind, options)
         pairs = Pairs
-    if SharedSearches is not None:
-        pairs = SharedSearches(pairs).pairs
+    searches = SharedSearches(pairs) if SharedSearches is not None else None
+    if searches is not None:
+        pairs = searches.pairs
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     wall, cpu = time.monotonic(), time.process_time()
     decisions = [walk([dataclasses.replace(channel, threshold=t)], pairs=pairs) for t in sorted(thresholds)]
@@ -86,6 +89,14 @@ def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float]
                "driver_peak_before_walk": rss_before, "ray_start": ray_start,
                "removed": [int((d.duplicate_of >= 0).sum()) for d in decisions], "driver_rss_now": rss_now(),
                "decisions": hashlib.sha256(b"".join(d.duplicate_of.tobytes() for d in decisions)).hexdigest()[:16]}
+    if neighbours:
+        from curate.similarity import nearest_neighbours
+        index = searches.index_of("embedding") if hasattr(searches, "index_of") else None
+        wall, cpu = time.monotonic(), time.process_time()
+        sims, ids = nearest_neighbours(vectors, kind, index=index, **options)
+        figures.update(neighbours_wall=time.monotonic() - wall, neighbours_cpu=time.process_time() - cpu,
+                       neighbours_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                       neighbours=hashlib.sha256(ids.tobytes() + sims.tobytes()).hexdigest()[:16])
     if made:
         search = made[0]
         figures.update(stages=search.seconds, pairs=len(search.later), plan=vars(search.plan), searches=len(made),
@@ -112,7 +123,8 @@ def measure(engine: str, args, path: Path, pythonpath: str | None = None) -> dic
                "print('WHOLE', time.perf_counter() - t, u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)")
     command = [sys.executable, "-c", wrapper, sys.executable, __file__, "--child", engine, "--file", str(path),
                "--vectors", str(args.vectors), "--dim", str(args.dim), "--threshold", *map(str, args.threshold),
-               "--cpus", str(args.cpus), "--index", args.index, "--partitions", str(args.partitions)]
+               "--cpus", str(args.cpus), "--index", args.index, "--partitions", str(args.partitions)] + \
+        (["--neighbours"] if args.neighbours else [])
     env = dict(os.environ, PYTHONPATH=pythonpath) if pythonpath else None
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
@@ -145,12 +157,15 @@ def report(runs: list[dict], args) -> None:
                      f"{len(tasks)}" if tasks else "-",
                      peak_and_own(tasks) if tasks else "-",
                      f"{mb(max(t['rss_peak'] for t in assigns))}" if assigns else "-",
-                     " / ".join(f"{x:,}" for x in r["removed"]), r["decisions"]])
+                     " / ".join(f"{x:,}" for x in r["removed"]), r["decisions"]]
+                    + ([f"{r['neighbours_wall']:.1f} / {r['neighbours_cpu']:.1f}", mb(r["neighbours_peak"]),
+                        r["neighbours"]] if args.neighbours else []))
     print_table(f"walk at {args.threshold}, {args.vectors:,} x {args.dim} planted vectors, index {args.index}, "
                 f"{args.cpus} CPUs for Ray (load {os.getloadavg()[0]:.1f} at the end)",
                 ["engine", "walk wall s", "/ local", "driver CPU s", "tasks CPU s",
                  "process wall / CPU s (no Ray workers)",
-                 "driver peak MB", "search tasks", "task peak / own MB", "assign peak MB", "removed", "decisions"],
+                 "driver peak MB", "search tasks", "task peak / own MB", "assign peak MB", "removed", "decisions"]
+                + (["neighbours wall / CPU s", "peak MB after", "neighbours"] if args.neighbours else []),
                 rows)
     for r in runs:
         if "stages" in r:
@@ -175,12 +190,14 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="PYTHONPATH",
                         help="also run each engine of the curate importable from this path (a build before "
                              "a change), in the same run")
+    parser.add_argument("--neighbours", action="store_true",
+                        help="also time the report's neighbours after the walks, as curate dedup finds them")
     parser.add_argument("--child", choices=["local", "ray"])
     parser.add_argument("--file", type=Path)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_child(args.child, args.file, args.vectors, args.dim, args.threshold, args.cpus,
-                                   args.index, args.partitions)))
+                                   args.index, args.partitions, args.neighbours)))
         return
     size = args.vectors * args.dim * 4
     free = shutil.disk_usage(args.folder).free

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,8 @@ class RayPairs(FoundPairs):
                  work_root: Path | None = None):
         self.threshold, self.block_size, self.plan = channel.threshold, block, plan
         self.n, self.dim = channel.vectors.shape
+        self.channel = channel
+        self.partitioning = None                         # (centroids, homes, probes) of a partitioned search
         self.address = address
         self.seconds: dict[str, float] = {}
         self.costs: list[TaskCost] = []                  # per task: its memory and time
@@ -258,10 +261,24 @@ class RayPairs(FoundPairs):
             centroids = self._centroids(source)
         with self._timed("assign"):
             homes, probes = self._assign(source, centroids)
+        self.partitioning = centroids, homes, probes
         with self._timed("search"):
             calls = (_partition_task(source, group, self.threshold)
                      for group in _task_groups(homes, probes, self.plan.partitions))
             return self._run(_search_partitions, calls)
+
+    @cached_property
+    def index(self):
+        """The channel's rows in the partitioned index this search used, built from its
+        centroids and each vector's homes and probes (the local index's own: see
+        :meth:`_centroids`), for the report's neighbours: the driver does not train and file
+        them again. None after an exact search."""
+        if self.partitioning is None:
+            return None
+        index = self.channel.kind.new(self.dim, self.n, **self.channel.options)
+        index.adopt(self.channel.vectors, *self.partitioning)
+        self.partitioning = None
+        return index
 
     @contextmanager
     def _timed(self, stage: str):

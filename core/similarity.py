@@ -171,6 +171,8 @@ class FoundPairs:
     search looks at does not depend on its threshold, and each is scored on its own, so they are
     the very pairs a search at that threshold finds."""
 
+    index = None        # no index of the rows was built here (Ray's search offers its own)
+
     def __init__(self, later: np.ndarray, earlier: np.ndarray, sims: np.ndarray, threshold: float):
         self.later, self.earlier, self.sims, self.threshold = later, earlier, sims, threshold
 
@@ -211,9 +213,9 @@ class SharedSearches:
         return found
 
     def index_of(self, name: str):
-        """The index built for channel ``name``'s walks (None when its pairs came from elsewhere)."""
-        found = self.found.get(name)
-        return found.index if isinstance(found, Pairs) else None
+        """The index of channel ``name``'s rows that its search built or offers (None when
+        there is none)."""
+        return getattr(self.found.get(name), "index", None)
 
 
 def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: int = CANDIDATES,

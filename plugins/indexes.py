@@ -64,6 +64,16 @@ class ExactIndex(SimilarityIndex):
         self.size = end
 
     def search(self, queries, k):
+        """Top-k by float32 products, ``_QUERY_BLOCK`` queries at a time: all of them against a
+        block at once held products, their negation and argpartition's int64 positions for
+        every query (13 GB for the report's neighbours of 100K vectors)."""
+        found = [self._search_part(queries[start:start + _QUERY_BLOCK], k)
+                 for start in range(0, len(queries), _QUERY_BLOCK)]
+        if not found:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        return np.concatenate([sims for sims, _ in found]), np.concatenate([ids for _, ids in found])
+
+    def _search_part(self, queries, k):
         q = len(queries)
         best_sims = np.full((q, k), -np.inf, np.float32)
         best_ids = np.full((q, k), -1, np.int64)
@@ -354,6 +364,16 @@ class PartitionedIndex(SimilarityIndex):
         del sample
         self._store(self._homes(np.arange(len(vectors))))
 
+    def adopt(self, vectors, centroids, homes: np.ndarray, probes: np.ndarray):
+        """Hold ``vectors`` as a search elsewhere partitioned them (Ray's tasks, with this
+        index's arithmetic: these centroids, each vector's ``spill`` homes and ``probe``
+        probed partitions) instead of training and filing them again."""
+        self.flat = ExactIndex.over(np.asarray(vectors, np.float32))
+        self.products = partition_products(self.flat.data.shape[1], self.products_kind)
+        self.centroids = centroids
+        self.probes = np.asarray(probes, np.int32)
+        self._store(np.asarray(homes))
+
     def _homes(self, positions: np.ndarray) -> np.ndarray:
         """The ``spill`` nearest partitions of the vectors at ``positions``, which store them; their
         ``probe`` nearest, which they search as queries, are noted (the walk's and a self-join's
@@ -434,19 +454,22 @@ class PartitionedIndex(SimilarityIndex):
     def search(self, queries, k):
         """Top-k by float32 products within the probed partitions, ``SEARCH_QUERIES`` queries at
         a time: a query's candidates (probe x k of them, 12 bytes each) for every vector at once
-        were 2.1 GB at 500K vectors (the report's neighbours), 42 GB at 10M."""
+        were 2.1 GB at 500K vectors (the report's neighbours), 42 GB at 10M. When the queries
+        are the vectors held (the report's neighbours), their probes are those noted on filing:
+        no second comparison of every vector with every centroid."""
         if self.untrained:
             return self.flat.search(queries, k)
         if not len(queries):
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-        found = [self._search_part(queries[start:start + SEARCH_QUERIES], k)
+        held = self._held(queries)
+        found = [self._search_part(queries[start:start + SEARCH_QUERIES], k, start if held else None)
                  for start in range(0, len(queries), SEARCH_QUERIES)]
         return np.concatenate([sims for sims, _ in found]), np.concatenate([ids for _, ids in found])
 
-    def _search_part(self, queries, k):
+    def _search_part(self, queries, k, first: int | None = None):
         cand_sims = np.full((len(queries), self.probe * k), -np.inf, np.float32)
         cand_ids = np.full((len(queries), self.probe * k), -1, np.int64)
-        for p, rows, slots in self._probed(queries):
+        for p, rows, slots in self._probed(queries, first):
             sims = queries[rows] @ self._float32(p).T
             take = min(k, sims.shape[1])
             top = np.argpartition(-sims, take - 1, axis=1)[:, :take] if take < sims.shape[1] \

@@ -118,6 +118,42 @@ def test_a_higher_threshold_takes_the_pairs_found_at_a_lower_one(tmp_path, name,
         found.at(0.7)
 
 
+@pytest.mark.parametrize("name, options", [("exact", {}), ("partitioned", {"partitions": 40, "partition_probe": 4}),
+                                           ("partitioned", {"partitions": 30, "partition_spill": 2})])
+def test_the_report_s_neighbours_on_ray_are_searched_in_the_search_s_partitions(tmp_path, name, options):
+    """After a partitioned search on Ray, the driver's index for the report's neighbours takes
+    the search's centroids, homes and probes (no second k-means or filing): the local index's
+    own partitions, so the same neighbours as a fresh index's. An exact search offers none."""
+    from curate.similarity import nearest_neighbours
+    vectors = clustered(clusters=1200 if name == "exact" else 2600)
+    kind = get_registry().get("index", name)
+    searches = SharedSearches(lambda c, b: InProcessPairs(c, b, work_root=tmp_path))
+    walk([Channel("embedding", vectors, 0.85, kind, options)], block=4096, pairs=searches.pairs)
+    index = searches.index_of("embedding")
+    if name == "exact":
+        assert index is None
+        return
+    fresh = kind.new(vectors.shape[1], len(vectors), **options)
+    fresh.add(vectors)
+    fresh.ready()
+    assert np.array_equal(index.centroids.array, fresh.centroids.array)
+    assert np.array_equal(index.probes[:len(vectors)], fresh.probes[:len(vectors)])
+    adopted, trained = nearest_neighbours(vectors, kind, index=index), nearest_neighbours(vectors, kind, **options)
+    assert np.array_equal(adopted[1], trained[1]) and np.array_equal(adopted[0], trained[0])
+    assert (adopted[0][:, 0] > 0.85).sum() > len(vectors) // 2
+
+
+def test_the_vectors_held_search_with_the_probes_noted_on_filing():
+    """The report's neighbours (queries: the vectors held) read the probes noted on filing;
+    the same queries in another array compare with the centroids again, and find the same."""
+    vectors = clustered()
+    index = get_registry().get("index", "partitioned").new(vectors.shape[1], len(vectors), partitions=40,
+                                                           partition_probe=4)
+    index.add(vectors)
+    held, compared = index.search(vectors, 6), index.search(vectors.copy(), 6)
+    assert np.array_equal(held[1], compared[1]) and np.array_equal(held[0], compared[0])
+
+
 @pytest.mark.parametrize("name, options", [("exact", {}), ("hnsw", {}),
                                            ("partitioned", {"partitions": 40, "partition_probe": 4})])
 def test_local_walks_at_each_threshold_share_the_index_and_decide_as_alone(name, options):

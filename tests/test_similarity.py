@@ -602,3 +602,22 @@ def test_bf16_products_bound_onednns_cache_of_compiled_products_unless_the_user_
             "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == kept
+
+
+def test_exact_search_takes_queries_a_block_at_a_time_and_finds_each_one_s_best(monkeypatch):
+    """The exact index's top-k (the report's neighbours of groups up to 100K images) goes a
+    block of queries at a time, so its memory does not grow with the queries: each query
+    still gets its own best, best first, across query and data blocks."""
+    import curate.plugins.indexes as indexes
+    monkeypatch.setattr(indexes, "_QUERY_BLOCK", 300)
+    monkeypatch.setattr(indexes, "_BLOCK", 1000)
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((2500, 24)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = indexes.ExactIndex.over(vectors)
+    sims, ids = index.search(vectors[:1700], 6)
+    products = vectors[:1700] @ vectors.T
+    best = np.argsort(-products, axis=1, kind="stable")[:, :6]
+    assert np.array_equal(ids, best)
+    assert np.allclose(sims, np.take_along_axis(products, best, 1), atol=1e-6)
+    assert index.search(vectors[:0], 6)[1].shape == (0, 6)
