@@ -614,10 +614,12 @@ def test_exact_search_takes_queries_a_block_at_a_time_and_finds_each_one_s_best(
     rng = np.random.default_rng(4)
     vectors = rng.standard_normal((2500, 24)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors[[1600, 1500, 2400]] = vectors[100]          # ties, in one block and across blocks: earlier id first
     index = indexes.ExactIndex.over(vectors)
     sims, ids = index.search(vectors[:1700], 6)
     products = vectors[:1700] @ vectors.T
     best = np.argsort(-products, axis=1, kind="stable")[:, :6]
     assert np.array_equal(ids, best)
     assert np.allclose(sims, np.take_along_axis(products, best, 1), atol=1e-6)
+    assert ids[100, :4].tolist() == [100, 1500, 1600, 2400]
     assert index.search(vectors[:0], 6)[1].shape == (0, 6)
