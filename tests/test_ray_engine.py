@@ -158,4 +158,9 @@ def test_ray_tasks_find_the_pairs_the_local_search_finds(tmp_path):
         assert (local.duplicate_of >= 0).sum() > 10000
         assert isinstance(made[-1], RayPairs) and made[-1].plan.partitions == options.get("partitions", 0)
         assert made[-1].costs and all(cost.rss_peak >= cost.rss_start > 0 for cost in made[-1].costs)
+        if name == "partitioned":     # the report's neighbours, in the index of the tasks' partitions
+            from curate.similarity import nearest_neighbours
+            adopted = nearest_neighbours(vectors, channel[0].kind, index=made[-1].index)
+            fresh = nearest_neighbours(vectors, channel[0].kind, **options)
+            assert np.array_equal(adopted[1], fresh[1]) and np.array_equal(adopted[0], fresh[0])
     assert list(tmp_path.iterdir()) == []          # the work files are gone
