@@ -41,15 +41,20 @@ def tensor_content_boxes(images) -> list[tuple[int, int, int, int]]:
     one shape in one stacked batch (a GPU's kernel launches follow the shapes, not the images),
     and one transfer of the boxes at the end (not a synchronisation per image)."""
     import torch
-    by_shape: dict[tuple, list[int]] = {}
-    for i, image in enumerate(images):
-        by_shape.setdefault(tuple(image.shape), []).append(i)
-    groups = list(by_shape.values())
+    groups = _positions_by_shape(images)
     found = torch.cat([_stacked_content_boxes(torch.stack([images[i] for i in members])) for members in groups])
     boxes: list = [None] * len(images)
     for i, box in zip([i for members in groups for i in members], found.cpu().tolist()):
         boxes[i] = tuple(box)
     return boxes
+
+
+def _positions_by_shape(tensors) -> list[list[int]]:
+    """The positions of ``tensors`` grouped by shape, each group in order (one batch each)."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, tensor in enumerate(tensors):
+        by_shape.setdefault(tuple(tensor.shape), []).append(i)
+    return list(by_shape.values())
 
 
 def _stacked_content_boxes(images):
@@ -104,12 +109,9 @@ def preprocess_decoded(images, size: int):
     import torch
     crops = [image[:, top:bottom, left:right]
              for image, (left, top, right, bottom) in zip(images, tensor_content_boxes(images))]
-    by_size: dict[tuple, list[int]] = {}
-    for i, crop in enumerate(crops):
-        by_size.setdefault(tuple(crop.shape[-2:]), []).append(i)
     out = torch.empty((len(crops), 3, size, size), dtype=torch.uint8, device=images[0].device)
     slice_size = RESIZE_GROUP.get(images[0].device.type, 1)
-    for members in by_size.values():
+    for members in _positions_by_shape(crops):
         for start in range(0, len(members), slice_size):
             group = members[start:start + slice_size]
             batch = torch.stack([crops[i] for i in group]).float()

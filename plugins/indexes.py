@@ -66,15 +66,11 @@ class ExactIndex(SimilarityIndex):
     def search(self, queries, k):
         """Top-k by float32 products, ``_QUERY_BLOCK`` queries at a time: all of them against a
         block at once held products, their negation and argpartition's int64 positions for
-        every query (13 GB for the report's neighbours of 100K vectors). Once each query has
+        every query (11.8 GB for the report's neighbours of 60K vectors). Once each query has
         ``k``, a block's products only count where they beat the query's k-th best so far
         (few do), instead of selecting each query's best of every block. On equal
         similarities the earlier id comes first."""
-        found = [self._search_part(queries[start:start + _QUERY_BLOCK], k)
-                 for start in range(0, len(queries), _QUERY_BLOCK)]
-        if not found:
-            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-        return np.concatenate([sims for sims, _ in found]), np.concatenate([ids for _, ids in found])
+        return _top_k_in_parts(queries, k, _QUERY_BLOCK, lambda start, part: self._search_part(part, k))
 
     def _search_part(self, queries, k):
         q = len(queries)
@@ -90,7 +86,7 @@ class ExactIndex(SimilarityIndex):
                 found = part.ravel()
             else:                                         # only what beats a query's k-th best so far
                 rows, found = np.nonzero(sims > best_sims[:, -1:])
-            best_sims, best_ids = _merged(best_sims, best_ids, rows, sims[rows, found], found + start)
+            _merge_into(best_sims, best_ids, rows, sims[rows, found], found + start)
         return best_sims, best_ids
 
     def range_search(self, queries, threshold):
@@ -123,11 +119,21 @@ class ExactIndex(SimilarityIndex):
         return np.concatenate(rows).astype(np.int64), np.concatenate(ids).astype(np.int64), np.concatenate(sims)
 
 
-def _merged(best_sims, best_ids, rows, sims, ids):
+def _top_k_in_parts(queries, k: int, size: int, search_part) -> tuple[np.ndarray, np.ndarray]:
+    """A top-k search ``size`` queries at a time, so that its candidates' memory follows the
+    part, not the queries: ``search_part(start, part)`` answers the queries from ``start``."""
+    if not len(queries):
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    found = [search_part(start, queries[start:start + size]) for start in range(0, len(queries), size)]
+    return np.concatenate([sims for sims, _ in found]), np.concatenate([ids for _, ids in found])
+
+
+def _merge_into(best_sims, best_ids, rows, sims, ids) -> None:
     """Each row's ``k`` best of its best so far and its candidates (``rows``: each candidate's
-    row, in order), most similar first; on a tie the one held before, then the earlier id."""
+    row, in order), most similar first, into ``best_sims`` and ``best_ids``; on a tie the one
+    held before, then the earlier id."""
     if not len(rows):
-        return best_sims, best_ids
+        return
     touched = np.unique(rows)
     k = best_sims.shape[1]
     all_rows = np.concatenate([np.repeat(touched, k), rows])
@@ -138,10 +144,8 @@ def _merged(best_sims, best_ids, rows, sims, ids):
     starts = np.searchsorted(ranked_rows, touched)
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.append(starts, len(order))))
     top = order[rank < k]
-    best_sims, best_ids = best_sims.copy(), best_ids.copy()
     best_sims[touched] = all_sims[top].reshape(-1, k)
     best_ids[touched] = all_ids[top].reshape(-1, k)
-    return best_sims, best_ids
 
 
 class TorchExactIndex(SimilarityIndex):
@@ -484,12 +488,9 @@ class PartitionedIndex(SimilarityIndex):
         no second comparison of every vector with every centroid."""
         if self.untrained:
             return self.flat.search(queries, k)
-        if not len(queries):
-            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         held = self._held(queries)
-        found = [self._search_part(queries[start:start + SEARCH_QUERIES], k, start if held else None)
-                 for start in range(0, len(queries), SEARCH_QUERIES)]
-        return np.concatenate([sims for sims, _ in found]), np.concatenate([ids for _, ids in found])
+        return _top_k_in_parts(queries, k, SEARCH_QUERIES,
+                               lambda start, part: self._search_part(part, k, start if held else None))
 
     def _search_part(self, queries, k, first: int | None = None):
         cand_sims = np.full((len(queries), self.probe * k), -np.inf, np.float32)
