@@ -678,11 +678,28 @@ def prepare(registry) -> click.Group:
 
 
 def main():
-    """Run the command line (handlers are installed first by :mod:`curate.entry`)."""
+    """Run the command line (handlers are installed first by :mod:`curate.entry`). click runs
+    outside its standalone mode, which turned a Ctrl-C that lands while it parses the arguments
+    into its own "Aborted!" and exit 1: every interruption is curate's clean exit (128 + the
+    signal), and the rest is what click's standalone mode does."""
     install_signal_handlers()
     command = prepare(get_registry())
     gc.freeze()     # modules and plugins live as long as the process: no collection need scan them again
-    command(prog_name="curate")
+    try:
+        code = command.main(prog_name="curate", standalone_mode=False)
+    except click.exceptions.Abort as e:         # a Ctrl-C outside a command, or a prompt refused
+        interrupted = interruption_of(e)
+        if interrupted is not None:
+            exit_interrupted(interrupted)
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as e:           # a usage error
+        e.show()
+        sys.exit(e.exit_code)
+    except BrokenPipeError:                     # --help into a closed pipe
+        sys.stdout = open(os.devnull, "w")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,27 @@ def test_a_signal_during_a_finaliser_is_raised_once_out_of_it():
     result = subprocess.run([sys.executable, "-c", FINALISER_SCRIPT], capture_output=True, text=True, timeout=60)
     assert result.stdout == "raised after the finaliser\n", (result.stdout, result.stderr)
     assert "Exception ignored" not in result.stderr
+
+
+WHILE_PARSING = """
+import sys
+import click
+from curate import entry
+from curate.interrupts import Terminated
+
+def interrupted(self, *args, **kwargs):      # the signal lands while click parses the arguments
+    raise {raised}
+
+click.Group.make_context = interrupted
+sys.argv = ["curate", "formats"]
+entry.main()
+"""
+
+
+@pytest.mark.parametrize("raised, code", [("KeyboardInterrupt()", 130), ("Terminated(15)", 143)])
+def test_a_signal_while_click_parses_the_arguments_is_a_clean_interruption(raised, code):
+    """Outside a command (parsing the arguments) click turned Ctrl-C into its own "Aborted!"
+    and exit 1: it is curate's one line and 128 + the signal, as anywhere else."""
+    result = subprocess.run([os.sys.executable, "-c", WHILE_PARSING.format(raised=raised)], capture_output=True,
+                            text=True, timeout=120)
+    assert (result.returncode, result.stderr.strip()) == (code, "error: interrupted; no output was written")
