@@ -50,8 +50,9 @@ def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float]
     """One engine's walks over the file, one per threshold, lowest first, in this process
     (started by the parent): their figures. A search that finds its pairs at once (Ray) is
     shared by the walks, as `curate dedup` shares it (a build from before: one per walk).
-    ``neighbours``: then the report's neighbours, in the index the search offers, as
-    `curate dedup` finds them."""
+    ``neighbours``: then the report's neighbours, as `curate dedup` finds them: on Ray (a
+    build that has them) chosen by tasks from the search's own products, else in the index the
+    search offers."""
     from curate.registry import get_registry
     from curate.similarity import Channel, Pairs, walk
     try:
@@ -61,6 +62,7 @@ def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float]
     from curate.vectors_file import VectorsFile
     kind = get_registry().get("index", index)
     options = {"partitions": partitions} if partitions else {}
+    asked = {"neighbours": 16} if neighbours and "neighbours" in {f.name for f in dataclasses.fields(Channel)} else {}
     made = []
     ray_start = 0.0
     if engine == "ray":
@@ -69,14 +71,15 @@ def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float]
         start_ray(None, num_cpus=cpus)
         ray_start = time.monotonic() - started
         vectors = np.memmap(path, np.float32, "r", shape=(n, dim))      # the driver reads only a sample
-        channel = Channel("embedding", vectors, thresholds[0], kind, options, source=VectorsFile(path, np.arange(n), dim))
+        channel = Channel("embedding", vectors, thresholds[0], kind, options, source=VectorsFile(path, np.arange(n), dim),
+                          **asked)
 
         def pairs(channel, block):
             made.append(ray_pairs(channel, block, work_root=path.parent))
             return made[-1]
     else:
         vectors = np.fromfile(path, np.float32).reshape(n, dim)
-        channel = Channel("embedding", vectors, thresholds[0], kind, options)
+        channel = Channel("embedding", vectors, thresholds[0], kind, options, **asked)
         pairs = Pairs
     searches = SharedSearches(pairs) if SharedSearches is not None else None
     if searches is not None:
@@ -93,7 +96,8 @@ def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float]
         from curate.similarity import nearest_neighbours
         index = searches.index_of("embedding") if hasattr(searches, "index_of") else None
         wall, cpu = time.monotonic(), time.process_time()
-        sims, ids = nearest_neighbours(vectors, kind, index=index, **options)
+        found = searches.nearest("embedding") if hasattr(searches, "nearest") else None
+        sims, ids = found if found is not None else nearest_neighbours(vectors, kind, index=index, **options)
         figures.update(neighbours_wall=time.monotonic() - wall, neighbours_cpu=time.process_time() - cpu,
                        neighbours_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                        neighbours=hashlib.sha256(ids.tobytes() + sims.tobytes()).hexdigest()[:16])
@@ -144,6 +148,12 @@ def peak_and_own(tasks: list[dict]) -> str:
     return f"{mb(max(t['rss_peak'] for t in tasks))} / {mb(max(t['rss_peak'] - t['rss_start'] for t in tasks))}"
 
 
+def chooser_cost(run: dict) -> str:
+    """The CPU seconds and largest peak of the tasks that chose the neighbours (Ray, this build)."""
+    tasks = [t for t in run.get("tasks", []) if t["task"] == "choose_nearest"]
+    return f"{sum(t['cpu_seconds'] for t in tasks):.1f} / {mb(max(t['rss_peak'] for t in tasks))}" if tasks else "-"
+
+
 def report(runs: list[dict], args) -> None:
     rows = []
     local = [r for r in runs if r["engine"] == "local"]
@@ -158,14 +168,15 @@ def report(runs: list[dict], args) -> None:
                      peak_and_own(tasks) if tasks else "-",
                      f"{mb(max(t['rss_peak'] for t in assigns))}" if assigns else "-",
                      " / ".join(f"{x:,}" for x in r["removed"]), r["decisions"]]
-                    + ([f"{r['neighbours_wall']:.1f} / {r['neighbours_cpu']:.1f}", mb(r["neighbours_peak"]),
-                        r["neighbours"]] if args.neighbours else []))
+                    + ([f"{r['neighbours_wall']:.1f} / {r['neighbours_cpu']:.1f}", chooser_cost(r),
+                        mb(r["neighbours_peak"]), r["neighbours"]] if args.neighbours else []))
     print_table(f"walk at {args.threshold}, {args.vectors:,} x {args.dim} planted vectors, index {args.index}, "
                 f"{args.cpus} CPUs for Ray (load {os.getloadavg()[0]:.1f} at the end)",
                 ["engine", "walk wall s", "/ local", "driver CPU s", "tasks CPU s",
                  "process wall / CPU s (no Ray workers)",
                  "driver peak MB", "search tasks", "task peak / own MB", "assign peak MB", "removed", "decisions"]
-                + (["neighbours wall / CPU s", "peak MB after", "neighbours"] if args.neighbours else []),
+                + (["neighbours wall / driver CPU s", "choosing tasks: CPU s / peak MB", "driver peak MB after",
+                    "neighbours"] if args.neighbours else []),
                 rows)
     for r in runs:
         if "stages" in r:

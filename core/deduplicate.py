@@ -38,7 +38,7 @@ from .image_table import ImageTable, scan
 from .images import ImageLocator, UnreadableImage, check_image_root
 from .progress import ProgressBar
 from .settings import configured, refuse_unknown
-from .similarity import Channel, Pairs, SharedSearches, kept_curve, nearest_neighbours, walk
+from .similarity import NEIGHBOURS, Channel, Pairs, SharedSearches, kept_curve, nearest_neighbours, walk
 from .vectors_file import VectorsFile
 from .verification import NONE, Looked, PairVerifier
 
@@ -274,7 +274,8 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
     the verifier), then each image's neighbourhood in the embedding (for the report). A group's
     walks go from the lowest threshold up and share its searches (:class:`SharedSearches`: one
     index, or on Ray one search, per signal), and its neighbours are searched in the walk's
-    index; then the group's searches are let go. The evaluation images (``--against``) go
+    index (on Ray, found by the search's tasks from their own products); then the group's
+    searches are let go. The evaluation images (``--against``) go
     first in every group's walk, kept whatever they match. ``pair_search``: what searches for
     the pairs (:func:`curate.ray_engine.ray_pairs` on Ray)."""
     index_kind = search.index_kind
@@ -300,22 +301,25 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
             rows = {name: rows_of(vectors if plugin is None else found.result.signals[name], members)
                     for name, plugin, _ in signals}
             source = cached_source(found.result, members)
-            searches = SharedSearches(pair_search)
-            for threshold in thresholds:
-                decision = walk([Channel(name, rows[name], threshold if plugin is None else cosine, index_kind, options,
-                                         verified=plugin is None or plugin.verified,
-                                         source=source if plugin is None else None)
-                                 for name, plugin, cosine in signals],
-                                verify=verify, fixed=len(against), pairs=searches.pairs)
-                _record(results[threshold], members, decision)
-                bar.advance(1)
-            kept_everywhere[group] = np.logical_and.reduce([r.duplicate_of[group] == -1 for r in results.values()])
-            if len(against) or embedding is None:       # the walks' rows are not the group's alone
-                own, index = rows_of(vectors, group), None
-            else:                                       # the walks' rows (no second copy) and index
-                own, index = rows[embedding], searches.index_of(embedding)
-            sims, ids = nearest_neighbours(own, index_kind, index=index, **options)
-            neighbourhood.add_group(group, sims, ids, kept_everywhere)
+            own_rows = not len(against) and embedding is not None    # the walks' rows are the group's alone
+            with SharedSearches(pair_search) as searches:
+                for threshold in thresholds:
+                    decision = walk([Channel(name, rows[name], threshold if plugin is None else cosine, index_kind,
+                                             options, verified=plugin is None or plugin.verified,
+                                             source=source if plugin is None else None,
+                                             neighbours=NEIGHBOURS if plugin is None and own_rows else 0)
+                                     for name, plugin, cosine in signals],
+                                    verify=verify, fixed=len(against), pairs=searches.pairs)
+                    _record(results[threshold], members, decision)
+                    bar.advance(1)
+                kept_everywhere[group] = np.logical_and.reduce([r.duplicate_of[group] == -1 for r in results.values()])
+                nearest = searches.nearest(embedding) if own_rows else None     # found by the search (Ray)
+                if nearest is None and own_rows:        # the walks' rows (no second copy) and index
+                    nearest = nearest_neighbours(rows[embedding], index_kind, index=searches.index_of(embedding),
+                                                 **options)
+                elif nearest is None:
+                    nearest = nearest_neighbours(rows_of(vectors, group), index_kind, **options)
+            neighbourhood.add_group(group, *nearest, kept_everywhere)
             bar.advance(1)
     return [results[t] for t in search.thresholds], neighbourhood
 

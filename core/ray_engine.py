@@ -6,8 +6,9 @@ which read the vectors from files on a shared path. Ray is imported only here (`
 
 from __future__ import annotations
 
+import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +18,9 @@ import numpy as np
 from .errors import CurateError, setting
 from .interrupts import handlers_kept, signals_held
 from .embedding import EmbedResult, SignalSet, cached_or_todo, check_plugins_gave_something, not_finite, store
-from .similarity import BLOCK, Channel, FoundPairs, Pairs, search_threshold, similarities
+from .nearest import band, chosen, narrowed, within_band
+from .similarity import (BLOCK, Channel, FoundPairs, Pairs, others_only, pair_similarities, search_threshold,
+                         similarities)
 from .vectors_file import VectorsFile, read_rows, work_folder, written
 
 
@@ -190,6 +193,7 @@ TASK_ROWS = 100_000
 ASSIGN_ROWS = 65_536
 LABEL_ROWS = 65_536                            # at most, of the k-means sample per labelling task
 SEARCH_ROWS = 8192                             # a partition's queries multiplied at once in a search task
+NEAREST_ROWS = 16_384                          # queries whose nearest one task chooses (about 0.1 GB of candidates)
 IN_FLIGHT_PER_CPU = 2                          # tasks submitted ahead, per CPU of the cluster
 
 
@@ -237,23 +241,38 @@ class RayPairs(FoundPairs):
     ``work_root`` (the cache folder; removed at the end). The driver trains the k-means
     centroids on a sample, tasks find each vector's partitions (small integer arrays back),
     and a task per group of partitions computes their pairs with exact float32 products. The
-    driver holds the pairs found, not the vectors; the walk takes them in order."""
+    driver holds the pairs found, not the vectors; the walk takes them in order.
+
+    With ``channel.neighbours`` a partitioned search also finds each vector's nearest for the
+    report from the same products: each search task writes the candidates near its queries'
+    best (:func:`curate.nearest.within_band`) to a work file, sorted by query, and a task per
+    ``NEAREST_ROWS`` queries reads its part of every file, scores them and chooses
+    (:meth:`nearest`): the same neighbours as the local index's, without a second search and
+    without the vectors on the driver."""
 
     def __init__(self, channel: Channel, block: int, plan: SearchPlan, address: str | None = None,
                  work_root: Path | None = None):
         self.threshold, self.block_size, self.plan = channel.threshold, block, plan
         self.n, self.dim = channel.vectors.shape
         self.channel = channel
-        self.partitioning = None                         # (centroids, homes, probes) of a partitioned search
         self.address = address
         self.seconds: dict[str, float] = {}
         self.costs: list[TaskCost] = []                  # per task: its memory and time
-        with (nullcontext(None) if channel.source is not None else work_folder(work_root)) as folder:
-            source = channel.source if folder is None else written(channel.vectors, folder)
-            found = self._search(source)
+        self.candidates: list[tuple[str, np.ndarray]] = []   # per search task: its nearest-candidates file, bounds
+        self._work = ExitStack()                         # the work folder, kept until the nearest are chosen
+        try:
+            keeps = bool(channel.neighbours and plan.partitions)
+            folder = self._work.enter_context(work_folder(work_root)) if channel.source is None or keeps else None
+            self.source = channel.source if channel.source is not None else written(channel.vectors, folder)
+            found = self._search(self.source, folder if keeps else None)
+        except BaseException:
+            self.close()
+            raise
+        if not self.candidates:
+            self.close()
         super().__init__(*_walk_order(found, self.n), channel.threshold)
 
-    def _search(self, source: VectorsFile) -> list:
+    def _search(self, source: VectorsFile, folder: Path | None) -> list:
         if not self.plan.partitions:
             return self._run(_search_exact, [(str(source.path), self.dim, source.rows[:stop], start, self.threshold)
                                              for start, stop in _blocks(self.n, self.block_size)])
@@ -261,24 +280,39 @@ class RayPairs(FoundPairs):
             centroids = self._centroids(source)
         with self._timed("assign"):
             homes, probes = self._assign(source, centroids)
-        self.partitioning = centroids, homes, probes
         with self._timed("search"):
-            calls = (_partition_task(source, group, self.threshold)
-                     for group in _task_groups(homes, probes, self.plan.partitions))
-            return self._run(_search_partitions, calls)
+            nearest = self.channel.neighbours + 1 if folder is not None else 0     # the vector itself is among them
+            calls = (_partition_task(source, group, self.threshold, nearest,
+                                     folder / f"nearest-{number}.npy" if folder is not None else None, self.n)
+                     for number, group in enumerate(_task_groups(homes, probes, self.plan.partitions)))
+            found = self._run(_search_partitions, calls)
+        self.candidates = [(f.nearest_file, f.nearest_bounds) for f in found if f.nearest_file]
+        return found
 
-    @cached_property
-    def index(self):
-        """The channel's rows in the partitioned index this search used, built from its
-        centroids and each vector's homes and probes (the local index's own: see
-        :meth:`_centroids`), for the report's neighbours: the driver does not train and file
-        them again. None after an exact search."""
-        if self.partitioning is None:
+    def nearest(self):
+        """Each vector's ``channel.neighbours`` nearest, as
+        :func:`curate.similarity.nearest_neighbours` finds them in the local partitioned index
+        (the same centroids and probes; chosen by score, ties to the earlier id): a task per
+        ``NEAREST_ROWS`` queries. None when the search kept no candidates (an exact search)."""
+        if not self.candidates:
             return None
-        index = self.channel.kind.new(self.dim, self.n, **self.channel.options)
-        index.adopt(self.channel.vectors, *self.partitioning)
-        self.partitioning = None
-        return index
+        try:
+            with self._timed("nearest"):
+                rows = self._shared(self.source.rows)
+                calls = [(str(self.source.path), self.dim, rows, start, stop,
+                          [(path, int(bounds[b]), int(bounds[b + 1])) for path, bounds in self.candidates
+                           if bounds[b + 1] > bounds[b]],
+                          self.channel.neighbours, self.plan.spill > 1)
+                         for b, (start, stop) in enumerate(_blocks(self.n, NEAREST_ROWS))]
+                parts = self._run(_choose_nearest, calls)
+            return np.concatenate([sims for sims, _ in parts]), np.concatenate([ids for _, ids in parts])
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """The work folder removed (the candidates, and the vectors written for the tasks)."""
+        self.candidates = []
+        self._work.close()
 
     @contextmanager
     def _timed(self, stage: str):
@@ -374,11 +408,14 @@ def _blocks(n: int, size: int):
 
 @dataclass
 class SearchResult:
-    """A search task's pairs: (later, earlier, similarity)."""
+    """A search task's pairs: (later, earlier, similarity); and where it wrote its queries'
+    nearest candidates (a file sorted by query, and where each ``NEAREST_ROWS`` of them start)."""
 
     later: np.ndarray
     earlier: np.ndarray
     sims: np.ndarray
+    nearest_file: str | None = None
+    nearest_bounds: np.ndarray | None = None
 
 
 @dataclass
@@ -436,10 +473,11 @@ def _by_partition(labels: np.ndarray, partitions: int) -> list[np.ndarray]:
     return [positions[bounds[p]:bounds[p + 1]] for p in range(partitions)]
 
 
-def _partition_task(source: VectorsFile, group, threshold: float) -> tuple:
+def _partition_task(source: VectorsFile, group, threshold: float, nearest: int, out: Path | None, n: int) -> tuple:
     """A search task's arguments: the rows it reads (positions, ascending, and their file rows)."""
     needed = np.unique(np.concatenate([np.concatenate([m, q]) for m, q in group]))
-    return str(source.path), source.dim, needed, source.file_rows(needed), group, threshold
+    return (str(source.path), source.dim, needed, source.file_rows(needed), group, threshold, nearest,
+            None if out is None else str(out), n)
 
 
 # --- what runs in the tasks -----------------------------------------------------------------------
@@ -465,20 +503,71 @@ def _label_rows(path: str, dim: int, file_rows: np.ndarray, centroids: np.ndarra
 
 
 def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.ndarray, group,
-                       threshold: float) -> SearchResult:
+                       threshold: float, nearest: int = 0, out: str | None = None, n: int = 0) -> SearchResult:
     """One task: the pairs >= ``threshold`` of a group of partitions, each member against each
     query that probes its partition (SEARCH_ROWS queries a product), candidates rescored as the
-    local walk rescores them: the same pairs and similarities, however the products are cut."""
+    local walk rescores them: the same pairs and similarities, however the products are cut.
+    ``nearest``: from the same products, the candidates for each query's ``nearest`` best
+    (:func:`curate.nearest.within_band`), written to ``out`` for :func:`_choose_nearest`."""
     vectors = read_rows(path, dim, file_rows)
-    found = []
+    found, near = [], []
     for members, queries in group:
         data = vectors[np.searchsorted(needed, members)]
         for start in range(0, len(queries), SEARCH_ROWS):
             chunk = queries[start:start + SEARCH_ROWS]
             query_vectors = vectors[np.searchsorted(needed, chunk)]
-            rows, columns = _reached(query_vectors, data, threshold)
+            products = query_vectors @ data.T
+            rows, columns = _reached(products, threshold, dim)
             found.append((chunk[rows], members[columns], similarities(query_vectors[rows], data[columns])))
-    return _result(found, threshold)
+            if nearest:
+                rows, columns = within_band(products, nearest, band(dim))
+                near.append((chunk[rows], members[columns], products[rows, columns]))
+    result = _result(found, threshold)
+    if nearest:
+        result.nearest_file, result.nearest_bounds = out, _write_candidates(Path(out), near, n)
+    return result
+
+
+# A nearest candidate in a work file: the query's and the vector's positions, their float32 product.
+CANDIDATE = np.dtype([("query", "<i8"), ("id", "<i8"), ("product", "<f4")])
+
+
+def _write_candidates(out: Path, near: list, n: int) -> np.ndarray:
+    """Candidates (query, id, product) into ``out``, sorted by query; where each
+    ``NEAREST_ROWS`` queries' candidates start (and the end)."""
+    table = np.zeros(sum(len(query) for query, _, _ in near), CANDIDATE)
+    at = 0
+    for query, ids, products in near:
+        part = table[at:at + len(query)]
+        part["query"], part["id"], part["product"] = query, ids, products
+        at += len(query)
+    table = table[np.argsort(table["query"], kind="stable")]
+    partial = out.with_name(out.name + ".part")       # a task run again (Ray retries) rewrites it whole
+    with open(partial, "wb") as stream:
+        np.save(stream, table)
+    os.replace(partial, out)
+    return np.searchsorted(table["query"], np.append(np.arange(0, n, NEAREST_ROWS), n))
+
+
+def _choose_nearest(path: str, dim: int, file_rows: np.ndarray, start: int, stop: int, pieces: list,
+                    k: int, repeats: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One task: the ``k`` nearest other vectors of the queries ``start:stop`` (similarities,
+    positions), chosen by score from their candidates in every search task's file (``pieces``:
+    file, first and end row); ``file_rows``: every position's row of the vectors file.
+    ``repeats``: a vector stored in two partitions may come twice."""
+    parts = []
+    for file, low, high in pieces:
+        table = np.load(file, mmap_mode="r")
+        parts.append(np.array(table[low:high]))
+        del table
+    table = np.concatenate(parts) if parts else np.zeros(0, CANDIDATE)
+    rows, ids, _, _, _ = narrowed(table["query"] - start, table["id"], table["product"], k + 1, band(dim), repeats)
+    del table, parts
+    queries = read_rows(path, dim, file_rows[start:stop])
+    others = np.unique(ids)
+    scores = pair_similarities(queries, rows, np.searchsorted(others, ids), read_rows(path, dim, file_rows[others]))
+    sims, found = chosen(rows, ids, scores, stop - start, k + 1)
+    return others_only(sims, found, np.arange(start, stop), k)
 
 
 def _search_exact(path: str, dim: int, file_rows: np.ndarray, first: int, threshold: float) -> SearchResult:
@@ -494,17 +583,17 @@ def _search_exact(path: str, dim: int, file_rows: np.ndarray, first: int, thresh
         for start in range(0, end, _BLOCK):
             stop = min(start + _BLOCK, end)
             data = read_rows(path, dim, file_rows[start:stop])
-            rows, columns = _reached(chunk, data, threshold)
+            rows, columns = _reached(chunk @ data.T, threshold, dim)
             earlier = start + columns < positions[rows]
             rows, columns = rows[earlier], columns[earlier]
             found.append((positions[rows], columns + start, similarities(chunk[rows], data[columns])))
     return _result(found, threshold)
 
 
-def _reached(queries: np.ndarray, data: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _reached(products: np.ndarray, threshold: float, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, columns) of the products that may reach ``threshold``: candidates, rescored with
     :func:`curate.similarity.similarities` as the local walk rescores what its index finds."""
-    return np.nonzero(queries @ data.T >= search_threshold(threshold, queries.shape[1]))
+    return np.nonzero(products >= search_threshold(threshold, dim))
 
 
 def _result(found, threshold: float) -> SearchResult:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .contracts import IndexKind, SimilarityIndex  # noqa: F401  (re-exported)
 from .gather import gather
+from .nearest import chosen
 
 
 # Kept images a verified walk tries per image, closest first: 4 found 82.8% of the text-rich
@@ -29,7 +30,9 @@ class Channel:
     """One signal's vectors for a group of images, searched with an index at its own threshold.
     ``verified``: a match must be confirmed by the verifier (False for exact matches).
     ``source``: where the same vectors lie on disk (rows of the embedding cache), for searches
-    in other processes (``--engine ray``); None: they are written out for them."""
+    in other processes (``--engine ray``); None: they are written out for them.
+    ``neighbours``: a search that can find each vector's nearest from its own products (Ray's
+    partitioned one) finds this many for the report (:meth:`FoundPairs.nearest`)."""
 
     name: str
     vectors: np.ndarray
@@ -38,6 +41,7 @@ class Channel:
     options: dict = field(default_factory=dict)
     verified: bool = True
     source: object = None         # a curate.vectors_file.VectorsFile
+    neighbours: int = 0           # also each vector's this many nearest, where the search finds them (Ray)
 
 
 @dataclass
@@ -181,6 +185,14 @@ class FoundPairs:
         low, high = np.searchsorted(self.later, [start, stop])
         return self.later[low:high], self.earlier[low:high], self.sims[low:high]
 
+    def nearest(self):
+        """Each vector's nearest (:func:`nearest_neighbours`), where the search found them on
+        its way; None otherwise."""
+        return None
+
+    def close(self) -> None:
+        """Let go of what the search keeps for :meth:`nearest`."""
+
     def at(self, threshold: float) -> "FoundPairs":
         """The pairs that reach ``threshold`` (at least this search's own)."""
         if threshold < self.threshold:
@@ -211,6 +223,22 @@ class SharedSearches:
         found = self.search(channel, block)
         self.found.setdefault(channel.name, found)
         return found
+
+    def nearest(self, name: str):
+        """Channel ``name``'s nearest neighbours found by its search (None when it did not)."""
+        first = self.found.get(name)
+        return first.nearest() if isinstance(first, FoundPairs) else None
+
+    def close(self) -> None:
+        for found in self.found.values():
+            if isinstance(found, FoundPairs):
+                found.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def index_of(self, name: str):
         """The index of channel ``name``'s rows that its search built or offers (None when
@@ -317,9 +345,10 @@ CURVE_THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.01), 2)   # at most 64: on
 
 def nearest_neighbours(vectors: np.ndarray, kind: IndexKind, k: int = NEIGHBOURS, index=None,
                        **options) -> tuple[np.ndarray, np.ndarray]:
-    """Each vector's ``k`` most similar other vectors: (similarities, positions), best first,
-    padded with -inf and -1 where the group has fewer. ``index``: one already built on
-    ``vectors`` (the walk's)."""
+    """Each vector's ``k`` most similar other vectors: (similarities, positions), best first
+    (ties: the earlier position first), padded with -inf and -1 where the group has fewer; the
+    similarities are :func:`similarities`, whichever index found them. ``index``: one already
+    built on ``vectors`` (the walk's)."""
     n = len(vectors)
     sims = np.full((n, k), -np.inf, np.float32)
     ids = np.full((n, k), -1, np.int64)
@@ -329,7 +358,19 @@ def nearest_neighbours(vectors: np.ndarray, kind: IndexKind, k: int = NEIGHBOURS
         index = kind.new(vectors.shape[1], n, **options)
         index.add(vectors)
     found_sims, found_ids = index.search(vectors, min(k + 1, n))
-    others = (found_ids != np.arange(n)[:, None]) & (found_ids >= 0)
+    if not getattr(index, "exact_scores", False):     # an index's own products: scored as every pair is
+        rows, columns = np.nonzero(found_ids >= 0)
+        found = found_ids[rows, columns]
+        found_sims, found_ids = chosen(rows, found, pair_similarities(vectors, rows, found), n, found_ids.shape[1])
+    return others_only(found_sims, found_ids, np.arange(n), k)
+
+
+def others_only(found_sims: np.ndarray, found_ids: np.ndarray, own: np.ndarray, k: int):
+    """Each row's first ``k`` neighbours other than itself (``own``: its position), best first,
+    padded with -inf and -1."""
+    sims = np.full((len(found_ids), k), -np.inf, np.float32)
+    ids = np.full((len(found_ids), k), -1, np.int64)
+    others = (found_ids != own[:, None]) & (found_ids >= 0)
     order = np.argsort(~others, axis=1, kind="stable")[:, :k]      # the others first, best first
     take = order.shape[1]
     keep = np.take_along_axis(others, order, 1)

@@ -9,6 +9,7 @@ import numpy as np
 
 import curate
 from curate.gather import gather
+from curate.nearest import Nearest
 from curate.plugins.centroids import Centroids, grouped
 from curate.plugins.products import PRODUCTS, bfloat16_margin, partition_products  # noqa: F401  (the index's arithmetic)
 from curate.settings import Setting
@@ -39,6 +40,8 @@ SEARCH_QUERIES = 32_768       # queries a top-k search holds candidates for at o
 
 
 class ExactIndex(SimilarityIndex):
+    exact_scores = True
+
     def __init__(self, dim: int, capacity: int):
         self.data = np.zeros((max(capacity, 1), dim), np.float32)
         self.size = 0
@@ -64,30 +67,19 @@ class ExactIndex(SimilarityIndex):
         self.size = end
 
     def search(self, queries, k):
-        """Top-k by float32 products, ``_QUERY_BLOCK`` queries at a time: all of them against a
-        block at once held products, their negation and argpartition's int64 positions for
-        every query (11.8 GB for the report's neighbours of 60K vectors). Once each query has
-        ``k``, a block's products only count where they beat the query's k-th best so far
-        (few do), instead of selecting each query's best of every block. On equal
-        similarities the earlier id comes first."""
+        """The ``k`` best by score (:mod:`curate.nearest`), ``_QUERY_BLOCK`` queries at a time:
+        all of them against a block at once held products for every query (11.8 GB for the
+        report's neighbours of 60K vectors). Once each query has a k-th best product, a block's
+        products only count where they come near it (few do)."""
         return _top_k_in_parts(queries, k, _QUERY_BLOCK, lambda start, part: self._search_part(part, k))
 
     def _search_part(self, queries, k):
-        q = len(queries)
-        best_sims = np.full((q, k), -np.inf, np.float32)
-        best_ids = np.full((q, k), -1, np.int64)
+        nearest = Nearest(len(queries), k, self.data.shape[1])
+        rows = np.arange(len(queries))
         for start in range(0, self.size, _BLOCK):
-            sims = queries @ self.data[start:min(start + _BLOCK, self.size)].T
-            if np.isneginf(best_sims[:, -1]).any():      # a query without k yet: each one's best of the block
-                take = min(k, sims.shape[1])
-                part = np.argpartition(-sims, take - 1, axis=1)[:, :take] if take < sims.shape[1] \
-                    else np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
-                rows = np.repeat(np.arange(q), take)
-                found = part.ravel()
-            else:                                         # only what beats a query's k-th best so far
-                rows, found = np.nonzero(sims > best_sims[:, -1:])
-            _merge_into(best_sims, best_ids, rows, sims[rows, found], found + start)
-        return best_sims, best_ids
+            stop = min(start + _BLOCK, self.size)
+            nearest.offer(rows, np.arange(start, stop), queries @ self.data[start:stop].T, narrow=nearest.unbounded)
+        return nearest.best(lambda r, ids: pair_similarities(queries, r, ids, self.data))
 
     def range_search(self, queries, threshold):
         return self._pairs(queries, threshold, None)
@@ -126,26 +118,6 @@ def _top_k_in_parts(queries, k: int, size: int, search_part) -> tuple[np.ndarray
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     found = [search_part(start, queries[start:start + size]) for start in range(0, len(queries), size)]
     return np.concatenate([sims for sims, _ in found]), np.concatenate([ids for _, ids in found])
-
-
-def _merge_into(best_sims, best_ids, rows, sims, ids) -> None:
-    """Each row's ``k`` best of its best so far and its candidates (``rows``: each candidate's
-    row, in order), most similar first, into ``best_sims`` and ``best_ids``; on a tie the one
-    held before, then the earlier id."""
-    if not len(rows):
-        return
-    touched = np.unique(rows)
-    k = best_sims.shape[1]
-    all_rows = np.concatenate([np.repeat(touched, k), rows])
-    all_sims = np.concatenate([best_sims[touched].ravel(), sims])
-    all_ids = np.concatenate([best_ids[touched].ravel(), ids])
-    order = np.lexsort((-all_sims, all_rows))           # stable: the held ones first among equals
-    ranked_rows = all_rows[order]
-    starts = np.searchsorted(ranked_rows, touched)
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.append(starts, len(order))))
-    top = order[rank < k]
-    best_sims[touched] = all_sims[top].reshape(-1, k)
-    best_ids[touched] = all_ids[top].reshape(-1, k)
 
 
 class TorchExactIndex(SimilarityIndex):
@@ -332,6 +304,8 @@ class PartitionedIndex(SimilarityIndex):
     (``products``: see :func:`partition_products`); the similarities reported are always
     float32 dot products of the vectors given."""
 
+    exact_scores = True
+
     # Queries encoded at once (bf16: 349,525 at 768-d, about 2,800 per partition of a 1M index at
     # probe 32): fewer, larger products per partition, whose fixed costs then matter less.
     QUERY_CHUNK_BYTES = 512 << 20
@@ -392,16 +366,6 @@ class PartitionedIndex(SimilarityIndex):
         self.centroids = Centroids.train(sample, self.partitions, self.products)
         del sample
         self._store(self._homes(np.arange(len(vectors))))
-
-    def adopt(self, vectors, centroids, homes: np.ndarray, probes: np.ndarray):
-        """Hold ``vectors`` as a search elsewhere partitioned them (Ray's tasks, with this
-        index's arithmetic: these centroids, each vector's ``spill`` homes and ``probe``
-        probed partitions) instead of training and filing them again."""
-        self.flat = ExactIndex.over(np.asarray(vectors, np.float32))
-        self.products = partition_products(self.flat.data.shape[1], self.products_kind)
-        self.centroids = centroids
-        self.probes = np.asarray(probes, np.int32)
-        self._store(np.asarray(homes))
 
     def _homes(self, positions: np.ndarray) -> np.ndarray:
         """The ``spill`` nearest partitions of the vectors at ``positions``, which store them; their
@@ -493,24 +457,12 @@ class PartitionedIndex(SimilarityIndex):
                                lambda start, part: self._search_part(part, k, start if held else None))
 
     def _search_part(self, queries, k, first: int | None = None):
-        cand_sims = np.full((len(queries), self.probe * k), -np.inf, np.float32)
-        cand_ids = np.full((len(queries), self.probe * k), -1, np.int64)
-        for p, rows, slots in self._probed(queries, first):
-            sims = queries[rows] @ self._float32(p).T
-            take = min(k, sims.shape[1])
-            top = np.argpartition(-sims, take - 1, axis=1)[:, :take] if take < sims.shape[1] \
-                else np.broadcast_to(np.arange(take), sims.shape)
-            columns = slots[:, None] * k + np.arange(take)
-            cand_sims[rows[:, None], columns] = np.take_along_axis(sims, top, 1)
-            cand_ids[rows[:, None], columns] = self.members[p][top]
-        if self.spill > 1:                            # a vector stored twice counts once
-            by_id = np.argsort(cand_ids, axis=1, kind="stable")
-            ids_sorted = np.take_along_axis(cand_ids, by_id, 1)
-            repeat = np.zeros_like(cand_ids, bool)
-            repeat[:, 1:] = (ids_sorted[:, 1:] == ids_sorted[:, :-1]) & (ids_sorted[:, 1:] >= 0)
-            np.put_along_axis(cand_sims, by_id, np.where(repeat, -np.inf, np.take_along_axis(cand_sims, by_id, 1)), 1)
-        order = np.argsort(-cand_sims, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(cand_sims, order, 1), np.take_along_axis(cand_ids, order, 1)
+        """The ``k`` best by score (:mod:`curate.nearest`) among the members of each query's
+        probed partitions."""
+        nearest = Nearest(len(queries), k, self.flat.data.shape[1], repeats=self.spill > 1)
+        for p, rows, _ in self._probed(queries, first):
+            nearest.offer(rows, self.members[p][:self.counts[p]], queries[rows] @ self._float32(p).T)
+        return nearest.best(lambda rows, ids: pair_similarities(queries, rows, ids, self.flat.data))
 
     def range_search(self, queries, threshold):
         if self.untrained:

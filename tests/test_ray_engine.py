@@ -134,7 +134,7 @@ def test_ray_tasks_find_the_pairs_the_local_search_finds(tmp_path):
     """The walk with its pairs searched by Ray tasks that read the vectors from a file (a work
     file the driver writes in the cache folder, removed after), against the local search:
     exact, and partitioned past its training size (k-means on the driver, partitions found and
-    searched by tasks)."""
+    searched by tasks, the report's neighbours chosen by tasks from the search's products)."""
     import functools
     from curate.ray_engine import ray_pairs, RayPairs
     from curate.registry import get_registry
@@ -150,7 +150,7 @@ def test_ray_tasks_find_the_pairs_the_local_search_finds(tmp_path):
         return made[-1]
 
     for name, options in (("exact", {}), ("partitioned", {"partitions": 40, "partition_probe": 4})):
-        channel = [Channel("embedding", vectors, 0.9, get_registry().get("index", name), options)]
+        channel = [Channel("embedding", vectors, 0.9, get_registry().get("index", name), options, neighbours=16)]
         local = walk(channel, block=4096)
         on_ray = walk(channel, block=4096, pairs=pairs)
         assert on_ray.duplicate_of.tolist() == local.duplicate_of.tolist(), name
@@ -158,9 +158,12 @@ def test_ray_tasks_find_the_pairs_the_local_search_finds(tmp_path):
         assert (local.duplicate_of >= 0).sum() > 10000
         assert isinstance(made[-1], RayPairs) and made[-1].plan.partitions == options.get("partitions", 0)
         assert made[-1].costs and all(cost.rss_peak >= cost.rss_start > 0 for cost in made[-1].costs)
-        if name == "partitioned":     # the report's neighbours, in the index of the tasks' partitions
+        if name == "partitioned":     # the report's neighbours, from the search tasks' own products
             from curate.similarity import nearest_neighbours
-            adopted = nearest_neighbours(vectors, channel[0].kind, index=made[-1].index)
-            fresh = nearest_neighbours(vectors, channel[0].kind, **options)
-            assert np.array_equal(adopted[1], fresh[1]) and np.array_equal(adopted[0], fresh[0])
+            found = made[-1].nearest()
+            local = nearest_neighbours(vectors, channel[0].kind, **options)
+            assert np.array_equal(found[1], local[1]) and np.array_equal(found[0], local[0])
+            assert any(cost.task == "choose_nearest" for cost in made[-1].costs)
+        else:
+            assert made[-1].nearest() is None
     assert list(tmp_path.iterdir()) == []          # the work files are gone

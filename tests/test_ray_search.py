@@ -118,29 +118,52 @@ def test_a_higher_threshold_takes_the_pairs_found_at_a_lower_one(tmp_path, name,
         found.at(0.7)
 
 
-@pytest.mark.parametrize("name, options", [("exact", {}), ("partitioned", {"partitions": 40, "partition_probe": 4}),
-                                           ("partitioned", {"partitions": 30, "partition_spill": 2})])
-def test_the_report_s_neighbours_on_ray_are_searched_in_the_search_s_partitions(tmp_path, name, options):
-    """After a partitioned search on Ray, the driver's index for the report's neighbours takes
-    the search's centroids, homes and probes (no second k-means or filing): the local index's
-    own partitions, so the same neighbours as a fresh index's. An exact search offers none."""
+@pytest.mark.parametrize("name, options, from_cache", [
+    ("exact", {}, False), ("partitioned", {"partitions": 40, "partition_probe": 4}, False),
+    ("partitioned", {"partitions": 40, "partition_probe": 4}, True),
+    ("partitioned", {"partitions": 30, "partition_spill": 2}, False)])
+def test_the_report_s_neighbours_on_ray_come_from_the_search_s_own_products(tmp_path, name, options, from_cache):
+    """A partitioned search on Ray finds each vector's nearest from the products it computes
+    for the pairs (candidates in work files, chosen by score by a task per part of the
+    queries): the very neighbours of the local index, sims and ties included, and no second
+    search. The work files are gone once they are chosen. An exact search keeps none."""
     from curate.similarity import nearest_neighbours
     vectors = clustered(clusters=1200 if name == "exact" else 2600)
+    source = None
+    if from_cache:
+        order = np.random.default_rng(2).permutation(len(vectors))
+        vectors[order].tofile(tmp_path / "vectors.f32")
+        source = VectorsFile(tmp_path / "vectors.f32", np.argsort(order), vectors.shape[1])
     kind = get_registry().get("index", name)
-    searches = SharedSearches(lambda c, b: InProcessPairs(c, b, work_root=tmp_path))
-    walk([Channel("embedding", vectors, 0.85, kind, options)], block=4096, pairs=searches.pairs)
-    index = searches.index_of("embedding")
+    work = tmp_path / "work"
+    work.mkdir()
+    with SharedSearches(lambda c, b: InProcessPairs(c, b, work_root=work)) as searches:
+        walk([Channel("embedding", vectors, 0.85, kind, options, source=source, neighbours=16)], block=4096,
+             pairs=searches.pairs)
+        found = searches.nearest("embedding")
+        assert not list(work.iterdir())
     if name == "exact":
-        assert index is None
+        assert found is None
         return
-    fresh = kind.new(vectors.shape[1], len(vectors), **options)
-    fresh.add(vectors)
-    fresh.ready()
-    assert np.array_equal(index.centroids.array, fresh.centroids.array)
-    assert np.array_equal(index.probes[:len(vectors)], fresh.probes[:len(vectors)])
-    adopted, trained = nearest_neighbours(vectors, kind, index=index), nearest_neighbours(vectors, kind, **options)
-    assert np.array_equal(adopted[1], trained[1]) and np.array_equal(adopted[0], trained[0])
-    assert (adopted[0][:, 0] > 0.85).sum() > len(vectors) // 2
+    local = nearest_neighbours(vectors, kind, **options)
+    assert np.array_equal(found[1], local[1]) and np.array_equal(found[0], local[0])
+    assert (found[0][:, 0] > 0.85).sum() > len(vectors) // 2
+    assert (found[1] >= 0).all()
+    made = InProcessPairs.made[-1]
+    assert made.seconds["nearest"] >= 0 and any(cost.task == "choose_nearest" for cost in made.costs)
+
+
+def test_the_neighbours_work_files_go_with_the_searches_when_nobody_asks(tmp_path):
+    """Candidates kept for the report but never asked for (an interrupted run) go when the
+    group's searches are let go."""
+    vectors = clustered()
+    kind = get_registry().get("index", "partitioned")
+    with SharedSearches(lambda c, b: InProcessPairs(c, b, work_root=tmp_path)) as searches:
+        walk([Channel("embedding", vectors, 0.85, kind, {"partitions": 40}, neighbours=16)], block=4096,
+             pairs=searches.pairs)
+        files = [p.name for folder in tmp_path.iterdir() for p in folder.iterdir()]
+        assert any(name.startswith("nearest-") for name in files) and "vectors.f32" in files
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_vectors_held_search_with_the_probes_noted_on_filing():
