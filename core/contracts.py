@@ -222,8 +222,9 @@ class Embedder(ABC):
 class SimilarityIndex(ABC):
     """One index of unit vectors (cosine similarity = dot product); ids are insertion positions.
     ``exact_scores``: :meth:`search` gives each query's k best by
-    :func:`curate.similarity.similarities`, ties to the earlier id (:mod:`curate.nearest`), as
-    the built-in exact and partitioned indexes do; otherwise the report rescores what it finds."""
+    :func:`curate.similarity.similarities`, ties to the earlier id, and takes a third argument,
+    a :class:`curate.nearest.Wanted` (which of them are wanted), as the built-in exact and
+    partitioned indexes do; otherwise the report rescores what it finds."""
 
     exact_scores = False
 

@@ -255,17 +255,26 @@ class Neighbourhood:
         return cls(np.full(n, np.nan, np.float32), np.zeros(n, np.uint64), np.full(n, -1, np.int64),
                    np.full(n, np.nan, np.float32))
 
-    def add_group(self, members: np.ndarray, sims: np.ndarray, ids: np.ndarray, kept_everywhere: np.ndarray):
-        first = sims[:, 0]
-        self.nn_similarity[members] = np.where(np.isfinite(first), first, np.nan)
-        self.kept_bits[members] = kept_curve(sims, ids)
+    def add_group(self, members: np.ndarray, parts, kept_everywhere: np.ndarray):
+        """A group's neighbour lists (positions in ``members``), a part at a time in order:
+        ``parts`` gives (sims, ids) for its first rows, then the next (on Ray, as the tasks
+        choose them: the driver never holds every list)."""
+        kept = np.zeros(len(members), np.uint64)
         local_kept = kept_everywhere[members]
-        partner_kept = (ids >= 0) & local_kept[np.maximum(ids, 0)]
-        has = partner_kept.any(axis=1) & local_kept
-        column = partner_kept.argmax(axis=1)
-        rows = np.flatnonzero(has)
-        self.closest_kept[members[rows]] = members[ids[rows, column[rows]]]
-        self.closest_kept_similarity[members[rows]] = sims[rows, column[rows]]
+        first = 0
+        for sims, ids in parts:
+            rows = members[first:first + len(sims)]
+            nearest = sims[:, 0]
+            self.nn_similarity[rows] = np.where(np.isfinite(nearest), nearest, np.nan)
+            kept_curve(sims, ids, first=first, kept=kept)
+            partner_kept = (ids >= 0) & local_kept[np.maximum(ids, 0)]
+            has = partner_kept.any(axis=1) & local_kept[first:first + len(sims)]
+            column = partner_kept.argmax(axis=1)
+            found = np.flatnonzero(has)
+            self.closest_kept[rows[found]] = members[ids[found, column[found]]]
+            self.closest_kept_similarity[rows[found]] = sims[found, column[found]]
+            first += len(sims)
+        self.kept_bits[members] = kept
 
 
 def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool,
@@ -313,13 +322,13 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
                     _record(results[threshold], members, decision)
                     bar.advance(1)
                 kept_everywhere[group] = np.logical_and.reduce([r.duplicate_of[group] == -1 for r in results.values()])
-                nearest = searches.nearest(embedding) if own_rows else None     # found by the search (Ray)
-                if nearest is None and own_rows:        # the walks' rows (no second copy) and index
-                    nearest = nearest_neighbours(rows[embedding], index_kind, index=searches.index_of(embedding),
-                                                 **options)
-                elif nearest is None:
-                    nearest = nearest_neighbours(rows_of(vectors, group), index_kind, **options)
-            neighbourhood.add_group(group, *nearest, kept_everywhere)
+                parts = searches.nearest(embedding) if own_rows else None     # found by the search (Ray)
+                if parts is None and own_rows:          # the walks' rows (no second copy) and index
+                    parts = [nearest_neighbours(rows[embedding], index_kind, index=searches.index_of(embedding),
+                                                **options)]
+                elif parts is None:
+                    parts = [nearest_neighbours(rows_of(vectors, group), index_kind, **options)]
+                neighbourhood.add_group(group, parts, kept_everywhere)
             bar.advance(1)
     return [results[t] for t in search.thresholds], neighbourhood
 

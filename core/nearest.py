@@ -6,9 +6,15 @@ chosen by :func:`curate.similarity.similarities` (the score every pair gets), ti
 earlier id. A product differs from that score by at most :func:`product_error`, so a query's
 candidates are every vector whose product is within twice that of the query's k-th best
 product (:func:`within_band`, :func:`narrowed`): the k best by score are always among them.
+
+The report wants an image's nearest whatever its similarity, and past it only neighbours at or
+above the lowest similarity it charts (:class:`Wanted`): products far below that propose
+nothing, which keeps the candidates of dissimilar images few.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,27 +32,42 @@ def band(dim: int) -> float:
     return 2 * product_error(dim)
 
 
-def within_band(products: np.ndarray, k: int, width: float, floor: np.ndarray | None = None):
-    """(rows, columns) of a block of products that may be among each row's ``k`` best: those
-    within ``width`` of the row's k-th best in the block (every column when the block has
-    fewer than ``k``), or of ``floor`` (a k-th best product found before: a lower bound), the
-    higher of the two."""
+@dataclass(frozen=True)
+class Wanted:
+    """Which of a query's best are wanted: its ``k`` best by score, but past its first
+    ``always`` only those scoring at least ``least``."""
+
+    k: int
+    least: float = -np.inf
+    always: int = 1
+
+    def cut(self, kth: np.ndarray, always_th: np.ndarray, width: float) -> np.ndarray:
+        """Per row, the lowest product that may still be wanted, from its k-th and
+        ``always``-th best products (lower bounds; -inf where unknown)."""
+        return np.minimum(np.maximum(kth, np.float32(self.least)), always_th) - np.float32(width)
+
+
+def within_band(products: np.ndarray, wanted: Wanted, width: float, bounds: np.ndarray | None = None):
+    """(rows, columns) of a block of products that may be wanted (:class:`Wanted`) by its
+    rows: from the row's k-th and ``always``-th best products in the block (where it has
+    that many columns), or ``bounds`` ((rows, 2): those found before), the higher."""
     rows, columns = products.shape
-    cut = np.full(rows, -np.inf, np.float32) if floor is None else np.asarray(floor, np.float32).copy()
-    if columns >= k:
-        unknown = np.flatnonzero(np.isneginf(cut)) if floor is not None else np.arange(rows)
-        if len(unknown):            # rows without a bound yet: the block's own k-th best
-            kth = np.partition(products[unknown], columns - k, axis=1)[:, columns - k]
-            cut[unknown] = np.maximum(cut[unknown], kth)
-    return np.nonzero(products >= (cut - width)[:, None])
+    best = np.full((rows, 2), -np.inf, np.float32) if bounds is None else np.array(bounds, np.float32)
+    ranks = [(i, columns - r) for i, r in enumerate((wanted.k, wanted.always)) if columns >= r]
+    unknown = np.flatnonzero(np.isneginf(best).any(axis=1))   # rows without bounds yet: the block's own
+    if ranks and len(unknown):
+        part = np.partition(products[unknown], sorted({at for _, at in ranks}), axis=1)
+        for i, at in ranks:
+            best[unknown, i] = np.maximum(best[unknown, i], part[:, at])
+    return np.nonzero(products >= wanted.cut(best[:, 0], best[:, 1], width)[:, None])
 
 
-def narrowed(rows: np.ndarray, ids: np.ndarray, products: np.ndarray, k: int, width: float,
-             repeats: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Candidates (``rows``, ``ids``, ``products``, any order) narrowed to those within ``width``
-    of their row's k-th best product: (rows, ids, products, each row with a k-th best, that
-    k-th best). ``repeats``: an id may come twice for a row (a vector stored in two
-    partitions): counted once, with its higher product."""
+def narrowed(rows: np.ndarray, ids: np.ndarray, products: np.ndarray, wanted: Wanted, width: float,
+             repeats: bool = False):
+    """Candidates (``rows``, ``ids``, ``products``, any order) narrowed to those that may be
+    wanted: (rows, ids, products, the rows seen, their k-th and ``always``-th best products
+    ((rows, 2), -inf where fewer)). ``repeats``: an id may come twice for a row (a vector
+    stored in two partitions): counted once, with its higher product."""
     order = np.lexsort((-products, rows))
     rows, ids, products = rows[order], ids[order], products[order]
     if repeats and len(rows):
@@ -57,18 +78,19 @@ def narrowed(rows: np.ndarray, ids: np.ndarray, products: np.ndarray, k: int, wi
         rows, ids, products = rows[keep], ids[keep], products[keep]
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, np.int64)
     counts = np.diff(np.r_[starts, len(rows)])
-    full = counts >= k
-    kth = products[starts[full] + k - 1]
-    floor = np.full(len(starts), -np.inf, np.float32)
-    floor[full] = kth
-    keep = products >= np.repeat(floor - width, counts)
-    return rows[keep], ids[keep], products[keep], rows[starts[full]], kth
+    best = np.full((len(starts), 2), -np.inf, np.float32)
+    for i, rank in enumerate((wanted.k, wanted.always)):
+        full = counts >= rank
+        best[full, i] = products[starts[full] + rank - 1]
+    keep = products >= np.repeat(wanted.cut(best[:, 0], best[:, 1], width), counts)
+    return rows[keep], ids[keep], products[keep], rows[starts], best
 
 
-def chosen(rows: np.ndarray, ids: np.ndarray, scores: np.ndarray, queries: int, k: int):
-    """Each of ``queries`` rows' ``k`` best candidates by score, ties to the earlier id:
-    (scores, ids), each (queries, k), padded with -inf and -1. An id given twice for a row
-    counts once (its scores are equal: the same two vectors)."""
+def chosen(rows: np.ndarray, ids: np.ndarray, scores: np.ndarray, queries: int, wanted: Wanted):
+    """Each of ``queries`` rows' wanted candidates (:class:`Wanted`), best by score first,
+    ties to the earlier id: (scores, ids), each (queries, k), padded with -inf and -1. An id
+    given twice for a row counts once (its scores are equal: the same two vectors)."""
+    k = wanted.k
     out_scores = np.full((queries, k), -np.inf, np.float32)
     out_ids = np.full((queries, k), -1, np.int64)
     order = np.lexsort((ids, -scores, rows))
@@ -80,51 +102,51 @@ def chosen(rows: np.ndarray, ids: np.ndarray, scores: np.ndarray, queries: int, 
         return out_scores, out_ids
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
-    top = rank < k
+    top = (rank < k) & ((rank < wanted.always) | (scores >= wanted.least))
     out_scores[rows[top], rank[top]] = scores[top]
     out_ids[rows[top], rank[top]] = ids[top]
     return out_scores, out_ids
 
 
 class Nearest:
-    """Some queries' candidates, offered a block of products at a time, then the ``k`` best of
-    each by score (:meth:`best`). Each query's k-th best product so far (``floor``) narrows
-    later blocks to the few products that reach near it."""
+    """Some queries' candidates, offered a block of products at a time, then the wanted ones
+    of each by score (:meth:`best`). Each query's best products so far (``bounds``) narrow
+    later blocks to the few products that reach near them."""
 
-    def __init__(self, queries: int, k: int, dim: int, repeats: bool = False):
-        self.k, self.width, self.repeats = k, band(dim), repeats
-        self.floor = np.full(queries, -np.inf, np.float32)
+    def __init__(self, queries: int, wanted: Wanted, dim: int, repeats: bool = False):
+        self.wanted, self.width, self.repeats = wanted, band(dim), repeats
+        self.bounds = np.full((queries, 2), -np.inf, np.float32)
         self.found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.held = 0
 
     @property
     def unbounded(self) -> bool:
-        """Some query has no k-th best product yet."""
-        return bool(np.isneginf(self.floor).any())
+        """Some query has no bounds yet."""
+        return bool(np.isneginf(self.bounds).any())
 
     def offer(self, rows: np.ndarray, ids: np.ndarray, products: np.ndarray, narrow: bool = False) -> None:
         """A block: ``products`` (len(rows), len(ids)) of the queries ``rows`` with the vectors
-        ``ids``. ``narrow``: update each query's k-th best now (when every query was in the
+        ``ids``. ``narrow``: update each query's bounds now (when every query was in the
         block); else once the candidates held pass a few per query."""
-        r, c = within_band(products, self.k, self.width, self.floor[rows])
+        r, c = within_band(products, self.wanted, self.width, self.bounds[rows])
         self.found.append((rows[r], ids[c], products[r, c]))
         self.held += len(r)
-        if narrow or self.held > 4 * self.k * len(self.floor):
+        if narrow or self.held > 4 * self.wanted.k * len(self.bounds):
             self._narrow()
 
     def _narrow(self) -> None:
         parts = self.found or [(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))]
-        rows, ids, products, bounded, kth = narrowed(*(np.concatenate(p) for p in zip(*parts)),
-                                                     self.k, self.width, self.repeats)
-        self.floor[bounded] = np.maximum(self.floor[bounded], kth)
+        rows, ids, products, seen, best = narrowed(*(np.concatenate(p) for p in zip(*parts)),
+                                                   self.wanted, self.width, self.repeats)
+        self.bounds[seen] = np.maximum(self.bounds[seen], best)
         self.found, self.held = [(rows, ids, products)], len(rows)
 
     def candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rows, ids, products) that may be among each query's ``k`` best."""
+        """(rows, ids, products) that may be wanted by each query."""
         self._narrow()
         return self.found[0]
 
     def best(self, score) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (queries, k): ``score(rows, ids)`` gives the candidates' scores."""
         rows, ids, _ = self.candidates()
-        return chosen(rows, ids, score(rows, ids), len(self.floor), self.k)
+        return chosen(rows, ids, score(rows, ids), len(self.bounds), self.wanted)

@@ -18,9 +18,9 @@ import numpy as np
 from .errors import CurateError, setting
 from .interrupts import handlers_kept, signals_held
 from .embedding import EmbedResult, SignalSet, cached_or_todo, check_plugins_gave_something, not_finite, store
-from .nearest import band, chosen, narrowed, within_band
-from .similarity import (BLOCK, Channel, FoundPairs, Pairs, others_only, pair_similarities, search_threshold,
-                         similarities)
+from .nearest import Wanted, band, chosen, narrowed, within_band
+from .similarity import (BLOCK, Channel, FoundPairs, Pairs, neighbours_wanted, others_only, pair_similarities,
+                         search_threshold, similarities)
 from .vectors_file import VectorsFile, read_rows, work_folder, written
 
 
@@ -274,38 +274,42 @@ class RayPairs(FoundPairs):
 
     def _search(self, source: VectorsFile, folder: Path | None) -> list:
         if not self.plan.partitions:
-            return self._run(_search_exact, [(str(source.path), self.dim, source.rows[:stop], start, self.threshold)
-                                             for start, stop in _blocks(self.n, self.block_size)])
+            return list(self._run(_search_exact, [(str(source.path), self.dim, source.rows[:stop], start,
+                                                   self.threshold) for start, stop in _blocks(self.n, self.block_size)]))
         with self._timed("train"):
             centroids = self._centroids(source)
         with self._timed("assign"):
             homes, probes = self._assign(source, centroids)
         with self._timed("search"):
-            nearest = self.channel.neighbours + 1 if folder is not None else 0     # the vector itself is among them
+            nearest = neighbours_wanted(self.channel.neighbours, self.n) if folder is not None else None
             calls = (_partition_task(source, group, self.threshold, nearest,
                                      folder / f"nearest-{number}.npy" if folder is not None else None, self.n)
                      for number, group in enumerate(_task_groups(homes, probes, self.plan.partitions)))
-            found = self._run(_search_partitions, calls)
+            found = list(self._run(_search_partitions, calls))
         self.candidates = [(f.nearest_file, f.nearest_bounds) for f in found if f.nearest_file]
         return found
 
     def nearest(self):
         """Each vector's ``channel.neighbours`` nearest, as
         :func:`curate.similarity.nearest_neighbours` finds them in the local partitioned index
-        (the same centroids and probes; chosen by score, ties to the earlier id): a task per
-        ``NEAREST_ROWS`` queries. None when the search kept no candidates (an exact search)."""
+        (the same centroids and probes; chosen by score, ties to the earlier id), by a task per
+        ``NEAREST_ROWS`` queries: (sims, ids) of each part in order, as the tasks finish. None
+        when the search kept no candidates (an exact search)."""
         if not self.candidates:
             return None
+        return self._nearest_parts()
+
+    def _nearest_parts(self):
         try:
-            with self._timed("nearest"):
-                rows = self._shared(self.source.rows)
-                calls = [(str(self.source.path), self.dim, rows, start, stop,
-                          [(path, int(bounds[b]), int(bounds[b + 1])) for path, bounds in self.candidates
-                           if bounds[b + 1] > bounds[b]],
-                          self.channel.neighbours, self.plan.spill > 1)
-                         for b, (start, stop) in enumerate(_blocks(self.n, NEAREST_ROWS))]
-                parts = self._run(_choose_nearest, calls)
-            return np.concatenate([sims for sims, _ in parts]), np.concatenate([ids for _, ids in parts])
+            started = time.monotonic()
+            rows = self._shared(self.source.rows)
+            calls = ((str(self.source.path), self.dim, rows, start, stop,
+                      [(path, int(bounds[b]), int(bounds[b + 1])) for path, bounds in self.candidates
+                       if bounds[b + 1] > bounds[b]],
+                      neighbours_wanted(self.channel.neighbours, self.n), self.plan.spill > 1)
+                     for b, (start, stop) in enumerate(_blocks(self.n, NEAREST_ROWS)))
+            yield from self._run(_choose_nearest, calls)
+            self.seconds["nearest"] = time.monotonic() - started
         finally:
             self.close()
 
@@ -342,7 +346,7 @@ class RayPairs(FoundPairs):
             shared = self._shared(centroids)
             calls = [(str(source.path), self.dim, rows[start:stop], shared, self.plan.products)
                      for start, stop in _blocks(len(rows), chunk)]
-            return np.concatenate(self._run(_label_rows, calls))
+            return np.concatenate(list(self._run(_label_rows, calls)))
         return Centroids.train(read_rows(source.path, self.dim, rows), self.plan.partitions,
                                partition_products(self.dim, self.plan.products),
                                # one task would only add its round trips to the driver's own products
@@ -354,7 +358,7 @@ class RayPairs(FoundPairs):
         chunks = [(str(source.path), self.dim, source.file_rows(np.arange(start, stop)), shared,
                    self.plan.spill, self.plan.probe, self.plan.products)
                   for start, stop in _blocks(self.n, ASSIGN_ROWS)]
-        found = self._run(_assign_partitions, chunks)
+        found = list(self._run(_assign_partitions, chunks))
         return np.concatenate([h for h, _ in found]), np.concatenate([p for _, p in found])
 
     def _ray(self):
@@ -364,28 +368,33 @@ class RayPairs(FoundPairs):
         """``value`` in Ray's object store, read by every task that gets it."""
         return self._ray().put(value)
 
-    def _run(self, function, calls) -> list:
+    def _run(self, function, calls):
         """``function`` over ``calls`` (argument tuples) in Ray tasks, at most a few per CPU
-        in flight; results in the order of ``calls``, each task's cost in ``costs``."""
+        in flight: the results in the order of ``calls``, each as soon as those before it are
+        in (a later one waits, held, until then); each task's cost in ``costs``."""
         ray = self._ray()
         task = ray.remote(num_cpus=1)(measured)
         window = self._task_slots()
-        calls = iter(enumerate(calls))
-        pending, results = {}, {}
+        pending, results, given = {}, {}, 0
         try:
-            for number, args in calls:
+            for number, args in enumerate(calls):
                 pending[task.remote(function, *args)] = number
                 while len(pending) >= window:
                     self._collect(ray, pending, results)
+                    while given in results:
+                        yield results.pop(given)
+                        given += 1
             while pending:
                 self._collect(ray, pending, results)
+                while given in results:
+                    yield results.pop(given)
+                    given += 1
         except Exception as e:
             _raise_plugin_error(e)
             raise
         finally:
             for ref in pending:
                 ray.cancel(ref)
-        return [results[number] for number in sorted(results)]
 
     def _task_slots(self) -> int:
         """Tasks in flight at once: a few per CPU of the cluster."""
@@ -473,7 +482,8 @@ def _by_partition(labels: np.ndarray, partitions: int) -> list[np.ndarray]:
     return [positions[bounds[p]:bounds[p + 1]] for p in range(partitions)]
 
 
-def _partition_task(source: VectorsFile, group, threshold: float, nearest: int, out: Path | None, n: int) -> tuple:
+def _partition_task(source: VectorsFile, group, threshold: float, nearest: Wanted | None, out: Path | None,
+                    n: int) -> tuple:
     """A search task's arguments: the rows it reads (positions, ascending, and their file rows)."""
     needed = np.unique(np.concatenate([np.concatenate([m, q]) for m, q in group]))
     return (str(source.path), source.dim, needed, source.file_rows(needed), group, threshold, nearest,
@@ -503,11 +513,12 @@ def _label_rows(path: str, dim: int, file_rows: np.ndarray, centroids: np.ndarra
 
 
 def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.ndarray, group,
-                       threshold: float, nearest: int = 0, out: str | None = None, n: int = 0) -> SearchResult:
+                       threshold: float, nearest: Wanted | None = None, out: str | None = None,
+                       n: int = 0) -> SearchResult:
     """One task: the pairs >= ``threshold`` of a group of partitions, each member against each
     query that probes its partition (SEARCH_ROWS queries a product), candidates rescored as the
     local walk rescores them: the same pairs and similarities, however the products are cut.
-    ``nearest``: from the same products, the candidates for each query's ``nearest`` best
+    ``nearest``: from the same products, the candidates for each query's nearest
     (:func:`curate.nearest.within_band`), written to ``out`` for :func:`_choose_nearest`."""
     vectors = read_rows(path, dim, file_rows)
     found, near = [], []
@@ -519,11 +530,11 @@ def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.nd
             products = query_vectors @ data.T
             rows, columns = _reached(products, threshold, dim)
             found.append((chunk[rows], members[columns], similarities(query_vectors[rows], data[columns])))
-            if nearest:
+            if nearest is not None:
                 rows, columns = within_band(products, nearest, band(dim))
                 near.append((chunk[rows], members[columns], products[rows, columns]))
     result = _result(found, threshold)
-    if nearest:
+    if nearest is not None:
         result.nearest_file, result.nearest_bounds = out, _write_candidates(Path(out), near, n)
     return result
 
@@ -550,8 +561,8 @@ def _write_candidates(out: Path, near: list, n: int) -> np.ndarray:
 
 
 def _choose_nearest(path: str, dim: int, file_rows: np.ndarray, start: int, stop: int, pieces: list,
-                    k: int, repeats: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One task: the ``k`` nearest other vectors of the queries ``start:stop`` (similarities,
+                    wanted: Wanted, repeats: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One task: the nearest other vectors of the queries ``start:stop`` (similarities,
     positions), chosen by score from their candidates in every search task's file (``pieces``:
     file, first and end row); ``file_rows``: every position's row of the vectors file.
     ``repeats``: a vector stored in two partitions may come twice."""
@@ -561,13 +572,13 @@ def _choose_nearest(path: str, dim: int, file_rows: np.ndarray, start: int, stop
         parts.append(np.array(table[low:high]))
         del table
     table = np.concatenate(parts) if parts else np.zeros(0, CANDIDATE)
-    rows, ids, _, _, _ = narrowed(table["query"] - start, table["id"], table["product"], k + 1, band(dim), repeats)
+    rows, ids, _, _, _ = narrowed(table["query"] - start, table["id"], table["product"], wanted, band(dim), repeats)
     del table, parts
     queries = read_rows(path, dim, file_rows[start:stop])
     others = np.unique(ids)
     scores = pair_similarities(queries, rows, np.searchsorted(others, ids), read_rows(path, dim, file_rows[others]))
-    sims, found = chosen(rows, ids, scores, stop - start, k + 1)
-    return others_only(sims, found, np.arange(start, stop), k)
+    sims, found = chosen(rows, ids, scores, stop - start, wanted)
+    return others_only(sims, found, np.arange(start, stop), wanted.k - 1)
 
 
 def _search_exact(path: str, dim: int, file_rows: np.ndarray, first: int, threshold: float) -> SearchResult:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .contracts import IndexKind, SimilarityIndex  # noqa: F401  (re-exported)
 from .gather import gather
-from .nearest import chosen
+from .nearest import Wanted, chosen
 
 
 # Kept images a verified walk tries per image, closest first: 4 found 82.8% of the text-rich
@@ -341,14 +341,25 @@ def keep_or_remove(vectors: np.ndarray, kind: IndexKind, threshold: float, block
 
 NEIGHBOURS = 16                                  # per image, for the report's kept pairs and curve
 CURVE_THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.01), 2)   # at most 64: one bit each
+# Past an image's nearest, its neighbours are listed from this similarity up: the report's curve
+# and kept pairs start there, and below it lie most candidates of images that have no near copy.
+NEIGHBOURS_FROM = float(CURVE_THRESHOLDS[0])
+
+
+def neighbours_wanted(k: int, n: int) -> Wanted:
+    """What a search of ``n`` vectors against themselves is asked for, to list each one's ``k``
+    nearest others (:func:`nearest_neighbours`): itself and its nearest whatever their
+    similarity, then those from NEIGHBOURS_FROM up."""
+    return Wanted(min(k + 1, n), NEIGHBOURS_FROM, always=2)
 
 
 def nearest_neighbours(vectors: np.ndarray, kind: IndexKind, k: int = NEIGHBOURS, index=None,
                        **options) -> tuple[np.ndarray, np.ndarray]:
     """Each vector's ``k`` most similar other vectors: (similarities, positions), best first
-    (ties: the earlier position first), padded with -inf and -1 where the group has fewer; the
-    similarities are :func:`similarities`, whichever index found them. ``index``: one already
-    built on ``vectors`` (the walk's)."""
+    (ties: the earlier position first), padded with -inf and -1 where the group has fewer:
+    its nearest whatever the similarity, the others from NEIGHBOURS_FROM up. The similarities
+    are :func:`similarities`, whichever index found them. ``index``: one already built on
+    ``vectors`` (the walk's)."""
     n = len(vectors)
     sims = np.full((n, k), -np.inf, np.float32)
     ids = np.full((n, k), -1, np.int64)
@@ -357,11 +368,14 @@ def nearest_neighbours(vectors: np.ndarray, kind: IndexKind, k: int = NEIGHBOURS
     if index is None:
         index = kind.new(vectors.shape[1], n, **options)
         index.add(vectors)
-    found_sims, found_ids = index.search(vectors, min(k + 1, n))
-    if not getattr(index, "exact_scores", False):     # an index's own products: scored as every pair is
+    wanted = neighbours_wanted(k, n)
+    if getattr(index, "exact_scores", False):
+        found_sims, found_ids = index.search(vectors, wanted.k, wanted)
+    else:                                             # an index's own products: scored as every pair is
+        found_sims, found_ids = index.search(vectors, wanted.k)
         rows, columns = np.nonzero(found_ids >= 0)
         found = found_ids[rows, columns]
-        found_sims, found_ids = chosen(rows, found, pair_similarities(vectors, rows, found), n, found_ids.shape[1])
+        found_sims, found_ids = chosen(rows, found, pair_similarities(vectors, rows, found), n, wanted)
     return others_only(found_sims, found_ids, np.arange(n), k)
 
 
@@ -379,26 +393,39 @@ def others_only(found_sims: np.ndarray, found_ids: np.ndarray, own: np.ndarray, 
     return sims, ids
 
 
-def kept_curve(sims: np.ndarray, ids: np.ndarray, thresholds: np.ndarray = CURVE_THRESHOLDS) -> np.ndarray:
+def kept_curve(sims: np.ndarray, ids: np.ndarray, thresholds: np.ndarray = CURVE_THRESHOLDS,
+               first: int = 0, kept: np.ndarray | None = None) -> np.ndarray:
     """Which images the walk (this signal alone) keeps at each of ``thresholds``, from the
     neighbour lists of :func:`nearest_neighbours`: bit g of entry i is set when image i is
     kept at ``thresholds[g]``. One pass in order of appearance serves every threshold; it is
     exact while no image has more than ``k`` neighbours above the lowest threshold (beyond
-    that it may keep a few too many)."""
+    that it may keep a few too many). ``first``, ``kept``: the rows are the images ``first``,
+    ``first + 1``, ... (the lists come a part at a time), and ``kept`` holds the bits of the
+    images before them (and gets these rows')."""
     if len(thresholds) > 64:
         raise ValueError("kept_curve takes at most 64 thresholds")
     n = len(sims)
     every = (1 << len(thresholds)) - 1
-    earlier = (ids >= 0) & (ids < np.arange(n)[:, None]) & (sims >= thresholds[0])
+    earlier = (ids >= 0) & (ids < first + np.arange(n)[:, None]) & (sims >= thresholds[0])
     # how many of the (ascending) thresholds each similarity reaches
     reached = np.searchsorted(thresholds, sims, side="right")
-    kept = [every] * n
-    for i in np.flatnonzero(earlier.any(axis=1)).tolist():
-        removed = 0
-        for j, count in zip(ids[i][earlier[i]].tolist(), reached[i][earlier[i]].tolist()):
-            removed |= kept[j] & ((1 << count) - 1)
-        kept[i] = every & ~removed
-    return np.asarray(kept, np.uint64)
+    removed = np.zeros(n, np.uint64)
+    before = earlier & (ids < first)                 # decided in an earlier part: at once, for every row
+    if before.any():
+        masks = np.where(reached >= 64, np.uint64(2**64 - 1),
+                         (np.uint64(1) << np.minimum(reached, 63).astype(np.uint64)) - np.uint64(1))
+        removed = np.bitwise_or.reduce(np.where(before, kept[np.where(before, ids, 0)] & masks, np.uint64(0)), axis=1)
+    bits = (np.uint64(every) & ~removed).tolist()
+    within = earlier & ~before                       # in this part: in order
+    for i in np.flatnonzero(within.any(axis=1)).tolist():
+        gone = every & ~bits[i]
+        for j, count in zip(ids[i][within[i]].tolist(), reached[i][within[i]].tolist()):
+            gone |= bits[j - first] & ((1 << count) - 1)
+        bits[i] = every & ~gone
+    out = np.asarray(bits, np.uint64)
+    if kept is not None:
+        kept[first:first + n] = out
+    return out
 
 
 def kept_counts(kept: np.ndarray, thresholds: np.ndarray = CURVE_THRESHOLDS) -> list[int]:

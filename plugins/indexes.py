@@ -9,7 +9,7 @@ import numpy as np
 
 import curate
 from curate.gather import gather
-from curate.nearest import Nearest
+from curate.nearest import Nearest, Wanted
 from curate.plugins.centroids import Centroids, grouped
 from curate.plugins.products import PRODUCTS, bfloat16_margin, partition_products  # noqa: F401  (the index's arithmetic)
 from curate.settings import Setting
@@ -66,15 +66,16 @@ class ExactIndex(SimilarityIndex):
         self.data[self.size:end] = vectors
         self.size = end
 
-    def search(self, queries, k):
-        """The ``k`` best by score (:mod:`curate.nearest`), ``_QUERY_BLOCK`` queries at a time:
+    def search(self, queries, k, wanted: Wanted | None = None):
+        """The ``k`` best by score (:mod:`curate.nearest`; ``wanted``: which), ``_QUERY_BLOCK`` queries at a time:
         all of them against a block at once held products for every query (11.8 GB for the
         report's neighbours of 60K vectors). Once each query has a k-th best product, a block's
         products only count where they come near it (few do)."""
-        return _top_k_in_parts(queries, k, _QUERY_BLOCK, lambda start, part: self._search_part(part, k))
+        wanted = wanted or Wanted(k)
+        return _top_k_in_parts(queries, k, _QUERY_BLOCK, lambda start, part: self._search_part(part, wanted))
 
-    def _search_part(self, queries, k):
-        nearest = Nearest(len(queries), k, self.data.shape[1])
+    def _search_part(self, queries, wanted: Wanted):
+        nearest = Nearest(len(queries), wanted, self.data.shape[1])
         rows = np.arange(len(queries))
         for start in range(0, self.size, _BLOCK):
             stop = min(start + _BLOCK, self.size)
@@ -444,22 +445,22 @@ class PartitionedIndex(SimilarityIndex):
             return self.data[p][:self.counts[p]]
         return self.flat.data[self.members[p][:self.counts[p]]]
 
-    def search(self, queries, k):
-        """Top-k by float32 products within the probed partitions, ``SEARCH_QUERIES`` queries at
+    def search(self, queries, k, wanted: Wanted | None = None):
+        """The ``k`` best by score (:mod:`curate.nearest`; ``wanted``: which) among the members
+        of each query's probed partitions, ``SEARCH_QUERIES`` queries at
         a time: a query's candidates (probe x k of them, 12 bytes each) for every vector at once
         were 2.1 GB at 500K vectors (the report's neighbours), 42 GB at 10M. When the queries
         are the vectors held (the report's neighbours), their probes are those noted on filing:
         no second comparison of every vector with every centroid."""
+        wanted = wanted or Wanted(k)
         if self.untrained:
-            return self.flat.search(queries, k)
+            return self.flat.search(queries, k, wanted)
         held = self._held(queries)
         return _top_k_in_parts(queries, k, SEARCH_QUERIES,
-                               lambda start, part: self._search_part(part, k, start if held else None))
+                               lambda start, part: self._search_part(part, wanted, start if held else None))
 
-    def _search_part(self, queries, k, first: int | None = None):
-        """The ``k`` best by score (:mod:`curate.nearest`) among the members of each query's
-        probed partitions."""
-        nearest = Nearest(len(queries), k, self.flat.data.shape[1], repeats=self.spill > 1)
+    def _search_part(self, queries, wanted: Wanted, first: int | None = None):
+        nearest = Nearest(len(queries), wanted, self.flat.data.shape[1], repeats=self.spill > 1)
         for p, rows, _ in self._probed(queries, first):
             nearest.offer(rows, self.members[p][:self.counts[p]], queries[rows] @ self._float32(p).T)
         return nearest.best(lambda rows, ids: pair_similarities(queries, rows, ids, self.flat.data))

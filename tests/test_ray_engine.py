@@ -160,7 +160,8 @@ def test_ray_tasks_find_the_pairs_the_local_search_finds(tmp_path):
         assert made[-1].costs and all(cost.rss_peak >= cost.rss_start > 0 for cost in made[-1].costs)
         if name == "partitioned":     # the report's neighbours, from the search tasks' own products
             from curate.similarity import nearest_neighbours
-            found = made[-1].nearest()
+            parts = list(made[-1].nearest())
+            found = np.concatenate([sims for sims, _ in parts]), np.concatenate([ids for _, ids in parts])
             local = nearest_neighbours(vectors, channel[0].kind, **options)
             assert np.array_equal(found[1], local[1]) and np.array_equal(found[0], local[0])
             assert any(cost.task == "choose_nearest" for cost in made[-1].costs)

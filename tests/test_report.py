@@ -41,11 +41,34 @@ def test_kept_curve_is_the_walk_at_every_threshold():
     assert counts[-1] == 160 and counts[0] < 60          # the curve spans something, not a constant
 
 
+def test_a_group_s_neighbourhood_taken_a_part_at_a_time_is_the_whole_one():
+    """On Ray the neighbour lists reach the driver a part at a time (each image's kept curve
+    then reads the earlier parts' bits): the same neighbourhood as from every list at once."""
+    from curate.deduplicate import Neighbourhood
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(60, 24))
+    vectors = unit(np.concatenate([base + rng.normal(scale=s, size=base.shape) for s in (0, 0.2, 0.5, 0.8)]))
+    vectors = vectors[rng.permutation(len(vectors))]
+    sims, ids = nearest_neighbours(vectors, get_registry().get("index", "exact"))
+    members = np.arange(5, 5 + len(vectors))            # the group's images among others
+    kept_everywhere = rng.random(len(vectors) + 9) < 0.6
+    whole, parted = Neighbourhood.empty(len(vectors) + 9), Neighbourhood.empty(len(vectors) + 9)
+    whole.add_group(members, [(sims, ids)], kept_everywhere)
+    cuts = [0, 50, 51, 170, len(vectors)]
+    parted.add_group(members, [(sims[a:b], ids[a:b]) for a, b in zip(cuts, cuts[1:])], kept_everywhere)
+    for name in ("nn_similarity", "kept_bits", "closest_kept", "closest_kept_similarity"):
+        assert np.array_equal(getattr(whole, name), getattr(parted, name), equal_nan=name != "kept_bits"), name
+    assert kept_counts(whole.kept_bits[members])[0] < len(vectors) and (whole.closest_kept >= 0).any()
+
+
 def test_nearest_neighbours_leave_out_the_image_itself_and_pad_small_groups():
-    vectors = unit([[1, 0], [0.8, 0.6], [0, 1]])
+    """Each image's nearest whatever its similarity (the histogram's), the next ones from
+    NEIGHBOURS_FROM (0.5) up: below it they chart nothing."""
+    vectors = unit([[1, 0], [0.8, 0.6], [0.6, 0.8], [-1, 0.05]])
     sims, ids = nearest_neighbours(vectors, get_registry().get("index", "exact"), 4)
-    assert ids[0].tolist() == [1, 2, -1, -1] and sims[0, 0] == pytest.approx(0.8)
-    assert ids[2].tolist() == [1, 0, -1, -1] and np.isneginf(sims[2, 2:]).all()
+    assert ids[1].tolist() == [2, 0, -1, -1] and sims[1, :2] == pytest.approx([0.96, 0.8])
+    assert ids[0].tolist() == [1, 2, -1, -1] and np.isneginf(sims[0, 2:]).all()   # [-1, 0.05] is below 0.5
+    assert ids[3].tolist() == [2, -1, -1, -1] and sims[3, 0] < 0                   # its nearest, however far
 
 
 def test_threshold_labels_stack_instead_of_overlapping():
