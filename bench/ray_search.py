@@ -96,8 +96,12 @@ def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float]
         from curate.similarity import nearest_neighbours
         index = searches.index_of("embedding") if hasattr(searches, "index_of") else None
         wall, cpu = time.monotonic(), time.process_time()
-        found = searches.nearest("embedding") if hasattr(searches, "nearest") else None
-        sims, ids = found if found is not None else nearest_neighbours(vectors, kind, index=index, **options)
+        parts = searches.nearest("embedding") if hasattr(searches, "nearest") else None
+        if parts is not None:         # a part at a time (this build on Ray), as curate dedup reads them
+            parts = list(parts)
+            sims, ids = np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts])
+        else:
+            sims, ids = nearest_neighbours(vectors, kind, index=index, **options)
         figures.update(neighbours_wall=time.monotonic() - wall, neighbours_cpu=time.process_time() - cpu,
                        neighbours_peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                        neighbours=hashlib.sha256(ids.tobytes() + sims.tobytes()).hexdigest()[:16])

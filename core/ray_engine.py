@@ -260,6 +260,7 @@ class RayPairs(FoundPairs):
         self.costs: list[TaskCost] = []                  # per task: its memory and time
         self.candidates: list[tuple[str, np.ndarray]] = []   # per search task: its nearest-candidates file, bounds
         self._work = ExitStack()                         # the work folder, kept until the nearest are chosen
+        self._parts = None                               # the nearest being read (a generator)
         try:
             keeps = bool(channel.neighbours and plan.partitions)
             folder = self._work.enter_context(work_folder(work_root)) if channel.source is None or keeps else None
@@ -297,7 +298,8 @@ class RayPairs(FoundPairs):
         when the search kept no candidates (an exact search)."""
         if not self.candidates:
             return None
-        return self._nearest_parts()
+        self._parts = self._nearest_parts()
+        return self._parts
 
     def _nearest_parts(self):
         try:
@@ -311,10 +313,15 @@ class RayPairs(FoundPairs):
             yield from self._run(_choose_nearest, calls)
             self.seconds["nearest"] = time.monotonic() - started
         finally:
+            self._parts = None
             self.close()
 
     def close(self) -> None:
-        """The work folder removed (the candidates, and the vectors written for the tasks)."""
+        """The work folder removed (the candidates, and the vectors written for the tasks); the
+        neighbours' tasks cancelled if they were left unread."""
+        parts, self._parts = self._parts, None
+        if parts is not None:
+            parts.close()
         self.candidates = []
         self._work.close()
 
@@ -393,8 +400,9 @@ class RayPairs(FoundPairs):
             _raise_plugin_error(e)
             raise
         finally:
-            for ref in pending:
-                ray.cancel(ref)
+            if pending and ray.is_initialized():         # not after Ray's shutdown (it would start Ray again)
+                for ref in pending:
+                    ray.cancel(ref)
 
     def _task_slots(self) -> int:
         """Tasks in flight at once: a few per CPU of the cluster."""

@@ -155,9 +155,10 @@ def test_the_report_s_neighbours_on_ray_come_from_the_search_s_own_products(tmp_
     assert made.seconds["nearest"] >= 0 and any(cost.task == "choose_nearest" for cost in made.costs)
 
 
-def test_the_neighbours_work_files_go_with_the_searches_when_nobody_asks(tmp_path):
-    """Candidates kept for the report but never asked for (an interrupted run) go when the
-    group's searches are let go."""
+@pytest.mark.parametrize("read", [0, 1])
+def test_the_neighbours_work_files_go_with_the_searches_when_nobody_reads_them(tmp_path, read):
+    """Candidates kept for the report but never asked for, or left after a first part (an
+    interrupted run), go when the group's searches are let go."""
     vectors = clustered()
     kind = get_registry().get("index", "partitioned")
     with SharedSearches(lambda c, b: InProcessPairs(c, b, work_root=tmp_path)) as searches:
@@ -165,6 +166,9 @@ def test_the_neighbours_work_files_go_with_the_searches_when_nobody_asks(tmp_pat
              pairs=searches.pairs)
         files = [p.name for folder in tmp_path.iterdir() for p in folder.iterdir()]
         assert any(name.startswith("nearest-") for name in files) and "vectors.f32" in files
+        if read:
+            sims, ids = next(searches.nearest("embedding"))
+            assert len(ids) == 16_384 and list(tmp_path.iterdir())
     assert not list(tmp_path.iterdir())
 
 
