@@ -539,7 +539,7 @@ def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.nd
             rows, columns = _reached(products, threshold, dim)
             found.append((chunk[rows], members[columns], similarities(query_vectors[rows], data[columns])))
             if nearest is not None:
-                rows, columns = within_band(products, nearest, band(dim))
+                rows, columns, _ = within_band(products, nearest, band(dim))
                 near.append((chunk[rows], members[columns], products[rows, columns]))
     result = _result(found, threshold)
     if nearest is not None:
