@@ -95,6 +95,8 @@ def run_child(engine: str, path: Path, n: int, dim: int, thresholds: list[float]
     if neighbours:
         from curate.similarity import nearest_neighbours
         index = searches.index_of("embedding") if hasattr(searches, "index_of") else None
+        kept = [bounds for _, bounds in getattr(made[0], "candidates", [])] if made else []
+        figures["candidates"] = int(sum(bounds[-1] for bounds in kept))       # in the work files
         wall, cpu = time.monotonic(), time.process_time()
         parts = searches.nearest("embedding") if hasattr(searches, "nearest") else None
         if parts is not None:         # a part at a time (this build on Ray), as curate dedup reads them
@@ -186,7 +188,8 @@ def report(runs: list[dict], args) -> None:
         if "stages" in r:
             print(f"{r['engine']}: {r.get('searches', 1)} search(es); the first's stages "
                   f"{json.dumps({k: round(v, 1) for k, v in r['stages'].items()})}, "
-                  f"plan {r['plan']}, {r['pairs']:,} pairs, Ray start {r['ray_start']:.1f} s")
+                  f"plan {r['plan']}, {r['pairs']:,} pairs, Ray start {r['ray_start']:.1f} s"
+                  + (f", {r['candidates']:,} neighbour candidates written" if r.get("candidates") else ""))
 
 
 def main() -> None:
