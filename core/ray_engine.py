@@ -261,6 +261,7 @@ class RayPairs(FoundPairs):
         self.candidates: list[tuple[str, np.ndarray]] = []   # per search task: its nearest-candidates file, bounds
         self._work = ExitStack()                         # the work folder, kept until the nearest are chosen
         self._parts = None                               # the nearest being read (a generator)
+        self.part_rows = NEAREST_ROWS                    # queries per choosing task (the search tasks are told)
         try:
             keeps = bool(channel.neighbours and plan.partitions)
             folder = self._work.enter_context(work_folder(work_root)) if channel.source is None or keeps else None
@@ -284,7 +285,8 @@ class RayPairs(FoundPairs):
         with self._timed("search"):
             nearest = neighbours_wanted(self.channel.neighbours, self.n) if folder is not None else None
             calls = (_partition_task(source, group, self.threshold, nearest,
-                                     folder / f"nearest-{number}.npy" if folder is not None else None, self.n)
+                                     folder / f"nearest-{number}.npy" if folder is not None else None,
+                                     self.n, self.part_rows)
                      for number, group in enumerate(_task_groups(homes, probes, self.plan.partitions)))
             found = list(self._run(_search_partitions, calls))
         self.candidates = [(f.nearest_file, f.nearest_bounds) for f in found if f.nearest_file]
@@ -309,7 +311,7 @@ class RayPairs(FoundPairs):
                       [(path, int(bounds[b]), int(bounds[b + 1])) for path, bounds in self.candidates
                        if bounds[b + 1] > bounds[b]],
                       neighbours_wanted(self.channel.neighbours, self.n), self.plan.spill > 1)
-                     for b, (start, stop) in enumerate(_blocks(self.n, NEAREST_ROWS)))
+                     for b, (start, stop) in enumerate(_blocks(self.n, self.part_rows)))
             yield from self._run(_choose_nearest, calls)
             self.seconds["nearest"] = time.monotonic() - started
         finally:
@@ -426,7 +428,7 @@ def _blocks(n: int, size: int):
 @dataclass
 class SearchResult:
     """A search task's pairs: (later, earlier, similarity); and where it wrote its queries'
-    nearest candidates (a file sorted by query, and where each ``NEAREST_ROWS`` of them start)."""
+    nearest candidates (a file sorted by query, and where each ``part_rows`` of them start)."""
 
     later: np.ndarray
     earlier: np.ndarray
@@ -491,11 +493,11 @@ def _by_partition(labels: np.ndarray, partitions: int) -> list[np.ndarray]:
 
 
 def _partition_task(source: VectorsFile, group, threshold: float, nearest: Wanted | None, out: Path | None,
-                    n: int) -> tuple:
+                    n: int, part_rows: int) -> tuple:
     """A search task's arguments: the rows it reads (positions, ascending, and their file rows)."""
     needed = np.unique(np.concatenate([np.concatenate([m, q]) for m, q in group]))
     return (str(source.path), source.dim, needed, source.file_rows(needed), group, threshold, nearest,
-            None if out is None else str(out), n)
+            None if out is None else str(out), n, part_rows)
 
 
 # --- what runs in the tasks -----------------------------------------------------------------------
@@ -522,12 +524,13 @@ def _label_rows(path: str, dim: int, file_rows: np.ndarray, centroids: np.ndarra
 
 def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.ndarray, group,
                        threshold: float, nearest: Wanted | None = None, out: str | None = None,
-                       n: int = 0) -> SearchResult:
+                       n: int = 0, part_rows: int = NEAREST_ROWS) -> SearchResult:
     """One task: the pairs >= ``threshold`` of a group of partitions, each member against each
     query that probes its partition (SEARCH_ROWS queries a product), candidates rescored as the
     local walk rescores them: the same pairs and similarities, however the products are cut.
     ``nearest``: from the same products, the candidates for each query's nearest
-    (:func:`curate.nearest.within_band`), written to ``out`` for :func:`_choose_nearest`."""
+    (:func:`curate.nearest.within_band`), written to ``out`` for :func:`_choose_nearest`, with
+    where each ``part_rows`` of the ``n`` queries' candidates start."""
     vectors = read_rows(path, dim, file_rows)
     found, near = [], []
     for members, queries in group:
@@ -543,7 +546,7 @@ def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.nd
                 near.append((chunk[rows], members[columns], products[rows, columns]))
     result = _result(found, threshold)
     if nearest is not None:
-        result.nearest_file, result.nearest_bounds = out, _write_candidates(Path(out), near, n)
+        result.nearest_file, result.nearest_bounds = out, _write_candidates(Path(out), near, n, part_rows)
     return result
 
 
@@ -551,9 +554,9 @@ def _search_partitions(path: str, dim: int, needed: np.ndarray, file_rows: np.nd
 CANDIDATE = np.dtype([("query", "<i8"), ("id", "<i8"), ("product", "<f4")])
 
 
-def _write_candidates(out: Path, near: list, n: int) -> np.ndarray:
+def _write_candidates(out: Path, near: list, n: int, part_rows: int) -> np.ndarray:
     """Candidates (query, id, product) into ``out``, sorted by query; where each
-    ``NEAREST_ROWS`` queries' candidates start (and the end)."""
+    ``part_rows`` queries' candidates start (and the end)."""
     table = np.zeros(sum(len(query) for query, _, _ in near), CANDIDATE)
     at = 0
     for query, ids, products in near:
@@ -565,7 +568,7 @@ def _write_candidates(out: Path, near: list, n: int) -> np.ndarray:
     with open(partial, "wb") as stream:
         np.save(stream, table)
     os.replace(partial, out)
-    return np.searchsorted(table["query"], np.append(np.arange(0, n, NEAREST_ROWS), n))
+    return np.searchsorted(table["query"], np.append(np.arange(0, n, part_rows), n))
 
 
 def _choose_nearest(path: str, dim: int, file_rows: np.ndarray, start: int, stop: int, pieces: list,

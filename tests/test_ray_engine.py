@@ -50,6 +50,29 @@ def test_ray_dedup_makes_the_same_decisions(tmp_path):
     assert strip[0] == strip[1] and len(strip[0]) == 3
 
 
+def test_ray_report_neighbours_come_from_the_search_tasks_and_equal_local_ones(tmp_path, monkeypatch):
+    """`curate dedup --engine ray` with a partitioned search (its training size lowered on the
+    driver, which plans the tasks, so the demo's 15 images are past it): the report's
+    neighbours are chosen by tasks from the search's candidates, a part at a time, and the
+    report equals the local run's but for paths, times and the cache."""
+    from curate.plugins.indexes import PartitionedIndex
+    import curate.ray_engine as ray_engine
+    partitions, probe, spill, _, products = PartitionedIndex.__init__.__defaults__
+    monkeypatch.setattr(PartitionedIndex.__init__, "__defaults__", (partitions, probe, spill, 6, products))
+    monkeypatch.setattr(ray_engine, "NEAREST_ROWS", 4)          # four parts (the driver tells the tasks)
+    common = ["--image-root", IMAGES, "--embedder", "timm-pool", "-t", "0.85", "-q", "--index", "partitioned",
+              "--partitions", "3", "--partition-probe", "2", "--scope", "global"]
+    run_curate("dedup", DEMO, "-o", tmp_path / "local.json", *common, "--no-cache", check=0)
+    run_curate("dedup", DEMO, "-o", tmp_path / "ray.json", *common, "--engine", "ray", "--cache", tmp_path / "cache",
+               check=0)
+    assert not list((tmp_path / "cache").glob(".curate-search-*"))
+    reports = [load_json(Path(str(tmp_path / f"{e}.json") + ".report") / "report.json") for e in ("local", "ray")]
+    for key in ("nearest_neighbour_histogram", "kept_curve", "closest_kept_pairs", "thresholds"):
+        if key in reports[0]:
+            assert reports[0][key] == reports[1][key], key
+    assert reports[0]["kept_curve"] and load_json(tmp_path / "local.json") == load_json(tmp_path / "ray.json")
+
+
 def _driver_log(pid: int) -> list[Path]:
     """Ray's log of this driver, created as ``ray.init`` starts its core worker."""
     try:
