@@ -21,7 +21,8 @@ import numpy as np
 
 def product_error(dim: int) -> float:
     """The most a float32 product of two unit vectors of ``dim`` components differs from their
-    score (``dim`` x 2^-24 from its sums, twice over: as :func:`curate.similarity.search_threshold`)."""
+    score (``dim`` x 2^-24 from its sums, twice over): what
+    :func:`curate.similarity.search_threshold` lowers a threshold by."""
     return 2 * dim * 2.0 ** -24
 
 
@@ -88,8 +89,7 @@ def narrowed(rows: np.ndarray, ids: np.ndarray, products: np.ndarray, wanted: Wa
         first[1:] = (rows[by_pair][1:] != rows[by_pair][:-1]) | (ids[by_pair][1:] != ids[by_pair][:-1])
         keep = np.sort(by_pair[first])
         rows, ids, products = rows[keep], ids[keep], products[keep]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, np.int64)
-    counts = np.diff(np.r_[starts, len(rows)])
+    starts, counts = _runs(rows)
     best = np.full((len(starts), 2), -np.inf, np.float32)
     for i, rank in enumerate((wanted.k, wanted.always)):
         full = counts >= rank
@@ -110,14 +110,18 @@ def chosen(rows: np.ndarray, ids: np.ndarray, scores: np.ndarray, queries: int, 
     once = np.ones(len(rows), bool)
     once[1:] = (rows[1:] != rows[:-1]) | (ids[1:] != ids[:-1])
     rows, ids, scores = rows[once], ids[once], scores[once]
-    if not len(rows):
-        return out_scores, out_ids
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    starts, counts = _runs(rows)
+    rank = np.arange(len(rows)) - np.repeat(starts, counts)
     top = (rank < k) & ((rank < wanted.always) | (scores >= wanted.least))
     out_scores[rows[top], rank[top]] = scores[top]
     out_ids[rows[top], rank[top]] = ids[top]
     return out_scores, out_ids
+
+
+def _runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each row's run starts in ``rows`` (sorted), and its length."""
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, np.int64)
+    return starts, np.diff(np.r_[starts, len(rows)])
 
 
 class Nearest:

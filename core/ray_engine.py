@@ -10,7 +10,6 @@ import os
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -307,10 +306,11 @@ class RayPairs(FoundPairs):
         try:
             started = time.monotonic()
             rows = self._shared(self.source.rows)
+            wanted = neighbours_wanted(self.channel.neighbours, self.n)
             calls = ((str(self.source.path), self.dim, rows, start, stop,
                       [(path, int(bounds[b]), int(bounds[b + 1])) for path, bounds in self.candidates
                        if bounds[b + 1] > bounds[b]],
-                      neighbours_wanted(self.channel.neighbours, self.n), self.plan.spill > 1)
+                      wanted, self.plan.spill > 1)
                      for b, (start, stop) in enumerate(_blocks(self.n, self.part_rows)))
             yield from self._run(_choose_nearest, calls)
             self.seconds["nearest"] = time.monotonic() - started

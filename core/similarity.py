@@ -16,7 +16,7 @@ import numpy as np
 
 from .contracts import IndexKind, SimilarityIndex  # noqa: F401  (re-exported)
 from .gather import gather
-from .nearest import Wanted, chosen
+from .nearest import Wanted, chosen, product_error
 
 
 # Kept images a verified walk tries per image, closest first: 4 found 82.8% of the text-rich
@@ -91,7 +91,7 @@ def search_threshold(threshold: float, dim: int) -> float:
     (dim * 2^-24 from its sums, twice over), so that every pair whose similarity reaches
     ``threshold`` is among those found, whatever the index's arithmetic; the pairs found are
     then rescored and those below ``threshold`` dropped."""
-    return threshold - 2 * dim * 2.0 ** -24
+    return threshold - product_error(dim)
 
 
 # Images an index that searches ahead (SimilarityIndex.span_pairs) is asked about at once, and

@@ -426,9 +426,9 @@ class PartitionedIndex(SimilarityIndex):
         self.counts[p] = end
 
     def _probed(self, queries, first: int | None = None):
-        """(partition, rows of ``queries`` that probe it, their probe slot) for each partition
-        probed; ``first``: the queries are the vectors held at ``first``, ``first + 1``, ...,
-        whose probes were found when they were filed."""
+        """(partition, rows of ``queries`` that probe it) for each partition probed; ``first``:
+        the queries are the vectors held at ``first``, ``first + 1``, ..., whose probes were
+        found when they were filed."""
         self.ready()
         if first is not None:
             probes = self.probes[first:first + len(queries)]
@@ -437,7 +437,7 @@ class PartitionedIndex(SimilarityIndex):
         flat = probes.ravel()
         for p, group in grouped(flat):
             if self.counts[p]:
-                yield p, group // self.probe, group % self.probe
+                yield p, group // self.probe
 
     def _float32(self, p: int) -> np.ndarray:
         """Partition ``p``'s vectors in float32."""
@@ -461,7 +461,7 @@ class PartitionedIndex(SimilarityIndex):
 
     def _search_part(self, queries, wanted: Wanted, first: int | None = None):
         nearest = Nearest(len(queries), wanted, self.flat.data.shape[1], repeats=self.spill > 1)
-        for p, rows, _ in self._probed(queries, first):
+        for p, rows in self._probed(queries, first):
             nearest.offer(rows, self.members[p][:self.counts[p]], queries[rows] @ self._float32(p).T)
         return nearest.best(lambda rows, ids: pair_similarities(queries, rows, ids, self.flat.data))
 
@@ -538,7 +538,7 @@ class PartitionedIndex(SimilarityIndex):
     def _partition_hits(self, queries, encoded, threshold: float, alive=None, first=None):
         """(rows, ids, similarities) of the pairs >= ``threshold`` in each probed partition (bf16:
         the candidates, similarities None)."""
-        for p, rows, _ in self._probed(queries, first):
+        for p, rows in self._probed(queries, first):
             members = self.members[p][:self.counts[p]]
             data = self.products.operand(self.data[p][:self.counts[p]])
             for start in range(0, len(rows), _BLOCK):
