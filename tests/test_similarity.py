@@ -263,6 +263,16 @@ def test_default_partitions_balance_the_centroids_against_the_search():
     assert default_partitions(100) == 1
 
 
+def test_a_larger_probe_keeps_the_default_partitions():
+    """The probe buys recall for search time in proportion (bench/probe_recall.py at 10M): it
+    does not also change how many partitions there are, unless they are given."""
+    from curate.plugins.indexes import PartitionedIndex
+    assert PartitionedIndex(8, 10_000_000, probe=80).partitions == 17_888
+    assert PartitionedIndex(8, 10_000_000, probe=80).probe == 80
+    assert PartitionedIndex(8, 1_000_000, probe=8).partitions == 4_000
+    assert PartitionedIndex(8, 1_000_000, partitions=100, probe=8).partitions == 100
+
+
 def test_partitions_filed_on_training_are_views_that_grow_on_adds():
     """On training every vector is stored partition after partition in one array; vectors added
     later go to their partitions without disturbing the others: the same pairs as one add."""
