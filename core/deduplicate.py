@@ -322,12 +322,13 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
                     _record(results[threshold], members, decision)
                     bar.advance(1)
                 kept_everywhere[group] = np.logical_and.reduce([r.duplicate_of[group] == -1 for r in results.values()])
-                parts = searches.nearest(embedding) if own_rows else None     # found by the search (Ray)
-                if parts is None and own_rows:          # the walks' rows (no second copy) and index
-                    parts = [nearest_neighbours(rows[embedding], index_kind, index=searches.index_of(embedding),
-                                                **options)]
-                elif parts is None:
+                if not own_rows:
                     parts = [nearest_neighbours(rows_of(vectors, group), index_kind, **options)]
+                else:
+                    parts = searches.nearest(embedding)     # found by the search (Ray)
+                    if parts is None:                       # the walks' rows (no second copy) and index
+                        parts = [nearest_neighbours(rows[embedding], index_kind, index=searches.index_of(embedding),
+                                                    **options)]
                 neighbourhood.add_group(group, parts, kept_everywhere)
             bar.advance(1)
     return [results[t] for t in search.thresholds], neighbourhood

@@ -361,10 +361,8 @@ def nearest_neighbours(vectors: np.ndarray, kind: IndexKind, k: int = NEIGHBOURS
     are :func:`similarities`, whichever index found them. ``index``: one already built on
     ``vectors`` (the walk's)."""
     n = len(vectors)
-    sims = np.full((n, k), -np.inf, np.float32)
-    ids = np.full((n, k), -1, np.int64)
     if n < 2:
-        return sims, ids
+        return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
     if index is None:
         index = kind.new(vectors.shape[1], n, **options)
         index.add(vectors)
