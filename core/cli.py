@@ -279,7 +279,9 @@ def embedding_options(function):
         click.option("--batch-size", type=click.IntRange(1, 8192), default=32, show_default=True,
                      help="Images per model call."),
         click.option("--workers", type=click.IntRange(1, 1024), default=min(4, os.cpu_count() or 1), show_default=True,
-                     help="Threads that decode and resize images while the model runs."),
+                     help="Threads that decode and resize images while the model runs, and that compare "
+                          "candidate pairs ahead of the keep/remove walk (a verifier that allows it, as "
+                          "content does; the decisions are the same with any number)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where the model runs (auto: CUDA when available, in bf16)."),
         click.option("--decode", type=click.Choice(["auto", "threads", "processes", "device"]), default="auto",

@@ -347,6 +347,11 @@ class Verifier(ABC):
     a copy of the verifier whose ``values`` holds their typed values).
     Failures: ``prepare`` may raise :class:`curate.images.UnreadableImage` (or any error): the pair
     is then kept, never removed unverified.
+    ``parallel``: ``prepare`` and ``compare`` may run on several threads at once (each thread with
+    its own pair; the same prepared image may be in two of them, read only). The walk then has
+    the next pairs compared on ``--workers`` threads while it decides; the verdicts must depend
+    on the pair alone, so the decisions stay those of one thread. Worth it where the heavy calls
+    release the GIL (OpenCV, numpy, Pillow); False (one thread) unless the verifier says so.
     """
 
     name: str = ""
@@ -355,6 +360,7 @@ class Verifier(ABC):
     unit: str = "score"
     settings: tuple = ()
     values: Mapping = MappingProxyType({})
+    parallel: bool = False
 
     @abstractmethod
     def prepare(self, path: Path):

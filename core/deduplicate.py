@@ -278,7 +278,7 @@ class Neighbourhood:
 
 
 def decide(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool,
-           pair_search=Pairs):
+           pair_search=Pairs, threads: int = 1):
     """The keep/remove walk per group and threshold over every signal (each removal confirmed by
     the verifier), then each image's neighbourhood in the embedding (for the report). A group's
     walks go from the lowest threshold up and share its searches (:class:`SharedSearches`: one
@@ -286,12 +286,35 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
     index (on Ray, found by the search's tasks from their own products); then the group's
     searches are let go. The evaluation images (``--against``) go
     first in every group's walk, kept whatever they match. ``pair_search``: what searches for
-    the pairs (:func:`curate.ray_engine.ray_pairs` on Ray)."""
+    the pairs (:func:`curate.ray_engine.ray_pairs` on Ray). ``threads``: the verifier's, where it
+    allows more than one."""
+    verifier = search.verifier
+    with (PairVerifier(verifier, found.images.paths, found.image_root, threads) if verifier
+          else contextlib.nullcontext()) as pairs:
+        return _decide_groups(found, groups, search, signals, show_progress, pair_search, pairs)
+
+
+class GroupVerify:
+    """The walk's ``verify`` for one group: its positions are ``members``' entries."""
+
+    def __init__(self, pairs: PairVerifier, members: np.ndarray):
+        self.pairs, self.members = pairs, members
+
+    def __call__(self, kept: int, candidate: int):
+        return self.pairs(int(self.members[kept]), int(self.members[candidate]))
+
+    def room(self) -> int:
+        return self.pairs.room()
+
+    def prefetch(self, pairs) -> None:
+        self.pairs.prefetch((int(self.members[kept]), int(self.members[candidate])) for kept, candidate in pairs)
+
+
+def _decide_groups(found: Embeddings, groups, search: SearchSettings, signals: list, show_progress: bool,
+                   pair_search, pairs: PairVerifier | None):
     index_kind = search.index_kind
     options = dict(search.index_options)
     vectors, ok = found.result.vectors, found.result.ok
-    verifier = search.verifier
-    pairs = PairVerifier(verifier, found.images.paths, found.image_root) if verifier else None
     n = len(ok)
     training = found.images.training_count
     against = np.flatnonzero(ok[training:]) + training
@@ -305,7 +328,7 @@ def decide(found: Embeddings, groups, search: SearchSettings, signals: list, sho
     with ProgressBar("search", steps, unit="steps", enabled=show_progress) as bar:
         for group in groups.values():
             members = np.concatenate([against, group])
-            verify = (lambda kept, candidate, m=members: pairs(int(m[kept]), int(m[candidate]))) if pairs else None
+            verify = GroupVerify(pairs, members) if pairs else None
             # each signal's rows of this group, and its searches, serve every threshold's walk
             rows = {name: rows_of(vectors if plugin is None else found.result.signals[name], members)
                     for name, plugin, _ in signals}
@@ -375,7 +398,8 @@ def identify_duplicates(inputs: Inputs, embedder: EmbedderSpec = None, search: S
     if settings.engine == "ray":
         from .ray_engine import ray_pairs
         pair_search = functools.partial(ray_pairs, address=settings.ray_address, work_root=settings.cache_dir)
-    results, neighbourhood = decide(found, groups, search, signals, settings.show_progress, pair_search)
+    results, neighbourhood = decide(found, groups, search, signals, settings.show_progress, pair_search,
+                                    threads=settings.workers)
     seconds = dict(found.seconds, search=time.monotonic() - started)
     return Duplicates(found, search, results, neighbourhood, seconds, signals)
 

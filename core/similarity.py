@@ -271,6 +271,7 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
     if n == 0:
         return result
     k = candidates if verify is not None else 1
+    ahead = Lookahead(verify, channels, k, fixed) if hasattr(verify, "prefetch") else None
     sources = [pairs(channel, block) for channel in channels]
     for start in range(0, n, block):
         stop = min(n, start + block)
@@ -279,26 +280,67 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
             later, earlier, sims = source.block(start, stop, duplicate_of < 0)
             alive = (earlier >= start) | (duplicate_of[earlier] < 0)   # earlier blocks are decided
             found.append((later[alive], earlier[alive], sims[alive]))
-        for i in np.unique(np.concatenate([later for later, _, _ in found])).tolist():
+        order = np.unique(np.concatenate([later for later, _, _ in found])).tolist()
+        for position, i in enumerate(order):
             if i < fixed:
                 continue
+            if ahead is not None:
+                ahead.advance(found, order, position, duplicate_of)
             for matches in _matches(found, i, duplicate_of, k, fixed):
                 if matches and _decide(result, i, matches, channels, verify, candidates):
                     break
     return result
 
 
-def _matches(found, i, duplicate_of, k, fixed) -> tuple[list, list]:
+# Images the lookahead may run ahead of the walk: pairs of images far ahead are more likely to be
+# wasted (an image decided in between can change their kept images).
+AHEAD_IMAGES = 64
+
+
+class Lookahead:
+    """Hands ``verify.prefetch`` the pairs the walk will ask ``verify`` for next, while it
+    decides the current image (a verifier on threads compares them meanwhile). For a later
+    image, the pairs :func:`_decide` would try with the images decided so far: its kept images
+    among those before the current one. A kept image decided later can still change them; a
+    pair compared for nothing costs time, never a decision."""
+
+    def __init__(self, verify, channels, k: int, fixed: int):
+        self.verify, self.channels, self.k, self.fixed = verify, channels, k, fixed
+        self.order, self.next = None, 0
+
+    def advance(self, found, order: list, position: int, duplicate_of: np.ndarray) -> None:
+        """The walk is at ``order[position]`` (every image before it is decided)."""
+        if order is not self.order:
+            self.order, self.next = order, 0
+        self.next = max(self.next, position)
+        decided = order[position]
+        while self.verify.room() > 0 and self.next < len(order) and self.next - position < AHEAD_IMAGES:
+            later = order[self.next]
+            self.next += 1
+            if later >= self.fixed:
+                self.verify.prefetch(self._pairs(found, later, decided, duplicate_of))
+
+    def _pairs(self, found, later: int, decided: int, duplicate_of: np.ndarray) -> list[tuple[int, int]]:
+        for matches in _matches(found, later, duplicate_of, self.k, self.fixed, before=decided):
+            if not matches:
+                continue
+            if not all(self.channels[c].verified for c, _, _ in matches):
+                return []                   # removed without a verdict when it comes
+            return [(partner, later) for partner in list(dict.fromkeys(p for _, p, _ in matches))[:self.k]]
+        return []
+
+
+def _matches(found, i, duplicate_of, k, fixed, before: int | None = None) -> tuple[list, list]:
     """Kept images that reach a channel's threshold for image ``i``: (channel, kept position,
     similarity), by channel in order, then most similar first (at most ``k`` each); those among
-    the first ``fixed`` images, then the others."""
+    the first ``fixed`` images, then the others. ``before``: only kept images before this one."""
     first, rest = [], []
     for c, (later, earlier, sims) in enumerate(found):
         low, high = np.searchsorted(later, [i, i + 1])
         taken = [0 if fixed else k, 0]              # per side: (fixed, other) kept images taken
         for partner, sim in zip(earlier[low:high].tolist(), sims[low:high].tolist()):
             side = int(partner >= fixed)
-            if taken[side] < k and duplicate_of[partner] < 0:
+            if taken[side] < k and duplicate_of[partner] < 0 and (before is None or partner < before):
                 (rest if side else first).append((c, partner, sim))
                 taken[side] += 1
                 if min(taken) == k:

@@ -389,6 +389,7 @@ class ContentVerifier(curate.Verifier):
                    "at 512 px: no other word, number, bar or title")
     version = "1"
     unit = "largest block difference (grey levels)"
+    parallel = True          # OpenCV and numpy release the GIL; a Prepared's features are computed idempotently
 
     def prepare(self, path: Path) -> Prepared:
         single_threaded_opencv()

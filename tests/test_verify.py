@@ -206,7 +206,7 @@ def test_dedup_keeps_every_distinct_text_rich_image_and_says_what_verified(tmp_p
     data, root = text_rich
     out = tmp_path / "out.json"
     result = run_curate("dedup", data, "-o", out, "--image-root", root, "--embedder", "timm-pool", "--no-cache",
-                        check=0)
+                        "--workers", "2", check=0)
     kept = {r["id"] for r in load_json(out)}
     assert {"t0", "t1", "t2", "c0", "c1"} <= kept
     removed = {r["id"]: r for r in load_json(out.parent / "out.json.report" / "removed.jsonl")}
@@ -222,6 +222,13 @@ def test_dedup_keeps_every_distinct_text_rich_image_and_says_what_verified(tmp_p
     html = (out.parent / "out.json.report" / "report.html").read_text()
     assert "Looked alike, kept: different content" in html and "verified near-duplicates" in html
     assert "looked alike but were kept" in result.stderr
+
+    one_thread = tmp_path / "one.json"                              # the verifier on threads decides the same
+    run_curate("dedup", data, "-o", one_thread, "--image-root", root, "--embedder", "timm-pool", "--no-cache",
+               "--workers", "1", "-q", check=0)
+    for name in ("removed.jsonl", "decisions.jsonl"):
+        assert (one_thread.parent / "one.json.report" / name).read_bytes() == \
+            (out.parent / "out.json.report" / name).read_bytes()
 
     thinned = tmp_path / "thinned.json"
     result = run_curate("dedup", data, "-o", thinned, "--image-root", root, "--embedder", "timm-pool", "--no-cache",
