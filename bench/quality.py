@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,12 @@ def best_of(results: dict[float, dict]) -> tuple[float, dict]:
     return threshold, results.get(threshold)
 
 
-def cpu_of(command: list[str], env=None) -> float:
-    """CPU seconds (user + system) of a child process and its children."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def cpu_of(command: list[str], env=None) -> tuple[float, float]:
+    """CPU seconds (user + system) of a child process and its children, and its wall seconds."""
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    wall, after = time.monotonic() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
 
 
 def baseline_tree(commit: str, where: Path) -> Path:
@@ -85,8 +86,8 @@ def baseline_tree(commit: str, where: Path) -> Path:
     return tree
 
 
-def cold_cpu(folder: Path, pythonpath: Path | None, label: str) -> float:
-    """CPU seconds of one cold whole-process `curate dedup` (start-up, model, every image)."""
+def cold_cpu(folder: Path, pythonpath: Path | None, label: str) -> tuple[float, float]:
+    """CPU and wall seconds of one cold whole-process `curate dedup` (start-up, model, every image)."""
     out = folder / f"cold-{label}.json"
     env = dict(os.environ, PYTHONPATH=str(pythonpath)) if pythonpath else None
     return cpu_of([sys.executable, "-m", "curate", "dedup", str(folder / "data.json"), "--image-root",
@@ -128,7 +129,9 @@ print(json.dumps({"codes": codes, "cpu": usage.ru_utime + usage.ru_stime}))
 def imagededup_run(python: str, images: Path, truth: dict, order: list[str], method: str) -> dict | None:
     """imagededup's hash (in its own environment, whole process timed), with the same
     keep-the-first walk over Hamming distances; its default distance is 10."""
+    started = time.monotonic()
     result = subprocess.run([python, "-c", IMAGEDEDUP, str(images), method], capture_output=True, text=True)
+    wall = time.monotonic() - started
     if result.returncode:
         print(f"imagededup {method} failed: {result.stderr[-500:]}")
         return None
@@ -137,7 +140,7 @@ def imagededup_run(python: str, images: Path, truth: dict, order: list[str], met
     codes = np.array([int(bits[p], 16) for p in order], dtype=np.uint64)
     distance = np.bitwise_count(codes[:, None] ^ codes[None, :]).astype(np.int64)
     sweep = {d: score(truth, order, greedy(order, distance <= d, -distance)) for d in range(0, 33)}
-    return {"cpu": data["cpu"], "default": sweep[10], "default_threshold": 10, "sweep": sweep}
+    return {"cpu": data["cpu"], "wall": wall, "default": sweep[10], "default_threshold": 10, "sweep": sweep}
 
 
 FASTDUP = """
@@ -156,8 +159,10 @@ def fastdup_run(python: str, images: Path, truth: dict, order: list[str]) -> dic
     """fastdup (its own bundled ONNX model, offline; whole process timed) asked for every pair
     at similarity >= 0.5 among each image's 10 nearest, then the same keep-the-first walk."""
     with tempfile.TemporaryDirectory() as work:
+        started = time.monotonic()
         result = subprocess.run([python, "-c", FASTDUP, str(images.resolve()), work], capture_output=True,
                                 text=True, cwd=work)
+        wall = time.monotonic() - started
     if result.returncode:
         print(f"fastdup failed: {result.stderr[-500:]}")
         return None
@@ -169,7 +174,7 @@ def fastdup_run(python: str, images: Path, truth: dict, order: list[str]) -> dic
         i, j = (position[str(Path(p).relative_to(root))] for p in (a, b))
         sims[i, j] = sims[j, i] = max(sims[i, j], sim)
     sweep = {t: score(truth, order, greedy(order, sims >= t, sims)) for t in SWEEP}
-    return {"cpu": data["cpu"], "default": sweep[FASTDUP_DEFAULT], "default_threshold": FASTDUP_DEFAULT,
+    return {"cpu": data["cpu"], "wall": wall, "default": sweep[FASTDUP_DEFAULT], "default_threshold": FASTDUP_DEFAULT,
             "sweep": sweep}
 
 
@@ -214,18 +219,20 @@ def main() -> None:
                 for _ in range(args.repeats):           # interleaved: a load that comes and goes hits both
                     cpu_before.append(cold_cpu(folder, baseline, "before"))
                     cpu_after.append(cold_cpu(folder, None, "after"))
-                cpu_before.sort()
-                cpu_after.sort()
+                wall_before, wall_after = sorted(w for _, w in cpu_before), sorted(w for _, w in cpu_after)
+                cpu_before, cpu_after = sorted(c for c, _ in cpu_before), sorted(c for c, _ in cpu_after)
             finally:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline / "src")],
                                capture_output=True)
-            cpu_before, cpu_after = cpu_before[len(cpu_before) // 2], cpu_after[len(cpu_after) // 2]
+            middle = len(cpu_before) // 2
+            cpu_before, cpu_after, wall_before, wall_after = (
+                cpu_before[middle], cpu_after[middle], wall_before[middle], wall_after[middle])
         methods = {}
         for label, (signals, verify) in SIGNAL_SETS.items():
             methods[f"curate, {label}"] = curate_quality(folder, truth, order, signals, verify,
                                                          VERIFIED_SWEEP if verify != "none" else SWEEP)
         if cpu_after is not None:
-            methods[f"curate, {list(SIGNAL_SETS)[-1]}"]["cpu"] = cpu_after
+            methods[f"curate, {list(SIGNAL_SETS)[-1]}"].update(cpu=cpu_after, wall=wall_after)
         for method in ("PHash", "AHash", "DHash", "WHash") if args.peers_python else ():
             result = imagededup_run(args.peers_python, folder / "images", truth, order, method)
             if result:
@@ -239,13 +246,14 @@ def main() -> None:
             threshold, best = best_of(result["sweep"])
             d = result["default"]
             cpu = f"{1000 * result['cpu'] / n:.0f}" if "cpu" in result else ""
+            wall = f"{1000 * result['wall'] / n:.0f}" if "wall" in result else ""
             rows.append([name, result["default_threshold"], f"{d['recall']:.1%}", d["false"], d.get("lost", "-"),
-                         threshold, f"{best['recall']:.1%}" if best else "-", cpu])
+                         threshold, f"{best['recall']:.1%}" if best else "-", cpu, wall])
         print_table(f"dedup quality on {n} images ({sum(t['edit'] != 'original' for t in truth.values())} "
                     "near-duplicates, --scope global)",
                     ["method", "default threshold", "recall (default)", "false removals (default)",
                      "distinct images removed (default)", "best threshold", "recall (best, 0 false)",
-                     "CPU ms/image (cold)"], rows)
+                     "CPU ms/image (cold)", "wall ms/image (cold)"], rows)
         families = sorted({t.get("family", "photo") for t in truth.values()})
         if len(families) > 1:
             print_table("per family with defaults: near-duplicates found / distinct removed",
@@ -267,6 +275,8 @@ def main() -> None:
             print(f"\ncold CPU per image: before (commit {args.baseline}) {1000 * cpu_before / n:.0f} ms, "
                   f"after {1000 * cpu_after / n:.0f} ms")
             print(f"ratio: CPU per image, after / before = {cpu_after / cpu_before:.2f}")
+            print(f"wall per image: before {1000 * wall_before / n:.0f} ms, after {1000 * wall_after / n:.0f} ms "
+                  f"(ratio {wall_after / wall_before:.2f}; {os.cpu_count()} CPUs)")
         for name, result in methods.items():
             for pair in result["default"]["false_pairs"][:5]:
                 print(f"false removal ({name}, default):", pair)

@@ -325,7 +325,7 @@ def _decide_groups(found: Embeddings, groups, search: SearchSettings, signals: l
     neighbourhood = Neighbourhood.empty(n)
     kept_everywhere = np.zeros(n, bool)             # per group, once its walks are done
     steps = len(groups) * (len(thresholds) + 1)
-    with ProgressBar("search", steps, unit="steps", enabled=show_progress) as bar:
+    with ProgressBar("search", steps, unit="images walked", enabled=show_progress) as bar:
         for group in groups.values():
             members = np.concatenate([against, group])
             verify = GroupVerify(pairs, members) if pairs else None
@@ -341,9 +341,9 @@ def _decide_groups(found: Embeddings, groups, search: SearchSettings, signals: l
                                              source=source if plugin is None else None,
                                              neighbours=NEIGHBOURS if plugin is None and own_rows else 0)
                                      for name, plugin, cosine in signals],
-                                    verify=verify, fixed=len(against), pairs=searches.pairs)
+                                    verify=verify, fixed=len(against), pairs=searches.pairs,
+                                    progress=lambda count, n=len(members): bar.add(count, count / n))
                     _record(results[threshold], members, decision)
-                    bar.advance(1)
                 kept_everywhere[group] = np.logical_and.reduce([r.duplicate_of[group] == -1 for r in results.values()])
                 if not own_rows:
                     parts = [nearest_neighbours(rows_of(vectors, group), index_kind, **options)]

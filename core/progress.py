@@ -71,19 +71,21 @@ class ProgressBar:
         self.task = self.progress.add_task(description, total=total, items=0)
         self.items = 0
         self._last = 0.0
+        self._pending = 0.0          # advance not drawn yet (add)
 
     def __enter__(self):
         self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.update(self.task, items=self.items, refresh=True)
+        self.progress.update(self.task, advance=self._pending, items=self.items, refresh=True)
         self.progress.stop()
 
     def advance(self, amount: float) -> None:
         """Advance the bar (bytes read, for instance)."""
         if self.enabled:
-            self.progress.advance(self.task, amount)
+            self.progress.advance(self.task, amount + self._pending)
+            self._pending = 0.0
 
     def count(self, items: Iterable) -> Iterator:
         """Pass items through, counting them for the rate column (as they are, with no bar)."""
@@ -99,6 +101,19 @@ class ProgressBar:
                     self._last = now
                     self.progress.update(self.task, items=self.items)
             yield item
+
+    def add(self, items: int, amount: float) -> None:
+        """Count ``items`` more and advance the bar by ``amount``, redrawing at most every 0.1 s
+        (cheap enough to call per image)."""
+        if not self.enabled:
+            return
+        self.items += items
+        self._pending += amount
+        now = time.monotonic()
+        if now - self._last > 0.1:
+            self._last = now
+            self.progress.update(self.task, advance=self._pending, items=self.items)
+            self._pending = 0.0
 
     def set_items(self, items: int) -> None:
         self.items = items

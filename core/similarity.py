@@ -247,7 +247,7 @@ class SharedSearches:
 
 
 def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: int = CANDIDATES,
-         fixed: int = 0, pairs=Pairs) -> WalkResult:
+         fixed: int = 0, pairs=Pairs, progress=None) -> WalkResult:
     """The greedy walk over several signals at once: an image is removed when, in any channel,
     an already kept image reaches that channel's threshold; the first channel (in the order
     given) that fires is recorded, with its most similar kept image. The walk consumes each
@@ -262,7 +262,8 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
     ``fixed``: the first ``fixed`` images (the evaluation images of ``--against``) are kept
     whatever they match, and an image that matches one of them is removed as its duplicate in
     preference to any other kept image. ``pairs``: the :class:`Pairs` class that searches (the
-    Ray engine's searches on the cluster)."""
+    Ray engine's searches on the cluster). ``progress(count)``: called as the walk passes images
+    (``count`` more decided), every few images with pairs and at each block's end."""
     n = len(channels[0].vectors)
     duplicate_of = np.full(n, -1, np.int64)
     score = np.zeros(n, np.float32)
@@ -273,6 +274,7 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
     k = candidates if verify is not None else 1
     ahead = Lookahead(verify, channels, k, fixed) if hasattr(verify, "prefetch") else None
     sources = [pairs(channel, block) for channel in channels]
+    passed = 0                      # images the walk has told ``progress`` about
     for start in range(0, n, block):
         stop = min(n, start + block)
         found = []
@@ -282,6 +284,9 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
             found.append((later[alive], earlier[alive], sims[alive]))
         order = np.unique(np.concatenate([later for later, _, _ in found])).tolist()
         for position, i in enumerate(order):
+            if progress is not None and position % PROGRESS_EVERY == 0 and i > passed:
+                progress(i - passed)
+                passed = i
             if i < fixed:
                 continue
             if ahead is not None:
@@ -289,8 +294,13 @@ def walk(channels: list[Channel], block: int = BLOCK, verify=None, candidates: i
             for matches in _matches(found, i, duplicate_of, k, fixed):
                 if matches and _decide(result, i, matches, channels, verify, candidates):
                     break
+        if progress is not None:
+            progress(stop - passed)
+            passed = stop
     return result
 
+
+PROGRESS_EVERY = 16             # images with pairs between the walk's progress calls
 
 # Images the lookahead may run ahead of the walk: pairs of images far ahead are more likely to be
 # wasted (an image decided in between can change their kept images).

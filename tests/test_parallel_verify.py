@@ -179,3 +179,15 @@ def test_a_signal_while_the_walk_waits_for_the_threads_is_a_clean_interruption(t
     assert process.returncode == code, stderr
     assert stderr.strip().splitlines()[-1] == "error: interrupted; no output was written"
     assert "Traceback" not in stderr and not out.exists()
+
+
+@pytest.mark.parametrize("block", [64, 4096])
+def test_the_walk_tells_its_progress_as_it_passes_the_images(block):
+    """A verified walk on a large set takes a while: the search bar moves with the images walked."""
+    vectors = clustered(n=480)
+    told = []
+    result = walk([Channel("embedding", vectors, 0.9, Exact())], block=block, progress=told.append,
+                  verify=lambda kept, candidate: curate.Verdict(True, 0.0, "test"))
+    assert sum(told) == len(vectors) and all(count > 0 for count in told)
+    assert len(told) >= 480 // 16 // 2          # every few images with pairs, not once at the end
+    assert (result.duplicate_of >= 0).sum() > 100
