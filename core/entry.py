@@ -18,10 +18,10 @@ BLAS_THREAD_TIMEOUT = ("OPENBLAS_THREAD_TIMEOUT", "4")
 
 def main() -> None:
     install_signal_handlers()
-    os.environ.setdefault(*BLAS_THREAD_TIMEOUT)
     try:
         # a signal held since start-up (``python -m curate`` holds them) arrives here, to curate's handler
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+        os.environ.setdefault(*BLAS_THREAD_TIMEOUT)
         from .cli import main as run
         run()
     except KeyboardInterrupt as e:      # during start-up or teardown; the commands catch their own
