@@ -334,9 +334,9 @@ class Lookahead:
         for matches in _matches(found, later, duplicate_of, self.k, self.fixed, before=decided):
             if not matches:
                 continue
-            if not all(self.channels[c].verified for c, _, _ in matches):
+            if _unverified(matches, self.channels) is not None:
                 return []                   # removed without a verdict when it comes
-            return [(partner, later) for partner in list(dict.fromkeys(p for _, p, _ in matches))[:self.k]]
+            return [(partner, later) for partner in _tried(matches, self.k)]
         return []
 
 
@@ -361,15 +361,13 @@ def _matches(found, i, duplicate_of, k, fixed, before: int | None = None) -> tup
 def _decide(result: WalkResult, i: int, matches, channels, verify, k: int) -> bool:
     """Remove image ``i`` for the first match that needs no verification, else for the
     verified match that the verifier scores closest (of the first ``k`` kept images tried)."""
-    for c, partner, sim in matches:
-        if verify is None or not channels[c].verified:
-            result.duplicate_of[i], result.score[i], result.signal[i] = partner, sim, c
-            return True
-    tried, best, refused = set(), None, None
-    for c, partner, sim in matches:
-        if partner in tried or len(tried) >= k:
-            continue
-        tried.add(partner)
+    match = matches[0] if verify is None else _unverified(matches, channels)
+    if match is not None:
+        c, partner, sim = match
+        result.duplicate_of[i], result.score[i], result.signal[i] = partner, sim, c
+        return True
+    best, refused = None, None
+    for partner, (c, sim) in _tried(matches, k).items():
         verdict = verify(partner, i)
         if verdict.same and (best is None or verdict.score < best[3].score):
             best = (c, partner, sim, verdict)
@@ -383,6 +381,22 @@ def _decide(result: WalkResult, i: int, matches, channels, verify, k: int) -> bo
     result.duplicate_of[i], result.score[i], result.signal[i] = partner, sim, c
     result.verdicts[i] = verdict
     return True
+
+
+def _unverified(matches, channels):
+    """The first match in a channel that needs no verification (it decides at once), or None."""
+    return next((match for match in matches if not channels[match[0]].verified), None)
+
+
+def _tried(matches, k: int) -> dict:
+    """The kept images the verifier is asked about, in the matches' order: the first ``k``
+    distinct ones, each with the channel and similarity of its first match."""
+    tried: dict = {}
+    for c, partner, sim in matches:
+        if len(tried) >= k:
+            break
+        tried.setdefault(partner, (c, sim))
+    return tried
 
 
 def keep_or_remove(vectors: np.ndarray, kind: IndexKind, threshold: float, block: int = BLOCK,
