@@ -9,6 +9,7 @@ the limit, and forked decode processes scale further.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -341,20 +342,28 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
 
     ``workers`` threads (or forked processes) decode the next batches, and compute the
     signals' fingerprints and the observers' values, while the model runs. ``on_device``: the
-    threads only read the files, and JPEGs are decoded in batches on the model's device (see
-    device_decode); the observers then see none of them."""
+    threads only read the files, and JPEGs are decoded in batches on the model's device, one
+    batch ahead of the model on a thread of their own (see device_decode); the observers then
+    see none of them."""
     started = time.monotonic()
     signals = signals or SignalSet()
     result, keys, todo = cached_or_todo(paths, model, cache, progress, errors, signals)
     failures = result.failures
     names = [signal.name for signal in signals.signals]
 
+    def read_and_decode(tasks):
+        read = [(i, *future.result()) for positions, future in tasks for i in positions]
+        return decode_on_device(read, paths, model, signals.signals)
+
     def run_batch(tasks):
-        if on_device:
-            read = [(i, *future.result()) for positions, future in tasks for i in positions]
-            done = decode_on_device(read, paths, model, signals.signals)
+        if on_device:                  # the next batch decodes while this one's model runs
+            decoding.append(decoder.submit(read_and_decode, tasks))
+            if len(decoding) > 1:
+                embed_batch(decoder.result(decoding.popleft()))
         else:
-            done = [(i, *prepared) for positions, future in tasks for i, prepared in zip(positions, future.result())]
+            embed_batch([(i, *prepared) for positions, future in tasks for i, prepared in zip(positions, future.result())])
+
+    def embed_batch(done):
         good = [(i, x, f) for i, x, f, _ in done if x is not None]
         for observer in observers:
             seen = result.observed[observer.name]
@@ -377,7 +386,12 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
     processes = processes and not on_device
     observers = [] if on_device else signals.observers
     per_task = max(1, batch_size // (2 * workers)) if processes else 1
-    with decode_pool(model, max(1, workers), processes, signals.signals, observers) as pool:
+    decoding: deque = deque()
+    with ExitStack() as stack:
+        pool = stack.enter_context(decode_pool(model, max(1, workers), processes, signals.signals, observers))
+        if on_device:
+            from .device_decode import DecodeAhead
+            decoder = stack.enter_context(DecodeAhead(model.device))
         pending: deque = deque()
         for start in range(0, len(todo), batch_size):
             tasks = []
@@ -397,6 +411,8 @@ def embed_files(paths: list[Path | None], model: LoadedEmbedder, *, cache: Embed
                 run_batch(pending.popleft())
         while pending:
             run_batch(pending.popleft())
+        while decoding:
+            embed_batch(decoder.result(decoding.popleft()))
     result.seconds = time.monotonic() - started
     check_plugins_gave_something(result)
     return result

@@ -119,6 +119,72 @@ def test_crops_of_one_size_are_resized_together_as_one_by_one(model, monkeypatch
     assert torch.equal(grouped, torch.stack(alone))
 
 
+def test_the_next_batch_decodes_on_its_own_thread_while_the_model_runs(model, monkeypatch):
+    """The model's first batch waits until the second batch's decode has begun on another
+    thread: done one after the other, as before, the wait would time out."""
+    import threading
+    from curate import embedding
+    decode, embed = embedding.decode_on_device, model.embed
+    decoding, threads = threading.Event(), []
+
+    def decode_and_tell(read, *args):
+        threads.append(threading.current_thread())
+        if len(threads) == 2:
+            decoding.set()
+        return decode(read, *args)
+
+    def embed_once_the_next_decodes(batch):
+        if not decoding.is_set():
+            assert decoding.wait(60), "the next batch did not decode while the model ran"
+        return embed(batch)
+
+    monkeypatch.setattr(embedding, "decode_on_device", decode_and_tell)
+    monkeypatch.setattr(model, "embed", embed_once_the_next_decodes)
+    paths = sorted(IMAGES.rglob("*.jpg"))[:12]
+    result = embedding.embed_files(paths, model, batch_size=4, workers=2, on_device=True)
+    assert result.ok.all() and len(threads) == 3
+    assert threading.main_thread() not in threads
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_decoding_ahead_gives_each_image_its_own_vector_whatever_the_batches(device, tmp_path):
+    """Batches of 3 (decoded ahead of the model, on another thread and, on CUDA, another
+    stream) give the vectors and failures of one batch of all: no image gets another's
+    pixels, none is read before its decode is done."""
+    from curate.embedding import embed_files
+    from curate.registry import get_registry
+    on = get_registry().get("embedder", "timm-pool").load(None, None, device)
+    paths = _with_odd_files(tmp_path)
+    whole = embed_files(paths, on, batch_size=len(paths), workers=2, on_device=True)
+    ahead = embed_files(paths, on, batch_size=3, workers=2, on_device=True)
+    assert ahead.failures == whole.failures and len(whole.failures) == 2
+    assert np.allclose(ahead.vectors[whole.ok], whole.vectors[whole.ok], atol=1e-5)
+    assert (ahead.vectors[whole.ok] * whole.vectors[whole.ok]).sum(axis=1).min() > 0.9999
+
+
+def test_a_decode_that_fails_ahead_stops_the_run_with_its_error(model, monkeypatch):
+    """An error raised on the decode thread reaches the caller, in the batch's turn, and the
+    thread is gone afterwards (nothing left waiting)."""
+    import threading
+    from curate import embedding
+    from curate.errors import CurateError
+    decode, calls = embedding.decode_on_device, []
+
+    def fail_on_the_second(read, *args):
+        calls.append(len(read))
+        if len(calls) == 2:
+            raise CurateError("img.jpg: cannot decode")
+        return decode(read, *args)
+
+    monkeypatch.setattr(embedding, "decode_on_device", fail_on_the_second)
+    seen = []
+    with pytest.raises(CurateError, match="img.jpg: cannot decode"):
+        embedding.embed_files(sorted(IMAGES.rglob("*.jpg"))[:12], model, batch_size=4, workers=2,
+                              on_device=True, progress=seen.append)
+    assert seen == [4]                            # the first batch was embedded, the error came next
+    assert not [t for t in threading.enumerate() if t.name.startswith("curate-device-decode")]
+
+
 def test_dedup_decodes_on_the_device_from_the_cli_and_keeps_its_vectors_apart(tmp_path):
     demo, cache = FIXTURES / "dedup_demo.json", tmp_path / "cache"
     common = ("--image-root", IMAGES, "--embedder", "timm-pool", "--cache", cache, "--signals", "embedding",
