@@ -9,9 +9,9 @@ the limit, and forked decode processes scale further.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
